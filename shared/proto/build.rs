@@ -1,0 +1,37 @@
+//! Compiles the gRPC contract in `proto/portico/v1/` with protox (pure Rust, no
+//! system `protoc`), writes the encoded descriptor set for gRPC reflection, and
+//! generates prost messages plus tonic clients and servers.
+
+use prost::Message;
+use std::path::PathBuf;
+
+const PROTO_FILES: [&str; 5] = [
+    "portico/v1/common.proto",
+    "portico/v1/webhooks.proto",
+    "portico/v1/events.proto",
+    "portico/v1/bulk_orders.proto",
+    "portico/v1/integrations.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    for file in PROTO_FILES {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+
+    let fds = protox::compile(PROTO_FILES, [&root])?;
+
+    // tonic-prost-build does not write the descriptor set itself; reflection needs it.
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("portico_descriptor.bin"), fds.encode_to_vec())?;
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        // Methods a service does not implement yet answer UNIMPLEMENTED instead of
+        // forcing placeholder code that could pretend to work.
+        .generate_default_stubs(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

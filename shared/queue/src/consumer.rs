@@ -1,0 +1,196 @@
+//! Consuming jobs so that an ack cannot be forgotten or sent too early.
+//!
+//! A [`JobMessage`] owns the JetStream acker. The job's handler returns an
+//! [`Outcome`] only after its result is committed, and [`JobMessage::finish`] turns
+//! that into ack, nak-with-delay or term. A message dropped without a decision
+//! (a panic, an early return) is nak'ed so it comes back at once instead of after
+//! `ack_wait`. Undecodable messages are recorded in `job_dead_letters` and terminated.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::{AckKind, consumer::PullConsumer};
+use futures::StreamExt;
+use sqlx::PgPool;
+
+use crate::QueueError;
+use crate::jobs::Job;
+
+/// What a handler decided about its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The result is committed: remove the job.
+    Done,
+    /// A transient failure: deliver the job again after the delay.
+    RetryAfter(Duration),
+    /// The job can never succeed; its failure has been recorded. Stop redelivering.
+    Poison(String),
+}
+
+/// A delivered job and the right to acknowledge it.
+pub struct JobMessage {
+    acker: Option<Acker>,
+    /// The decoded job.
+    pub job: Job,
+    /// How many times JetStream has delivered this message (1 on first delivery).
+    pub delivered: i64,
+    /// The message headers (trace context lives here).
+    pub headers: Option<HeaderMap>,
+    consumer: &'static str,
+}
+
+impl JobMessage {
+    /// Applies the handler's decision. Plain acks are enough for correctness because
+    /// every job is idempotent: a lost ack only means one harmless redelivery.
+    pub async fn finish(mut self, outcome: Outcome) -> Result<(), QueueError> {
+        let Some(acker) = self.acker.take() else {
+            return Ok(());
+        };
+        let (kind, label) = match &outcome {
+            Outcome::Done => (AckKind::Ack, "ack"),
+            Outcome::RetryAfter(delay) => (AckKind::Nak(Some(*delay)), "nak"),
+            Outcome::Poison(reason) => {
+                tracing::error!(consumer = self.consumer, %reason, "terminating poison job");
+                (AckKind::Term, "term")
+            }
+        };
+        metrics::counter!(portico_telemetry::metrics::JOBS, "consumer" => self.consumer, "outcome" => label)
+            .increment(1);
+        acker
+            .ack_with(kind)
+            .await
+            .map_err(|e| QueueError::Consume(e.to_string()))
+    }
+
+    /// Tells JetStream the job is still being worked on, resetting its ack timer; long
+    /// jobs (a large batch) call this periodically so they are not redelivered mid-run.
+    pub async fn keep_alive(&self) -> Result<(), QueueError> {
+        match &self.acker {
+            Some(acker) => acker
+                .ack_with(AckKind::Progress)
+                .await
+                .map_err(|e| QueueError::Consume(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// The delay before redelivering after the `delivered`-th failure: 1 s doubling to
+    /// at most 60 s, so a dependency outage is not hammered.
+    pub fn backoff(&self) -> Duration {
+        let exp = (self.delivered.clamp(1, 7) - 1) as u32;
+        Duration::from_secs(1u64 << exp).min(Duration::from_secs(60))
+    }
+}
+
+impl Drop for JobMessage {
+    fn drop(&mut self) {
+        if let Some(acker) = self.acker.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            });
+        }
+    }
+}
+
+/// A stream of decoded jobs from one durable consumer.
+pub struct JobStream {
+    inner: async_nats::jetstream::consumer::pull::Stream,
+    pool: PgPool,
+    consumer: &'static str,
+}
+
+impl JobStream {
+    /// Starts pulling from `consumer`, keeping up to `batch` messages requested ahead.
+    /// `consumer_label` names the consumer in metrics and dead letters.
+    pub async fn open(
+        consumer: &PullConsumer,
+        pool: PgPool,
+        consumer_label: &'static str,
+        batch: usize,
+    ) -> Result<Self, QueueError> {
+        let inner = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| QueueError::Consume(e.to_string()))?;
+        Ok(Self {
+            inner,
+            pool,
+            consumer: consumer_label,
+        })
+    }
+
+    /// The next decodable job; `None` when the stream ended. Undecodable messages are
+    /// dead-lettered and skipped here, so handlers only ever see well-formed jobs.
+    pub async fn next(&mut self) -> Option<Result<JobMessage, QueueError>> {
+        loop {
+            let message = match self.inner.next().await? {
+                Ok(m) => m,
+                Err(e) => return Some(Err(QueueError::Consume(e.to_string()))),
+            };
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            if delivered > 1 {
+                metrics::counter!(portico_telemetry::metrics::JOBS_REDELIVERED, "consumer" => self.consumer)
+                    .increment(1);
+            }
+            let (message, acker) = message.split();
+            match Job::decode(&message.payload) {
+                Ok(job) => {
+                    return Some(Ok(JobMessage {
+                        acker: Some(acker),
+                        job,
+                        delivered,
+                        headers: message.headers,
+                        consumer: self.consumer,
+                    }));
+                }
+                Err(err) => {
+                    let reason = format!("undecodable job: {err}");
+                    tracing::error!(consumer = self.consumer, subject = %message.subject, %reason, "dead-lettering message");
+                    let recorded = record_dead_letter(
+                        &self.pool,
+                        self.consumer,
+                        message.subject.as_str(),
+                        &message.payload,
+                        &reason,
+                    )
+                    .await;
+                    // Only terminate once the record is committed; otherwise let it
+                    // come back and try recording again.
+                    let kind = if recorded.is_ok() {
+                        AckKind::Term
+                    } else {
+                        AckKind::Nak(Some(Duration::from_secs(5)))
+                    };
+                    let _ = acker.ack_with(kind).await;
+                }
+            }
+        }
+    }
+}
+
+/// Records a job that will never be processed, so operators can inspect and replay it.
+pub async fn record_dead_letter(
+    pool: &PgPool,
+    consumer: &str,
+    subject: &str,
+    payload: &[u8],
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO job_dead_letters (consumer, subject, payload, reason) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(consumer)
+    .bind(subject)
+    .bind(payload)
+    .bind(reason)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,155 @@
+//! The transactional outbox.
+//!
+//! Where committed PostgreSQL state must lead to a job (a batch to process, a retry job
+//! to run), the job is written to the `outbox` table in the same transaction as the
+//! state, so the two cannot diverge. The [`OutboxRelay`] publishes rows to JetStream
+//! with `Nats-Msg-Id` = the row's message id and deletes them only after JetStream
+//! acknowledged; a crash in between re-publishes, and JetStream drops the duplicate.
+//! Several relays (one per replica) share the table through `FOR UPDATE SKIP LOCKED`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::Job;
+use crate::publisher::{JobPublisher, confirm};
+use crate::QueueError;
+
+/// Rows published per relay round.
+const BATCH: i64 = 500;
+/// How often the relay sweeps when nobody woke it (catches other replicas' crashes).
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Adds `job` to the outbox inside the caller's transaction.
+pub async fn enqueue(
+    tx: &mut Transaction<'_, Postgres>,
+    publisher_topology: &crate::Topology,
+    job: &Job,
+) -> Result<(), QueueError> {
+    let mut headers = HeaderMap::new();
+    portico_telemetry::propagation::inject_current(&mut headers);
+    let headers_json: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            v.first()
+                .map(|v| (k.to_string(), serde_json::Value::String(v.as_str().to_owned())))
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO outbox (subject, message_id, payload, headers) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(publisher_topology.subject(job.kind()))
+    .bind(job.message_id())
+    .bind(job.encode()?)
+    .bind(serde_json::Value::Object(headers_json))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A handle to wake the relay right after a commit, so outbox latency is a round
+/// trip, not a sweep interval.
+#[derive(Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    /// Wakes the relay.
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Publishes outbox rows until cancelled.
+pub struct OutboxRelay {
+    pool: PgPool,
+    publisher: JobPublisher,
+    signal: OutboxSignal,
+}
+
+impl OutboxRelay {
+    /// A relay over `pool`, woken by `signal`.
+    pub fn new(pool: PgPool, publisher: JobPublisher, signal: OutboxSignal) -> Self {
+        Self {
+            pool,
+            publisher,
+            signal,
+        }
+    }
+
+    /// Runs until `shutdown`; on shutdown it drains what is left once more.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut gauge_tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            match self.drain_once().await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "outbox relay round failed; will retry"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.signal.0.notified() => {}
+                _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+                _ = gauge_tick.tick() => self.report_backlog().await,
+            }
+        }
+        if let Err(err) = self.drain_once().await {
+            tracing::warn!(%err, "final outbox drain failed; rows stay for the next relay");
+        }
+    }
+
+    /// Publishes one round of rows; returns how many were published.
+    pub async fn drain_once(&self) -> Result<usize, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, String, String, Vec<u8>, serde_json::Value)> = sqlx::query_as(
+            "SELECT id, subject, message_id, payload, headers FROM outbox
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut acks = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, subject, message_id, payload, headers_json) in rows {
+            let mut headers = HeaderMap::new();
+            if let serde_json::Value::Object(map) = headers_json {
+                for (k, v) in map {
+                    if let serde_json::Value::String(v) = v {
+                        headers.insert(k.as_str(), v.as_str());
+                    }
+                }
+            }
+            acks.push(confirm(
+                self.publisher
+                    .publish_raw(subject, &message_id, payload, headers)
+                    .await?,
+            ));
+            ids.push(id);
+        }
+        futures::future::try_join_all(acks).await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ids.len())
+    }
+
+    async fn report_backlog(&self) {
+        let row: Result<(i64, Option<f64>), _> = sqlx::query_as(
+            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        if let Ok((pending, oldest)) = row {
+            metrics::gauge!(portico_telemetry::metrics::OUTBOX_PENDING).set(pending as f64);
+            metrics::gauge!(portico_telemetry::metrics::OUTBOX_OLDEST_AGE).set(oldest.unwrap_or(0.0));
+        }
+    }
+}

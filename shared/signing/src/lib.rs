@@ -1,0 +1,46 @@
+//! Cryptography Portico relies on, in one small crate so it is reviewed in one place.
+//!
+//! # Layout
+//! - [`standard_webhooks`]: webhook signatures in the Standard Webhooks format
+//!   (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`), so partners
+//!   verify with any Standard Webhooks library, unchanged.
+//! - [`secret_box`]: AES-256-GCM encryption of signing secrets at rest, keyed by
+//!   `PORTICO_SECRETS_KEY`.
+//! - [`keyed_hash`]: HMAC-SHA256 with a server-side pepper and constant-time comparison,
+//!   for API secrets that must never be stored in the clear.
+//! - [`jwt`]: HS256 JSON Web Tokens, the user tokens issued by the platform's login.
+//!
+//! Everything is built on `ring`, the crypto provider already in the tree for TLS.
+
+pub mod jwt;
+pub mod keyed_hash;
+pub mod secret_box;
+pub mod standard_webhooks;
+
+/// Why a cryptographic operation failed. Callers map these to their own boundary
+/// errors; none of them carries secret material.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SigningError {
+    /// A secret or key is not in its documented format.
+    #[error("malformed secret: {0}")]
+    MalformedSecret(&'static str),
+    /// Ciphertext could not be decrypted (wrong key or tampered data).
+    #[error("decryption failed")]
+    Decryption,
+    /// A signature, token or header did not verify.
+    #[error("verification failed: {0}")]
+    Verification(&'static str),
+    /// The system random source failed.
+    #[error("random source unavailable")]
+    Random,
+}
+
+/// Fills a fresh array with cryptographically secure random bytes.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], SigningError> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut out = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| SigningError::Random)?;
+    Ok(out)
+}
