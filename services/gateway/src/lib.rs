@@ -1,1 +1,137 @@
-//! placeholder
+//! Portico's gateway: the REST (axum) and gRPC (tonic) doors over one domain layer.
+//! It validates, authenticates, authorises, writes state and publishes jobs; slow work
+//! (deliveries, batch processing) always happens in the workers.
+//!
+//! # Layout
+//! - [`config`]: flags and environment.
+//! - [`state`]: pools and clients shared by every request.
+//! - [`auth`]: user JWTs, the service token and partner credentials, for both doors.
+//! - [`error`]: one error type, mapped to problem+json and to gRPC status codes.
+//! - [`app`]: the domain operations both doors call.
+//! - [`rest`]: axum router, JSON extraction, middleware, OpenAPI.
+//! - [`grpc`]: tonic services, health and reflection.
+//!
+//! [`run`] is the seam: the binary binds listeners and calls it; so can a test.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod rest;
+pub mod state;
+
+use std::sync::Arc;
+
+use portico_queue::outbox::{OutboxRelay, OutboxSignal};
+use portico_queue::publisher::JobPublisher;
+use portico_queue::readiness::DependencyReadiness;
+use portico_queue::Topology;
+use portico_signing::secret_box::SecretsKey;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::credentials::CredentialService;
+use crate::config::GatewayConfig;
+use crate::state::{AppState, StateParts};
+
+/// Why the gateway stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration cannot be served.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// PostgreSQL failed at start-up.
+    #[error(transparent)]
+    Storage(#[from] portico_storage::StorageError),
+    /// NATS or JetStream failed at start-up.
+    #[error(transparent)]
+    Queue(#[from] portico_queue::QueueError),
+    /// Telemetry could not be installed.
+    #[error(transparent)]
+    Telemetry(#[from] portico_telemetry::TelemetryError),
+    /// A listener failed.
+    #[error("serving: {0}")]
+    Serve(String),
+}
+
+/// The two bound listeners.
+pub struct Listeners {
+    /// REST and admin endpoints.
+    pub http: TcpListener,
+    /// gRPC.
+    pub grpc: TcpListener,
+}
+
+/// Runs the gateway until `shutdown` is cancelled, then drains in-flight requests and
+/// the outbox before returning.
+pub async fn run(
+    config: GatewayConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    config.validate()?;
+    let metrics = portico_telemetry::metrics::install()?;
+    portico_storage::ensure_database(&config.common.database_url).await?;
+    let pool = portico_storage::connect(&config.common.database_url, config.common.db_max_connections).await?;
+    if config.migrate_on_start {
+        portico_storage::migrate(&pool).await?;
+    }
+    let nats = portico_queue::connect(&config.common.nats_url, "portico-gateway").await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let topology = Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
+    portico_queue::setup::ensure_stream(&js, &topology).await?;
+    let publisher = JobPublisher::new(js.clone(), topology.clone());
+    let secrets_key = match &config.secrets_key {
+        Some(text) => SecretsKey::from_base64(text)
+            .map_err(|e| config::ConfigError(format!("PORTICO_SECRETS_KEY: {e}")))?,
+        None => SecretsKey::insecure_dev_key(),
+    };
+    let outbox = OutboxSignal::default();
+    let state = AppState::new(StateParts {
+        pool: pool.clone(),
+        nats: nats.clone(),
+        publisher: publisher.clone(),
+        outbox: outbox.clone(),
+        secrets_key,
+        credentials: CredentialService::new(pool.clone()),
+        config: config.clone(),
+    });
+
+    let relay = tokio::spawn(OutboxRelay::new(pool.clone(), publisher, outbox).run(shutdown.child_token()));
+
+    let readiness = Arc::new(DependencyReadiness {
+        pool: pool.clone(),
+        jetstream: js,
+        stream: topology.jobs_stream(),
+    });
+    let admin = portico_telemetry::admin::router(readiness, metrics);
+    let app = rest::router(state.clone(), admin);
+    tracing::info!(http = %listeners.http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        grpc = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "gateway serving");
+    let http_shutdown = shutdown.clone();
+    let http = axum::serve(
+        listeners.http,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+    let grpc = grpc::serve(state, listeners.grpc, shutdown.clone());
+    let (http_result, grpc_result) = tokio::join!(http, grpc);
+    let _ = relay.await;
+    nats.flush().await.ok();
+    pool.close().await;
+    http_result.map_err(|e| GatewayError::Serve(e.to_string()))?;
+    grpc_result.map_err(|e| GatewayError::Serve(e.to_string()))?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Applies the embedded migrations (the `migrate` sub-command).
+pub async fn migrate(config: &GatewayConfig) -> Result<(), GatewayError> {
+    portico_storage::ensure_database(&config.common.database_url).await?;
+    let pool = portico_storage::connect(&config.common.database_url, 2).await?;
+    portico_storage::migrate(&pool).await?;
+    pool.close().await;
+    Ok(())
+}

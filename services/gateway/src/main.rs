@@ -1,1 +1,29 @@
-fn main() {}
+//! `portico-gateway`: parses configuration, binds, and hands over to the library.
+
+use anyhow::Context;
+use clap::Parser;
+use portico_gateway::config::{Cli, Command};
+use portico_gateway::{Listeners, migrate, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = portico_telemetry::logging::init("portico-gateway", cli.config.common.log_format)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            migrate(&cli.config).await.context("applying migrations")?;
+            tracing::info!("migrations applied");
+        }
+        Command::Serve => {
+            let http = tokio::net::TcpListener::bind(cli.config.http_addr)
+                .await
+                .with_context(|| format!("binding REST on {}", cli.config.http_addr))?;
+            let grpc = tokio::net::TcpListener::bind(cli.config.grpc_addr)
+                .await
+                .with_context(|| format!("binding gRPC on {}", cli.config.grpc_addr))?;
+            let shutdown = portico_telemetry::shutdown::on_signal();
+            run(cli.config, Listeners { http, grpc }, shutdown).await?;
+        }
+    }
+    Ok(())
+}

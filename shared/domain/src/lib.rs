@@ -1,1 +1,16 @@
-//! placeholder
+//! Portico's domain: the types and validation rules both doors (REST and gRPC) and the
+//! workers share, with no I/O, so every rule lives once and is unit-tested in isolation.
+//!
+//! # Layout
+//! - [`error`]: [`FieldError`], a validation failure with a stable code and a JSON pointer.
+//! - [`pagination`]: opaque cursors for `?limit=&cursor=` lists.
+//! - [`ids`]: identifiers derived deterministically (event ids from idempotency keys).
+//!
+//! Feature modules (webhooks, events, bulk orders, integrations) add their own types
+//! beside these.
+
+pub mod error;
+pub mod ids;
+pub mod pagination;
+
+pub use error::FieldError;

@@ -44,3 +44,13 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], SigningError> {
         .map_err(|_| SigningError::Random)?;
     Ok(out)
 }
+
+/// Compares two byte strings in time that depends only on their lengths, so a bearer
+/// token cannot be guessed byte by byte from response timings.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}

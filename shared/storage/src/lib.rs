@@ -1,1 +1,86 @@
-//! placeholder
+//! PostgreSQL access for every Portico service.
+//!
+//! # Layout
+//! - this module: connecting, the embedded migrations, and creating a database.
+//! - feature modules (webhooks, deliveries, bulk orders, integrations) hold the SQL of
+//!   their tables; set-based statements (`unnest`) wherever rows come in numbers.
+//!
+//! The schema lives in `migrations/` beside this crate and is embedded in every binary,
+//! applied by `portico-gateway migrate` (or at gateway start when configured).
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+/// The schema migrations, embedded at compile time. sqlx takes a PostgreSQL advisory
+/// lock while migrating, so several replicas starting at once apply them exactly once.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database answered with an error or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The configured URL is not a PostgreSQL URL.
+    #[error("invalid DATABASE_URL: {0}")]
+    InvalidUrl(String),
+}
+
+/// Opens a pool of up to `max_connections`, reused for the life of the process.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StorageError> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e: sqlx::Error| StorageError::InvalidUrl(e.to_string()))?;
+    let options = options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Creates the database named in `url` if it does not exist yet (local runs and tests
+/// start from an empty server).
+pub async fn ensure_database(url: &str) -> Result<(), StorageError> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e: sqlx::Error| StorageError::InvalidUrl(e.to_string()))?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let admin = options.clone().database("postgres");
+    let mut conn = admin.connect().await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        let quoted = name.replace('"', "\"\"");
+        let create = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{quoted}\"")))
+            .execute(&mut conn)
+            .await;
+        if let Err(err) = create {
+            // Another process may have created it between our check and the CREATE.
+            let raced = err
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|c| c == "42P04" || c == "23505");
+            if !raced {
+                return Err(err.into());
+            }
+        }
+    }
+    Ok(())
+}

@@ -8,12 +8,14 @@
 //! - [`propagation`]: W3C `traceparent` carried in NATS message headers, so one trace runs
 //!   from a gateway request through JetStream into a worker.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`, served by every service.
+//! - [`service_config`]: settings every service shares (database, NATS, stream prefix, logs).
 //! - [`shutdown`]: SIGTERM/SIGINT turned into a cancellation token.
 
 pub mod admin;
 pub mod logging;
 pub mod metrics;
 pub mod propagation;
+pub mod service_config;
 pub mod shutdown;
 
 /// Why telemetry could not be set up.

@@ -1,0 +1,164 @@
+//! Publishing events: validated here, then handed to JetStream (deduplicated by the
+//! idempotency key) and answered once JetStream has stored them. Recording and fan-out
+//! happen in the webhook-dispatcher, in batches, never in the request.
+
+use chrono::Utc;
+use portico_domain::FieldError;
+use portico_queue::jobs::{EventDispatch, Job};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Longest event type name.
+pub const MAX_EVENT_TYPE_LEN: usize = 128;
+/// Longest idempotency or ordering key.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// An event to publish, as both doors parse it.
+#[derive(Debug)]
+pub struct NewEvent {
+    /// Dotted event type, e.g. `order.created`.
+    pub event_type: String,
+    /// The payload, kept as the caller's raw JSON text (never re-serialised).
+    pub data: Box<RawValue>,
+    /// Deduplication key; absent means the event is never deduplicated.
+    pub idempotency_key: Option<String>,
+    /// Opt-in per-key ordering.
+    pub ordering_key: Option<String>,
+}
+
+/// What the caller gets back.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptedEvent {
+    /// The event's id; the same for a re-published idempotency key.
+    pub id: Uuid,
+    /// True when this idempotency key was already accepted.
+    pub duplicate: bool,
+}
+
+/// Checks an event type name: dot-separated segments of letters, digits, `_` and `-`.
+pub fn validate_event_type(name: &str, path: &str) -> Result<(), FieldError> {
+    let valid_segment =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if name.is_empty() || name.len() > MAX_EVENT_TYPE_LEN || !name.split('.').all(valid_segment) {
+        return Err(FieldError::new(
+            "invalid_event_type",
+            path,
+            format!(
+                "event type must be 1-{MAX_EVENT_TYPE_LEN} characters of dot-separated segments of letters, digits, '_' or '-' (e.g. order.created)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates an event without publishing it; `index` prefixes paths in a batch.
+pub fn validate(event: &NewEvent, max_bytes: usize, prefix: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if let Err(e) = validate_event_type(&event.event_type, &format!("{prefix}/type")) {
+        errors.push(e);
+    }
+    if event.data.get().len() > max_bytes {
+        errors.push(FieldError::new(
+            "payload_too_large",
+            format!("{prefix}/data"),
+            format!("event data is larger than {max_bytes} bytes"),
+        ));
+    }
+    for (name, value) in [
+        ("idempotencyKey", &event.idempotency_key),
+        ("orderingKey", &event.ordering_key),
+    ] {
+        if let Some(v) = value
+            && (v.is_empty() || v.len() > MAX_KEY_LEN)
+        {
+            errors.push(FieldError::new(
+                "invalid_key",
+                format!("{prefix}/{name}"),
+                format!("{name} must be 1-{MAX_KEY_LEN} characters"),
+            ));
+        }
+    }
+    errors
+}
+
+fn to_job(caller: &Caller, event: NewEvent) -> (Uuid, Job) {
+    let user_id = caller.user_id().to_owned();
+    let idempotency_key = event
+        .idempotency_key
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    let event_id = portico_domain::ids::event_id(&user_id, &idempotency_key);
+    let job = Job::EventDispatchV1(EventDispatch {
+        event_id,
+        user_id,
+        event_type: event.event_type,
+        data: event.data,
+        idempotency_key,
+        ordering_key: event.ordering_key,
+        accepted_at: Utc::now(),
+        only_webhook_id: None,
+    });
+    (event_id, job)
+}
+
+/// Publishes one event for the caller's user.
+pub async fn publish(state: &AppState, caller: &Caller, event: NewEvent) -> Result<AcceptedEvent, ApiError> {
+    caller.require_service()?;
+    let errors = validate(&event, state.config().max_event_bytes, "");
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (id, job) = to_job(caller, event);
+    let published = state.publisher().publish(&job).await?;
+    Ok(AcceptedEvent {
+        id,
+        duplicate: published.duplicate,
+    })
+}
+
+/// Publishes many events at once, all or nothing on validation: every acknowledgement
+/// is in flight together, so a batch costs one round trip, not one per event.
+pub async fn publish_many(
+    state: &AppState,
+    caller: &Caller,
+    events: Vec<NewEvent>,
+) -> Result<Vec<AcceptedEvent>, ApiError> {
+    caller.require_service()?;
+    let mut errors = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        errors.extend(validate(event, state.config().max_event_bytes, &format!("/events/{i}")));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (ids, jobs): (Vec<Uuid>, Vec<Job>) = events.into_iter().map(|e| to_job(caller, e)).unzip();
+    let published = state.publisher().publish_all(&jobs).await?;
+    Ok(ids
+        .into_iter()
+        .zip(published)
+        .map(|(id, p)| AcceptedEvent {
+            id,
+            duplicate: p.duplicate,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Event names follow the dotted convention; anything else is refused with a path.
+    #[test]
+    fn event_type_rules() {
+        for ok in ["order.created", "a", "bulk_order.completed", "x-y.z_1"] {
+            assert!(validate_event_type(ok, "/type").is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "order.", "order..created", "order created", "ördér"] {
+            let err = validate_event_type(bad, "/type").unwrap_err();
+            assert_eq!(err.code, "invalid_event_type");
+        }
+    }
+}

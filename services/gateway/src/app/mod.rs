@@ -1,0 +1,6 @@
+//! The domain operations behind both doors. REST handlers and gRPC methods parse their
+//! input, call one function here with the authenticated [`crate::auth::Caller`], and
+//! render its result; validation, authorisation and persistence live here, once.
+
+pub mod credentials;
+pub mod events;

@@ -1,0 +1,110 @@
+//! The gateway's configuration: environment variables with command-line flags over
+//! them, each with a default that works on a developer's machine.
+
+use std::net::SocketAddr;
+
+use portico_telemetry::service_config::{CommonConfig, parse_addr};
+
+/// The command line: `portico-gateway [serve]` or `portico-gateway migrate`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "portico-gateway", version, about = "Portico gateway: REST and gRPC in front of Portico's queues")]
+pub struct Cli {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings.
+    #[command(flatten)]
+    pub config: GatewayConfig,
+}
+
+/// Sub-commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Serve REST and gRPC (the default).
+    Serve,
+    /// Apply the embedded database migrations and exit (the Kubernetes migrations Job).
+    Migrate,
+}
+
+/// Everything the gateway reads at start-up.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayConfig {
+    /// Shared settings (database, NATS, stream prefix, logs, dev mode).
+    #[command(flatten)]
+    pub common: CommonConfig,
+
+    /// REST API, `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "PORTICO_HTTP_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
+    pub http_addr: SocketAddr,
+
+    /// gRPC API (with grpc.health.v1 and reflection).
+    #[arg(long, env = "PORTICO_GRPC_ADDR", default_value = "127.0.0.1:50051", value_parser = parse_addr)]
+    pub grpc_addr: SocketAddr,
+
+    /// HS256 secret of user JWTs. Required outside dev mode.
+    #[arg(long, env = "PORTICO_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Bearer token of internal services. Without it, internal callers are refused.
+    #[arg(long, env = "PORTICO_SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<String>,
+
+    /// Base64 of 32 bytes; encrypts webhook signing secrets at rest. Required outside dev mode.
+    #[arg(long, env = "PORTICO_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+
+    /// Server-side pepper of API secret hashes. Required outside dev mode.
+    #[arg(long, env = "PORTICO_API_KEY_PEPPER", hide_env_values = true)]
+    pub api_key_pepper: Option<String>,
+
+    /// CIDRs webhook URLs may reach despite the SSRF guard (comma separated, e.g. `127.0.0.0/8`).
+    #[arg(long, env = "PORTICO_WEBHOOK_ALLOWLIST", default_value = "")]
+    pub webhook_allowlist: String,
+
+    /// Apply migrations at start (safe with several replicas: migrations take a lock).
+    #[arg(long, env = "PORTICO_MIGRATE_ON_START", default_value_t = false)]
+    pub migrate_on_start: bool,
+
+    /// Largest JSON request body, in bytes (bulk NDJSON uploads have their own limit).
+    #[arg(long, env = "PORTICO_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest event payload (`data`), in bytes.
+    #[arg(long, env = "PORTICO_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Time limit of one REST or gRPC request, in milliseconds.
+    #[arg(long, env = "PORTICO_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+}
+
+/// A configuration that cannot be served.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl GatewayConfig {
+    /// Refuses to start without secrets outside dev mode, so a forgotten variable
+    /// never silently runs production with a public default key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.common.dev_mode {
+            return Ok(());
+        }
+        let missing: Vec<&str> = [
+            ("PORTICO_JWT_SECRET", self.jwt_secret.is_none()),
+            ("PORTICO_SECRETS_KEY", self.secrets_key.is_none()),
+            ("PORTICO_API_KEY_PEPPER", self.api_key_pepper.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, absent)| absent.then_some(name))
+        .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(format!(
+                "{} must be set outside dev mode (PORTICO_DEV_MODE=true)",
+                missing.join(", ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The gateway's one error type and its two mappings: to `application/problem+json`
+//! (RFC 9457) for REST and to a gRPC status. Each variant has a stable `code` clients
+//! can switch on. Internal errors are logged with their cause and answered without it.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use portico_domain::FieldError;
+use serde::Serialize;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The input is invalid; each field error says where and why.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// The body is not acceptable JSON (syntax, types, unknown fields).
+    #[error("malformed request: {0}")]
+    MalformedBody(String),
+    /// The body is not of a supported media type.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    /// The body is larger than allowed.
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
+    /// No credentials, or credentials that do not verify.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// Authenticated, but not allowed to do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// No such resource for this caller (another user's resource answers this too).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The route does not exist.
+    #[error("no route {0}")]
+    NoRoute(String),
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The request conflicts with current state (e.g. an idempotency key reused with another body).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The resource is in a state that does not allow this (e.g. cancelling a finished batch).
+    #[error("precondition failed: {0}")]
+    FailedPrecondition(String),
+    /// A rate limit or quota was hit; retry after the given seconds.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// What limit was hit.
+        message: String,
+        /// Seconds until a retry can succeed.
+        retry_after_secs: u64,
+    },
+    /// A dependency is unavailable; the request changed nothing and can be retried.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// The capability is not built yet.
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
+    /// A bug or an unexpected dependency failure; details are logged, never returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Wraps any unexpected error as internal, keeping its text for the log.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        ApiError::Internal(err.to_string())
+    }
+
+    /// One invalid field.
+    pub fn field(code: &str, path: &str, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::new(code, path, message)])
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::MalformedBody(_) => "malformed_body",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::NoRoute(_) => "route_not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::FailedPrecondition(_) => "failed_precondition",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// What the client is told (internal details never leave the process).
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Internal(_) => "an unexpected error occurred; it has been logged".to_owned(),
+            ApiError::Validation(errors) => match errors.as_slice() {
+                [one] => one.message.clone(),
+                many => format!("{} fields are invalid", many.len()),
+            },
+            other => other.to_string(),
+        }
+    }
+
+    fn log(&self) {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(%cause, "internal error");
+        }
+    }
+}
+
+/// The RFC 9457 problem document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// Explanation of this occurrence.
+    pub detail: String,
+    /// Stable machine-readable code.
+    pub code: String,
+    /// Field-level errors for validation failures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Vec<FieldError>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let status = self.status();
+        let problem = Problem {
+            problem_type: format!("https://portico.dev/problems/{}", self.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            code: self.code().to_owned(),
+            errors: match &self {
+                ApiError::Validation(errors) => errors.clone(),
+                _ => Vec::new(),
+            },
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        err.log();
+        let message = match &err {
+            ApiError::Validation(errors) => errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => err.detail(),
+        };
+        let code = match &err {
+            ApiError::Validation(_) | ApiError::MalformedBody(_) | ApiError::UnsupportedMediaType(_) => {
+                tonic::Code::InvalidArgument
+            }
+            ApiError::PayloadTooLarge(_) => tonic::Code::InvalidArgument,
+            ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
+            ApiError::NotFound(_) | ApiError::NoRoute(_) => tonic::Code::NotFound,
+            ApiError::MethodNotAllowed | ApiError::NotImplemented(_) => tonic::Code::Unimplemented,
+            ApiError::Conflict(_) => tonic::Code::AlreadyExists,
+            ApiError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            ApiError::RateLimited { .. } => tonic::Code::ResourceExhausted,
+            ApiError::Unavailable(_) => tonic::Code::Unavailable,
+            ApiError::Internal(_) => tonic::Code::Internal,
+        };
+        let mut status = tonic::Status::new(code, message);
+        if let Ok(v) = err.code().parse() {
+            status.metadata_mut().insert("x-portico-error-code", v);
+        }
+        status
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => ApiError::Unavailable("database".into()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<portico_queue::QueueError> for ApiError {
+    fn from(err: portico_queue::QueueError) -> Self {
+        match err {
+            portico_queue::QueueError::Outbox(db) => db.into(),
+            other => {
+                tracing::warn!(error = %other, "queue unavailable");
+                ApiError::Unavailable("job queue".into())
+            }
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(err: FieldError) -> Self {
+        ApiError::Validation(vec![err])
+    }
+}

@@ -1,0 +1,121 @@
+//! The REST door: axum handlers that parse JSON, call [`crate::app`], and render JSON
+//! or problem+json. The same router is mounted under `/api` and `/api/v1`; the OpenAPI
+//! document is generated from the handlers' annotations, so it cannot drift.
+
+pub mod bulk_orders;
+pub mod events;
+pub mod integrations;
+pub mod json;
+pub mod middleware;
+pub mod webhooks;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Uri, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The OpenAPI document's fixed parts; paths are added by each routes() function.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Portico API", description = "Signed webhooks, bulk order intake and partner credentials. Errors are application/problem+json (RFC 9457) with a stable `code`."),
+    servers((url = "/api/v1", description = "Version 1"), (url = "/api", description = "Current version")),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "events", description = "Events published by internal services"),
+        (name = "webhooks", description = "Webhook endpoints, deliveries and retries"),
+        (name = "bulk-orders", description = "Bulk order batches"),
+        (name = "orders", description = "Orders"),
+        (name = "integrations", description = "Partner integrations and credentials"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "userJwt",
+            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "serviceToken",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme("partnerBasic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+    }
+}
+
+/// The routes of every capability and the generated OpenAPI document.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(events::publish_event))
+        .routes(routes!(events::publish_events))
+        .merge(webhooks::routes())
+        .merge(bulk_orders::routes())
+        .merge(integrations::routes())
+        .split_for_parts()
+}
+
+/// The whole REST application: `/api`, `/api/v1`, the OpenAPI documents and the admin
+/// endpoints, with request ids, body limit, timeout, panic safety and metrics.
+pub fn router(state: AppState, admin: Router) -> Router {
+    let (api, openapi) = api();
+    let json = openapi.to_pretty_json().unwrap_or_default();
+    let yaml = openapi.to_yaml().unwrap_or_default();
+    let api = api
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json) }),
+        )
+        .route(
+            "/openapi.yaml",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/yaml")], yaml) }),
+        );
+    let request_id = HeaderName::from_static("x-request-id");
+    let max_body = state.config().max_body_bytes;
+    let timeout = Duration::from_millis(state.config().request_timeout_ms);
+    Router::new()
+        .nest("/api/v1", api.clone())
+        .nest("/api", api)
+        .fallback(no_route)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(middleware::observe))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .with_state(state)
+        .merge(admin)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::map_response(add_version_header))
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn add_version_header(mut response: axum::response::Response) -> axum::response::Response {
+    response
+        .headers_mut()
+        .insert("x-portico-version", HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
+    response
+}
