@@ -7,7 +7,11 @@ use portico_telemetry::service_config::{CommonConfig, parse_addr};
 
 /// The command line: `portico-gateway [serve]` or `portico-gateway migrate`.
 #[derive(Debug, clap::Parser)]
-#[command(name = "portico-gateway", version, about = "Portico gateway: REST and gRPC in front of Portico's queues")]
+#[command(
+    name = "portico-gateway",
+    version,
+    about = "Portico gateway: REST and gRPC in front of Portico's queues"
+)]
 pub struct Cli {
     /// What to do; serving is the default.
     #[command(subcommand)]

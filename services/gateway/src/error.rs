@@ -196,9 +196,9 @@ impl From<ApiError> for tonic::Status {
             _ => err.detail(),
         };
         let code = match &err {
-            ApiError::Validation(_) | ApiError::MalformedBody(_) | ApiError::UnsupportedMediaType(_) => {
-                tonic::Code::InvalidArgument
-            }
+            ApiError::Validation(_)
+            | ApiError::MalformedBody(_)
+            | ApiError::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
             ApiError::PayloadTooLarge(_) => tonic::Code::InvalidArgument,
             ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
@@ -221,7 +221,9 @@ impl From<ApiError> for tonic::Status {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => ApiError::Unavailable("database".into()),
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+                ApiError::Unavailable("database".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

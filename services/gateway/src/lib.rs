@@ -23,10 +23,10 @@ pub mod state;
 
 use std::sync::Arc;
 
+use portico_queue::Topology;
 use portico_queue::outbox::{OutboxRelay, OutboxSignal};
 use portico_queue::publisher::JobPublisher;
 use portico_queue::readiness::DependencyReadiness;
-use portico_queue::Topology;
 use portico_signing::secret_box::SecretsKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -73,7 +73,11 @@ pub async fn run(
     config.validate()?;
     let metrics = portico_telemetry::metrics::install()?;
     portico_storage::ensure_database(&config.common.database_url).await?;
-    let pool = portico_storage::connect(&config.common.database_url, config.common.db_max_connections).await?;
+    let pool = portico_storage::connect(
+        &config.common.database_url,
+        config.common.db_max_connections,
+    )
+    .await?;
     if config.migrate_on_start {
         portico_storage::migrate(&pool).await?;
     }
@@ -98,7 +102,8 @@ pub async fn run(
         config: config.clone(),
     });
 
-    let relay = tokio::spawn(OutboxRelay::new(pool.clone(), publisher, outbox).run(shutdown.child_token()));
+    let relay =
+        tokio::spawn(OutboxRelay::new(pool.clone(), publisher, outbox).run(shutdown.child_token()));
 
     let readiness = Arc::new(DependencyReadiness {
         pool: pool.clone(),
@@ -109,7 +114,7 @@ pub async fn run(
     let app = rest::router(state.clone(), admin);
     tracing::info!(http = %listeners.http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         grpc = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        "gateway serving");
+        "listening");
     let http_shutdown = shutdown.clone();
     let http = axum::serve(
         listeners.http,

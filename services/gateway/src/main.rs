@@ -8,7 +8,8 @@ use portico_gateway::{Listeners, migrate, run};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = portico_telemetry::logging::init("portico-gateway", cli.config.common.log_format)?;
+    let _telemetry =
+        portico_telemetry::logging::init("portico-gateway", cli.config.common.log_format)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             migrate(&cli.config).await.context("applying migrations")?;

@@ -32,7 +32,13 @@ impl Cursor {
 
     /// Parses a cursor a client sent back.
     pub fn decode(text: &str) -> Result<Self, FieldError> {
-        let bad = || FieldError::new("invalid_cursor", "/cursor", "cursor is not one this API issued");
+        let bad = || {
+            FieldError::new(
+                "invalid_cursor",
+                "/cursor",
+                "cursor is not one this API issued",
+            )
+        };
         let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
         let raw = String::from_utf8(raw).map_err(|_| bad())?;
         let (micros, id) = raw.split_once('|').ok_or_else(bad)?;

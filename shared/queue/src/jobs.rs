@@ -6,9 +6,11 @@ use uuid::Uuid;
 
 use crate::topology::JobKind;
 
-/// One unit of asynchronous work.
+/// One unit of asynchronous work. Adjacently tagged (`{"type": .., "job": {..}}`) so the
+/// event payload can stay raw JSON text end to end: serde must buffer an internally
+/// tagged enum, and a raw value cannot be buffered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type")]
+#[serde(tag = "type", content = "job")]
 pub enum Job {
     /// An accepted event to record and deliver to the owner's matching webhooks.
     #[serde(rename = "event_dispatch.v1")]
@@ -99,6 +101,26 @@ impl Job {
 mod tests {
     use super::*;
 
+    /// An event's raw JSON payload survives encoding and decoding byte for byte.
+    #[test]
+    fn event_payload_round_trips_raw() {
+        let job = Job::EventDispatchV1(EventDispatch {
+            event_id: Uuid::nil(),
+            user_id: "u".into(),
+            event_type: "a.b".into(),
+            data: serde_json::value::RawValue::from_string(r#"{"b": 1,  "a":[2]}"#.into()).unwrap(),
+            idempotency_key: "k".into(),
+            ordering_key: None,
+            accepted_at: chrono::Utc::now(),
+            only_webhook_id: None,
+        });
+        let bytes = job.encode().unwrap();
+        match Job::decode(&bytes).unwrap() {
+            Job::EventDispatchV1(e) => assert_eq!(e.data.get(), r#"{"b": 1,  "a":[2]}"#),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+
     /// The wire form is tagged and versioned, and round-trips.
     #[test]
     fn jobs_are_tagged_and_round_trip() {
@@ -107,7 +129,10 @@ mod tests {
         };
         let text = String::from_utf8(job.encode().unwrap()).unwrap();
         assert!(text.contains(r#""type":"bulk_order_batch.v1""#), "{text}");
-        assert_eq!(Job::decode(text.as_bytes()).unwrap().encode().unwrap(), text.as_bytes());
+        assert_eq!(
+            Job::decode(text.as_bytes()).unwrap().encode().unwrap(),
+            text.as_bytes()
+        );
         assert!(Job::decode(br#"{"type":"bulk_order_batch.v9"}"#).is_err());
     }
 }

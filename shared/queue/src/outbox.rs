@@ -15,9 +15,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::QueueError;
 use crate::jobs::Job;
 use crate::publisher::{JobPublisher, confirm};
-use crate::QueueError;
 
 /// Rows published per relay round.
 const BATCH: i64 = 500;
@@ -35,8 +35,12 @@ pub async fn enqueue(
     let headers_json: serde_json::Map<String, serde_json::Value> = headers
         .iter()
         .filter_map(|(k, v)| {
-            v.first()
-                .map(|v| (k.to_string(), serde_json::Value::String(v.as_str().to_owned())))
+            v.first().map(|v| {
+                (
+                    k.to_string(),
+                    serde_json::Value::String(v.as_str().to_owned()),
+                )
+            })
         })
         .collect();
     sqlx::query(
@@ -149,7 +153,8 @@ impl OutboxRelay {
         .await;
         if let Ok((pending, oldest)) = row {
             metrics::gauge!(portico_telemetry::metrics::OUTBOX_PENDING).set(pending as f64);
-            metrics::gauge!(portico_telemetry::metrics::OUTBOX_OLDEST_AGE).set(oldest.unwrap_or(0.0));
+            metrics::gauge!(portico_telemetry::metrics::OUTBOX_OLDEST_AGE)
+                .set(oldest.unwrap_or(0.0));
         }
     }
 }

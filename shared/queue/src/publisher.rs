@@ -5,9 +5,9 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use futures::future::try_join_all;
 
+use crate::QueueError;
 use crate::jobs::Job;
 use crate::topology::Topology;
-use crate::QueueError;
 
 /// What JetStream said about a published job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +83,7 @@ impl JobPublisher {
 
 /// Waits for JetStream's acknowledgement of one publish.
 pub async fn confirm(ack: PublishAckFuture) -> Result<Published, QueueError> {
-    let ack = ack
-        .await
-        .map_err(|e| QueueError::Publish(e.to_string()))?;
+    let ack = ack.await.map_err(|e| QueueError::Publish(e.to_string()))?;
     Ok(Published {
         sequence: ack.sequence,
         duplicate: ack.duplicate,

@@ -87,7 +87,8 @@ fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, SigningErr
     let raw = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| SigningError::Verification("segment is not base64url"))?;
-    serde_json::from_slice(&raw).map_err(|_| SigningError::Verification("segment is not valid JSON"))
+    serde_json::from_slice(&raw)
+        .map_err(|_| SigningError::Verification("segment is not valid JSON"))
 }
 
 #[cfg(test)]
@@ -112,7 +113,10 @@ mod tests {
         assert!(v.verify(&token, 3000).is_err());
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
         let payload = token.split('.').nth(1).unwrap();
-        assert!(v.verify(&format!("{none_header}.{payload}."), 1000).is_err());
+        assert!(
+            v.verify(&format!("{none_header}.{payload}."), 1000)
+                .is_err()
+        );
         assert!(v.verify("garbage", 1000).is_err());
     }
 }

@@ -32,9 +32,8 @@ impl SecretsKey {
 
     /// Builds a key from 32 raw bytes.
     pub fn from_bytes(raw: &[u8]) -> Result<Self, SigningError> {
-        let unbound = UnboundKey::new(&AES_256_GCM, raw).map_err(|_| {
-            SigningError::MalformedSecret("PORTICO_SECRETS_KEY must be 32 bytes")
-        })?;
+        let unbound = UnboundKey::new(&AES_256_GCM, raw)
+            .map_err(|_| SigningError::MalformedSecret("PORTICO_SECRETS_KEY must be 32 bytes"))?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
         })
@@ -70,7 +69,8 @@ impl SecretsKey {
             return Err(SigningError::Decryption);
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SigningError::Decryption)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| SigningError::Decryption)?;
         let mut body = rest.to_vec();
         let plain = self
             .key

@@ -195,7 +195,10 @@ mod tests {
         let key = WebhookSecret::generate().unwrap();
         let text = key.to_whsec();
         assert!(text.starts_with("whsec_"));
-        assert_eq!(WebhookSecret::parse(&text).unwrap().as_bytes(), key.as_bytes());
+        assert_eq!(
+            WebhookSecret::parse(&text).unwrap().as_bytes(),
+            key.as_bytes()
+        );
         assert!(WebhookSecret::parse("whsec_!!!").is_err());
     }
 }

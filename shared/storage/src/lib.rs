@@ -36,7 +36,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StorageE
     let options: PgConnectOptions = url
         .parse()
         .map_err(|e: sqlx::Error| StorageError::InvalidUrl(e.to_string()))?;
-    let options = options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    let options =
+        options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)

@@ -52,3 +52,14 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
         state.metrics.render(),
     )
 }
+
+/// Serves `router` on `listener` until `shutdown`, letting in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

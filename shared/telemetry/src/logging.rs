@@ -60,9 +60,9 @@ pub fn init(service_name: &str, format: LogFormat) -> Result<TelemetryGuard, Tel
     } else {
         None
     };
-    let otel_layer = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned()))
-    });
+    let otel_layer = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt_layer)

@@ -39,8 +39,7 @@ pub fn inject_current(headers: &mut HeaderMap) {
 /// Makes the trace context found in `headers` (if any) the parent of `span`.
 pub fn set_parent_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
     let Some(headers) = headers else { return };
-    let cx =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&NatsExtractor(headers)));
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&NatsExtractor(headers)));
     let _ = span.set_parent(cx);
 }
 

@@ -9,7 +9,11 @@ use crate::logging::LogFormat;
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonConfig {
     /// PostgreSQL, the system of record.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/portico")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/portico"
+    )]
     pub database_url: String,
 
     /// Largest number of pooled PostgreSQL connections this process opens.
@@ -39,5 +43,6 @@ pub struct CommonConfig {
 
 /// The admin/HTTP address of a service, with the default the service documents.
 pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|e| format!("{text:?} is not host:port: {e}"))
+    text.parse()
+        .map_err(|e| format!("{text:?} is not host:port: {e}"))
 }

@@ -41,8 +41,11 @@ pub struct AcceptedEvent {
 
 /// Checks an event type name: dot-separated segments of letters, digits, `_` and `-`.
 pub fn validate_event_type(name: &str, path: &str) -> Result<(), FieldError> {
-    let valid_segment =
-        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let valid_segment = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
     if name.is_empty() || name.len() > MAX_EVENT_TYPE_LEN || !name.split('.').all(valid_segment) {
         return Err(FieldError::new(
             "invalid_event_type",
@@ -105,7 +108,11 @@ fn to_job(caller: &Caller, event: NewEvent) -> (Uuid, Job) {
 }
 
 /// Publishes one event for the caller's user.
-pub async fn publish(state: &AppState, caller: &Caller, event: NewEvent) -> Result<AcceptedEvent, ApiError> {
+pub async fn publish(
+    state: &AppState,
+    caller: &Caller,
+    event: NewEvent,
+) -> Result<AcceptedEvent, ApiError> {
     caller.require_service()?;
     let errors = validate(&event, state.config().max_event_bytes, "");
     if !errors.is_empty() {
@@ -129,7 +136,11 @@ pub async fn publish_many(
     caller.require_service()?;
     let mut errors = Vec::new();
     for (i, event) in events.iter().enumerate() {
-        errors.extend(validate(event, state.config().max_event_bytes, &format!("/events/{i}")));
+        errors.extend(validate(
+            event,
+            state.config().max_event_bytes,
+            &format!("/events/{i}"),
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -156,7 +167,14 @@ mod tests {
         for ok in ["order.created", "a", "bulk_order.completed", "x-y.z_1"] {
             assert!(validate_event_type(ok, "/type").is_ok(), "{ok}");
         }
-        for bad in ["", ".", "order.", "order..created", "order created", "ördér"] {
+        for bad in [
+            "",
+            ".",
+            "order.",
+            "order..created",
+            "order created",
+            "ördér",
+        ] {
             let err = validate_event_type(bad, "/type").unwrap_err();
             assert_eq!(err.code, "invalid_event_type");
         }

@@ -24,7 +24,11 @@ pub fn server(state: AppState) -> EventServiceServer<GrpcEventService> {
 
 fn parse(req: PublishEventRequest, prefix: &str) -> Result<NewEvent, ApiError> {
     let data = RawValue::from_string(req.data_json).map_err(|e| {
-        ApiError::field("invalid_json", &format!("{prefix}/data_json"), format!("data_json is not JSON: {e}"))
+        ApiError::field(
+            "invalid_json",
+            &format!("{prefix}/data_json"),
+            format!("data_json is not JSON: {e}"),
+        )
     })?;
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     Ok(NewEvent {
@@ -64,7 +68,10 @@ impl EventService for GrpcEventService {
             return Err(ApiError::field(
                 "invalid_batch_size",
                 "/events",
-                format!("send between 1 and {} events", crate::rest::events::MAX_BATCH),
+                format!(
+                    "send between 1 and {} events",
+                    crate::rest::events::MAX_BATCH
+                ),
             )
             .into());
         }

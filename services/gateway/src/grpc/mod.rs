@@ -24,7 +24,13 @@ pub async fn caller<T>(state: &AppState, request: &Request<T>) -> Result<Caller,
 
 /// Parses a UUID field of a request.
 pub fn parse_id(text: &str, field: &str) -> Result<uuid::Uuid, ApiError> {
-    text.parse().map_err(|_| ApiError::field("invalid_id", &format!("/{field}"), format!("{field} must be a UUID")))
+    text.parse().map_err(|_| {
+        ApiError::field(
+            "invalid_id",
+            &format!("/{field}"),
+            format!("{field} must be a UUID"),
+        )
+    })
 }
 
 /// Serves gRPC on `listener` until `shutdown`, then lets in-flight calls finish.
@@ -38,13 +44,19 @@ pub async fn serve(
         .set_serving::<portico_proto::v1::event_service_server::EventServiceServer<events::GrpcEventService>>()
         .await;
     health
-        .set_serving::<portico_proto::v1::webhook_service_server::WebhookServiceServer<webhooks::GrpcWebhookService>>()
+        .set_serving::<portico_proto::v1::webhook_service_server::WebhookServiceServer<
+            webhooks::GrpcWebhookService,
+        >>()
         .await;
     health
-        .set_serving::<portico_proto::v1::bulk_order_service_server::BulkOrderServiceServer<bulk_orders::GrpcBulkOrderService>>()
+        .set_serving::<portico_proto::v1::bulk_order_service_server::BulkOrderServiceServer<
+            bulk_orders::GrpcBulkOrderService,
+        >>()
         .await;
     health
-        .set_serving::<portico_proto::v1::integration_service_server::IntegrationServiceServer<integrations::GrpcIntegrationService>>()
+        .set_serving::<portico_proto::v1::integration_service_server::IntegrationServiceServer<
+            integrations::GrpcIntegrationService,
+        >>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(portico_proto::FILE_DESCRIPTOR_SET)
@@ -68,7 +80,11 @@ pub async fn serve(
     router
         .serve_with_incoming_shutdown(incoming, async move {
             drain.cancelled().await;
-            health.set_not_serving::<portico_proto::v1::event_service_server::EventServiceServer<events::GrpcEventService>>().await;
+            health
+                .set_not_serving::<portico_proto::v1::event_service_server::EventServiceServer<
+                    events::GrpcEventService,
+                >>()
+                .await;
         })
         .await
 }

@@ -94,7 +94,10 @@ pub async fn publish_event(
     ApiJson(body): ApiJson<PublishEventBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let accepted = events::publish(&state, &caller, body.into()).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(PublishedEventBody::from(accepted))))
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(PublishedEventBody::from(accepted)),
+    ))
 }
 
 /// Publish up to 1,000 events in one request; validation is all or nothing.
@@ -117,8 +120,12 @@ pub async fn publish_events(
             format!("send between 1 and {MAX_BATCH} events"),
         ));
     }
-    let accepted =
-        events::publish_many(&state, &caller, body.events.into_iter().map(Into::into).collect()).await?;
+    let accepted = events::publish_many(
+        &state,
+        &caller,
+        body.events.into_iter().map(Into::into).collect(),
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(PublishedEventsBody {

@@ -32,7 +32,9 @@ pub fn map_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
             "send the body as JSON with Content-Type: application/json".into(),
         ),
-        JsonRejection::JsonSyntaxError(e) => ApiError::MalformedBody(format!("invalid JSON: {}", source_text(&e))),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::MalformedBody(format!("invalid JSON: {}", source_text(&e)))
+        }
         JsonRejection::JsonDataError(e) => ApiError::MalformedBody(source_text(&e)),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge("the request body exceeds the size limit".into())

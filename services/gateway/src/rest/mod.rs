@@ -49,13 +49,21 @@ impl utoipa::Modify for SecuritySchemes {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "userJwt",
-            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "serviceToken",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
-        components.add_security_scheme("partnerBasic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        components.add_security_scheme(
+            "partnerBasic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
     }
 }
 
@@ -114,8 +122,9 @@ async fn no_route(uri: Uri) -> ApiError {
 }
 
 async fn add_version_header(mut response: axum::response::Response) -> axum::response::Response {
-    response
-        .headers_mut()
-        .insert("x-portico-version", HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
+    response.headers_mut().insert(
+        "x-portico-version",
+        HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+    );
     response
 }

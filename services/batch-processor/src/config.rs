@@ -1,0 +1,26 @@
+//! The batch-processor's configuration.
+
+use std::net::SocketAddr;
+
+use portico_telemetry::service_config::{CommonConfig, parse_addr};
+
+/// Everything the batch-processor reads at start-up.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "portico-batch-processor",
+    version,
+    about = "Portico batch processor: validates and records bulk orders"
+)]
+pub struct ProcessorConfig {
+    /// Shared settings (database, NATS, stream prefix, logs, dev mode).
+    #[command(flatten)]
+    pub common: CommonConfig,
+
+    /// Admin endpoints: `/healthz`, `/readyz`, `/metrics`.
+    #[arg(long, env = "PORTICO_HTTP_ADDR", default_value = "127.0.0.1:8081", value_parser = parse_addr)]
+    pub http_addr: SocketAddr,
+
+    /// Batches processed at the same time by this replica.
+    #[arg(long, env = "PORTICO_BATCH_CONCURRENCY", default_value_t = 2)]
+    pub batch_concurrency: usize,
+}
