@@ -5,12 +5,14 @@
 //! - [`error`]: [`FieldError`], a validation failure with a stable code and a JSON pointer.
 //! - [`pagination`]: opaque cursors for `?limit=&cursor=` lists.
 //! - [`ids`]: identifiers derived deterministically (event ids from idempotency keys).
+//! - [`network`]: the SSRF guard's rules (forbidden address ranges, the operator allowlist, URL form).
 //!
 //! Feature modules (webhooks, events, bulk orders, integrations) add their own types
 //! beside these.
 
 pub mod error;
 pub mod ids;
+pub mod network;
 pub mod pagination;
 
 pub use error::FieldError;
