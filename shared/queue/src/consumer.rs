@@ -35,6 +35,9 @@ pub struct JobMessage {
     pub job: Job,
     /// How many times JetStream has delivered this message (1 on first delivery).
     pub delivered: i64,
+    /// The message's sequence in the stream: the order in which JetStream stored the
+    /// jobs (per-key ordering of webhook deliveries relies on it).
+    pub stream_sequence: u64,
     /// The message headers (trace context lives here).
     pub headers: Option<HeaderMap>,
     consumer: &'static str,
@@ -134,7 +137,10 @@ impl JobStream {
                 Ok(m) => m,
                 Err(e) => return Some(Err(QueueError::Consume(e.to_string()))),
             };
-            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            let (delivered, stream_sequence) = message
+                .info()
+                .map(|i| (i.delivered, i.stream_sequence))
+                .unwrap_or((1, 0));
             if delivered > 1 {
                 metrics::counter!(portico_telemetry::metrics::JOBS_REDELIVERED, "consumer" => self.consumer)
                     .increment(1);
@@ -146,6 +152,7 @@ impl JobStream {
                         acker: Some(acker),
                         job,
                         delivered,
+                        stream_sequence,
                         headers: message.headers,
                         consumer: self.consumer,
                     }));
