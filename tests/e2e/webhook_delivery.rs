@@ -24,6 +24,8 @@ struct Hook {
     base_delay_ms: u64,
     max_delay_ms: u64,
     ordering: bool,
+    rate_limit: Option<u32>,
+    max_concurrency: Option<u32>,
 }
 
 impl Hook {
@@ -36,6 +38,8 @@ impl Hook {
             base_delay_ms: 1000,
             max_delay_ms: 300_000,
             ordering: false,
+            rate_limit: None,
+            max_concurrency: None,
         }
     }
 
@@ -53,49 +57,55 @@ struct Created {
     secret: String,
 }
 
-/// Creates a webhook for `user` and returns its id and `whsec_` secret.
+/// Creates a webhook for `user` through the REST API; returns its id and secret.
 async fn create_webhook(app: &TestApp, user: &str, hook: &Hook) -> anyhow::Result<Created> {
-    let id = Uuid::now_v7();
-    let secret = WebhookSecret::generate()?;
-    sqlx::query(
-        "INSERT INTO webhooks (id, user_id, url, events, headers, max_retries, base_delay_ms, max_delay_ms, ordering_enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(id)
-    .bind(user)
-    .bind(&hook.url)
-    .bind(hook.events.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-    .bind(&hook.headers)
-    .bind(hook.max_retries as i32)
-    .bind(hook.base_delay_ms as i64)
-    .bind(hook.max_delay_ms as i64)
-    .bind(hook.ordering)
-    .execute(&app.pool)
-    .await?;
-    add_secret(app, id, &secret, None).await?;
+    let res = app
+        .http
+        .post(app.api("/webhooks"))
+        .bearer_auth(app.user_token(user))
+        .json(&json!({
+            "url": hook.url,
+            "events": hook.events,
+            "headers": hook.headers,
+            "retryPolicy": {
+                "maxRetries": hook.max_retries,
+                "baseDelayMs": hook.base_delay_ms,
+                "maxDelayMs": hook.max_delay_ms,
+            },
+            "orderingEnabled": hook.ordering,
+            "rateLimitPerSecond": hook.rate_limit,
+            "maxConcurrency": hook.max_concurrency,
+        }))
+        .send()
+        .await?;
+    let status = res.status();
+    let body: Value = res.json().await?;
+    anyhow::ensure!(status == StatusCode::CREATED, "creating a webhook: {status} {body}");
     Ok(Created {
-        id,
-        secret: secret.to_whsec(),
+        id: body["id"].as_str().unwrap_or_default().parse()?,
+        secret: body["secret"].as_str().unwrap_or_default().to_owned(),
     })
 }
 
-async fn add_secret(
+/// GET (or another method) on the REST API as `user`, returning the JSON body.
+async fn user_call(
     app: &TestApp,
-    webhook: Uuid,
-    secret: &WebhookSecret,
-    expires_at: Option<chrono::DateTime<chrono::Utc>>,
-) -> anyhow::Result<()> {
-    let key = portico_signing::secret_box::SecretsKey::from_base64(portico_e2e::SECRETS_KEY)?;
-    sqlx::query(
-        "INSERT INTO webhook_secrets (id, webhook_id, ciphertext, expires_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(webhook)
-    .bind(key.seal(secret.as_bytes())?)
-    .bind(expires_at)
-    .execute(&app.pool)
-    .await?;
-    Ok(())
+    user: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let mut req = app
+        .http
+        .request(method, app.api(path))
+        .bearer_auth(app.user_token(user));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await?;
+    let status = res.status();
+    let text = res.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
 }
 
 /// Publishes an event as an internal service acting for `user`; returns its id.
@@ -216,10 +226,15 @@ async fn an_event_reaches_each_matching_webhook_once() -> anyhow::Result<()> {
     let star = create_webhook(&app, "alice", &Hook::new(sink.url("/star"), &["*"])).await?;
     let other = create_webhook(&app, "alice", &Hook::new(sink.url("/other"), &["invoice.paid"])).await?;
     let inactive = create_webhook(&app, "alice", &Hook::new(sink.url("/inactive"), &["*"])).await?;
-    sqlx::query("UPDATE webhooks SET active = false WHERE id = $1")
-        .bind(inactive.id)
-        .execute(&app.pool)
-        .await?;
+    let (status, _) = user_call(
+        &app,
+        "alice",
+        reqwest::Method::PATCH,
+        &format!("/webhooks/{}", inactive.id),
+        Some(json!({"active": false})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
     let bobs = create_webhook(&app, "bob", &Hook::new(sink.url("/bob"), &["*"])).await?;
 
     let event = publish(&app, "alice", json!({"type": "order.created", "data": {"n": 1}, "idempotencyKey": "k1"})).await?;
@@ -308,6 +323,294 @@ async fn headers_and_body_are_exact() -> anyhow::Result<()> {
         assert_eq!(sent[name], r.header(name), "{name}");
     }
     assert_eq!(attempts[0].response_status, Some(200));
+    app.cleanup().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Independent verifiers: the Standard Webhooks libraries for Python and Node, and the
+// examples of docs/webhook-verification.md, run against real deliveries.
+
+#[path = "webhook_verification_example.rs"]
+mod doc_rust_example;
+
+/// Pinned versions of the independent verifiers.
+const PY_STANDARDWEBHOOKS: &str = "1.1.0";
+const NPM_STANDARDWEBHOOKS: &str = "1.1.1";
+
+/// One installer at a time inside this test binary.
+static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn cache_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+        .join(".cache/portico")
+}
+
+async fn run_ok(cmd: &mut tokio::process::Command, what: &str) -> anyhow::Result<String> {
+    let out = cmd.output().await.map_err(|e| anyhow::anyhow!("{what}: cannot run: {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The venv's python with `standardwebhooks` installed (installed on first use).
+async fn python_with_standardwebhooks() -> anyhow::Result<std::path::PathBuf> {
+    let _guard = INSTALL.lock().await;
+    let venv = cache_dir().join("venv-webhooks");
+    let python = venv.join("bin/python");
+    let probe = format!(
+        "import importlib.metadata as m; assert m.version('standardwebhooks') == '{PY_STANDARDWEBHOOKS}'"
+    );
+    if run_ok(tokio::process::Command::new(&python).args(["-c", &probe]), "probe").await.is_ok() {
+        return Ok(python);
+    }
+    std::fs::create_dir_all(cache_dir())?;
+    run_ok(
+        tokio::process::Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "creating the Python venv for standardwebhooks (python3 -m venv)",
+    )
+    .await?;
+    run_ok(
+        tokio::process::Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            &format!("standardwebhooks=={PY_STANDARDWEBHOOKS}"),
+        ]),
+        "installing the Python package standardwebhooks with pip",
+    )
+    .await?;
+    Ok(python)
+}
+
+/// The `node_modules` holding `standardwebhooks` (installed on first use).
+async fn node_modules_with_standardwebhooks() -> anyhow::Result<std::path::PathBuf> {
+    let _guard = INSTALL.lock().await;
+    let prefix = cache_dir().join("node-webhooks");
+    let package = prefix.join("node_modules/standardwebhooks/package.json");
+    let installed = std::fs::read_to_string(&package)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|v| v["version"] == NPM_STANDARDWEBHOOKS);
+    if !installed {
+        std::fs::create_dir_all(&prefix)?;
+        run_ok(
+            tokio::process::Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&prefix)
+                .arg(format!("standardwebhooks@{NPM_STANDARDWEBHOOKS}")),
+            "installing the npm package standardwebhooks",
+        )
+        .await?;
+    }
+    Ok(prefix.join("node_modules"))
+}
+
+/// Runs a script with `input` (JSON) on stdin; returns stdout.
+async fn run_script(
+    program: &std::path::Path,
+    source: &str,
+    extension: &str,
+    env: &[(&str, &std::path::Path)],
+    input: &Value,
+) -> anyhow::Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let path = std::env::temp_dir().join(format!("portico-verify-{}.{extension}", Uuid::new_v4()));
+    std::fs::write(&path, source)?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.to_string().as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    let _ = std::fs::remove_file(&path);
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed:\n{}\n{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The captured delivery as the scripts read it.
+fn capture(secret: &str, r: &Received) -> Value {
+    use base64::Engine;
+    json!({
+        "secret": secret,
+        "headers": {
+            "webhook-id": r.header("webhook-id"),
+            "webhook-timestamp": r.header("webhook-timestamp"),
+            "webhook-signature": r.header("webhook-signature"),
+            "content-type": r.header("content-type"),
+        },
+        "body": base64::engine::general_purpose::STANDARD.encode(&r.body),
+    })
+}
+
+/// Python: verifies with the `standardwebhooks` package; a tampered body must fail.
+const PY_LIBRARY_CHECK: &str = r#"
+import base64, json, sys
+from standardwebhooks.webhooks import Webhook
+case = json.load(sys.stdin)
+body = base64.b64decode(case["body"])
+event = Webhook(case["secret"]).verify(body, case["headers"])
+try:
+    Webhook(case["secret"]).verify(body + b" ", case["headers"])
+    raise SystemExit("a tampered body verified")
+except SystemExit:
+    raise
+except Exception:
+    pass
+print(event["id"])
+"#;
+
+/// Node: verifies with the `standardwebhooks` package; a tampered body must fail.
+const NODE_LIBRARY_CHECK: &str = r#"
+const { Webhook } = require("standardwebhooks");
+const chunks = [];
+process.stdin.on("data", (c) => chunks.push(c));
+process.stdin.on("end", () => {
+  const c = JSON.parse(Buffer.concat(chunks).toString());
+  const body = Buffer.from(c.body, "base64").toString("utf8");
+  const event = new Webhook(c.secret).verify(body, c.headers);
+  let tampered = false;
+  try { new Webhook(c.secret).verify(body + " ", c.headers); tampered = true; } catch (e) {}
+  if (tampered) { console.error("a tampered body verified"); process.exit(1); }
+  console.log(event.id);
+});
+"#;
+
+async fn verify_with_libraries(secret: &str, r: &Received) -> anyhow::Result<()> {
+    let input = capture(secret, r);
+    let python = python_with_standardwebhooks().await?;
+    let out = run_script(&python, PY_LIBRARY_CHECK, "py", &[], &input).await?;
+    assert_eq!(out.trim(), r.header("webhook-id"), "python standardwebhooks");
+    let modules = node_modules_with_standardwebhooks().await?;
+    let out = run_script(
+        std::path::Path::new("node"),
+        NODE_LIBRARY_CHECK,
+        "js",
+        &[("NODE_PATH", modules.as_path())],
+        &input,
+    )
+    .await?;
+    assert_eq!(out.trim(), r.header("webhook-id"), "node standardwebhooks");
+    Ok(())
+}
+
+/// During a secret rotation every delivery carries two signatures (new first), and a
+/// receiver holding either secret verifies it, with our verifier and with the
+/// independent Standard Webhooks libraries for Python and Node; a stranger's secret
+/// does not. Before the rotation there is one signature, also verified by all three.
+#[tokio::test]
+async fn signatures_verify_with_independent_libraries_through_a_rotation() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let sink = Sink::start().await?;
+    let hook = create_webhook(&app, "dave", &Hook::new(sink.url("/hook"), &["*"])).await?;
+    publish(&app, "dave", json!({"type": "order.created", "data": {"before": true}})).await?;
+    let first = wait_received(&sink, "/hook", 1).await?.remove(0);
+    assert_eq!(first.header("webhook-signature").split(' ').count(), 1);
+    verify_ours(&hook.secret, &first)?;
+    verify_with_libraries(&hook.secret, &first).await?;
+
+    let (status, rotated) = user_call(
+        &app,
+        "dave",
+        reqwest::Method::POST,
+        &format!("/webhooks/{}/secret/rotate", hook.id),
+        Some(json!({"gracePeriodSeconds": 3600})),
+    )
+    .await?;
+    assert!(status.is_success(), "{status} {rotated}");
+    let new_secret = rotated["secret"].as_str().unwrap_or_default().to_owned();
+    assert!(new_secret.starts_with("whsec_") && new_secret != hook.secret);
+    publish(&app, "dave", json!({"type": "order.created", "data": {"after": true}})).await?;
+    let second = wait_received(&sink, "/hook", 2).await?.remove(1);
+    let entries: Vec<&str> = second.header("webhook-signature").split(' ').collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let new_key = WebhookSecret::parse(&new_secret)?;
+    let ts: i64 = second.header("webhook-timestamp").parse()?;
+    assert_eq!(entries[0], new_key.sign(second.header("webhook-id"), ts, &second.body), "newest first");
+    for secret in [&hook.secret, &new_secret] {
+        verify_ours(secret, &second)?;
+        verify_with_libraries(secret, &second).await?;
+    }
+    assert!(verify_ours(&WebhookSecret::generate()?.to_whsec(), &second).is_err());
+    app.cleanup().await;
+    Ok(())
+}
+
+/// The fenced code block of `language` in docs/webhook-verification.md.
+fn doc_block(language: &str) -> anyhow::Result<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/webhook-verification.md"))?;
+    let fence = format!("```{language}\n");
+    let start = doc
+        .find(&fence)
+        .ok_or_else(|| anyhow::anyhow!("no {language} block in the verification doc"))?
+        + fence.len();
+    let end = doc[start..]
+        .find("\n```")
+        .ok_or_else(|| anyhow::anyhow!("unterminated {language} block"))?;
+    Ok(doc[start..start + end + 1].to_owned())
+}
+
+/// The Rust, Python and Node examples of docs/webhook-verification.md verify a real
+/// captured delivery and refuse a tampered one. The Rust example is compiled into
+/// this test from a file that must equal the doc's block; the Python and Node blocks
+/// are read out of the doc and run as they are.
+#[tokio::test]
+async fn documentation_examples_verify_a_real_delivery() -> anyhow::Result<()> {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/webhook_verification_example.rs"))?;
+    assert_eq!(doc_block("rust")?, example, "the doc's Rust example must equal the tested file");
+
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let sink = Sink::start().await?;
+    let hook = create_webhook(&app, "erin", &Hook::new(sink.url("/hook"), &["invoice.*"])).await?;
+    publish(&app, "erin", json!({"type": "invoice.paid", "data": {"invoiceId": "i-9", "amount": 12.5}})).await?;
+    let r = wait_received(&sink, "/hook", 1).await?.remove(0);
+
+    let verified = doc_rust_example::verify_webhook(
+        &hook.secret,
+        r.header("webhook-id"),
+        r.header("webhook-timestamp"),
+        r.header("webhook-signature"),
+        &r.body,
+    );
+    assert_eq!(verified, Ok(&r.body[..]));
+    let mut tampered = r.body.to_vec();
+    tampered.push(b' ');
+    assert!(doc_rust_example::verify_webhook(&hook.secret, r.header("webhook-id"), r.header("webhook-timestamp"), r.header("webhook-signature"), &tampered).is_err());
+
+    let input = capture(&hook.secret, &r);
+    let python = python_with_standardwebhooks().await?;
+    let py = format!(
+        "{}\n\nimport base64, json, sys\ncase = json.load(sys.stdin)\nbody = base64.b64decode(case['body'])\nevent = verify_webhook(case['secret'], case['headers'], body)\ntry:\n    verify_webhook(case['secret'], case['headers'], body + b' ')\n    raise SystemExit('a tampered body verified')\nexcept WebhookVerificationError:\n    pass\nprint(event['id'])\n",
+        doc_block("python")?
+    );
+    assert_eq!(run_script(&python, &py, "py", &[], &input).await?.trim(), r.header("webhook-id"));
+
+    let modules = node_modules_with_standardwebhooks().await?;
+    let js = format!(
+        "{}\nconst chunks = [];\nprocess.stdin.on('data', (c) => chunks.push(c));\nprocess.stdin.on('end', () => {{\n  const c = JSON.parse(Buffer.concat(chunks).toString());\n  const body = Buffer.from(c.body, 'base64').toString('utf8');\n  const event = verifyWebhook(c.secret, c.headers, body);\n  let tampered = false;\n  try {{ verifyWebhook(c.secret, c.headers, body + ' '); tampered = true; }} catch (e) {{}}\n  if (tampered) {{ process.exit(1); }}\n  console.log(event.id);\n}});\n",
+        doc_block("javascript")?
+    );
+    let out = run_script(std::path::Path::new("node"), &js, "js", &[("NODE_PATH", modules.as_path())], &input).await?;
+    assert_eq!(out.trim(), r.header("webhook-id"));
     app.cleanup().await;
     Ok(())
 }

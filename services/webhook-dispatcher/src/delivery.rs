@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use portico_domain::retry::RetryPolicy;
+use portico_domain::retry::{clamp_retry_after, may_retry};
+use portico_domain::webhooks::RetryPolicy;
 use portico_telemetry::metrics as names;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -95,11 +96,11 @@ pub fn decide(
     if record.status == Some(410) {
         return Next::Failed(FailReason::Gone);
     }
-    if !RetryPolicy::may_retry(attempts_made, max_retries) {
+    if !may_retry(attempts_made, max_retries) {
         return Next::Failed(FailReason::Exhausted);
     }
     let delay = match record.retry_after {
-        Some(wait) if matches!(record.status, Some(429 | 503)) => policy.clamp_retry_after(wait),
+        Some(wait) if matches!(record.status, Some(429 | 503)) => clamp_retry_after(policy, wait),
         _ => policy.delay_for(attempts_made),
     };
     Next::Retry(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
@@ -184,7 +185,7 @@ mod tests {
     /// spent, and Retry-After is honoured only on 429/503, within the policy's bounds.
     #[test]
     fn decisions_follow_http_etiquette() {
-        let p = RetryPolicy::default();
+        let p = portico_domain::retry::policy_from_columns(5, 1000, 300_000);
         let now = Utc::now();
         let secs = |n: Next| match n {
             Next::Retry(at) => (at - now).num_seconds(),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use http::header::{HeaderName, HeaderValue};
-use portico_domain::retry::RetryPolicy;
+use portico_domain::webhooks::RetryPolicy;
 use portico_signing::secret_box::SecretsKey;
 use portico_signing::standard_webhooks::{WebhookSecret, signature_header};
 use sqlx::PgPool;
@@ -312,7 +312,7 @@ impl EndpointCache {
             events,
             headers,
             secrets,
-            policy: RetryPolicy::from_columns(max_retries, base_delay_ms, max_delay_ms),
+            policy: portico_domain::retry::policy_from_columns(max_retries, base_delay_ms, max_delay_ms),
             ordering_enabled,
             limiter: self.limiters.get(id, rate, concurrency),
         })
@@ -330,7 +330,7 @@ impl Endpoint {
             events: vec!["*".into()],
             headers: Vec::new(),
             secrets,
-            policy: RetryPolicy::default(),
+            policy: portico_domain::retry::policy_from_columns(5, 1000, 300_000),
             ordering_enabled: false,
             limiter: Arc::new(EndpointLimiter::new(None, None)),
         }

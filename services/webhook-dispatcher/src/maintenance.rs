@@ -13,45 +13,15 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use portico_queue::consumer::{JobMessage, Outcome};
 use portico_queue::jobs::Job;
-use serde::Deserialize;
+use portico_domain::webhooks::RetryJobFilters;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Deliveries re-queued per transaction.
 pub const CHUNK: i64 = 1_000;
-
-/// Statuses a retry-failed job may re-queue. `delivering` is in flight and `pending`
-/// is waiting for its first attempt (possibly held back by ordering): neither is
-/// touched whatever the filter says.
-const RETRYABLE: [&str; 3] = ["failed", "retrying", "succeeded"];
-
-/// The job's filters, as the gateway stores them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Filters {
-    #[serde(default)]
-    statuses: Option<Vec<String>>,
-    #[serde(default)]
-    event_type: Option<String>,
-    #[serde(default)]
-    since: Option<DateTime<Utc>>,
-    #[serde(default)]
-    until: Option<DateTime<Utc>>,
-}
-
-impl Filters {
-    fn statuses(&self) -> Vec<String> {
-        let wanted = self.statuses.clone().unwrap_or_else(|| vec!["failed".into()]);
-        wanted
-            .into_iter()
-            .filter(|s| RETRYABLE.contains(&s.as_str()))
-            .collect()
-    }
-}
 
 /// Why a job stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -99,31 +69,32 @@ async fn run_retry_job(
     if !matches!(status.as_str(), "pending" | "running") {
         return Ok(());
     }
-    let filters: Filters = serde_json::from_value(filters).unwrap_or_else(|err| {
-        tracing::warn!(%err, job = %job_id, "unreadable retry job filters; using the defaults");
-        Filters::default()
-    });
-    let statuses = filters.statuses();
+    let filters: RetryJobFilters = match serde_json::from_value(filters) {
+        Ok(f) => f,
+        Err(err) => {
+            tracing::error!(%err, job = %job_id, "unreadable retry job filters; failing the job");
+            sqlx::query("UPDATE webhook_retry_jobs SET status = 'failed', updated_at = now() WHERE id = $1")
+                .bind(job_id)
+                .execute(pool)
+                .await?;
+            return Ok(());
+        }
+    };
+    // In-flight (`delivering`) and not-yet-attempted (`pending`, possibly held back by
+    // ordering) deliveries are never touched, whatever the filter says.
+    let statuses: Vec<&str> = filters
+        .statuses
+        .iter()
+        .filter(|s| s.is_retryable())
+        .map(|s| s.as_str())
+        .collect();
 
-    // First start: count what will be retried; a resumed job keeps its total.
+    // The gateway counted `total` when it created the job.
     sqlx::query(
-        "UPDATE webhook_retry_jobs j SET status = 'running', updated_at = now(),
-             total = CASE WHEN j.status = 'pending' THEN j.processed + (
-                 SELECT count(*) FROM webhook_deliveries d
-                 WHERE d.webhook_id = $2 AND d.status = ANY($3)
-                   AND ($4::text IS NULL OR d.event_type = $4)
-                   AND ($5::timestamptz IS NULL OR d.created_at >= $5)
-                   AND ($6::timestamptz IS NULL OR d.created_at <= $6)
-                   AND d.last_retry_job_id IS DISTINCT FROM j.id)
-               ELSE j.total END
-         WHERE j.id = $1 AND j.status IN ('pending', 'running')",
+        "UPDATE webhook_retry_jobs SET status = 'running', updated_at = now()
+         WHERE id = $1 AND status IN ('pending', 'running')",
     )
     .bind(job_id)
-    .bind(webhook_id)
-    .bind(&statuses)
-    .bind(&filters.event_type)
-    .bind(filters.since)
-    .bind(filters.until)
     .execute(pool)
     .await?;
     if dry_run {
@@ -156,7 +127,7 @@ async fn run_retry_job(
                  WHERE d.webhook_id = $2 AND d.status = ANY($3)
                    AND ($4::text IS NULL OR d.event_type = $4)
                    AND ($5::timestamptz IS NULL OR d.created_at >= $5)
-                   AND ($6::timestamptz IS NULL OR d.created_at <= $6)
+                   AND ($6::timestamptz IS NULL OR d.created_at < $6)
                    AND d.last_retry_job_id IS DISTINCT FROM $1
                  ORDER BY d.created_at, d.id
                  LIMIT $8

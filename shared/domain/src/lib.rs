@@ -6,7 +6,8 @@
 //! - [`pagination`]: opaque cursors for `?limit=&cursor=` lists.
 //! - [`ids`]: identifiers derived deterministically (event ids from idempotency keys).
 //! - [`network`]: the SSRF guard's rules (forbidden address ranges, the operator allowlist, URL form).
-//! - [`retry`]: the delivery retry schedule and `Retry-After` parsing.
+//! - [`webhooks`]: webhook configuration rules, event filters and matching, retry policy.
+//! - [`retry`]: when a failed delivery is tried again (`Retry-After`, the retry budget).
 //!
 //! Feature modules (webhooks, events, bulk orders, integrations) add their own types
 //! beside these.
@@ -16,5 +17,6 @@ pub mod ids;
 pub mod network;
 pub mod pagination;
 pub mod retry;
+pub mod webhooks;
 
 pub use error::FieldError;
