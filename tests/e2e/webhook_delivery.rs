@@ -614,3 +614,203 @@ async fn documentation_examples_verify_a_real_delivery() -> anyhow::Result<()> {
     app.cleanup().await;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------
+// Retries and HTTP etiquette.
+
+/// The deliveries API's view of one delivery (with its attempts).
+async fn api_delivery(app: &TestApp, user: &str, webhook: Uuid, delivery: Uuid) -> anyhow::Result<Value> {
+    let (status, body) = user_call(
+        app,
+        user,
+        reqwest::Method::GET,
+        &format!("/webhooks/{webhook}/deliveries/{delivery}"),
+        None,
+    )
+    .await?;
+    anyhow::ensure!(status == StatusCode::OK, "{status} {body}");
+    Ok(body)
+}
+
+/// A failing endpoint is retried on the exponential schedule (each gap at least
+/// `baseDelay * 2^(n-1)`), the next attempt time is visible through the deliveries API
+/// while it waits, every attempt carries the same `webhook-id` (and body) with a fresh
+/// signature, every attempt is recorded, and after `1 + maxRetries` attempts the
+/// delivery is failed and nothing more is sent.
+#[tokio::test]
+async fn retries_back_off_exponentially_until_exhausted() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let sink = Sink::start().await?;
+    sink.set_default(Reply::status(500));
+    let hook = create_webhook(&app, "frank", &Hook::new(sink.url("/hook"), &["*"]).retries(3, 300, 10_000)).await?;
+    let event = publish(&app, "frank", json!({"type": "order.created", "data": {"x": 1}})).await?;
+    let rows = wait_deliveries(&app, hook.id, |r| r.len() == 1).await?;
+    let delivery = rows[0].id;
+    // While waiting between attempts the API shows `retrying` and when the next one is due.
+    let until = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let d = api_delivery(&app, "frank", hook.id, delivery).await?;
+        if d["status"] == "retrying" {
+            assert!(d["nextAttemptAt"].is_string(), "{d}");
+            assert_eq!(d["lastStatusCode"], 500);
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < until, "never saw retrying: {d}");
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let rows = wait_deliveries(&app, hook.id, |r| r[0].status == "failed").await?;
+    assert_eq!(rows[0].attempts, 4);
+    assert_eq!(rows[0].next_attempt_at, None);
+    assert_eq!(rows[0].last_status_code, Some(500));
+    let got = sink.received_at("/hook");
+    assert_eq!(got.len(), 4);
+    for (i, pair) in got.windows(2).enumerate() {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        let policy = Duration::from_millis(300 << i);
+        assert!(gap >= policy, "gap {i} was {gap:?}, policy {policy:?}");
+    }
+    for r in &got {
+        assert_eq!(r.header("webhook-id"), event.to_string());
+        assert_eq!(r.body, got[0].body);
+        verify_ours(&hook.secret, r)?;
+    }
+    let d = api_delivery(&app, "frank", hook.id, delivery).await?;
+    let attempts = d["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 4, "{d}");
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a["attemptNumber"], i as u64 + 1);
+        assert_eq!(a["responseStatus"], 500);
+        assert_eq!(a["errorKind"], "http_status");
+        assert_eq!(a["requestHeaders"]["webhook-id"], event.to_string());
+    }
+    // Nothing more is attempted after exhaustion.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sink.received_at("/hook").len(), 4);
+    app.cleanup().await;
+    Ok(())
+}
+
+/// `Retry-After` on 429 and 503 is honoured (in seconds; a value beyond the webhook's
+/// `maxDelay` is clamped to it), instead of the much shorter exponential schedule.
+#[tokio::test]
+async fn retry_after_is_honoured_within_bounds() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let sink = Sink::start().await?;
+    sink.script([
+        Reply::status(429).header("retry-after", "2"),
+        Reply::status(503).header("retry-after", "3600"),
+    ]);
+    let hook = create_webhook(&app, "gina", &Hook::new(sink.url("/hook"), &["*"]).retries(5, 200, 2500)).await?;
+    publish(&app, "gina", json!({"type": "a.b", "data": {}})).await?;
+    let got = wait_received(&sink, "/hook", 3).await?;
+    let gap1 = got[1].at.duration_since(got[0].at);
+    let gap2 = got[2].at.duration_since(got[1].at);
+    assert!(gap1 >= Duration::from_secs(2), "429 Retry-After: 2 gave {gap1:?}");
+    assert!(gap2 >= Duration::from_millis(2500) && gap2 < Duration::from_secs(4), "clamped to maxDelay, got {gap2:?}");
+    let rows = wait_deliveries(&app, hook.id, |r| r.len() == 1 && r[0].status == "succeeded").await?;
+    assert_eq!(rows[0].attempts, 3);
+    let attempts = attempts_of(&app, rows[0].id).await?;
+    let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.response_status).collect();
+    assert_eq!(statuses, [Some(429), Some(503), Some(200)]);
+    app.cleanup().await;
+    Ok(())
+}
+
+/// `410 Gone` fails the delivery at once and disables the endpoint (its owner sees
+/// `active: false` and `disabledReason: gone`); later events are not sent to it.
+#[tokio::test]
+async fn gone_disables_the_endpoint() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let sink = Sink::start().await?;
+    sink.set_default(Reply::status(410));
+    let other = Sink::start().await?;
+    let gone = create_webhook(&app, "hank", &Hook::new(sink.url("/gone"), &["*"])).await?;
+    let alive = create_webhook(&app, "hank", &Hook::new(other.url("/alive"), &["*"])).await?;
+    publish(&app, "hank", json!({"type": "a.b", "data": {"n": 1}})).await?;
+    let rows = wait_deliveries(&app, gone.id, |r| r.len() == 1 && r[0].status == "failed").await?;
+    assert_eq!(rows[0].attempts, 1);
+    assert_eq!(rows[0].last_status_code, Some(410));
+    let (_, webhook) = user_call(&app, "hank", reqwest::Method::GET, &format!("/webhooks/{}", gone.id), None).await?;
+    assert_eq!(webhook["active"], false, "{webhook}");
+    assert_eq!(webhook["disabledReason"], "gone");
+    wait_received(&other, "/alive", 1).await?;
+    publish(&app, "hank", json!({"type": "a.b", "data": {"n": 2}})).await?;
+    wait_received(&other, "/alive", 2).await?;
+    wait_deliveries(&app, alive.id, |r| r.len() == 2 && r.iter().all(|d| d.status == "succeeded")).await?;
+    assert_eq!(sink.received_at("/gone").len(), 1);
+    assert_eq!(deliveries_of(&app, gone.id).await?.len(), 1);
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A 302 is a failed attempt (recorded as `redirect`), the redirect target is never
+/// requested, and the delivery is retried at the registered URL.
+#[tokio::test]
+async fn redirects_are_failures_and_never_followed() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let sink = Sink::start().await?;
+    sink.script([Reply::status(302).header("location", &sink.url("/target"))]);
+    let hook = create_webhook(&app, "ivy", &Hook::new(sink.url("/hook"), &["*"]).retries(2, 200, 1000)).await?;
+    publish(&app, "ivy", json!({"type": "a.b", "data": {}})).await?;
+    let rows = wait_deliveries(&app, hook.id, |r| r.len() == 1 && r[0].status == "succeeded").await?;
+    let attempts = attempts_of(&app, rows[0].id).await?;
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].response_status, Some(302));
+    assert_eq!(attempts[0].error_kind.as_deref(), Some("redirect"));
+    assert!(attempts[0].error_message.as_deref().unwrap_or("").contains("/target"));
+    assert_eq!(attempts[1].error_kind, None);
+    assert_eq!(sink.received_at("/hook").len(), 2);
+    assert!(sink.received_at("/target").is_empty(), "the redirect was followed");
+    app.cleanup().await;
+    Ok(())
+}
+
+/// An endpoint slower than `PORTICO_DELIVERY_TIMEOUT_MS` fails the attempt as a
+/// timeout (no status, latency about the timeout), and the retry succeeds.
+#[tokio::test]
+async fn slow_endpoints_time_out() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(
+        &[("PORTICO_DELIVERY_TIMEOUT_MS", "500")],
+        &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
+    )
+    .await?;
+    let sink = Sink::start().await?;
+    sink.script([Reply::status(200).delayed(Duration::from_secs(3))]);
+    let hook = create_webhook(&app, "jack", &Hook::new(sink.url("/hook"), &["*"]).retries(2, 200, 1000)).await?;
+    publish(&app, "jack", json!({"type": "a.b", "data": {}})).await?;
+    let rows = wait_deliveries(&app, hook.id, |r| r.len() == 1 && r[0].status == "succeeded").await?;
+    let d = api_delivery(&app, "jack", hook.id, rows[0].id).await?;
+    let first = &d["attempts"][0];
+    assert_eq!(first["errorKind"], "timeout", "{d}");
+    assert!(first["responseStatus"].is_null());
+    let latency = first["latencyMs"].as_u64().unwrap_or(0);
+    assert!((450..2500).contains(&latency), "latency {latency}");
+    assert_eq!(d["attempts"][1]["responseStatus"], 200);
+    app.cleanup().await;
+    Ok(())
+}
+
+/// The SSRF guard holds at connect time: with an empty allowlist in the dispatcher
+/// (while the gateway allowed loopback at create time), a delivery to a loopback IP
+/// literal and one to `localhost` (resolved by the guarded resolver) are both recorded
+/// as `blocked`, and the loopback endpoint receives nothing.
+#[tokio::test]
+async fn forbidden_addresses_are_blocked_at_connect_time() -> anyhow::Result<()> {
+    let mut app = TestApp::spawn_with(&[], &[ServiceKind::Gateway]).await?;
+    app.start_with(ServiceKind::WebhookDispatcher, &[("PORTICO_WEBHOOK_ALLOWLIST", "")]).await?;
+    let sink = Sink::start().await?;
+    let literal = create_webhook(&app, "kim", &Hook::new(sink.url("/literal"), &["*"]).retries(0, 200, 1000)).await?;
+    let named_url = format!("http://localhost:{}/named", sink.addr.port());
+    let named = create_webhook(&app, "kim", &Hook::new(named_url, &["*"]).retries(0, 200, 1000)).await?;
+    publish(&app, "kim", json!({"type": "a.b", "data": {}})).await?;
+    for hook in [&literal, &named] {
+        let rows = wait_deliveries(&app, hook.id, |r| r.len() == 1 && r[0].status == "failed").await?;
+        let attempts = attempts_of(&app, rows[0].id).await?;
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].error_kind.as_deref(), Some("blocked"), "{attempts:?}");
+        assert_eq!(attempts[0].response_status, None);
+    }
+    assert_eq!(sink.count(), 0, "a forbidden address was contacted");
+    app.cleanup().await;
+    Ok(())
+}
