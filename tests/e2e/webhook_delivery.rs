@@ -814,3 +814,347 @@ async fn forbidden_addresses_are_blocked_at_connect_time() -> anyhow::Result<()>
     app.cleanup().await;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------
+// Crash safety, retry-failed jobs, ordering, operational events, limits.
+
+/// Publishes many events in batches of up to 1,000 through `POST /api/events/batch`.
+async fn publish_many(app: &TestApp, user: &str, events: Vec<Value>) -> anyhow::Result<Vec<Uuid>> {
+    let mut ids = Vec::new();
+    for chunk in events.chunks(1000) {
+        let res = app
+            .http
+            .post(app.api("/events/batch"))
+            .bearer_auth(SERVICE_TOKEN)
+            .header("x-portico-user-id", user)
+            .json(&json!({"events": chunk}))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "batch publish: {}", res.status());
+        let body: Value = res.json().await?;
+        for e in body["data"].as_array().cloned().unwrap_or_default() {
+            ids.push(e["id"].as_str().unwrap_or_default().parse()?);
+        }
+    }
+    Ok(ids)
+}
+
+async fn count(app: &TestApp, sql: &str, webhook: Uuid) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .bind(webhook)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or(-1)
+}
+
+/// A dispatcher killed (SIGKILL) while a chunk of deliveries is in flight loses
+/// nothing and duplicates nothing: after a restart every event has exactly one
+/// delivery row, all succeeded, and the endpoint saw every event at least once (a
+/// redelivered event may reach it again, with the same `webhook-id`).
+#[tokio::test]
+async fn a_killed_dispatcher_leaves_no_duplicate_deliveries() -> anyhow::Result<()> {
+    let mut app = TestApp::spawn_with(
+        &[("PORTICO_DELIVERY_TIMEOUT_MS", "2000")],
+        &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
+    )
+    .await?;
+    let sink = Sink::start().await?;
+    sink.set_default(Reply::status(200).delayed(Duration::from_millis(400)));
+    let hook = create_webhook(&app, "liam", &Hook::new(sink.url("/hook"), &["*"])).await?;
+    let first: Vec<Value> = (0..200).map(|i| json!({"type": "a.b", "data": {"i": i}})).collect();
+    let mut ids = publish_many(&app, "liam", first).await?;
+    wait_received(&sink, "/hook", 20).await?;
+    app.take(ServiceKind::WebhookDispatcher).kill().await?;
+    let second: Vec<Value> = (200..400).map(|i| json!({"type": "a.b", "data": {"i": i}})).collect();
+    ids.extend(publish_many(&app, "liam", second).await?);
+    sink.set_default(Reply::status(200));
+    app.start(ServiceKind::WebhookDispatcher).await?;
+    let total = ids.len() as i64;
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while count(&app, "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'succeeded'", hook.id).await < total {
+        anyhow::ensure!(tokio::time::Instant::now() < until, "not all deliveries succeeded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1", hook.id).await, total);
+    assert_eq!(count(&app, "SELECT count(DISTINCT event_id) FROM webhook_deliveries WHERE webhook_id = $1", hook.id).await, total);
+    let seen: std::collections::HashSet<String> =
+        sink.received_at("/hook").iter().map(|r| r.header("webhook-id").to_owned()).collect();
+    for id in &ids {
+        assert!(seen.contains(&id.to_string()), "event {id} never reached the endpoint");
+    }
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A retry-failed job re-queues every failed delivery in chunks of 1,000; when the
+/// dispatcher dies right after a chunk commits, a restarted dispatcher resumes the job
+/// without counting or re-queueing anything twice, completes it, and the re-queued
+/// deliveries are delivered.
+#[tokio::test]
+async fn a_retry_failed_job_resumes_after_a_crash_and_completes() -> anyhow::Result<()> {
+    // Endpoints are never disabled here: 1,200 failures in a row are the point.
+    let mut app = TestApp::spawn_with(
+        &[("PORTICO_DISABLE_AFTER_FAILURES", "0")],
+        &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
+    )
+    .await?;
+    let sink = Sink::start().await?;
+    sink.set_default(Reply::status(500));
+    let hook = create_webhook(&app, "mia", &Hook::new(sink.url("/hook"), &["*"]).retries(0, 200, 1000)).await?;
+    let total = 1200i64;
+    publish_many(&app, "mia", (0..total).map(|i| json!({"type": "a.b", "data": {"i": i}})).collect()).await?;
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while count(&app, "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'failed'", hook.id).await < total {
+        anyhow::ensure!(tokio::time::Instant::now() < until, "deliveries did not all fail");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.set_default(Reply::status(200));
+    // Restart the dispatcher armed to crash right after the job's first chunk commits.
+    app.take(ServiceKind::WebhookDispatcher).terminate(Duration::from_secs(20)).await?;
+    app.start_with(ServiceKind::WebhookDispatcher, &[("PORTICO_FAILPOINT", "retry_job_after_chunk")]).await?;
+    let (status, job) = user_call(
+        &app,
+        "mia",
+        reqwest::Method::POST,
+        &format!("/webhooks/{}/retry-failed", hook.id),
+        Some(json!({"maxRetries": 1})),
+    )
+    .await?;
+    assert!(status.is_success(), "{status} {job}");
+    let job_id = job["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(job["total"], total, "{job}");
+    let crashed = app.take(ServiceKind::WebhookDispatcher);
+    crashed.wait_exit(Duration::from_secs(30)).await?;
+    let job_path = format!("/webhooks/{}/retry-jobs/{job_id}", hook.id);
+    let (_, mid) = user_call(&app, "mia", reqwest::Method::GET, &job_path, None).await?;
+    assert_eq!(mid["status"], "running", "{mid}");
+    assert_eq!(mid["processed"], 1000, "{mid}");
+    app.start(ServiceKind::WebhookDispatcher).await?;
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, j) = user_call(&app, "mia", reqwest::Method::GET, &job_path, None).await?;
+        if j["status"] == "completed" {
+            break j;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < until, "job never completed: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["processed"], total, "{done}");
+    assert_eq!(done["total"], total);
+    let job_uuid: Uuid = job_id.parse()?;
+    let marked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND last_retry_job_id = $2 AND max_retries = 2",
+    )
+    .bind(hook.id)
+    .bind(job_uuid)
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(marked, total);
+    // The re-queued deliveries are delivered (a row claimed by the crashed process
+    // waits for its two-minute lease; every other one succeeds now).
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while count(&app, "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status IN ('succeeded', 'delivering')", hook.id).await < total {
+        anyhow::ensure!(tokio::time::Instant::now() < until, "re-queued deliveries were not delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND attempts > 2", hook.id).await,
+        0
+    );
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A loopback endpoint that answers per event: it fails the first `fail_first`
+/// attempts of events whose data has `"fail": true`, and records the order of
+/// successful deliveries.
+#[derive(Clone, Default)]
+struct KeyedLog {
+    inner: std::sync::Arc<std::sync::Mutex<Vec<(String, u64, bool, std::time::Instant)>>>,
+}
+
+async fn keyed_sink(fail_first: usize) -> anyhow::Result<(String, KeyedLog)> {
+    use axum::body::Bytes;
+    let log = KeyedLog::default();
+    let state = log.clone();
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let state = state.clone();
+        async move {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let key = v["data"]["key"].as_str().unwrap_or("").to_owned();
+            let seq = v["data"]["seq"].as_u64().unwrap_or(0);
+            let mut log = state.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let tries = log.iter().filter(|(k, s, _, _)| *k == key && *s == seq).count();
+            let ok = !(v["data"]["fail"] == true && tries < fail_first);
+            log.push((key, seq, ok, std::time::Instant::now()));
+            if ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/ordered", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, log))
+}
+
+/// With ordering enabled, events with the same ordering key reach the endpoint in the
+/// order they were accepted, each only after the previous one succeeded, while a key
+/// whose head keeps failing does not hold back the other key.
+#[tokio::test]
+async fn ordering_per_key_without_blocking_other_keys() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let (url, log) = keyed_sink(3).await?;
+    let mut hook = Hook::new(url, &["*"]).retries(5, 400, 2000);
+    hook.ordering = true;
+    let created = create_webhook(&app, "nora", &hook).await?;
+    for seq in 1..=3u64 {
+        for key in ["A", "B"] {
+            let fail = key == "A" && seq == 1;
+            publish(
+                &app,
+                "nora",
+                json!({"type": "order.updated", "orderingKey": key, "data": {"key": key, "seq": seq, "fail": fail}}),
+            )
+            .await?;
+        }
+    }
+    wait_deliveries(&app, created.id, |r| r.len() == 6 && r.iter().all(|d| d.status == "succeeded")).await?;
+    let log = log.inner.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for key in ["A", "B"] {
+        let requests: Vec<(u64, bool)> = log.iter().filter(|(k, ..)| k == key).map(|(_, s, ok, _)| (*s, *ok)).collect();
+        let expected: Vec<(u64, bool)> = if key == "A" {
+            vec![(1, false), (1, false), (1, false), (1, true), (2, true), (3, true)]
+        } else {
+            vec![(1, true), (2, true), (3, true)]
+        };
+        assert_eq!(requests, expected, "key {key}: {log:?}");
+    }
+    let at = |key: &str, seq: u64| {
+        log.iter()
+            .find(|(k, s, ok, _)| k == key && *s == seq && *ok)
+            .map(|(.., t)| *t)
+    };
+    assert!(at("B", 3) < at("A", 1), "key B waited for key A");
+    app.cleanup().await;
+    Ok(())
+}
+
+/// The owner hears about their endpoints through their own `portico.*` webhook: a
+/// delivery failing, exhausted and recovered, the endpoint nearing and reaching the
+/// disabling threshold (then disabled, `disabledReason: failing`). Deliveries of
+/// operational events never cause delivery-level operational events themselves.
+#[tokio::test]
+async fn operational_events_reach_the_owner() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(
+        &[("PORTICO_DISABLE_AFTER_FAILURES", "5")],
+        &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
+    )
+    .await?;
+    let failing_sink = Sink::start().await?;
+    failing_sink.set_default(Reply::status(500));
+    let ops_sink = Sink::start().await?;
+    let flaky_sink = Sink::start().await?;
+    flaky_sink.script([Reply::status(502)]);
+    let failing = create_webhook(&app, "olga", &Hook::new(failing_sink.url("/f"), &["order.*"]).retries(1, 200, 1000)).await?;
+    let flaky = create_webhook(&app, "olga", &Hook::new(flaky_sink.url("/r"), &["order.*"]).retries(1, 200, 1000)).await?;
+    let ops = create_webhook(&app, "olga", &Hook::new(ops_sink.url("/ops"), &["portico.*"])).await?;
+    let loud = create_webhook(&app, "olga", &Hook::new(failing_sink.url("/p"), &["portico.*"]).retries(0, 200, 1000)).await?;
+    let _ = ops;
+
+    for n in 1..=3 {
+        publish(&app, "olga", json!({"type": "order.created", "data": {"n": n}})).await?;
+        wait_deliveries(&app, failing.id, |r| r.len() == n && r.iter().all(|d| d.status == "failed")).await?;
+    }
+    let (_, w) = user_call(&app, "olga", reqwest::Method::GET, &format!("/webhooks/{}", failing.id), None).await?;
+    assert_eq!(w["active"], false, "{w}");
+    assert_eq!(w["disabledReason"], "failing");
+
+    let wanted = [
+        ("portico.delivery.failing", failing.id),
+        ("portico.delivery.exhausted", failing.id),
+        ("portico.delivery.recovered", flaky.id),
+        ("portico.webhook.disabling_soon", failing.id),
+        ("portico.webhook.disabled", failing.id),
+    ];
+    let events = || -> Vec<Value> { ops_sink.received_at("/ops").iter().map(|r| r.json()).collect() };
+    let until = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let got = events();
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|(t, id)| !got.iter().any(|e| e["type"] == *t && e["data"]["webhookId"] == id.to_string()))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < until, "missing {missing:?} in {got:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = events();
+    let disabled = got
+        .iter()
+        .find(|e| e["type"] == "portico.webhook.disabled" && e["data"]["webhookId"] == failing.id.to_string())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(disabled["data"]["reason"], "failing");
+    assert_eq!(disabled["data"]["consecutiveFailures"], 5);
+    assert_eq!(disabled["data"]["lastStatusCode"], 500);
+    assert_eq!(disabled["data"]["eventType"], "order.created");
+    let exhausted = got
+        .iter()
+        .find(|e| e["type"] == "portico.delivery.exhausted")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(exhausted["data"]["attempts"], 2, "{exhausted}");
+    assert!(exhausted["data"]["deliveryId"].is_string() && exhausted["data"]["eventId"].is_string());
+    // The failing `portico.*` endpoint produced no delivery-level events about itself.
+    assert!(
+        !got.iter().any(|e| e["type"].as_str().unwrap_or("").starts_with("portico.delivery.")
+            && e["data"]["webhookId"] == loud.id.to_string()),
+        "an operational event was raised about a delivery of an operational event"
+    );
+    // Each operational event was delivered once, even though several replicas'
+    // worth of batches could have produced it.
+    let ids: Vec<&str> = got.iter().filter_map(|e| e["id"].as_str()).collect();
+    let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "{:#?}", ops_sink.received_at("/ops").iter().map(|r| (r.header("webhook-id").to_owned(), r.header("webhook-timestamp").to_owned(), r.json()["type"].clone(), r.json()["data"]["deliveryId"].clone())).collect::<Vec<_>>());
+    app.cleanup().await;
+    Ok(())
+}
+
+/// Per-endpoint limits: with `rateLimitPerSecond: 5` a burst of 12 events is spread
+/// over more than a second (5 at once, then 5 per second); with `maxConcurrency: 1`
+/// a slow endpoint never has two requests in flight. Everything is delivered once.
+#[tokio::test]
+async fn per_endpoint_rate_limit_and_concurrency_cap() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let paced_sink = Sink::start().await?;
+    let mut paced = Hook::new(paced_sink.url("/paced"), &["paced.*"]);
+    paced.rate_limit = Some(5);
+    let paced = create_webhook(&app, "pia", &paced).await?;
+    let serial_sink = Sink::start().await?;
+    serial_sink.set_default(Reply::status(200).delayed(Duration::from_millis(200)));
+    let mut serial = Hook::new(serial_sink.url("/serial"), &["serial.*"]);
+    serial.max_concurrency = Some(1);
+    let serial = create_webhook(&app, "pia", &serial).await?;
+
+    publish_many(&app, "pia", (0..12).map(|i| json!({"type": "paced.tick", "data": {"i": i}})).collect()).await?;
+    publish_many(&app, "pia", (0..4).map(|i| json!({"type": "serial.tick", "data": {"i": i}})).collect()).await?;
+    let paced_got = wait_received(&paced_sink, "/paced", 12).await?;
+    let span = paced_got[11].at.duration_since(paced_got[0].at);
+    assert!(span >= Duration::from_millis(1300), "12 requests at 5/s took only {span:?}");
+    let in_first_second = paced_got.iter().filter(|r| r.at.duration_since(paced_got[0].at) < Duration::from_millis(990)).count();
+    assert!(in_first_second <= 10, "{in_first_second} requests in the first second");
+    let serial_got = wait_received(&serial_sink, "/serial", 4).await?;
+    for pair in serial_got.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= Duration::from_millis(195), "two requests overlapped: gap {gap:?}");
+    }
+    wait_deliveries(&app, paced.id, |r| r.len() == 12 && r.iter().all(|d| d.status == "succeeded")).await?;
+    wait_deliveries(&app, serial.id, |r| r.len() == 4 && r.iter().all(|d| d.status == "succeeded")).await?;
+    assert_eq!(paced_sink.count(), 12);
+    assert_eq!(serial_sink.count(), 4);
+    app.cleanup().await;
+    Ok(())
+}

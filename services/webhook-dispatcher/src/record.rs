@@ -184,11 +184,33 @@ pub enum Rows {
 
 /// Commits a batch: rows and attempts, health, operational events (through the
 /// outbox), in one transaction; then wakes the outbox relay and tells every replica
-/// about disabled endpoints.
+/// about disabled endpoints. A transaction that lost a deadlock or serialization race
+/// is run again (the attempts were made; recording them must not be given up lightly).
 pub async fn commit(dispatcher: &Dispatcher, rows: Rows, results: BatchResults) -> Result<(), sqlx::Error> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match commit_once(dispatcher, &rows, &results).await {
+            Err(err) if tries < 4 && is_transient(&err) => {
+                tracing::debug!(%err, tries, "batch commit lost a race; running it again");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Deadlock detected or serialization failure: safe to run the transaction again.
+fn is_transient(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "40P01" || c == "40001")
+}
+
+async fn commit_once(dispatcher: &Dispatcher, rows: &Rows, results: &BatchResults) -> Result<(), sqlx::Error> {
     let disable_after = dispatcher.disable_after;
     let mut tx = dispatcher.pool.begin().await?;
-    let written = match &rows {
+    let written = match rows {
         Rows::New(d) => store::insert_deliveries(&mut tx, d, &results.attempts).await?,
         Rows::Claimed(u) => store::update_claimed(&mut tx, u, &results.attempts).await?,
     };
@@ -196,9 +218,9 @@ pub async fn commit(dispatcher: &Dispatcher, rows: Rows, results: BatchResults) 
     let changes = store::update_health(&mut tx, &deltas, disable_after).await?;
     let mut jobs: Vec<Job> = results
         .delivery_events
-        .into_iter()
+        .iter()
         .filter(|(delivery, _)| written.contains(delivery))
-        .map(|(_, job)| job)
+        .map(|(_, job)| job.clone())
         .collect();
     let mut disabled: Vec<(String, String)> = Vec::new();
     let warn_at = operational::warning_threshold(disable_after);
@@ -206,6 +228,25 @@ pub async fn commit(dispatcher: &Dispatcher, rows: Rows, results: BatchResults) 
         let Some((owner, facts)) = results.facts.get(&change.webhook_id) else {
             continue;
         };
+        // The warning at 80 % comes first, also when one batch jumps past it straight
+        // to the threshold: an owner is always warned before being disabled.
+        let crossed_warning = disable_after > 0
+            && change.was_active
+            && change.old_failures < warn_at
+            && change.new_failures >= warn_at
+            && change.disabled_reason.as_deref() != Some("gone");
+        if crossed_warning
+            && let Some(job) = operational::webhook_event(
+                operational::WEBHOOK_DISABLING_SOON,
+                owner,
+                facts,
+                None,
+                change.new_failures,
+                disable_after,
+            )
+        {
+            jobs.push(job);
+        }
         if change.was_active && !change.active {
             let reason = change.disabled_reason.clone().unwrap_or_else(|| "failing".into());
             if let Some(job) = operational::webhook_event(
@@ -219,21 +260,6 @@ pub async fn commit(dispatcher: &Dispatcher, rows: Rows, results: BatchResults) 
                 jobs.push(job);
             }
             disabled.push((change.user_id.clone(), reason));
-        } else if change.active
-            && disable_after > 0
-            && change.old_failures < warn_at
-            && change.new_failures >= warn_at
-        {
-            if let Some(job) = operational::webhook_event(
-                operational::WEBHOOK_DISABLING_SOON,
-                owner,
-                facts,
-                None,
-                change.new_failures,
-                disable_after,
-            ) {
-                jobs.push(job);
-            }
         }
     }
     for job in &jobs {

@@ -292,7 +292,8 @@ pub struct HealthChange {
 /// Applies health deltas: the failure counter grows with failures and restarts at a
 /// success; 410 or reaching `disable_after` (0 = never) disables the endpoint. Rows
 /// are locked in id order, so concurrent batches touching the same webhooks cannot
-/// deadlock; webhooks with nothing to change (healthy and succeeding) are not touched
+/// deadlock, and with `NO KEY UPDATE`, which does not conflict with the key-share
+/// locks that inserting deliveries (foreign keys) takes on the same rows; webhooks with nothing to change (healthy and succeeding) are not touched
 /// at all, so the healthy hot path takes no row locks.
 pub async fn update_health(
     tx: &mut Transaction<'_, Postgres>,
@@ -311,7 +312,7 @@ pub async fn update_health(
             FROM webhooks w JOIN u ON u.id = w.id
             WHERE w.consecutive_failures <> 0 OR u.trailing_failures > 0 OR u.gone
             ORDER BY w.id
-            FOR UPDATE OF w
+            FOR NO KEY UPDATE OF w
          ), n AS (
             SELECT u.id, u.gone, l.old_failures, l.was_active,
                    CASE WHEN u.had_success THEN u.trailing_failures
