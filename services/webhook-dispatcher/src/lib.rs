@@ -248,7 +248,23 @@ pub async fn run(
         });
         while chunk_tasks.try_join_next().is_some() {}
     }
-    // Stop pulling; finish what is in hand (attempts, commit, ack).
+    // Stop pulling. Jobs already pulled into this process but not started are handed
+    // back at once (nak), so another replica takes them now rather than after the ack
+    // wait; the chunks in hand are finished (attempts, commit, ack).
+    // The nak carries a short delay so they are not handed straight back to this
+    // process while it drains.
+    let drain_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let next = (tokio::time::Instant::now() + Duration::from_millis(150)).min(drain_until);
+        let Ok(Some(chunk)) = tokio::time::timeout_at(next, chunks.next()).await else {
+            break;
+        };
+        let naks = chunk
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|m| m.finish(portico_queue::consumer::Outcome::RetryAfter(Duration::from_secs(1))));
+        futures::future::join_all(naks).await;
+    }
     drop(chunks);
     while chunk_tasks.join_next().await.is_some() {}
     let _ = poller.await;
