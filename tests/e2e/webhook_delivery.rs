@@ -1158,3 +1158,97 @@ async fn per_endpoint_rate_limit_and_concurrency_cap() -> anyhow::Result<()> {
     app.cleanup().await;
     Ok(())
 }
+
+/// `POST /webhooks/{id}/test` delivers a signed `webhook.test` event to that webhook
+/// only (whatever its filter), and a failed delivery retried by hand
+/// (`POST .../deliveries/{id}/retry`) is attempted again with the same `webhook-id`
+/// and succeeds. The dispatcher's metrics count the attempts.
+#[tokio::test]
+async fn test_events_and_manual_retries_are_delivered() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let sink = Sink::start().await?;
+    let target = create_webhook(&app, "quinn", &Hook::new(sink.url("/target"), &["order.created"])).await?;
+    let bystander = create_webhook(&app, "quinn", &Hook::new(sink.url("/bystander"), &["*"])).await?;
+    let (status, body) = user_call(&app, "quinn", reqwest::Method::POST, &format!("/webhooks/{}/test", target.id), None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let got = wait_received(&sink, "/target", 1).await?;
+    assert_eq!(got[0].json()["type"], "webhook.test");
+    assert_eq!(got[0].header("webhook-id"), body["eventId"].as_str().unwrap_or_default());
+    verify_ours(&target.secret, &got[0])?;
+    wait_deliveries(&app, target.id, |r| r.len() == 1 && r[0].status == "succeeded").await?;
+    assert!(deliveries_of(&app, bystander.id).await?.is_empty());
+    assert!(sink.received_at("/bystander").is_empty());
+
+    // Exhaust a delivery, then retry it by hand.
+    let failing_sink = Sink::start().await?;
+    failing_sink.script([Reply::status(500)]);
+    let once = create_webhook(&app, "quinn", &Hook::new(failing_sink.url("/once"), &["invoice.*"]).retries(0, 200, 1000)).await?;
+    let event = publish(&app, "quinn", json!({"type": "invoice.paid", "data": {}})).await?;
+    let rows = wait_deliveries(&app, once.id, |r| r.len() == 1 && r[0].status == "failed").await?;
+    let (status, body) = user_call(
+        &app,
+        "quinn",
+        reqwest::Method::POST,
+        &format!("/webhooks/{}/deliveries/{}/retry", once.id, rows[0].id),
+        Some(json!({"maxRetries": 2})),
+    )
+    .await?;
+    assert!(status.is_success(), "{status} {body}");
+    let rows = wait_deliveries(&app, once.id, |r| r[0].status == "succeeded").await?;
+    assert_eq!(rows[0].attempts, 2);
+    let got = failing_sink.received_at("/once");
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|r| r.header("webhook-id") == event.to_string()));
+
+    let metrics = app
+        .http
+        .get(format!("http://{}/metrics", app.addr(ServiceKind::WebhookDispatcher, "http")))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for name in [
+        "portico_deliveries_total{",
+        "portico_delivery_attempt_duration_seconds_bucket",
+        "portico_event_to_delivery_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(metrics.contains(r#"outcome="failed""#) && metrics.contains(r#"status_class="5xx""#));
+    app.cleanup().await;
+    Ok(())
+}
+
+/// With tracing on, a delivery carries a W3C `traceparent` in the trace of the request
+/// that published the event: same trace id, a span of its own.
+#[tokio::test]
+async fn deliveries_continue_the_publishers_trace() -> anyhow::Result<()> {
+    // An OTLP endpoint turns tracing on; nothing listens there (loopback, port 9), so
+    // the exporters just fail quietly.
+    let app = TestApp::spawn_with(
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")],
+        &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
+    )
+    .await?;
+    let sink = Sink::start().await?;
+    create_webhook(&app, "rita", &Hook::new(sink.url("/hook"), &["*"])).await?;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let res = app
+        .http
+        .post(app.api("/events"))
+        .bearer_auth(SERVICE_TOKEN)
+        .header("x-portico-user-id", "rita")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"type": "a.b", "data": {}}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let got = wait_received(&sink, "/hook", 1).await?;
+    let traceparent = got[0].header("traceparent");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "traceparent {traceparent:?}");
+    assert_eq!(parts[1], trace_id);
+    assert_ne!(parts[2], "00f067aa0ba902b7");
+    app.cleanup().await;
+    Ok(())
+}
