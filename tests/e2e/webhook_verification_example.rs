@@ -33,7 +33,8 @@ pub fn verify_webhook<'a>(
         return Err("webhook-timestamp is too far from now");
     }
     // The signed content is "{webhook-id}.{webhook-timestamp}.{body}".
-    let mut signed = Vec::with_capacity(webhook_id.len() + webhook_timestamp.len() + body.len() + 2);
+    let mut signed =
+        Vec::with_capacity(webhook_id.len() + webhook_timestamp.len() + body.len() + 2);
     signed.extend_from_slice(webhook_id.as_bytes());
     signed.push(b'.');
     signed.extend_from_slice(webhook_timestamp.as_bytes());

@@ -109,7 +109,11 @@ pub fn decide(
 /// Runs planned deliveries concurrently: each waits for its endpoint's limits (or is
 /// deferred), then for a slot of the replica-wide cap, then sends. Results come back in
 /// the order of `planned`.
-pub async fn run_all(transport: &Transport, global: &Arc<Semaphore>, planned: &[Planned]) -> Vec<Handled> {
+pub async fn run_all(
+    transport: &Transport,
+    global: &Arc<Semaphore>,
+    planned: &[Planned],
+) -> Vec<Handled> {
     futures::future::join_all(planned.iter().map(|p| run_one(transport, global, p))).await
 }
 
@@ -118,7 +122,9 @@ pub async fn run_one(transport: &Transport, global: &Arc<Semaphore>, p: &Planned
     let _endpoint_permit = match p.endpoint.limiter.admit(ADMISSION_BUDGET).await {
         Admission::Go(permit) => permit,
         Admission::Defer(wait) => {
-            return Handled::Deferred(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
+            return Handled::Deferred(
+                Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+            );
         }
     };
     // The semaphore is never closed; if it were, sending without a slot is still safe.
@@ -152,7 +158,9 @@ pub async fn run_one(transport: &Transport, global: &Arc<Semaphore>, p: &Planned
         .increment(1);
     metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION).record(record.latency.as_secs_f64());
     if next == Next::Succeeded {
-        let waited = (now - p.event.accepted_at).to_std().unwrap_or(Duration::ZERO);
+        let waited = (now - p.event.accepted_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
         metrics::histogram!(names::EVENT_TO_DELIVERY).record(waited.as_secs_f64());
     }
     Handled::Attempted { record, next }
@@ -191,7 +199,10 @@ mod tests {
             Next::Retry(at) => (at - now).num_seconds(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(decide(&record(Some(204), None), 1, 5, &p, now), Next::Succeeded);
+        assert_eq!(
+            decide(&record(Some(204), None), 1, 5, &p, now),
+            Next::Succeeded
+        );
         assert_eq!(
             decide(&record(Some(410), None), 1, 5, &p, now),
             Next::Failed(FailReason::Gone)
@@ -202,9 +213,15 @@ mod tests {
             decide(&record(Some(500), None), 6, 5, &p, now),
             Next::Failed(FailReason::Exhausted)
         );
-        assert_eq!(secs(decide(&record(Some(429), Some(30)), 1, 5, &p, now)), 30);
+        assert_eq!(
+            secs(decide(&record(Some(429), Some(30)), 1, 5, &p, now)),
+            30
+        );
         assert_eq!(secs(decide(&record(Some(503), Some(0)), 1, 5, &p, now)), 1);
-        assert_eq!(secs(decide(&record(Some(429), Some(99_999)), 1, 5, &p, now)), 300);
+        assert_eq!(
+            secs(decide(&record(Some(429), Some(99_999)), 1, 5, &p, now)),
+            300
+        );
         // Retry-After on another status is ignored.
         assert_eq!(secs(decide(&record(Some(500), Some(30)), 2, 5, &p, now)), 2);
         // A 302 is a failure like any other.

@@ -244,8 +244,10 @@ impl EndpointCache {
         .bind(users)
         .fetch_all(&self.pool)
         .await?;
-        let mut by_user: HashMap<String, Vec<Arc<Endpoint>>> =
-            users.iter().map(|u| ((*u).to_owned(), Vec::new())).collect();
+        let mut by_user: HashMap<String, Vec<Arc<Endpoint>>> = users
+            .iter()
+            .map(|u| ((*u).to_owned(), Vec::new()))
+            .collect();
         for row in rows {
             if let Some(endpoint) = self.endpoint_from_row(row) {
                 by_user
@@ -312,7 +314,11 @@ impl EndpointCache {
             events,
             headers,
             secrets,
-            policy: portico_domain::retry::policy_from_columns(max_retries, base_delay_ms, max_delay_ms),
+            policy: portico_domain::retry::policy_from_columns(
+                max_retries,
+                base_delay_ms,
+                max_delay_ms,
+            ),
             ordering_enabled,
             limiter: self.limiters.get(id, rate, concurrency),
         })
@@ -361,7 +367,10 @@ mod tests {
             format!("{} {}", new.sign("id", 5, b"{}"), old.sign("id", 5, b"{}"))
         );
         let later = now + chrono::Duration::minutes(10);
-        assert_eq!(e.signature("id", 5, b"{}", later).unwrap(), new.sign("id", 5, b"{}"));
+        assert_eq!(
+            e.signature("id", 5, b"{}", later).unwrap(),
+            new.sign("id", 5, b"{}")
+        );
         let expired = Endpoint::for_test(
             "https://example.com/",
             vec![(old, Some(now - chrono::Duration::seconds(1)))],
@@ -369,4 +378,3 @@ mod tests {
         assert!(expired.signature("id", 5, b"{}", now).is_none());
     }
 }
-

@@ -111,7 +111,14 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
             if endpoint.ordering_enabled && e.ordering_key.is_some() {
                 // Ordered: recorded as pending and released by the retry poller when
                 // every earlier delivery of its key has finished.
-                push_row(&mut waiting, delivery_id, endpoint.id, &event, endpoint.policy.max_retries, None);
+                push_row(
+                    &mut waiting,
+                    delivery_id,
+                    endpoint.id,
+                    &event,
+                    endpoint.policy.max_retries,
+                    None,
+                );
                 let last = waiting.ordering_seq.len() - 1;
                 waiting.ordering_seq[last] = Some(m.stream_sequence.min(i64::MAX as u64) as i64);
                 continue;
@@ -131,7 +138,14 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
     let mut rows = waiting;
     for (p, h) in planned.iter().zip(&handled) {
         let state = results.add(p, h);
-        push_row(&mut rows, p.delivery_id, p.endpoint.id, &p.event, p.max_retries, Some(&state));
+        push_row(
+            &mut rows,
+            p.delivery_id,
+            p.endpoint.id,
+            &p.event,
+            p.max_retries,
+            Some(&state),
+        );
     }
     if rows.id.is_empty() {
         return Ok(());
@@ -173,7 +187,8 @@ fn push_row(
     rows.event_type.push(event.event_type.clone());
     rows.ordering_key.push(event.ordering_key.clone());
     rows.ordering_seq.push(None);
-    rows.max_retries.push(max_retries.min(i32::MAX as u32) as i32);
+    rows.max_retries
+        .push(max_retries.min(i32::MAX as u32) as i32);
     match state {
         None => {
             rows.status.push("pending");

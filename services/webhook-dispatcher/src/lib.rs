@@ -137,15 +137,21 @@ pub async fn run(
         ack_wait: (timeout * 2 + Duration::from_secs(5)).max(Duration::from_secs(10)),
         ..ConsumerSettings::default()
     };
-    let consumer = ensure_consumer(&js, &topology, JobKind::EventDispatch, &events_settings).await?;
+    let consumer =
+        ensure_consumer(&js, &topology, JobKind::EventDispatch, &events_settings).await?;
     // Retry jobs send a keep-alive after every chunk.
     let maintenance_settings = ConsumerSettings {
         ack_wait: Duration::from_secs(10),
         max_ack_pending: 256,
         ..ConsumerSettings::default()
     };
-    let maintenance_consumer =
-        ensure_consumer(&js, &topology, JobKind::WebhookMaintenance, &maintenance_settings).await?;
+    let maintenance_consumer = ensure_consumer(
+        &js,
+        &topology,
+        JobKind::WebhookMaintenance,
+        &maintenance_settings,
+    )
+    .await?;
     let secrets_key = match &config.secrets_key {
         Some(text) => SecretsKey::from_base64(text)
             .map_err(|e| config::ConfigError(format!("PORTICO_SECRETS_KEY: {e}")))?,
@@ -183,18 +189,29 @@ pub async fn run(
     ));
     let background = shutdown.child_token();
     let mut side_tasks = tokio::task::JoinSet::new();
-    side_tasks.spawn(watch_invalidations(dispatcher.clone(), invalidations, background.clone()));
+    side_tasks.spawn(watch_invalidations(
+        dispatcher.clone(),
+        invalidations,
+        background.clone(),
+    ));
     side_tasks.spawn(sweep_cache(dispatcher.clone(), background.clone()));
     side_tasks.spawn(report_queues(
         vec![
             ("webhook-dispatcher.events", consumer.clone()),
-            ("webhook-dispatcher.maintenance", maintenance_consumer.clone()),
+            (
+                "webhook-dispatcher.maintenance",
+                maintenance_consumer.clone(),
+            ),
         ],
         background.clone(),
     ));
     let relay = tokio::spawn(
-        OutboxRelay::new(pool.clone(), JobPublisher::new(js.clone(), topology.clone()), outbox)
-            .run(background.clone()),
+        OutboxRelay::new(
+            pool.clone(),
+            JobPublisher::new(js.clone(), topology.clone()),
+            outbox,
+        )
+        .run(background.clone()),
     );
     let poller = tokio::spawn(retries::run(
         dispatcher.clone(),
@@ -259,10 +276,11 @@ pub async fn run(
         let Ok(Some(chunk)) = tokio::time::timeout_at(next, chunks.next()).await else {
             break;
         };
-        let naks = chunk
-            .into_iter()
-            .filter_map(Result::ok)
-            .map(|m| m.finish(portico_queue::consumer::Outcome::RetryAfter(Duration::from_secs(1))));
+        let naks = chunk.into_iter().filter_map(Result::ok).map(|m| {
+            m.finish(portico_queue::consumer::Outcome::RetryAfter(
+                Duration::from_secs(1),
+            ))
+        });
         futures::future::join_all(naks).await;
     }
     drop(chunks);
@@ -335,13 +353,14 @@ async fn run_maintenance(
     consumer: async_nats::jetstream::consumer::PullConsumer,
     shutdown: CancellationToken,
 ) {
-    let mut stream = match JobStream::open(&consumer, pool.clone(), "webhook-dispatcher.maintenance", 4).await {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::error!(%err, "cannot consume webhook maintenance jobs");
-            return;
-        }
-    };
+    let mut stream =
+        match JobStream::open(&consumer, pool.clone(), "webhook-dispatcher.maintenance", 4).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::error!(%err, "cannot consume webhook maintenance jobs");
+                return;
+            }
+        };
     let permits = Arc::new(Semaphore::new(4));
     let mut tasks = tokio::task::JoinSet::new();
     loop {

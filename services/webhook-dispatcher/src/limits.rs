@@ -135,7 +135,12 @@ pub struct LimiterRegistry {
 
 impl LimiterRegistry {
     /// The limiter of `webhook_id`; a new one when its limits changed.
-    pub fn get(&self, webhook_id: Uuid, rate: Option<i32>, concurrency: Option<i32>) -> Arc<EndpointLimiter> {
+    pub fn get(
+        &self,
+        webhook_id: Uuid,
+        rate: Option<i32>,
+        concurrency: Option<i32>,
+    ) -> Arc<EndpointLimiter> {
         let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&webhook_id) {
             Some(l) if l.same_limits(rate, concurrency) => l.clone(),
@@ -193,7 +198,10 @@ mod tests {
             Admission::Go(Some(_))
         ));
         let unlimited = EndpointLimiter::new(None, Some(0));
-        assert!(matches!(unlimited.admit(Duration::ZERO).await, Admission::Go(None)));
+        assert!(matches!(
+            unlimited.admit(Duration::ZERO).await,
+            Admission::Go(None)
+        ));
     }
 
     /// The registry keeps one limiter per endpoint until its limits change.

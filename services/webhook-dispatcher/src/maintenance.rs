@@ -13,9 +13,9 @@
 
 use std::time::Duration;
 
+use portico_domain::webhooks::RetryJobFilters;
 use portico_queue::consumer::{JobMessage, Outcome};
 use portico_queue::jobs::Job;
-use portico_domain::webhooks::RetryJobFilters;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -36,14 +36,16 @@ enum Interrupted {
 /// job stops between chunks and is handed back at once, to resume elsewhere.
 pub async fn handle(pool: &PgPool, message: &JobMessage, shutdown: &CancellationToken) -> Outcome {
     match &message.job {
-        Job::WebhookRetryV1 { job_id } => match run_retry_job(pool, *job_id, message, shutdown).await {
-            Ok(()) => Outcome::Done,
-            Err(Interrupted::Shutdown) => Outcome::RetryAfter(Duration::ZERO),
-            Err(err) => {
-                tracing::warn!(%err, job = %job_id, "retry-failed job interrupted; it resumes on redelivery");
-                Outcome::RetryAfter(message.backoff())
+        Job::WebhookRetryV1 { job_id } => {
+            match run_retry_job(pool, *job_id, message, shutdown).await {
+                Ok(()) => Outcome::Done,
+                Err(Interrupted::Shutdown) => Outcome::RetryAfter(Duration::ZERO),
+                Err(err) => {
+                    tracing::warn!(%err, job = %job_id, "retry-failed job interrupted; it resumes on redelivery");
+                    Outcome::RetryAfter(message.backoff())
+                }
             }
-        },
+        }
         other => Outcome::Poison(format!("not a webhook maintenance job: {other:?}")),
     }
 }
@@ -73,10 +75,12 @@ async fn run_retry_job(
         Ok(f) => f,
         Err(err) => {
             tracing::error!(%err, job = %job_id, "unreadable retry job filters; failing the job");
-            sqlx::query("UPDATE webhook_retry_jobs SET status = 'failed', updated_at = now() WHERE id = $1")
-                .bind(job_id)
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "UPDATE webhook_retry_jobs SET status = 'failed', updated_at = now() WHERE id = $1",
+            )
+            .bind(job_id)
+            .execute(pool)
+            .await?;
             return Ok(());
         }
     };

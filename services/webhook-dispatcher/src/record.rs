@@ -57,7 +57,11 @@ impl BatchResults {
     pub fn add(&mut self, p: &Planned, handled: &Handled) -> RowState {
         match handled {
             Handled::Deferred(at) => RowState {
-                status: if p.attempts_before == 0 { "pending" } else { "retrying" },
+                status: if p.attempts_before == 0 {
+                    "pending"
+                } else {
+                    "retrying"
+                },
                 attempts: p.attempts_before as i32,
                 next_attempt_at: Some(*at),
                 last_status_code: None,
@@ -71,9 +75,12 @@ impl BatchResults {
                 a.headers.push(record.request_headers.clone());
                 a.status.push(record.status.map(i32::from));
                 a.body.push(record.response_body.clone());
-                a.latency_ms.push(record.latency.as_millis().min(i32::MAX as u128) as i32);
-                a.error_kind.push(record.error.as_ref().map(|(k, _)| k.as_str()));
-                a.error_message.push(record.error.as_ref().map(|(_, m)| m.clone()));
+                a.latency_ms
+                    .push(record.latency.as_millis().min(i32::MAX as u128) as i32);
+                a.error_kind
+                    .push(record.error.as_ref().map(|(k, _)| k.as_str()));
+                a.error_message
+                    .push(record.error.as_ref().map(|(_, m)| m.clone()));
                 a.started_at.push(record.started_at);
                 let success = *next == Next::Succeeded;
                 self.health.push(HealthEntry {
@@ -148,7 +155,11 @@ impl BatchResults {
     fn health_deltas(&self, written: &HashSet<Uuid>) -> HealthDeltas {
         let mut order: Vec<Uuid> = Vec::new();
         let mut acc: HashMap<Uuid, (i32, bool, bool)> = HashMap::new();
-        for e in self.health.iter().filter(|e| written.contains(&e.delivery_id)) {
+        for e in self
+            .health
+            .iter()
+            .filter(|e| written.contains(&e.delivery_id))
+        {
             let entry = acc.entry(e.webhook_id).or_insert_with(|| {
                 order.push(e.webhook_id);
                 (0, false, false)
@@ -186,7 +197,11 @@ pub enum Rows {
 /// outbox), in one transaction; then wakes the outbox relay and tells every replica
 /// about disabled endpoints. A transaction that lost a deadlock or serialization race
 /// is run again (the attempts were made; recording them must not be given up lightly).
-pub async fn commit(dispatcher: &Dispatcher, rows: Rows, results: BatchResults) -> Result<(), sqlx::Error> {
+pub async fn commit(
+    dispatcher: &Dispatcher,
+    rows: Rows,
+    results: BatchResults,
+) -> Result<(), sqlx::Error> {
     let mut tries = 0;
     loop {
         tries += 1;
@@ -207,7 +222,11 @@ fn is_transient(err: &sqlx::Error) -> bool {
         .is_some_and(|c| c == "40P01" || c == "40001")
 }
 
-async fn commit_once(dispatcher: &Dispatcher, rows: &Rows, results: &BatchResults) -> Result<(), sqlx::Error> {
+async fn commit_once(
+    dispatcher: &Dispatcher,
+    rows: &Rows,
+    results: &BatchResults,
+) -> Result<(), sqlx::Error> {
     let disable_after = dispatcher.disable_after;
     let mut tx = dispatcher.pool.begin().await?;
     let written = match rows {
@@ -248,7 +267,10 @@ async fn commit_once(dispatcher: &Dispatcher, rows: &Rows, results: &BatchResult
             jobs.push(job);
         }
         if change.was_active && !change.active {
-            let reason = change.disabled_reason.clone().unwrap_or_else(|| "failing".into());
+            let reason = change
+                .disabled_reason
+                .clone()
+                .unwrap_or_else(|| "failing".into());
             if let Some(job) = operational::webhook_event(
                 operational::WEBHOOK_DISABLED,
                 owner,

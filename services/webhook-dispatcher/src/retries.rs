@@ -32,7 +32,12 @@ pub const CLAIM_BATCH: i64 = 500;
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Runs until `shutdown`, then waits for the batches in hand to be committed.
-pub async fn run(dispatcher: Arc<Dispatcher>, events_consumer: PullConsumer, poll: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    dispatcher: Arc<Dispatcher>,
+    events_consumer: PullConsumer,
+    poll: Duration,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -120,7 +125,11 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
             .and_then(|eps| eps.iter().find(|e| e.id == row.webhook_id))
             .cloned();
         let Some(endpoint) = endpoint else {
-            push_update(&mut updates, row, BatchResults::endpoint_inactive(row.attempts));
+            push_update(
+                &mut updates,
+                row,
+                BatchResults::endpoint_inactive(row.attempts),
+            );
             continue;
         };
         let event = events

@@ -10,7 +10,10 @@ use uuid::Uuid;
 
 /// Inserts events; one already recorded (a redelivered job, a re-published
 /// idempotency key) is left as it is. Returns the ids that were new.
-pub async fn insert_events(pool: &PgPool, events: &[&EventDispatch]) -> Result<HashSet<Uuid>, sqlx::Error> {
+pub async fn insert_events(
+    pool: &PgPool,
+    events: &[&EventDispatch],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
     if events.is_empty() {
         return Ok(HashSet::new());
     }
@@ -51,15 +54,19 @@ pub async fn insert_events(pool: &PgPool, events: &[&EventDispatch]) -> Result<H
 
 /// The (webhook, event) pairs that already have a delivery, among `event_ids`: a
 /// redelivered event must not be delivered again to those.
-pub async fn existing_deliveries(pool: &PgPool, event_ids: &[Uuid]) -> Result<HashSet<(Uuid, Uuid)>, sqlx::Error> {
+pub async fn existing_deliveries(
+    pool: &PgPool,
+    event_ids: &[Uuid],
+) -> Result<HashSet<(Uuid, Uuid)>, sqlx::Error> {
     if event_ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let rows: Vec<(Uuid, Uuid)> =
-        sqlx::query_as("SELECT webhook_id, event_id FROM webhook_deliveries WHERE event_id = ANY($1)")
-            .bind(event_ids)
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT webhook_id, event_id FROM webhook_deliveries WHERE event_id = ANY($1)",
+    )
+    .bind(event_ids)
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -271,7 +278,7 @@ pub struct HealthDeltas {
 }
 
 /// A webhook whose health changed in a way the owner must hear about.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HealthChange {
     /// Webhook.
     pub webhook_id: Uuid,
@@ -303,7 +310,7 @@ pub async fn update_health(
     if h.webhook_id.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(Uuid, String, i32, i32, bool, bool, Option<String>)> = sqlx::query_as(
+    sqlx::query_as(
         "WITH u AS (
             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::bool[], $4::bool[])
                 AS u(id, trailing_failures, had_success, gone)
@@ -334,7 +341,8 @@ pub async fn update_health(
                 ELSE w.updated_at END
          FROM n
          WHERE w.id = n.id
-         RETURNING w.id, w.user_id, n.old_failures, n.new_failures, n.was_active, w.active, w.disabled_reason",
+         RETURNING w.id AS webhook_id, w.user_id, n.old_failures, n.new_failures, n.was_active,
+                   w.active, w.disabled_reason",
     )
     .bind(&h.webhook_id)
     .bind(&h.trailing_failures)
@@ -342,21 +350,7 @@ pub async fn update_health(
     .bind(&h.gone)
     .bind(disable_after)
     .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(webhook_id, user_id, old_failures, new_failures, was_active, active, disabled_reason)| HealthChange {
-                webhook_id,
-                user_id,
-                old_failures,
-                new_failures,
-                was_active,
-                active,
-                disabled_reason,
-            },
-        )
-        .collect())
+    .await
 }
 
 /// A delivery claimed for an attempt, with what is needed to rebuild its request.

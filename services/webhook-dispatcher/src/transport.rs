@@ -150,12 +150,14 @@ impl Resolve for GuardedResolver {
                 }
             }
             if allowed.is_empty() {
-                let (addr, reason) = refused.unwrap_or((IpAddr::from([0, 0, 0, 0]), BlockedReason::Unspecified));
+                let (addr, reason) =
+                    refused.unwrap_or((IpAddr::from([0, 0, 0, 0]), BlockedReason::Unspecified));
                 return Err(Box::new(BlockedAddress {
                     host,
                     addr,
                     reason: reason.as_str(),
-                }) as Box<dyn std::error::Error + Send + Sync>);
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -191,7 +193,12 @@ impl Transport {
 
     /// Makes one attempt and records it; never fails (a failure is a record). Call it
     /// inside the attempt's span: the W3C `traceparent` sent is that span's.
-    pub async fn send(&self, endpoint: &Endpoint, event: &PreparedEvent, number: i32) -> AttemptRecord {
+    pub async fn send(
+        &self,
+        endpoint: &Endpoint,
+        event: &PreparedEvent,
+        number: i32,
+    ) -> AttemptRecord {
         let started_at = Utc::now();
         let clock = Instant::now();
         let mut record = AttemptRecord {
@@ -252,7 +259,8 @@ impl Transport {
                         format!("{status}: redirects are not followed (to {target})"),
                     ));
                 } else if !status.is_success() {
-                    record.error = Some((ErrorKind::HttpStatus, format!("endpoint answered {status}")));
+                    record.error =
+                        Some((ErrorKind::HttpStatus, format!("endpoint answered {status}")));
                 }
             }
         }
@@ -351,7 +359,10 @@ mod tests {
             .await
             .unwrap()
             .collect();
-        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.is_ipv4()), "{addrs:?}");
+        assert!(
+            addrs.iter().all(|a| a.ip().is_loopback() && a.is_ipv4()),
+            "{addrs:?}"
+        );
         assert!(!addrs.is_empty());
         let closed = GuardedResolver {
             allowlist: Arc::new(Allowlist::default()),

@@ -91,7 +91,10 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
             Some(Duration::from_secs(30))
@@ -111,7 +114,10 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
         let p = defaults();
-        assert_eq!(clamp_retry_after(&p, Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(
+            clamp_retry_after(&p, Duration::ZERO),
+            Duration::from_secs(1)
+        );
         assert_eq!(
             clamp_retry_after(&p, Duration::from_secs(86_400)),
             Duration::from_secs(300)
