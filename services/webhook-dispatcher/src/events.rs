@@ -134,9 +134,10 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
     }
 
     let handled = delivery::run_all(&dispatcher.transport, &dispatcher.global, &planned).await;
+    let deferred = handled.iter().any(|h| matches!(h, Handled::Deferred(_)));
     let mut results = BatchResults::default();
     let mut rows = waiting;
-    for (p, h) in planned.iter().zip(&handled) {
+    for (p, h) in planned.iter().zip(handled) {
         let state = results.add(p, h);
         push_row(
             &mut rows,
@@ -151,7 +152,6 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
         return Ok(());
     }
     record::commit(dispatcher, Rows::New(rows), results).await?;
-    let deferred = handled.iter().any(|h| matches!(h, Handled::Deferred(_)));
     if deferred {
         dispatcher.retry_signal.notify_one();
     }

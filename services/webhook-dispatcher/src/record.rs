@@ -53,89 +53,94 @@ pub struct BatchResults {
 }
 
 impl BatchResults {
-    /// Adds one handled delivery and returns the state its row takes.
-    pub fn add(&mut self, p: &Planned, handled: &Handled) -> RowState {
-        match handled {
-            Handled::Deferred(at) => RowState {
-                status: if p.attempts_before == 0 {
-                    "pending"
-                } else {
-                    "retrying"
-                },
-                attempts: p.attempts_before as i32,
-                next_attempt_at: Some(*at),
-                last_status_code: None,
-                last_error: None,
-                attempted: false,
-            },
-            Handled::Attempted { record, next } => {
-                let a = &mut self.attempts;
-                a.delivery_id.push(p.delivery_id);
-                a.number.push(record.number);
-                a.headers.push(record.request_headers.clone());
-                a.status.push(record.status.map(i32::from));
-                a.body.push(record.response_body.clone());
-                a.latency_ms
-                    .push(record.latency.as_millis().min(i32::MAX as u128) as i32);
-                a.error_kind
-                    .push(record.error.as_ref().map(|(k, _)| k.as_str()));
-                a.error_message
-                    .push(record.error.as_ref().map(|(_, m)| m.clone()));
-                a.started_at.push(record.started_at);
-                let success = *next == Next::Succeeded;
-                self.health.push(HealthEntry {
-                    webhook_id: p.endpoint.id,
-                    delivery_id: p.delivery_id,
-                    success,
-                    gone: *next == Next::Failed(FailReason::Gone),
-                });
-                let next_attempt_at = match next {
-                    Next::Retry(at) => Some(*at),
-                    _ => None,
+    /// Adds one handled delivery (taking its record, so nothing is copied) and returns
+    /// the state its row takes. The facts for operational events are only gathered
+    /// when something is wrong or recovered: a healthy delivery costs no more.
+    pub fn add(&mut self, p: &Planned, handled: Handled) -> RowState {
+        let (record, next) = match handled {
+            Handled::Deferred(at) => {
+                return RowState {
+                    status: if p.attempts_before == 0 {
+                        "pending"
+                    } else {
+                        "retrying"
+                    },
+                    attempts: p.attempts_before as i32,
+                    next_attempt_at: Some(at),
+                    last_status_code: None,
+                    last_error: None,
+                    attempted: false,
                 };
-                let last_error = record.error.as_ref().map(|(_, m)| m.clone());
-                let facts = DeliveryFacts {
-                    webhook_id: p.endpoint.id,
-                    url: p.endpoint.url.to_string(),
-                    delivery_id: p.delivery_id,
-                    event_id: p.event.id,
-                    event_type: p.event.event_type.clone(),
-                    last_status_code: record.status,
-                    attempts: record.number as u32,
-                    last_error: last_error.clone(),
-                    next_attempt_at,
-                };
-                if !p.event.is_operational() {
-                    let owner = &p.endpoint.user_id;
-                    let mut kinds: Vec<&str> = Vec::new();
-                    if !success && record.number == 1 {
-                        kinds.push(operational::DELIVERY_FAILING);
-                    }
-                    if matches!(next, Next::Failed(_)) {
-                        kinds.push(operational::DELIVERY_EXHAUSTED);
-                    }
-                    if success && record.number > 1 {
-                        kinds.push(operational::DELIVERY_RECOVERED);
-                    }
-                    for kind in kinds {
-                        if let Some(job) = operational::delivery_event(kind, owner, &facts) {
-                            self.delivery_events.push((p.delivery_id, job));
-                        }
-                    }
-                }
-                if !success {
-                    self.facts
-                        .insert(p.endpoint.id, (p.endpoint.user_id.clone(), facts));
-                }
-                RowState {
-                    status: next.status(),
-                    attempts: record.number,
-                    next_attempt_at,
-                    last_status_code: record.status.map(i32::from),
-                    last_error,
-                    attempted: true,
+            }
+            Handled::Attempted { record, next } => (record, next),
+        };
+        let success = next == Next::Succeeded;
+        let next_attempt_at = match next {
+            Next::Retry(at) => Some(at),
+            _ => None,
+        };
+        let (error_kind, last_error) = match record.error {
+            Some((kind, message)) => (Some(kind.as_str()), Some(message)),
+            None => (None, None),
+        };
+        let mut kinds: Vec<&'static str> = Vec::new();
+        if !p.event.is_operational() {
+            if !success && record.number == 1 {
+                kinds.push(operational::DELIVERY_FAILING);
+            }
+            if matches!(next, Next::Failed(_)) {
+                kinds.push(operational::DELIVERY_EXHAUSTED);
+            }
+            if success && record.number > 1 {
+                kinds.push(operational::DELIVERY_RECOVERED);
+            }
+        }
+        if !success || !kinds.is_empty() {
+            let facts = DeliveryFacts {
+                webhook_id: p.endpoint.id,
+                url: p.endpoint.url.to_string(),
+                delivery_id: p.delivery_id,
+                event_id: p.event.id,
+                event_type: p.event.event_type.clone(),
+                last_status_code: record.status,
+                attempts: record.number as u32,
+                last_error: last_error.clone(),
+                next_attempt_at,
+            };
+            for kind in kinds {
+                if let Some(job) = operational::delivery_event(kind, &p.endpoint.user_id, &facts) {
+                    self.delivery_events.push((p.delivery_id, job));
                 }
             }
+            if !success {
+                self.facts
+                    .insert(p.endpoint.id, (p.endpoint.user_id.clone(), facts));
+            }
+        }
+        self.health.push(HealthEntry {
+            webhook_id: p.endpoint.id,
+            delivery_id: p.delivery_id,
+            success,
+            gone: next == Next::Failed(FailReason::Gone),
+        });
+        let a = &mut self.attempts;
+        a.delivery_id.push(p.delivery_id);
+        a.number.push(record.number);
+        a.headers.push(record.request_headers);
+        a.status.push(record.status.map(i32::from));
+        a.body.push(record.response_body);
+        a.latency_ms
+            .push(record.latency.as_millis().min(i32::MAX as u128) as i32);
+        a.error_kind.push(error_kind);
+        a.error_message.push(last_error.clone());
+        a.started_at.push(record.started_at);
+        RowState {
+            status: next.status(),
+            attempts: record.number,
+            next_attempt_at,
+            last_status_code: record.status.map(i32::from),
+            last_error,
+            attempted: true,
         }
     }
 

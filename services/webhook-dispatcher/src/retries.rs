@@ -117,7 +117,8 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
     }
 
     let mut events: HashMap<uuid::Uuid, Arc<PreparedEvent>> = HashMap::new();
-    let mut planned: Vec<(Planned, &ClaimedRow)> = Vec::with_capacity(claimed.len());
+    let mut planned: Vec<Planned> = Vec::with_capacity(claimed.len());
+    let mut planned_rows: Vec<&ClaimedRow> = Vec::with_capacity(claimed.len());
     let mut updates = ClaimedUpdates::default();
     for row in &claimed {
         let endpoint = endpoints
@@ -144,21 +145,18 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
                 ))
             })
             .clone();
-        planned.push((
-            Planned {
-                delivery_id: row.id,
-                endpoint,
-                event,
-                attempts_before: row.attempts.max(0) as u32,
-                max_retries: row.max_retries.max(0) as u32,
-            },
-            row,
-        ));
+        planned.push(Planned {
+            delivery_id: row.id,
+            endpoint,
+            event,
+            attempts_before: row.attempts.max(0) as u32,
+            max_retries: row.max_retries.max(0) as u32,
+        });
+        planned_rows.push(row);
     }
-    let only: Vec<Planned> = planned.iter().map(|(p, _)| p.clone()).collect();
-    let handled = delivery::run_all(&dispatcher.transport, &dispatcher.global, &only).await;
+    let handled = delivery::run_all(&dispatcher.transport, &dispatcher.global, &planned).await;
     let mut results = BatchResults::default();
-    for ((p, row), h) in planned.iter().zip(&handled) {
+    for ((p, row), h) in planned.iter().zip(planned_rows).zip(handled) {
         let state = results.add(p, h);
         push_update(&mut updates, row, state);
     }
