@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`TestApp`]: one isolated Portico (database, stream prefix, processes).
+//! - [`otlp`]: a fake OTLP collector that keeps the spans services export.
 //! - [`sink`]: a loopback HTTP endpoint that records webhook deliveries and answers
 //!   with scripted responses.
 //! - [`wait_for`]: polling a condition with a deadline (tests never sleep to pass).
@@ -11,6 +12,7 @@
 //! The binaries must be built first (`cargo build --workspace`); the test command in
 //! the README does that.
 
+pub mod otlp;
 pub mod sink;
 
 use std::collections::HashMap;

@@ -4,6 +4,7 @@
 pub mod bulk_orders;
 pub mod events;
 pub mod integrations;
+pub mod observe;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -67,7 +68,9 @@ pub async fn serve(
             e
         });
     let timeout = Duration::from_millis(state.config().request_timeout_ms);
-    let mut builder = tonic::transport::Server::builder().timeout(timeout);
+    let mut builder = tonic::transport::Server::builder()
+        .timeout(timeout)
+        .layer(observe::ObserveLayer);
     let router = builder
         .add_service(health_service)
         .add_service(events::server(state.clone()))
