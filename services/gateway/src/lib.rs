@@ -110,7 +110,7 @@ pub async fn run(
         jetstream: js,
         stream: topology.jobs_stream(),
     });
-    let admin = portico_telemetry::admin::router(readiness, metrics);
+    let admin = portico_telemetry::admin::router(readiness.clone(), metrics);
     let app = rest::router(state.clone(), admin);
     tracing::info!(http = %listeners.http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         grpc = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -121,7 +121,7 @@ pub async fn run(
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-    let grpc = grpc::serve(state, listeners.grpc, shutdown.clone());
+    let grpc = grpc::serve(state, listeners.grpc, readiness, shutdown.clone());
     let (http_result, grpc_result) = tokio::join!(http, grpc);
     let _ = relay.await;
     nats.flush().await.ok();
