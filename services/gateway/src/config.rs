@@ -80,6 +80,19 @@ pub struct GatewayConfig {
     /// Time limit of one REST or gRPC request, in milliseconds.
     #[arg(long, env = "PORTICO_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+
+    // Webhooks API: the retry policy a webhook gets when its creator sets none.
+    /// Default `retryPolicy.maxRetries` of new webhooks (0..=20).
+    #[arg(long, env = "PORTICO_DEFAULT_MAX_RETRIES", default_value_t = 5)]
+    pub default_max_retries: u32,
+
+    /// Default `retryPolicy.baseDelayMs` of new webhooks (100..=3,600,000).
+    #[arg(long, env = "PORTICO_DEFAULT_BASE_DELAY_MS", default_value_t = 1_000)]
+    pub default_base_delay_ms: u64,
+
+    /// Default `retryPolicy.maxDelayMs` of new webhooks (>= the base delay, <= 86,400,000).
+    #[arg(long, env = "PORTICO_DEFAULT_MAX_DELAY_MS", default_value_t = 300_000)]
+    pub default_max_delay_ms: u64,
 }
 
 /// A configuration that cannot be served.

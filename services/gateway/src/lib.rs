@@ -71,6 +71,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     config.validate()?;
+    let webhooks = app::webhooks::WebhookSettings::from_config(&config)?;
     let metrics = portico_telemetry::metrics::install()?;
     portico_storage::ensure_database(&config.common.database_url).await?;
     let pool = portico_storage::connect(
@@ -100,6 +101,7 @@ pub async fn run(
         secrets_key,
         credentials: CredentialService::new(pool.clone()),
         config: config.clone(),
+        webhooks,
     });
 
     let relay =

@@ -6,6 +6,7 @@
 //! - [`pagination`]: opaque cursors for `?limit=&cursor=` lists.
 //! - [`ids`]: identifiers derived deterministically (event ids from idempotency keys).
 //! - [`network`]: the SSRF guard's rules (forbidden address ranges, the operator allowlist, URL form).
+//! - [`webhooks`]: webhook configuration rules, event filters and matching, retry policy.
 //!
 //! Feature modules (webhooks, events, bulk orders, integrations) add their own types
 //! beside these.
@@ -14,5 +15,6 @@ pub mod error;
 pub mod ids;
 pub mod network;
 pub mod pagination;
+pub mod webhooks;
 
 pub use error::FieldError;

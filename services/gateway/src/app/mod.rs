@@ -4,3 +4,6 @@
 
 pub mod credentials;
 pub mod events;
+pub mod ssrf_guard;
+pub mod webhook_deliveries;
+pub mod webhooks;
