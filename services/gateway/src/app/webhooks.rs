@@ -482,6 +482,12 @@ pub async fn rotate_secret(
     if owned.is_none() {
         return Err(ApiError::NotFound("webhook"));
     }
+    // Secrets past their expiry sign nothing any more; dropping them keeps the table
+    // at a handful of rows per webhook however often it is rotated.
+    sqlx::query("DELETE FROM webhook_secrets WHERE webhook_id = $1 AND expires_at <= now()")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "UPDATE webhook_secrets
             SET expires_at = LEAST(COALESCE(expires_at, 'infinity'::timestamptz),
