@@ -4,3 +4,4 @@
 
 pub mod credentials;
 pub mod events;
+pub mod integrations;
