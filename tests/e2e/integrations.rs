@@ -792,7 +792,7 @@ async fn rotation_publishes_a_credentials_rotated_event() -> anyhow::Result<()> 
     .await?;
     assert_eq!(payload["integrationId"], id.as_str());
     assert_eq!(payload["apiKey"], rotated["credentials"]["apiKey"]);
-    assert_eq!(payload["previousExpiresAt"].is_string(), true);
+    assert!(payload["previousExpiresAt"].is_string());
     app.cleanup().await;
     Ok(())
 }

@@ -811,8 +811,10 @@ async fn usage_totals(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> Result<UsageTotals, ApiError> {
-    let groups: Vec<(i32, Option<i32>, Option<String>, Option<String>, i64)> = sqlx::query_as(
-        "SELECT GROUPING(status, method, route), status, method, route, count(*)
+    /// (status, method, route, count); the grouped-away columns are NULL.
+    type Group = (Option<i32>, Option<String>, Option<String>, i64);
+    let groups: Vec<Group> = sqlx::query_as(
+        "SELECT status, method, route, count(*)
          FROM integration_usage_logs
          WHERE integration_id = $1
            AND ($2::timestamptz IS NULL OR occurred_at >= $2)
@@ -825,7 +827,7 @@ async fn usage_totals(
     .fetch_all(state.pool())
     .await?;
     let mut totals = UsageTotals::default();
-    for (_, status, method, route, count) in groups {
+    for (status, method, route, count) in groups {
         let count = u64::try_from(count).unwrap_or(0);
         match (status, method, route) {
             (Some(status), _, _) => {
