@@ -1038,11 +1038,16 @@ async fn usage_log_has_entries_totals_and_last_used() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Usage buffered in memory is not lost on graceful shutdown: calls made right before
-/// SIGTERM are all in the usage log once the gateway has exited cleanly.
+/// Usage buffered in memory is not lost on graceful shutdown: with a flush interval
+/// far longer than the test, calls made right before SIGTERM are all in the usage log
+/// (and the quota counters) once the gateway has exited cleanly.
 #[tokio::test]
 async fn usage_survives_graceful_shutdown() -> anyhow::Result<()> {
-    let mut app = gateway_only().await?;
+    let mut app = TestApp::spawn_with(
+        &[("PORTICO_USAGE_LOG_FLUSH_MS", "60000")],
+        &[ServiceKind::Gateway],
+    )
+    .await?;
     let created = create(
         &app,
         OWNER,

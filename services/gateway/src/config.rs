@@ -114,6 +114,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "PORTICO_USAGE_LOG_BUFFER", default_value_t = 65_536)]
     pub usage_log_buffer: usize,
 
+    /// Longest a usage-log entry waits before its batch is written, in milliseconds
+    /// (a batch is also written as soon as it holds 1,000 entries).
+    #[arg(long, env = "PORTICO_USAGE_LOG_FLUSH_MS", default_value_t = 250)]
+    pub usage_log_flush_ms: u64,
+
     /// Take the usage log's client IP from the first `X-Forwarded-For` hop (only behind
     /// a proxy that sets it; otherwise clients could forge it).
     #[arg(long, env = "PORTICO_TRUST_FORWARDED_FOR", default_value_t = false)]

@@ -111,8 +111,12 @@ impl CredentialService {
             _ => Pepper::new(DEV_PEPPER),
         };
         let limiter = Arc::new(Limiter::default());
-        let (usage, writer) =
-            usage_log::start(pool.clone(), config.usage_log_buffer, limiter.clone());
+        let (usage, writer) = usage_log::start(
+            pool.clone(),
+            config.usage_log_buffer,
+            Duration::from_millis(config.usage_log_flush_ms.max(1)),
+            limiter.clone(),
+        );
         let service = Self {
             inner: Arc::new(Inner {
                 pool,

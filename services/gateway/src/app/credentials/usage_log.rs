@@ -3,8 +3,8 @@
 //! slowing the request.
 //!
 //! Requests hand entries to a bounded channel with `try_send` and never wait. One
-//! writer task drains it in batches (every 250 ms or 1,000 entries, whichever comes
-//! first) with one `unnest` INSERT, one set-based `last_used_at` UPDATE and one upsert
+//! writer task drains it in batches (every 250 ms by default, or 1,000 entries, whichever
+//! comes first) with one `unnest` INSERT, one set-based `last_used_at` UPDATE and one upsert
 //! of the daily quota counters, in one transaction. When the buffer is full an entry
 //! is dropped and counted (`portico_usage_log_dropped_total`): losing a log line beats
 //! stalling partners' requests. On graceful shutdown the gateway stops serving HTTP
@@ -26,8 +26,6 @@ use super::limiter::Limiter;
 
 /// Entries written per statement.
 pub const MAX_BATCH: usize = 1_000;
-/// Longest an entry waits in the buffer when traffic is light.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// Attempts at writing one batch before it is given up (and counted as dropped).
 const WRITE_ATTEMPTS: u32 = 5;
 
@@ -67,12 +65,24 @@ pub struct UsageWriter {
     task: JoinHandle<()>,
 }
 
-/// Creates the buffer and starts the writer.
-pub fn start(pool: PgPool, capacity: usize, limiter: Arc<Limiter>) -> (UsageLog, UsageWriter) {
+/// Creates the buffer and starts the writer, which writes a batch once it is
+/// `flush_interval` old or [`MAX_BATCH`] long.
+pub fn start(
+    pool: PgPool,
+    capacity: usize,
+    flush_interval: Duration,
+    limiter: Arc<Limiter>,
+) -> (UsageLog, UsageWriter) {
     let capacity = capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run_writer(pool, rx, limiter.clone(), stop.clone()));
+    let task = tokio::spawn(run_writer(
+        pool,
+        rx,
+        flush_interval,
+        limiter.clone(),
+        stop.clone(),
+    ));
     (
         UsageLog {
             tx,
@@ -120,6 +130,7 @@ impl UsageWriter {
 async fn run_writer(
     pool: PgPool,
     mut rx: mpsc::Receiver<UsageEntry>,
+    flush_interval: Duration,
     limiter: Arc<Limiter>,
     stop: CancellationToken,
 ) {
@@ -133,13 +144,19 @@ async fn run_writer(
         if stopping {
             break;
         }
-        // Linger so light traffic still makes batches, but never past FLUSH_INTERVAL.
-        let deadline = tokio::time::Instant::now() + FLUSH_INTERVAL;
+        // Linger so light traffic still makes batches, but never past the interval.
+        let deadline = tokio::time::Instant::now() + flush_interval;
         while batch.len() < MAX_BATCH {
             let room = MAX_BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            tokio::select! {
+                biased;
+                // Stopping: write this batch now, then drain below.
+                _ = stop.cancelled() => break,
+                received = tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)) => {
+                    if matches!(received, Ok(0) | Err(_)) {
+                        break;
+                    }
+                }
             }
         }
         metrics::gauge!(USAGE_LOG_BUFFER).set(rx.len() as f64);
