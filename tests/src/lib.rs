@@ -355,6 +355,23 @@ impl TestApp {
         Ok(())
     }
 
+    /// Starts one more replica of `kind` beside the one the app already runs (e.g. a
+    /// second gateway) and hands it to the test; the app's own service is untouched.
+    pub async fn start_extra(
+        &mut self,
+        kind: ServiceKind,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Service> {
+        let existing = self.services.remove(&kind);
+        let started = self.start_with(kind, extra).await;
+        let replica = self.services.remove(&kind);
+        if let Some(service) = existing {
+            self.services.insert(kind, service);
+        }
+        started?;
+        replica.context("the extra replica did not start")
+    }
+
     /// Starts `kind` with this app's environment.
     pub async fn start(&mut self, kind: ServiceKind) -> anyhow::Result<()> {
         self.start_with(kind, &[]).await
