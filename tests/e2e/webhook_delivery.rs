@@ -1077,7 +1077,10 @@ async fn count(app: &TestApp, sql: &str, webhook: Uuid) -> i64 {
 #[tokio::test]
 async fn a_killed_dispatcher_leaves_no_duplicate_deliveries() -> anyhow::Result<()> {
     let mut app = TestApp::spawn_with(
-        &[("PORTICO_DELIVERY_TIMEOUT_MS", "2000")],
+        &[
+            ("PORTICO_DELIVERY_TIMEOUT_MS", "2000"),
+            ("PORTICO_ACK_WAIT_SECS", "3"),
+        ],
         &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
     )
     .await?;
@@ -1153,7 +1156,10 @@ async fn a_killed_dispatcher_leaves_no_duplicate_deliveries() -> anyhow::Result<
 async fn a_retry_failed_job_resumes_after_a_crash_and_completes() -> anyhow::Result<()> {
     // Endpoints are never disabled here: 1,200 failures in a row are the point.
     let mut app = TestApp::spawn_with(
-        &[("PORTICO_DISABLE_AFTER_FAILURES", "0")],
+        &[
+            ("PORTICO_DISABLE_AFTER_FAILURES", "0"),
+            ("PORTICO_ACK_WAIT_SECS", "5"),
+        ],
         &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
     )
     .await?;

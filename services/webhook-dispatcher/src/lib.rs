@@ -130,18 +130,19 @@ pub async fn run(
     let js = async_nats::jetstream::new(nats.clone());
     let topology = Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
     let timeout = Duration::from_millis(config.delivery_timeout_ms);
-    // A chunk holds its messages for at most about one attempt timeout (attempts run
-    // concurrently) plus the commit: the ack wait leaves room for that, and is short
-    // enough that a crashed replica's jobs come back quickly.
+    // PORTICO_ACK_WAIT_SECS bounds how long a crashed replica's jobs wait. A chunk
+    // holds its messages for about one attempt timeout (attempts run concurrently)
+    // plus the commit, so the events consumer never waits less than that.
+    let ack_wait = Duration::from_secs(config.common.ack_wait_secs.max(1));
     let events_settings = ConsumerSettings {
-        ack_wait: (timeout * 2 + Duration::from_secs(5)).max(Duration::from_secs(10)),
+        ack_wait: ack_wait.max(timeout + Duration::from_secs(5)),
         ..ConsumerSettings::default()
     };
     let consumer =
         ensure_consumer(&js, &topology, JobKind::EventDispatch, &events_settings).await?;
     // Retry jobs send a keep-alive after every chunk.
     let maintenance_settings = ConsumerSettings {
-        ack_wait: Duration::from_secs(10),
+        ack_wait,
         max_ack_pending: 256,
         ..ConsumerSettings::default()
     };

@@ -8,12 +8,16 @@
 //! - [`network`]: the SSRF guard's rules (forbidden address ranges, the operator allowlist, URL form).
 //! - [`webhooks`]: webhook configuration rules, event filters and matching, retry policy.
 //! - [`retry`]: when a failed delivery is tried again (`Retry-After`, the retry budget).
+//! - [`integrations`]: integration types, credential scopes and field rules.
+//! - [`credentials`]: the API key and secret format (prefixes, checksum) and generation.
 //!
 //! Feature modules (webhooks, events, bulk orders, integrations) add their own types
 //! beside these.
 
+pub mod credentials;
 pub mod error;
 pub mod ids;
+pub mod integrations;
 pub mod network;
 pub mod pagination;
 pub mod retry;
