@@ -6,13 +6,17 @@
 //! - [`pagination`]: opaque cursors for `?limit=&cursor=` lists.
 //! - [`ids`]: identifiers derived deterministically (event ids from idempotency keys).
 //! - [`network`]: the SSRF guard's rules (forbidden address ranges, the operator allowlist, URL form).
+//! - [`orders`]: an order as submitted, parsed into a typed order or field errors with JSON pointers.
+//! - [`bulk_orders`]: batch states, result statuses, the chunk layout and the results cursor.
 //!
 //! Feature modules (webhooks, events, bulk orders, integrations) add their own types
 //! beside these.
 
+pub mod bulk_orders;
 pub mod error;
 pub mod ids;
 pub mod network;
+pub mod orders;
 pub mod pagination;
 
 pub use error::FieldError;

@@ -2,5 +2,6 @@
 //! input, call one function here with the authenticated [`crate::auth::Caller`], and
 //! render its result; validation, authorisation and persistence live here, once.
 
+pub mod bulk_orders;
 pub mod credentials;
 pub mod events;
