@@ -52,11 +52,17 @@ impl<'a> Client<'a> {
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.app.http.get(self.app.api(path)).bearer_auth(&self.token)
+        self.app
+            .http
+            .get(self.app.api(path))
+            .bearer_auth(&self.token)
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.app.http.post(self.app.api(path)).bearer_auth(&self.token)
+        self.app
+            .http
+            .post(self.app.api(path))
+            .bearer_auth(&self.token)
     }
 
     async fn submit(&self, body: &Value) -> anyhow::Result<reqwest::Response> {
@@ -268,7 +274,12 @@ async fn empty_too_many_and_malformed_batches_are_refused() -> anyhow::Result<()
         .body("a,b")
         .send()
         .await?;
-    assert_problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    assert_problem(
+        res,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
     let res = user.submit_ndjson(String::from("\n\n"), "").await?;
     assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
     let res = user
@@ -287,7 +298,10 @@ async fn empty_too_many_and_malformed_batches_are_refused() -> anyhow::Result<()
         .await?;
     assert_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
 
-    assert_eq!(count(&app, "SELECT count(*) FROM bulk_order_batches").await, 1);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM bulk_order_batches").await,
+        1
+    );
     assert_eq!(
         count(&app, "SELECT count(*) FROM bulk_order_batch_chunks").await,
         1
@@ -334,7 +348,10 @@ async fn validate_only_reports_every_order_and_creates_nothing() -> anyhow::Resu
         .send()
         .await?;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(count(&app, "SELECT count(*) FROM bulk_order_batches").await, 0);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM bulk_order_batches").await,
+        0
+    );
     assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, 0);
     assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 0);
     app.cleanup().await;
@@ -376,10 +393,7 @@ async fn invalid_orders_fail_with_paths_codes_and_an_error_summary() -> anyhow::
         .as_array()
         .map(|a| a.iter().filter_map(|e| e["path"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(
-        paths,
-        ["/shippingAddress/country", "/lineItems/1/quantity"]
-    );
+    assert_eq!(paths, ["/shippingAddress/country", "/lineItems/1/quantity"]);
     assert_eq!(failed[2]["errors"][0]["code"], "required");
 
     // Pages of two, in input order, via the cursor.
@@ -393,7 +407,9 @@ async fn invalid_orders_fail_with_paths_codes_and_an_error_summary() -> anyhow::
     assert_eq!(first["data"][1]["index"], 1);
     let cursor = first["nextCursor"].as_str().unwrap_or_default().to_owned();
     let second: Value = user
-        .get(&format!("/bulk-orders/{id}/results?limit=2&cursor={cursor}"))
+        .get(&format!(
+            "/bulk-orders/{id}/results?limit=2&cursor={cursor}"
+        ))
         .send()
         .await?
         .json()
@@ -412,12 +428,13 @@ async fn invalid_orders_fail_with_paths_codes_and_an_error_summary() -> anyhow::
 /// An NDJSON upload of 2,500 orders (three chunks) is streamed in one request, processed,
 /// and its results download as NDJSON and CSV, one line per order in input order.
 #[tokio::test]
-async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv()
--> anyhow::Result<()> {
+async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv() -> anyhow::Result<()>
+{
     let app = TestApp::spawn().await?;
     let user = Client::new(&app, "user-ndjson");
     let mut list = orders("N", 2_500);
     list[7]["currency"] = json!("eur");
+    list[1_500]["currency"] = json!("ZZZ");
     let res = user.submit_ndjson(ndjson(&list), "").await?;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let batch: Value = res.json().await?;
@@ -429,7 +446,9 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv()
     );
     let done = user.finished(&id).await?;
     assert_eq!(done["status"], "completed_with_errors");
-    assert_eq!(done["counts"]["succeeded"], 2_499);
+    assert_eq!(done["counts"]["succeeded"], 2_498);
+    // The summary adds up across chunks.
+    assert_eq!(done["errorSummary"], json!({"invalid_currency": 2}));
 
     let res = user
         .get(&format!("/bulk-orders/{id}/results/download?format=ndjson"))
@@ -467,7 +486,10 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv()
     let csv = res.text().await?;
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 2_501);
-    assert_eq!(rows[0], "index,clientOrderRef,status,orderId,errorCodes,errors");
+    assert_eq!(
+        rows[0],
+        "index,clientOrderRef,status,orderId,errorCodes,errors"
+    );
     assert!(rows[1].starts_with("0,N-0,succeeded,"), "{}", rows[1]);
     assert!(
         rows[8].starts_with("7,N-7,failed,,invalid_currency,\"[{"),
@@ -482,7 +504,7 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv()
         .await?
         .text()
         .await?;
-    assert_eq!(failed_only.lines().count(), 2);
+    assert_eq!(failed_only.lines().count(), 3);
     let res = user
         .get(&format!("/bulk-orders/{id}/results/download?format=xml"))
         .send()
@@ -496,8 +518,7 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv()
 /// with the existing order's id and never creates a second order; a reference repeated
 /// inside one batch is created once, the repeat reported `duplicate` of it.
 #[tokio::test]
-async fn resubmitted_references_are_duplicates_with_the_existing_order_id()
--> anyhow::Result<()> {
+async fn resubmitted_references_are_duplicates_with_the_existing_order_id() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let user = Client::new(&app, "user-dup");
     let first = user.accepted(&json!({"orders": orders("D", 2)})).await?;
@@ -595,7 +616,10 @@ async fn idempotency_key_returns_the_same_batch_or_conflicts() -> anyhow::Result
         .send()
         .await?;
     assert_eq!(theirs.status(), StatusCode::ACCEPTED);
-    assert_eq!(count(&app, "SELECT count(*) FROM bulk_order_batches").await, 2);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM bulk_order_batches").await,
+        2
+    );
     app.cleanup().await;
     Ok(())
 }
@@ -620,10 +644,12 @@ async fn cancel_mid_run_reports_the_rest_unprocessed() -> anyhow::Result<()> {
         .to_owned();
     let batch_id: uuid::Uuid = id.parse()?;
     let mut hold = app.pool.begin().await?;
-    sqlx::query("SELECT 1 FROM bulk_order_batch_chunks WHERE batch_id = $1 AND chunk_index = 3 FOR UPDATE")
-        .bind(batch_id)
-        .execute(&mut *hold)
-        .await?;
+    sqlx::query(
+        "SELECT 1 FROM bulk_order_batch_chunks WHERE batch_id = $1 AND chunk_index = 3 FOR UPDATE",
+    )
+    .bind(batch_id)
+    .execute(&mut *hold)
+    .await?;
     app.start(ServiceKind::BatchProcessor).await?;
     let user = Client::new(&app, "user-cancel");
     wait_for(Duration::from_secs(30), || async {
@@ -633,7 +659,10 @@ async fn cancel_mid_run_reports_the_rest_unprocessed() -> anyhow::Result<()> {
             .unwrap_or(false)
     })
     .await?;
-    let res = user.post(&format!("/bulk-orders/{id}/cancel")).send().await?;
+    let res = user
+        .post(&format!("/bulk-orders/{id}/cancel"))
+        .send()
+        .await?;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let cancelling: Value = res.json().await?;
     assert_eq!(cancelling["cancelRequested"], true);
@@ -650,7 +679,10 @@ async fn cancel_mid_run_reports_the_rest_unprocessed() -> anyhow::Result<()> {
     assert_eq!(user.all_results(&id, "").await?.len(), 8_000);
     assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 4_000);
 
-    let res = user.post(&format!("/bulk-orders/{id}/cancel")).send().await?;
+    let res = user
+        .post(&format!("/bulk-orders/{id}/cancel"))
+        .send()
+        .await?;
     assert_problem(res, StatusCode::CONFLICT, "failed_precondition").await;
 
     // The unprocessed orders can be retried as a child batch.
@@ -755,6 +787,15 @@ async fn another_users_batch_and_orders_answer_404() -> anyhow::Result<()> {
     }
     let list: Value = stranger.get("/bulk-orders").send().await?.json().await?;
     assert_eq!(list["data"], json!([]));
+    // An internal service acting for the owner sees the owner's batch.
+    let res = app
+        .http
+        .get(app.api(&format!("/bulk-orders/{id}")))
+        .bearer_auth(portico_e2e::SERVICE_TOKEN)
+        .header("x-portico-user-id", "owner")
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
     let res = stranger.get("/bulk-orders/not-a-uuid").send().await?;
     assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
     app.cleanup().await;
@@ -806,7 +847,10 @@ async fn grpc_submits_and_reads_batches_like_rest() -> anyhow::Result<()> {
         validate_only: true,
         idempotency_key: String::new(),
     };
-    let report = client.submit_batch(with_token(&token, request.clone())).await?.into_inner();
+    let report = client
+        .submit_batch(with_token(&token, request.clone()))
+        .await?
+        .into_inner();
     let Some(Outcome::Validation(report)) = report.outcome else {
         anyhow::bail!("expected a validation report");
     };
@@ -815,10 +859,13 @@ async fn grpc_submits_and_reads_batches_like_rest() -> anyhow::Result<()> {
     assert_eq!(report.results[1].errors[0].path, "/lineItems/0/unitPrice");
 
     let accepted = client
-        .submit_batch(with_token(&token, pb::SubmitBatchRequest {
-            validate_only: false,
-            ..request
-        }))
+        .submit_batch(with_token(
+            &token,
+            pb::SubmitBatchRequest {
+                validate_only: false,
+                ..request
+            },
+        ))
         .await?
         .into_inner();
     let Some(Outcome::Batch(batch)) = accepted.outcome else {
@@ -828,9 +875,12 @@ async fn grpc_submits_and_reads_batches_like_rest() -> anyhow::Result<()> {
     let user = Client::new(&app, "grpc-bulk");
     user.finished(&batch.id).await?;
     let got = client
-        .get_batch(with_token(&token, pb::GetBatchRequest {
-            id: batch.id.clone(),
-        }))
+        .get_batch(with_token(
+            &token,
+            pb::GetBatchRequest {
+                id: batch.id.clone(),
+            },
+        ))
         .await?
         .into_inner();
     assert_eq!(got.status, pb::BatchStatus::CompletedWithErrors as i32);
@@ -839,26 +889,35 @@ async fn grpc_submits_and_reads_batches_like_rest() -> anyhow::Result<()> {
     assert_eq!(got.error_summary.get("invalid_price"), Some(&1));
 
     let listed = client
-        .list_batches(with_token(&token, pb::ListBatchesRequest {
-            status: pb::BatchStatus::CompletedWithErrors as i32,
-            page: None,
-        }))
+        .list_batches(with_token(
+            &token,
+            pb::ListBatchesRequest {
+                status: pb::BatchStatus::CompletedWithErrors as i32,
+                page: None,
+            },
+        ))
         .await?
         .into_inner();
     assert_eq!(listed.batches.len(), 1);
     let results = client
-        .list_batch_results(with_token(&token, pb::ListBatchResultsRequest {
-            batch_id: batch.id.clone(),
-            status: "succeeded".into(),
-            page: None,
-        }))
+        .list_batch_results(with_token(
+            &token,
+            pb::ListBatchResultsRequest {
+                batch_id: batch.id.clone(),
+                status: "succeeded".into(),
+                page: None,
+            },
+        ))
         .await?
         .into_inner();
     assert_eq!(results.results.len(), 1);
     let stored = client
-        .get_order(with_token(&token, pb::GetOrderRequest {
-            id: results.results[0].order_id.clone(),
-        }))
+        .get_order(with_token(
+            &token,
+            pb::GetOrderRequest {
+                id: results.results[0].order_id.clone(),
+            },
+        ))
         .await?
         .into_inner();
     assert_eq!(stored.client_order_ref, "G-1");
@@ -871,9 +930,12 @@ async fn grpc_submits_and_reads_batches_like_rest() -> anyhow::Result<()> {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let err = client
-        .get_batch(with_token(&token, pb::GetBatchRequest {
-            id: uuid::Uuid::new_v4().to_string(),
-        }))
+        .get_batch(with_token(
+            &token,
+            pb::GetBatchRequest {
+                id: uuid::Uuid::new_v4().to_string(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -906,7 +968,9 @@ async fn completion_events_and_retention() -> anyhow::Result<()> {
     .await?;
     let subscriber = Client::new(&app, "subscriber");
     let quiet = Client::new(&app, "quiet");
-    let a = subscriber.accepted(&json!({"orders": orders("E", 3)})).await?;
+    let a = subscriber
+        .accepted(&json!({"orders": orders("E", 3)}))
+        .await?;
     let b = quiet.accepted(&json!({"orders": orders("Q", 2)})).await?;
     let a_id = a["id"].as_str().unwrap_or_default().to_owned();
     let b_id = b["id"].as_str().unwrap_or_default().to_owned();
@@ -956,10 +1020,12 @@ async fn completion_events_and_retention() -> anyhow::Result<()> {
         0
     );
 
-    sqlx::query("UPDATE bulk_order_batches SET expires_at = now() - interval '1 day' WHERE id = $1")
-        .bind(uuid::Uuid::parse_str(&a_id)?)
-        .execute(&app.pool)
-        .await?;
+    sqlx::query(
+        "UPDATE bulk_order_batches SET expires_at = now() - interval '1 day' WHERE id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&a_id)?)
+    .execute(&app.pool)
+    .await?;
     wait_for(Duration::from_secs(20), || {
         let pool = pool.clone();
         async move {
@@ -971,7 +1037,10 @@ async fn completion_events_and_retention() -> anyhow::Result<()> {
         }
     })
     .await?;
-    let res = subscriber.get(&format!("/bulk-orders/{a_id}")).send().await?;
+    let res = subscriber
+        .get(&format!("/bulk-orders/{a_id}"))
+        .send()
+        .await?;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         count(&app, "SELECT count(*) FROM bulk_order_results").await,

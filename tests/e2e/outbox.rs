@@ -10,9 +10,7 @@ use serde_json::{Value, json};
 async fn stream_messages(app: &TestApp) -> anyhow::Result<u64> {
     let client = async_nats::connect(&app.nats_url).await?;
     let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .get_stream(format!("{}_JOBS", app.stream_prefix))
-        .await?;
+    let mut stream = js.get_stream(format!("{}_JOBS", app.stream_prefix)).await?;
     Ok(stream.info().await?.state.messages)
 }
 

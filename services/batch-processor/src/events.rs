@@ -40,7 +40,12 @@ pub async fn wants_order_created(
     .await
 }
 
-fn event(user_id: &str, event_type: &str, key: String, data: &Value) -> Result<Job, serde_json::Error> {
+fn event(
+    user_id: &str,
+    event_type: &str,
+    key: String,
+    data: &Value,
+) -> Result<Job, serde_json::Error> {
     let data = serde_json::value::to_raw_value(data)?;
     Ok(Job::EventDispatchV1(EventDispatch {
         event_id: portico_domain::ids::event_id(user_id, &key),
@@ -55,7 +60,11 @@ fn event(user_id: &str, event_type: &str, key: String, data: &Value) -> Result<J
 }
 
 /// The `order.created` event of one order.
-pub fn order_created(batch: &BatchRef, order_id: Uuid, order: &Order<'_>) -> Result<Job, serde_json::Error> {
+pub fn order_created(
+    batch: &BatchRef,
+    order_id: Uuid,
+    order: &Order<'_>,
+) -> Result<Job, serde_json::Error> {
     let data = json!({
         "orderId": order_id,
         "clientOrderRef": order.client_order_ref,

@@ -208,8 +208,14 @@ mod tests {
             duplicate,
             unprocessed: 0,
         };
-        assert_eq!(BatchStatus::finished(&counts(3, 0, 1)), BatchStatus::Completed);
-        assert_eq!(BatchStatus::finished(&counts(0, 0, 2)), BatchStatus::Completed);
+        assert_eq!(
+            BatchStatus::finished(&counts(3, 0, 1)),
+            BatchStatus::Completed
+        );
+        assert_eq!(
+            BatchStatus::finished(&counts(0, 0, 2)),
+            BatchStatus::Completed
+        );
         assert_eq!(
             BatchStatus::finished(&counts(2, 1, 0)),
             BatchStatus::CompletedWithErrors

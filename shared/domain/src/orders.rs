@@ -757,8 +757,7 @@ fn text(raw: &RawValue, max: usize) -> Result<Cow<'_, str>, Problem> {
 pub fn valid_client_order_ref(s: &str) -> Result<(), Problem> {
     let ok = !s.is_empty()
         && s.len() <= MAX_CLIENT_ORDER_REF_LEN
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if ok {
         Ok(())
@@ -808,9 +807,7 @@ fn valid_email(s: &str) -> Result<(), Problem> {
         !label.is_empty()
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label
-                .chars()
-                .all(|c| c.is_alphanumeric() || c == '-')
+            && label.chars().all(|c| c.is_alphanumeric() || c == '-')
     });
     let tld_ok = domain
         .rsplit_once('.')
@@ -826,8 +823,7 @@ fn valid_phone(s: &str) -> Result<(), Problem> {
     let digits = s.bytes().filter(u8::is_ascii_digit).count();
     let ok = s.len() <= MAX_PHONE_LEN
         && digits >= 3
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'+' | b'-' | b'(' | b')' | b'.'));
     if ok {
         Ok(())
@@ -844,17 +840,14 @@ fn valid_phone(s: &str) -> Result<(), Problem> {
 fn valid_postal_code(s: &str) -> Result<(), Problem> {
     let ok = !s.trim().is_empty()
         && s.len() <= MAX_POSTAL_CODE_LEN
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-');
     if ok {
         Ok(())
     } else {
         Err(Problem::new(
             codes::INVALID_POSTAL_CODE,
-            format!(
-                "postalCode must be 1-{MAX_POSTAL_CODE_LEN} letters, digits, spaces or dashes"
-            ),
+            format!("postalCode must be 1-{MAX_POSTAL_CODE_LEN} letters, digits, spaces or dashes"),
         ))
     }
 }
@@ -987,7 +980,10 @@ mod tests {
         assert_eq!(order.total_minor, 2 * 1250 + 399);
         assert_eq!(order.customer.phone.as_deref(), Some("+44 20 7946 0958"));
         assert_eq!(order.shipping_address.country, "DE");
-        assert_eq!(order.metadata.map(RawValue::get), Some(r#"{"channel":"erp"}"#));
+        assert_eq!(
+            order.metadata.map(RawValue::get),
+            Some(r#"{"channel":"erp"}"#)
+        );
         let stored = serde_json::to_value(&order.shipping_address).unwrap();
         assert_eq!(stored["postalCode"], "10115");
     }
@@ -1024,7 +1020,13 @@ mod tests {
         let paths: Vec<&str> = errors.iter().map(|(_, p)| p.as_str()).collect();
         assert_eq!(
             paths,
-            ["/clientOrderRef", "/currency", "/customer", "/shippingAddress", "/lineItems"]
+            [
+                "/clientOrderRef",
+                "/currency",
+                "/customer",
+                "/shippingAddress",
+                "/lineItems"
+            ]
         );
         assert!(errors.iter().all(|(c, _)| c == codes::REQUIRED));
         assert_eq!(
@@ -1124,7 +1126,13 @@ mod tests {
     #[test]
     fn code_invalid_price() {
         let price = |v: Value| with(valid(), "/lineItems/0/unitPrice", v);
-        for ok in [json!(0), json!("0"), json!("12"), json!("12.5"), json!("0.01")] {
+        for ok in [
+            json!(0),
+            json!("0"),
+            json!("12"),
+            json!("12.5"),
+            json!("0.01"),
+        ] {
             assert!(errors_of(&price(ok.clone())).is_empty(), "{ok}");
         }
         for bad in [
@@ -1163,7 +1171,14 @@ mod tests {
     fn code_invalid_quantity() {
         let qty = |v: Value| with(valid(), "/lineItems/1/quantity", v);
         assert!(errors_of(&qty(json!(1_000_000))).is_empty());
-        for bad in [json!(0), json!(-3), json!(1_000_001), json!(2.5), json!(2.0), json!(1e2)] {
+        for bad in [
+            json!(0),
+            json!(-3),
+            json!(1_000_001),
+            json!(2.5),
+            json!(2.0),
+            json!(1e2),
+        ] {
             assert_eq!(
                 single_error(&qty(bad.clone())),
                 (
@@ -1206,8 +1221,15 @@ mod tests {
     /// email: a basic local@domain.tld shape.
     #[test]
     fn code_invalid_email() {
-        for ok in ["a@b.co", "first.last+tag@sub.example.org", "jörg@exämple.de"] {
-            assert!(errors_of(&with(valid(), "/customer/email", json!(ok))).is_empty(), "{ok}");
+        for ok in [
+            "a@b.co",
+            "first.last+tag@sub.example.org",
+            "jörg@exämple.de",
+        ] {
+            assert!(
+                errors_of(&with(valid(), "/customer/email", json!(ok))).is_empty(),
+                "{ok}"
+            );
         }
         for bad in [
             "",
@@ -1261,7 +1283,14 @@ mod tests {
     /// postalCode: 1-16 letters, digits, spaces or dashes.
     #[test]
     fn code_invalid_postal_code() {
-        assert!(errors_of(&with(valid(), "/shippingAddress/postalCode", json!("SW1A 1AA"))).is_empty());
+        assert!(
+            errors_of(&with(
+                valid(),
+                "/shippingAddress/postalCode",
+                json!("SW1A 1AA")
+            ))
+            .is_empty()
+        );
         for bad in ["", "1011#5", &"1".repeat(17)] {
             assert_eq!(
                 single_error(&with(valid(), "/shippingAddress/postalCode", json!(bad))),
@@ -1317,7 +1346,11 @@ mod tests {
         let codes_found: Vec<String> = errors_of(&order).into_iter().map(|(c, _)| c).collect();
         assert_eq!(
             codes_found,
-            [codes::INVALID_CURRENCY, codes::INVALID_COUNTRY, codes::INVALID_QUANTITY]
+            [
+                codes::INVALID_CURRENCY,
+                codes::INVALID_COUNTRY,
+                codes::INVALID_QUANTITY
+            ]
         );
     }
 

@@ -56,7 +56,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// A batch submission as JSON (documentation shape; orders are parsed by the processor).
 #[derive(Debug, ToSchema)]
-#[schema(as = SubmitBatchBody)]
 #[allow(dead_code)]
 #[serde(rename_all = "camelCase")]
 pub struct SubmitBatchBody {
@@ -796,4 +795,39 @@ pub async fn get_order(
 ) -> Result<axum::Json<OrderBody>, ApiError> {
     let order = app::get_order(&state, &caller, parse_id(&id)?).await?;
     Ok(axum::Json(order.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Orders are kept as their exact JSON text, whitespace around them excluded, so
+    /// the structure check and the request hash see the order and nothing else.
+    #[test]
+    fn orders_are_borrowed_as_raw_json() {
+        let body = br#"{ "orders" : [ {"a": 1} ,
+            42 ], "validateOnly": true }"#;
+        let wire = parse_wire(body).unwrap();
+        let raws: Vec<&str> = wire.orders.iter().map(|r| r.get()).collect();
+        assert_eq!(raws, [r#"{"a": 1}"#, "42"]);
+        assert_eq!(wire.validate_only, Some(true));
+        assert_eq!(
+            parse_wire(b"{\"orders\": [").unwrap_err().code(),
+            "malformed_body"
+        );
+        assert_eq!(
+            parse_wire(br#"{"orders": [], "x": 1}"#).unwrap_err().code(),
+            "malformed_body"
+        );
+    }
+
+    /// CSV fields with separators, quotes or newlines are quoted.
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        let mut out = String::new();
+        csv_field(&mut out, "plain");
+        out.push('|');
+        csv_field(&mut out, "a,\"b\"");
+        assert_eq!(out, "plain|\"a,\"\"b\"\"\"");
+    }
 }

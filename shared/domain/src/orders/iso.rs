@@ -16,6 +16,7 @@ pub struct Currency {
 /// Funds codes that are traded (BOV, CHE, CHW, CLF, COU, MXV, USN, UYI, UYW) are
 /// included; precious metals, SDRs and test codes (XAU, XDR, XTS, XXX, ...) are not,
 /// because they have no minor unit an order could be priced in.
+#[rustfmt::skip]
 const CURRENCIES: &[(&str, u8)] = &[
     ("AED", 2), ("AFN", 2), ("ALL", 2), ("AMD", 2), ("ANG", 2), ("AOA", 2), ("ARS", 2),
     ("AUD", 2), ("AWG", 2), ("AZN", 2), ("BAM", 2), ("BBD", 2), ("BDT", 2), ("BGN", 2),
