@@ -516,7 +516,8 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv() ->
 
 /// A clientOrderRef that already exists (from an earlier batch) is reported `duplicate`
 /// with the existing order's id and never creates a second order; a reference repeated
-/// inside one batch is created once, the repeat reported `duplicate` of it.
+/// inside one batch is created once from its first occurrence (also across chunks
+/// processed in parallel), the repeat reported `duplicate` of it.
 #[tokio::test]
 async fn resubmitted_references_are_duplicates_with_the_existing_order_id() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
@@ -549,6 +550,29 @@ async fn resubmitted_references_are_duplicates_with_the_existing_order_id() -> a
         .await,
         1
     );
+    // Across chunks processed in parallel, the first occurrence in input order wins.
+    let mut list = orders("DC", 2_000);
+    list[1_500] = order("DC-200");
+    list[1_500]["lineItems"][0]["sku"] = json!("LATER");
+    let spread = user.accepted(&json!({ "orders": list })).await?;
+    let spread_id = spread["id"].as_str().unwrap_or_default().to_owned();
+    let done = user.finished(&spread_id).await?;
+    assert_eq!(done["counts"]["duplicate"], 1);
+    let results = user.all_results(&spread_id, "").await?;
+    assert_eq!(results[200]["status"], "succeeded");
+    assert_eq!(results[1_500]["status"], "duplicate");
+    assert_eq!(results[1_500]["orderId"], results[200]["orderId"]);
+    let kept: Value = user
+        .get(&format!(
+            "/orders/{}",
+            results[200]["orderId"].as_str().unwrap_or_default()
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(kept["lineItems"][0]["sku"], "SKU-1");
+
     // Another user's references are their own.
     let other = Client::new(&app, "user-dup-other");
     let theirs = other.accepted(&json!({"orders": [order("D-1")]})).await?;

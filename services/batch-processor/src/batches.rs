@@ -4,7 +4,8 @@
 //!
 //! - **Claim**: `pending → processing` (a batch already `processing` is resumed; a
 //!   finished one means the job is a redelivery and is acked without work).
-//! - **Chunks**: each in its own transaction ([`crate::chunks`]), several at a time;
+//! - **Chunks**: each in its own transaction ([`crate::chunks`]), several at a time
+//!   (their order inserts take turns in input order, see [`crate::chunks::InsertTurn`]);
 //!   between chunks the job's ack timer is reset (`keep_alive`) and the cancel flag,
 //!   read in each chunk's transaction, is honoured: chunks in flight finish, the rest
 //!   is reported `unprocessed`.
@@ -29,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::chunks::{ChunkOutcome, process_chunk};
+use crate::chunks::{ChunkOutcome, InsertTurn, process_chunk};
 use crate::events;
 
 /// After this many deliveries of one batch's job ending in an error, the batch is
@@ -205,6 +206,7 @@ async fn run_chunks(
 ) -> Result<Stop, ProcessError> {
     let mut pending = chunks.into_iter();
     let mut in_flight = JoinSet::new();
+    let mut previous_inserted: Option<tokio::sync::oneshot::Receiver<()>> = None;
     let mut stop = Stop::Done;
     let mut failure: Option<ProcessError> = None;
     let limit = processor.chunk_concurrency.max(1);
@@ -217,7 +219,12 @@ async fn run_chunks(
             let Some(chunk) = pending.next() else { break };
             let processor = Arc::clone(processor);
             let batch = Arc::clone(batch);
-            in_flight.spawn(async move { process_chunk(&processor, &batch, chunk).await });
+            let (done, inserted) = tokio::sync::oneshot::channel();
+            let turn = InsertTurn {
+                wait: previous_inserted.replace(inserted),
+                done,
+            };
+            in_flight.spawn(async move { process_chunk(&processor, &batch, chunk, turn).await });
         }
         let Some(joined) = in_flight.join_next().await else {
             break;

@@ -69,11 +69,27 @@ enum Decision<'a> {
     Fail(Vec<FieldError>),
 }
 
+/// The order in which concurrent chunks of one batch may insert their orders.
+///
+/// Chunks are validated in parallel, but each waits for the previous chunk's orders
+/// INSERT to have run before running its own. The previous chunk then holds its
+/// (possibly uncommitted) unique-index entries, so a reference repeated in a later
+/// chunk waits for it and yields: across chunks, as within one, the first occurrence in
+/// input order is created and the later one reported `duplicate`. Only that one
+/// statement is serialised; results, counts and commits still overlap.
+pub struct InsertTurn {
+    /// Resolves (or is dropped) when the previous chunk has inserted its orders.
+    pub wait: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Signalled (or dropped, on any early return) once this chunk has inserted.
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
+
 /// Processes chunk `chunk_index` of `batch` in one transaction.
 pub async fn process_chunk(
     processor: &Processor,
     batch: &BatchRef,
     chunk_index: i32,
+    turn: InsertTurn,
 ) -> Result<ChunkOutcome, ProcessError> {
     let mut tx = processor.pool.begin().await?;
     let row: Option<(i32, String)> = sqlx::query_as(
@@ -115,7 +131,12 @@ pub async fn process_chunk(
     // which already exist (earlier batches, earlier chunks, or a concurrent batch), so
     // the common case costs no lookup at all. Only the references that conflicted are
     // then looked up, for the existing order's id.
+    if let Some(previous) = turn.wait {
+        // An error means the previous chunk ended without inserting: nothing to wait for.
+        let _ = previous.await;
+    }
     let created = insert_orders(&mut tx, batch, &decisions).await?;
+    let _ = turn.done.send(());
     let conflicted: Vec<&str> = decisions
         .iter()
         .filter_map(|d| match d {
