@@ -826,6 +826,93 @@ async fn another_users_batch_and_orders_answer_404() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Partners (HTTP Basic with an integration's credentials) act for the integration's
+/// owner within its scopes: bulk_orders:write submits, bulk_orders:read reads, and
+/// orders:read is needed for orders. The batch and every order it creates record the
+/// integration.
+#[tokio::test]
+async fn partners_act_within_their_scopes_and_orders_record_the_integration() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn().await?;
+    let owner = Client::new(&app, "partner-owner");
+    let create = |name: &str, scopes: Value| {
+        owner
+            .post("/integrations")
+            .json(&json!({"name": name, "type": "erp", "scopes": scopes}))
+            .send()
+    };
+    let writer: Value = create("Writer", json!(["bulk_orders:write", "bulk_orders:read"]))
+        .await?
+        .json()
+        .await?;
+    let reader: Value = create("Reader", json!(["bulk_orders:read"]))
+        .await?
+        .json()
+        .await?;
+    let basic = |integration: &Value, req: reqwest::RequestBuilder| {
+        req.basic_auth(
+            integration["credentials"]["apiKey"]
+                .as_str()
+                .unwrap_or_default(),
+            integration["credentials"]["apiSecret"].as_str(),
+        )
+    };
+    let writer_id = writer["id"].as_str().unwrap_or_default().to_owned();
+
+    let res = basic(&writer, app.http.post(app.api("/bulk-orders")))
+        .json(&json!({"orders": orders("P", 2)}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let batch: Value = res.json().await?;
+    assert_eq!(batch["integrationId"], writer_id.as_str());
+    let id = batch["id"].as_str().unwrap_or_default().to_owned();
+    let done = owner.finished(&id).await?;
+    assert_eq!(done["status"], "completed");
+
+    let res = basic(&reader, app.http.post(app.api("/bulk-orders")))
+        .json(&json!({"orders": orders("PR", 1)}))
+        .send()
+        .await?;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    let res = basic(
+        &reader,
+        app.http.get(app.api(&format!("/bulk-orders/{id}"))),
+    )
+    .send()
+    .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let order_id = owner.all_results(&id, "").await?[0]["orderId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let res = basic(
+        &writer,
+        app.http.get(app.api(&format!("/orders/{order_id}"))),
+    )
+    .send()
+    .await?;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    let stored: Value = owner
+        .get(&format!("/orders/{order_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(stored["integrationId"], writer_id.as_str());
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM orders WHERE integration_id IS NOT NULL"
+        )
+        .await,
+        2
+    );
+    app.cleanup().await;
+    Ok(())
+}
+
 /// gRPC is the same capability: SubmitBatch accepts (or validates) a batch, GetBatch,
 /// ListBatches and ListBatchResults report it, GetOrder reads an order, and errors
 /// use the matching status codes.
@@ -1084,7 +1171,7 @@ async fn completion_events_and_retention() -> anyhow::Result<()> {
 async fn kill_9_mid_batch_resumes_with_exactly_one_result_per_order() -> anyhow::Result<()> {
     // A short ack wait, so the killed replica's job is redelivered within seconds.
     let mut app = TestApp::spawn_with(
-        &[("PORTICO_BATCH_ACK_WAIT_SECS", "3")],
+        &[("PORTICO_ACK_WAIT_SECS", "3")],
         &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
     )
     .await?;

@@ -33,10 +33,4 @@ pub struct ProcessorConfig {
     /// How often expired batches and their results are deleted, in seconds.
     #[arg(long, env = "PORTICO_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
     pub retention_interval_secs: u64,
-
-    /// Seconds JetStream waits without an ack or progress signal before redelivering a
-    /// batch job; a crashed replica's batch resumes elsewhere after this long. (Applies
-    /// when the durable consumer is created.)
-    #[arg(long, env = "PORTICO_BATCH_ACK_WAIT_SECS", default_value_t = 60)]
-    pub batch_ack_wait_secs: u64,
 }

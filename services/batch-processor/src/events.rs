@@ -22,10 +22,22 @@ pub const ORDER_CREATED: &str = "order.created";
 /// Emitted once per batch, when it reaches a final status.
 pub const BULK_ORDER_COMPLETED: &str = "bulk_order.completed";
 
-/// True when `user_id` has an active webhook whose filter matches `order.created`,
-/// with the webhooks capability's rules: the exact name, its prefix wildcard
-/// (`order.*`) or everything (`*`). Creating a thousand events nobody receives would
-/// only cost write throughput.
+/// Every webhook filter that matches `event_type` under the webhooks capability's
+/// rules ([`portico_domain::webhooks::filter_matches`]): the exact name, each prefix
+/// wildcard (`order.*` for `order.created`) and `*`. A filter list can then be tested
+/// in SQL with one array overlap.
+pub fn matching_filters(event_type: &str) -> Vec<String> {
+    let mut filters = vec![event_type.to_owned(), "*".to_owned()];
+    let mut rest = event_type;
+    while let Some((prefix, _)) = rest.rsplit_once('.') {
+        filters.push(format!("{prefix}.*"));
+        rest = prefix;
+    }
+    filters
+}
+
+/// True when `user_id` has an active webhook whose filter matches `order.created`.
+/// Creating a thousand events nobody receives would only cost write throughput.
 pub async fn wants_order_created(
     tx: &mut Transaction<'_, Postgres>,
     user_id: &str,
@@ -35,7 +47,7 @@ pub async fn wants_order_created(
                         WHERE user_id = $1 AND active AND events && $2::text[])",
     )
     .bind(user_id)
-    .bind(&[ORDER_CREATED, "order.*", "*"][..])
+    .bind(matching_filters(ORDER_CREATED))
     .fetch_one(&mut **tx)
     .await
 }
@@ -113,4 +125,22 @@ pub fn batch_completed(batch: &BatchRow) -> Result<Job, serde_json::Error> {
         format!("batch:{}:completed", batch.id),
         &data,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_domain::webhooks::filter_matches;
+
+    /// The SQL filter list is exactly the filters the webhooks capability matches.
+    #[test]
+    fn matching_filters_follow_the_webhook_rules() {
+        let filters = matching_filters(ORDER_CREATED);
+        assert_eq!(filters, ["order.created", "*", "order.*"]);
+        assert!(filters.iter().all(|f| filter_matches(f, ORDER_CREATED)));
+        for other in ["order.created.*", "order", "orders.*", "bulk_order.*"] {
+            assert!(!filter_matches(other, ORDER_CREATED), "{other}");
+        }
+        assert_eq!(matching_filters("a.b.c"), ["a.b.c", "*", "a.b.*", "a.*"]);
+    }
 }

@@ -5,3 +5,7 @@
 pub mod bulk_orders;
 pub mod credentials;
 pub mod events;
+pub mod integrations;
+pub mod ssrf_guard;
+pub mod webhook_deliveries;
+pub mod webhooks;
