@@ -1070,14 +1070,16 @@ async fn completion_events_and_retention() -> anyhow::Result<()> {
         &portico_e2e::ALL_SERVICES,
     )
     .await?;
-    sqlx::query(
-        "INSERT INTO webhooks (id, user_id, url, events, max_retries, base_delay_ms, max_delay_ms)
-         VALUES ($1, 'subscriber', 'http://127.0.0.1:9/hook', ARRAY['order.*'], 0, 1000, 1000)",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .execute(&app.pool)
-    .await?;
     let subscriber = Client::new(&app, "subscriber");
+    let res = subscriber
+        .post("/webhooks")
+        .json(
+            &json!({"url": "http://127.0.0.1:9/hook", "events": ["order.*"],
+                      "retryPolicy": {"maxRetries": 0}}),
+        )
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
     let quiet = Client::new(&app, "quiet");
     let a = subscriber
         .accepted(&json!({"orders": orders("E", 3)}))
