@@ -23,7 +23,7 @@ pub mod retention;
 use std::sync::Arc;
 
 use portico_queue::Topology;
-use portico_queue::consumer::JobStream;
+use portico_queue::consumer::{JobStream, Outcome, run_bounded};
 use portico_queue::jobs::Job;
 use portico_queue::outbox::{OutboxRelay, OutboxSignal};
 use portico_queue::publisher::JobPublisher;
@@ -31,7 +31,6 @@ use portico_queue::readiness::DependencyReadiness;
 use portico_queue::setup::{ConsumerSettings, ensure_consumer};
 use portico_queue::topology::JobKind;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::batches::Processor;
@@ -111,47 +110,28 @@ pub async fn run(
         chunk_concurrency: config.chunk_concurrency,
     });
 
-    let permits = Arc::new(Semaphore::new(config.batch_concurrency.max(1)));
-    let mut stream = JobStream::open(&consumer, pool.clone(), "batch-processor", 1).await?;
-    let mut tasks = tokio::task::JoinSet::new();
+    let stream = JobStream::open(&consumer, pool.clone(), "batch-processor", 1).await?;
     tracing::info!("batch-processor consuming");
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = stream.next() => m,
-        };
-        let Some(message) = message else { break };
-        let message = match message {
-            Ok(m) => m,
-            Err(err) => {
-                tracing::warn!(%err, "pull failed; continuing");
-                continue;
+    let stopping = shutdown.clone();
+    run_bounded(
+        stream,
+        config.batch_concurrency,
+        shutdown.clone(),
+        move |message| {
+            let processor = Arc::clone(&processor);
+            let shutdown = stopping.clone();
+            async move {
+                let outcome = match &message.job {
+                    Job::BulkOrderBatchV1 { batch_id } => {
+                        batches::process(&processor, *batch_id, &message, &shutdown).await
+                    }
+                    other => Outcome::Poison(format!("unexpected job {other:?}")),
+                };
+                (message, outcome)
             }
-        };
-        let processor = Arc::clone(&processor);
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            let outcome = match &message.job {
-                Job::BulkOrderBatchV1 { batch_id } => {
-                    batches::process(&processor, *batch_id, &message, &shutdown).await
-                }
-                other => {
-                    portico_queue::consumer::Outcome::Poison(format!("unexpected job {other:?}"))
-                }
-            };
-            if let Err(err) = message.finish(outcome).await {
-                tracing::warn!(%err, "ack failed; the batch will be redelivered and resumed");
-            }
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    drop(stream);
-    while tasks.join_next().await.is_some() {}
+        },
+    )
+    .await;
     relay_stop.cancel();
     let _ = relay.await;
     let _ = retention.await;

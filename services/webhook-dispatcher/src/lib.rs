@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use portico_queue::Topology;
-use portico_queue::consumer::JobStream;
+use portico_queue::consumer::{JobStream, run_bounded};
 use portico_queue::outbox::{OutboxRelay, OutboxSignal};
 use portico_queue::publisher::JobPublisher;
 use portico_queue::readiness::DependencyReadiness;
@@ -354,7 +354,7 @@ async fn run_maintenance(
     consumer: async_nats::jetstream::consumer::PullConsumer,
     shutdown: CancellationToken,
 ) {
-    let mut stream =
+    let stream =
         match JobStream::open(&consumer, pool.clone(), "webhook-dispatcher.maintenance", 4).await {
             Ok(s) => s,
             Err(err) => {
@@ -362,36 +362,14 @@ async fn run_maintenance(
                 return;
             }
         };
-    let permits = Arc::new(Semaphore::new(4));
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = stream.next() => m,
-        };
-        let Some(message) = message else { break };
-        let message = match message {
-            Ok(m) => m,
-            Err(err) => {
-                tracing::warn!(%err, "pull failed; continuing");
-                continue;
-            }
-        };
+    let stopping = shutdown.clone();
+    run_bounded(stream, 4, shutdown, move |message| {
         let pool = pool.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
+        let shutdown = stopping.clone();
+        async move {
             let outcome = maintenance::handle(&pool, &message, &shutdown).await;
-            if let Err(err) = message.finish(outcome).await {
-                tracing::warn!(%err, "ack failed; the job will be redelivered and resume");
-            }
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    drop(stream);
-    while tasks.join_next().await.is_some() {}
+            (message, outcome)
+        }
+    })
+    .await;
 }

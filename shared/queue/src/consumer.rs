@@ -201,3 +201,50 @@ pub async fn record_dead_letter(
     .await
     .map(|_| ())
 }
+
+/// Runs `handle` on every job of `stream`, at most `concurrency` at once, until
+/// `shutdown`; then stops pulling and waits for the jobs in hand. The handler gives
+/// the message back with its [`Outcome`], and the job is acked, nak'ed or terminated
+/// only after that, so a handler cannot forget to decide. Workers whose jobs are long
+/// and few (batches, retry jobs) use this; the event path batches instead.
+pub async fn run_bounded<F, Fut>(
+    mut stream: JobStream,
+    concurrency: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: F,
+) where
+    F: Fn(JobMessage) -> Fut,
+    Fut: std::future::Future<Output = (JobMessage, Outcome)> + Send + 'static,
+{
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = stream.next() => m,
+        };
+        let message = match message {
+            None => break,
+            Some(Ok(m)) => m,
+            Some(Err(err)) => {
+                tracing::warn!(%err, "pull failed; continuing");
+                continue;
+            }
+        };
+        let work = handle(message);
+        tasks.spawn(async move {
+            let _permit = permit;
+            let (message, outcome) = work.await;
+            if let Err(err) = message.finish(outcome).await {
+                tracing::warn!(%err, "ack failed; the job will be redelivered and resume");
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(stream);
+    while tasks.join_next().await.is_some() {}
+}

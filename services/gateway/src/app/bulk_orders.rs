@@ -25,7 +25,7 @@ use portico_domain::bulk_orders::{
     BatchStatus, IndexCursor, ORDERS_PER_CHUNK, ResultStatus, contains_nul_escape,
 };
 use portico_domain::orders::parse_order;
-use portico_domain::pagination::{self, Cursor, DEFAULT_LIMIT, MAX_LIMIT, PageRequest};
+use portico_domain::pagination::{self, Cursor, PageRequest};
 use portico_queue::jobs::Job;
 use portico_storage::batch_columns;
 use portico_storage::bulk_orders::BatchRow;
@@ -823,17 +823,7 @@ pub struct ResultsPage {
 impl ResultsPage {
     /// Validates raw `limit` and `cursor` parameters.
     pub fn parse(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, ApiError> {
-        let limit = match limit {
-            None | Some(0) => DEFAULT_LIMIT,
-            Some(n) if n > MAX_LIMIT => {
-                return Err(ApiError::field(
-                    "invalid_limit",
-                    "/limit",
-                    format!("limit must be between 1 and {MAX_LIMIT}"),
-                ));
-            }
-            Some(n) => n,
-        };
+        let limit = pagination::parse_limit(limit)?;
         let after = match cursor {
             None | Some("") => None,
             Some(c) => Some(IndexCursor::decode(c)?),
