@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use portico_e2e::{ServiceKind, TestApp, wait_for};
+use portico_e2e::{ServiceKind, TestApp, assert_problem, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -134,19 +134,6 @@ async fn count(app: &TestApp, sql: &'static str) -> i64 {
         .unwrap_or(-1)
 }
 
-async fn assert_problem(res: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(res.status(), status);
-    assert_eq!(
-        res.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
-    let body: Value = res.json().await.unwrap_or_default();
-    assert_eq!(body["code"], code, "{body}");
-    body
-}
-
 /// A batch of valid orders is accepted at once (202, pending), processed in the
 /// background to `completed`, reports one `succeeded` result per order in input order,
 /// and each order can be read back with its items through GET /orders/{id}; the batch
@@ -226,7 +213,7 @@ async fn a_valid_batch_is_processed_to_completed_with_readable_orders() -> anyho
         .await?;
     assert_eq!(pending["data"], json!([]));
     let res = user.get("/bulk-orders?status=nope").send().await?;
-    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
     app.cleanup().await;
     Ok(())
 }
@@ -243,12 +230,12 @@ async fn empty_too_many_and_malformed_batches_are_refused() -> anyhow::Result<()
     .await?;
     let user = Client::new(&app, "user-limits");
     let res = user.submit(&json!({"orders": []})).await?;
-    let body = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
     assert_eq!(body["errors"][0]["code"], "empty_batch");
     assert_eq!(body["errors"][0]["path"], "/orders");
 
     let res = user.submit(&json!({"orders": orders("T", 6)})).await?;
-    let body = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
     assert_eq!(body["errors"][0]["code"], "too_many_orders");
     let res = user.submit(&json!({"orders": orders("T", 5)})).await?;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
@@ -259,13 +246,13 @@ async fn empty_too_many_and_malformed_batches_are_refused() -> anyhow::Result<()
         .body("{\"orders\": [")
         .send()
         .await?;
-    assert_problem(res, StatusCode::BAD_REQUEST, "malformed_body").await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "malformed_body").await?;
     let res = user.submit(&json!({"orders": "many"})).await?;
-    assert_problem(res, StatusCode::BAD_REQUEST, "malformed_body").await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "malformed_body").await?;
     let res = user.submit(&json!({"orderz": []})).await?;
-    assert_problem(res, StatusCode::BAD_REQUEST, "malformed_body").await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "malformed_body").await?;
     let res = user.submit(&json!({"orders": [order("T-x"), 42]})).await?;
-    let body = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
     assert_eq!(body["errors"][0]["code"], "invalid_order");
     assert_eq!(body["errors"][0]["path"], "/orders/1");
     let res = user
@@ -279,13 +266,13 @@ async fn empty_too_many_and_malformed_batches_are_refused() -> anyhow::Result<()
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     )
-    .await;
+    .await?;
     let res = user.submit_ndjson(String::from("\n\n"), "").await?;
-    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
     let res = user
         .submit_ndjson(format!("{}\n{{broken\n", order("N-1")), "")
         .await?;
-    let body = assert_problem(res, StatusCode::BAD_REQUEST, "malformed_body").await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "malformed_body").await?;
     assert!(
         body["detail"].as_str().unwrap_or("").contains("line 2"),
         "{body}"
@@ -296,7 +283,7 @@ async fn empty_too_many_and_malformed_batches_are_refused() -> anyhow::Result<()
         .json(&json!({"orders": orders("T", 1)}))
         .send()
         .await?;
-    assert_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await?;
 
     assert_eq!(
         count(&app, "SELECT count(*) FROM bulk_order_batches").await,
@@ -419,7 +406,7 @@ async fn invalid_orders_fail_with_paths_codes_and_an_error_summary() -> anyhow::
         .get(&format!("/bulk-orders/{id}/results?cursor=garbage"))
         .send()
         .await?;
-    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
     assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 3);
     app.cleanup().await;
     Ok(())
@@ -509,7 +496,7 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv() ->
         .get(&format!("/bulk-orders/{id}/results/download?format=xml"))
         .send()
         .await?;
-    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
     app.cleanup().await;
     Ok(())
 }
@@ -630,7 +617,7 @@ async fn idempotency_key_returns_the_same_batch_or_conflicts() -> anyhow::Result
         .json(&json!({"orders": orders("K", 4)}))
         .send()
         .await?;
-    assert_problem(different, StatusCode::CONFLICT, "conflict").await;
+    assert_problem(different, StatusCode::CONFLICT, "conflict").await?;
     // Keys are per user.
     let other = Client::new(&app, "user-idem-2");
     let theirs = other
@@ -707,7 +694,7 @@ async fn cancel_mid_run_reports_the_rest_unprocessed() -> anyhow::Result<()> {
         .post(&format!("/bulk-orders/{id}/cancel"))
         .send()
         .await?;
-    assert_problem(res, StatusCode::CONFLICT, "failed_precondition").await;
+    assert_problem(res, StatusCode::CONFLICT, "failed_precondition").await?;
 
     // The unprocessed orders can be retried as a child batch.
     let res = user
@@ -774,7 +761,7 @@ async fn retry_failed_creates_a_child_batch_of_the_failed_orders() -> anyhow::Re
         .post(&format!("/bulk-orders/{clean_id}/retry-failed"))
         .send()
         .await?;
-    assert_problem(res, StatusCode::CONFLICT, "failed_precondition").await;
+    assert_problem(res, StatusCode::CONFLICT, "failed_precondition").await?;
     app.cleanup().await;
     Ok(())
 }
@@ -800,14 +787,14 @@ async fn another_users_batch_and_orders_answer_404() -> anyhow::Result<()> {
         format!("/orders/{order_id}"),
     ] {
         let res = stranger.get(&path).send().await?;
-        assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+        assert_problem(res, StatusCode::NOT_FOUND, "not_found").await?;
     }
     for path in [
         format!("/bulk-orders/{id}/cancel"),
         format!("/bulk-orders/{id}/retry-failed"),
     ] {
         let res = stranger.post(&path).send().await?;
-        assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+        assert_problem(res, StatusCode::NOT_FOUND, "not_found").await?;
     }
     let list: Value = stranger.get("/bulk-orders").send().await?.json().await?;
     assert_eq!(list["data"], json!([]));
@@ -821,7 +808,7 @@ async fn another_users_batch_and_orders_answer_404() -> anyhow::Result<()> {
         .await?;
     assert_eq!(res.status(), StatusCode::OK);
     let res = stranger.get("/bulk-orders/not-a-uuid").send().await?;
-    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
     app.cleanup().await;
     Ok(())
 }
@@ -874,7 +861,7 @@ async fn partners_act_within_their_scopes_and_orders_record_the_integration() ->
         .json(&json!({"orders": orders("PR", 1)}))
         .send()
         .await?;
-    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await?;
     let res = basic(
         &reader,
         app.http.get(app.api(&format!("/bulk-orders/{id}"))),
@@ -893,7 +880,7 @@ async fn partners_act_within_their_scopes_and_orders_record_the_integration() ->
     )
     .send()
     .await?;
-    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await?;
     let stored: Value = owner
         .get(&format!("/orders/{order_id}"))
         .send()

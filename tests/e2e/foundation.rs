@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, wait_for};
+use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, assert_problem, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -122,26 +122,6 @@ async fn a_published_event_is_consumed_and_recorded_once() -> anyhow::Result<()>
     assert_eq!(events_count(&app).await, 1);
     app.cleanup().await;
     Ok(())
-}
-
-async fn assert_problem(
-    res: reqwest::Response,
-    status: StatusCode,
-    code: &str,
-) -> anyhow::Result<Value> {
-    assert_eq!(res.status(), status);
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = res.json().await?;
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], status.as_u16());
-    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
-    Ok(body)
 }
 
 /// Malformed JSON, a wrong content type, an oversize body, a missing, malformed,

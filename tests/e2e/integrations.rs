@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, wait_for};
+use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, assert_problem, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -63,24 +63,6 @@ async fn partner_me(
         .header("authorization", basic(key, secret))
         .send()
         .await?)
-}
-
-async fn assert_problem(
-    res: reqwest::Response,
-    status: StatusCode,
-    code: &str,
-) -> anyhow::Result<Value> {
-    assert_eq!(res.status(), status);
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = res.json().await?;
-    assert_eq!(body["code"], code, "{body}");
-    Ok(body)
 }
 
 /// A 400 whose single field error has `code` at `path`.

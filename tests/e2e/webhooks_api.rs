@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use base64::Engine;
-use portico_e2e::{SECRETS_KEY, ServiceKind, TestApp, wait_for};
+use portico_e2e::{SECRETS_KEY, ServiceKind, TestApp, assert_problem, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -64,23 +64,6 @@ async fn outbox_drained(app: &TestApp) -> anyhow::Result<()> {
         }
     })
     .await
-}
-
-async fn assert_problem(
-    res: reqwest::Response,
-    status: StatusCode,
-    code: &str,
-) -> anyhow::Result<Value> {
-    assert_eq!(res.status(), status);
-    assert_eq!(
-        res.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
-    let body: Value = res.json().await?;
-    assert_eq!(body["code"], code, "{body}");
-    Ok(body)
 }
 
 /// A 400 validation problem whose first field error has `code` at `path`.

@@ -500,3 +500,28 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Asserts a problem+json error: the status, the media type, the stable `code`, and the
+/// RFC 9457 members every problem carries; returns the body for further checks.
+pub async fn assert_problem(
+    res: reqwest::Response,
+    status: reqwest::StatusCode,
+    code: &str,
+) -> anyhow::Result<serde_json::Value> {
+    assert_eq!(res.status(), status);
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: serde_json::Value = res.json().await?;
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string() && body["type"].is_string(),
+        "{body}"
+    );
+    Ok(body)
+}
