@@ -105,6 +105,10 @@ pub struct Cli {
     /// Keep the started system's database, stream and logs.
     #[arg(long, global = true)]
     pub keep: bool,
+    /// Record `perf` CPU profiles of the started services during the webhooks and
+    /// latency measurements, into this directory (`perf report -i <file>`).
+    #[arg(long, global = true)]
+    pub perf: Option<PathBuf>,
     /// What to measure.
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -460,6 +464,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunReport> {
             concurrency: cli.concurrency,
             payload_bytes: cli.payload_bytes,
             stall_timeout: Duration::from_secs_f64(cli.stall_timeout),
+            perf_dir: cli.perf.clone(),
         },
         limits: None,
     };

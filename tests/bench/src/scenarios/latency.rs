@@ -59,6 +59,7 @@ pub async fn run(bench: &mut Bench, args: LatencyArgs) -> anyhow::Result<Report>
         .header("x-portico-user-id", &user);
     let run_tag = format!("{}-latency", bench.system.run_id);
     let pad = bench.pad();
+    let profiler = bench.profile("latency");
     let cpu = bench.cpu_snapshot();
     let stats = open_loop(
         &target,
@@ -71,6 +72,9 @@ pub async fn run(bench: &mut Bench, args: LatencyArgs) -> anyhow::Result<Report>
     let expected = stats.ok * args.endpoints as u64;
     let complete = wait_delivered(&tracker, expected, bench.knobs.stall_timeout).await;
     let usage = bench.cpu_since(&cpu);
+    if let Some(p) = profiler {
+        report.note(format!("perf profiles: {}", p.stop().join(", ")));
+    }
 
     let lat = tracker.latency.summary();
     report

@@ -28,6 +28,28 @@ pub struct Knobs {
     pub payload_bytes: usize,
     /// Give up waiting for deliveries after this long without progress.
     pub stall_timeout: Duration,
+    /// Record a `perf` CPU profile of each started service during measured phases,
+    /// into this directory.
+    pub perf_dir: Option<std::path::PathBuf>,
+}
+
+/// `perf record` processes sampling the services during one phase.
+pub struct Profiler {
+    children: Vec<(u32, std::process::Child)>,
+    files: Vec<String>,
+}
+
+impl Profiler {
+    /// Stops the recorders (SIGINT, so perf writes its file) and returns the files.
+    pub fn stop(self) -> Vec<String> {
+        for (pid, mut child) in self.children {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        self.files
+    }
 }
 
 /// Everything a scenario works with.
@@ -51,6 +73,35 @@ impl Bench {
     /// CPU used since `start`.
     pub fn cpu_since(&self, start: &Snapshot) -> Usage {
         Usage::between(start, &self.cpu_snapshot())
+    }
+
+    /// Starts `perf record` (cpu-clock samples, 997 Hz) on every started service when
+    /// `--perf` is given; the files are named after `phase`.
+    pub fn profile(&self, phase: &str) -> Option<Profiler> {
+        let dir = self.knobs.perf_dir.as_ref()?;
+        let _ = std::fs::create_dir_all(dir);
+        let mut children = Vec::new();
+        let mut files = Vec::new();
+        for service in &self.system.services {
+            let file = dir.join(format!("{phase}-{}.perf.data", service.kind.binary()));
+            let child = std::process::Command::new("perf")
+                .args(["record", "-e", "cpu-clock", "-F", "997", "-g", "-o"])
+                .arg(&file)
+                .args(["-p", &service.pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match child {
+                Ok(c) => {
+                    children.push((c.id(), c));
+                    files.push(file.display().to_string());
+                }
+                Err(e) => eprintln!("perf record could not start: {e}"),
+            }
+        }
+        // perf needs a moment to attach before the phase begins.
+        std::thread::sleep(Duration::from_millis(300));
+        Some(Profiler { children, files })
     }
 
     /// A fresh user id for one phase of this run.

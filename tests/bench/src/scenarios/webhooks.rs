@@ -112,6 +112,7 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
     let run_tag = format!("{}-{phase}", bench.system.run_id);
     let pad = bench.pad();
     let auth = format!("Bearer {}", bench.system.service_token);
+    let profiler = bench.profile(&format!("webhooks-{phase}"));
     let cpu = bench.cpu_snapshot();
     let started = now_ns();
     let stats = match mode {
@@ -166,6 +167,9 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
     let target_deliveries = accepted_events * args.endpoints as u64;
     let complete = wait_delivered(&tracker, target_deliveries, bench.knobs.stall_timeout).await;
     let usage = bench.cpu_since(&cpu);
+    if let Some(p) = profiler {
+        report.note(format!("perf profiles: {}", p.stop().join(", ")));
+    }
 
     let delivered = tracker.unique();
     let last = tracker.last_ns().unwrap_or(published_ns);
