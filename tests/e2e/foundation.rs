@@ -349,10 +349,15 @@ async fn grpc_publishes_events_with_proper_status_codes() -> anyhow::Result<()> 
 
 /// SIGTERM stops each service cleanly (exit 0) without losing accepted work: events
 /// published while the dispatcher is stopping are all recorded once it (or a
-/// successor) runs again.
+/// successor) runs again. A short ack_wait bounds how long a job pulled by the
+/// stopping process can wait before it is handed out again.
 #[tokio::test]
 async fn sigterm_drains_and_nothing_accepted_is_lost() -> anyhow::Result<()> {
-    let mut app = TestApp::spawn().await?;
+    let mut app = TestApp::spawn_with(
+        &[("PORTICO_ACK_WAIT_SECS", "3")],
+        &portico_e2e::ALL_SERVICES,
+    )
+    .await?;
     let total = 300;
     let mut requests = Vec::new();
     for i in 0..total {

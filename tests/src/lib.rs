@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`TestApp`]: one isolated Portico (database, stream prefix, processes).
+//! - [`otlp`]: a fake OTLP collector that keeps the spans services export.
 //! - [`sink`]: a loopback HTTP endpoint that records webhook deliveries and answers
 //!   with scripted responses.
 //! - [`wait_for`]: polling a condition with a deadline (tests never sleep to pass).
@@ -11,6 +12,7 @@
 //! The binaries must be built first (`cargo build --workspace`); the test command in
 //! the README does that.
 
+pub mod otlp;
 pub mod sink;
 
 use std::collections::HashMap;
@@ -351,6 +353,23 @@ impl TestApp {
             },
         );
         Ok(())
+    }
+
+    /// Starts one more replica of `kind` beside the one the app already runs (e.g. a
+    /// second gateway) and hands it to the test; the app's own service is untouched.
+    pub async fn start_extra(
+        &mut self,
+        kind: ServiceKind,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Service> {
+        let existing = self.services.remove(&kind);
+        let started = self.start_with(kind, extra).await;
+        let replica = self.services.remove(&kind);
+        if let Some(service) = existing {
+            self.services.insert(kind, service);
+        }
+        started?;
+        replica.context("the extra replica did not start")
     }
 
     /// Starts `kind` with this app's environment.

@@ -59,6 +59,7 @@ pub async fn run(
     let topology = Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
     let settings = ConsumerSettings {
         max_ack_pending: 64,
+        ack_wait: std::time::Duration::from_secs(config.common.ack_wait_secs.max(1)),
         ..ConsumerSettings::default()
     };
     let consumer = ensure_consumer(&js, &topology, JobKind::BulkOrderBatch, &settings).await?;

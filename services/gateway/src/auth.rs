@@ -17,47 +17,9 @@ use crate::state::AppState;
 /// Header naming the user an internal service acts for.
 pub const USER_ID_HEADER: &str = "x-portico-user-id";
 
-/// A permission a partner's integration may hold. Users and internal services hold all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Submit and cancel bulk-order batches.
-    BulkOrdersWrite,
-    /// Read batches and their results.
-    BulkOrdersRead,
-    /// Manage webhooks.
-    WebhooksWrite,
-    /// Read webhooks and deliveries.
-    WebhooksRead,
-    /// Read orders.
-    OrdersRead,
-}
-
-impl Scope {
-    /// Every scope, in its wire names' order.
-    pub const ALL: [Scope; 5] = [
-        Scope::BulkOrdersWrite,
-        Scope::BulkOrdersRead,
-        Scope::WebhooksWrite,
-        Scope::WebhooksRead,
-        Scope::OrdersRead,
-    ];
-
-    /// The name used in integration `scopes` lists.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::BulkOrdersWrite => "bulk_orders:write",
-            Scope::BulkOrdersRead => "bulk_orders:read",
-            Scope::WebhooksWrite => "webhooks:write",
-            Scope::WebhooksRead => "webhooks:read",
-            Scope::OrdersRead => "orders:read",
-        }
-    }
-
-    /// Parses a wire name.
-    pub fn parse(text: &str) -> Option<Scope> {
-        Scope::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
+/// The scopes partners' credentials hold; defined in the domain crate so validation
+/// and the workers share one list.
+pub use portico_domain::integrations::Scope;
 
 /// A partner authenticated by integration credentials.
 #[derive(Debug, Clone)]

@@ -80,6 +80,61 @@ pub struct GatewayConfig {
     /// Time limit of one REST or gRPC request, in milliseconds.
     #[arg(long, env = "PORTICO_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+
+    // Webhooks API: the retry policy a webhook gets when its creator sets none.
+    /// Default `retryPolicy.maxRetries` of new webhooks (0..=20).
+    #[arg(long, env = "PORTICO_DEFAULT_MAX_RETRIES", default_value_t = 5)]
+    pub default_max_retries: u32,
+
+    /// Default `retryPolicy.baseDelayMs` of new webhooks (100..=3,600,000).
+    #[arg(long, env = "PORTICO_DEFAULT_BASE_DELAY_MS", default_value_t = 1_000)]
+    pub default_base_delay_ms: u64,
+
+    /// Default `retryPolicy.maxDelayMs` of new webhooks (>= the base delay, <= 86,400,000).
+    #[arg(long, env = "PORTICO_DEFAULT_MAX_DELAY_MS", default_value_t = 300_000)]
+    pub default_max_delay_ms: u64,
+    // --- Partner integrations and API credentials ---
+    /// Requests per second a new integration may make when its creator sets no limit
+    /// (token bucket, burst twice the rate, per gateway replica). 0 = no limit.
+    #[arg(long, env = "PORTICO_DEFAULT_PARTNER_RATE_LIMIT", default_value_t = 50)]
+    pub default_partner_rate_limit: u32,
+
+    /// Calls per UTC day a new integration may make when its creator sets no quota. 0 = no quota.
+    #[arg(long, env = "PORTICO_DEFAULT_PARTNER_DAILY_QUOTA", default_value_t = 0)]
+    pub default_partner_daily_quota: u64,
+
+    /// How long a regenerated integration's previous secret keeps working when the
+    /// request names no grace period, in seconds.
+    #[arg(
+        long,
+        env = "PORTICO_CREDENTIAL_GRACE_SECONDS",
+        default_value_t = 86_400
+    )]
+    pub credential_grace_seconds: u32,
+
+    /// How long a verified credential stays in the in-process cache without being
+    /// re-read, in seconds (a safety net: rotations and deletions evict at once over NATS).
+    #[arg(
+        long,
+        env = "PORTICO_CREDENTIAL_CACHE_TTL_SECONDS",
+        default_value_t = 60
+    )]
+    pub credential_cache_ttl_seconds: u64,
+
+    /// Usage-log entries buffered between requests and the batch writer; when full,
+    /// entries are dropped (and counted) rather than slowing requests.
+    #[arg(long, env = "PORTICO_USAGE_LOG_BUFFER", default_value_t = 65_536)]
+    pub usage_log_buffer: usize,
+
+    /// Longest a usage-log entry waits before its batch is written, in milliseconds
+    /// (a batch is also written as soon as it holds 1,000 entries).
+    #[arg(long, env = "PORTICO_USAGE_LOG_FLUSH_MS", default_value_t = 250)]
+    pub usage_log_flush_ms: u64,
+
+    /// Take the usage log's client IP from the first `X-Forwarded-For` hop (only behind
+    /// a proxy that sets it; otherwise clients could forge it).
+    #[arg(long, env = "PORTICO_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
 }
 
 /// A configuration that cannot be served.

@@ -71,6 +71,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     config.validate()?;
+    let webhooks = app::webhooks::WebhookSettings::from_config(&config)?;
     let metrics = portico_telemetry::metrics::install()?;
     portico_storage::ensure_database(&config.common.database_url).await?;
     let pool = portico_storage::connect(
@@ -92,14 +93,24 @@ pub async fn run(
         None => SecretsKey::insecure_dev_key(),
     };
     let outbox = OutboxSignal::default();
+    // Partner credentials: the usage-log writer runs until after the servers stopped.
+    let (credentials, usage_writer) = CredentialService::start(pool.clone(), &config);
+    let invalidations = credentials
+        .listen_for_invalidations(
+            &nats,
+            topology.invalidation_subject(app::integrations::INVALIDATION_TOPIC),
+            shutdown.child_token(),
+        )
+        .await?;
     let state = AppState::new(StateParts {
         pool: pool.clone(),
         nats: nats.clone(),
         publisher: publisher.clone(),
         outbox: outbox.clone(),
         secrets_key,
-        credentials: CredentialService::new(pool.clone()),
+        credentials,
         config: config.clone(),
+        webhooks,
     });
 
     let relay =
@@ -110,7 +121,7 @@ pub async fn run(
         jetstream: js,
         stream: topology.jobs_stream(),
     });
-    let admin = portico_telemetry::admin::router(readiness, metrics);
+    let admin = portico_telemetry::admin::router(readiness.clone(), metrics);
     let app = rest::router(state.clone(), admin);
     tracing::info!(http = %listeners.http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         grpc = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -121,8 +132,11 @@ pub async fn run(
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-    let grpc = grpc::serve(state, listeners.grpc, shutdown.clone());
+    let grpc = grpc::serve(state, listeners.grpc, readiness, shutdown.clone());
     let (http_result, grpc_result) = tokio::join!(http, grpc);
+    // No request can log usage any more: write everything still buffered.
+    usage_writer.finish().await;
+    let _ = invalidations.await;
     let _ = relay.await;
     nats.flush().await.ok();
     pool.close().await;

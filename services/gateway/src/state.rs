@@ -10,6 +10,7 @@ use portico_signing::secret_box::SecretsKey;
 use sqlx::PgPool;
 
 use crate::app::credentials::CredentialService;
+use crate::app::webhooks::WebhookSettings;
 use crate::config::GatewayConfig;
 
 /// Cheap to clone: one `Arc` around everything.
@@ -26,6 +27,7 @@ struct Inner {
     secrets_key: SecretsKey,
     credentials: CredentialService,
     config: GatewayConfig,
+    webhooks: WebhookSettings,
 }
 
 /// The parts [`AppState::new`] assembles.
@@ -44,6 +46,8 @@ pub struct StateParts {
     pub credentials: CredentialService,
     /// The configuration it was built from.
     pub config: GatewayConfig,
+    /// Webhook defaults and the SSRF allowlist, parsed once at start-up.
+    pub webhooks: WebhookSettings,
 }
 
 impl AppState {
@@ -64,6 +68,7 @@ impl AppState {
             secrets_key: parts.secrets_key,
             credentials: parts.credentials,
             config: parts.config,
+            webhooks: parts.webhooks,
         }))
     }
 
@@ -110,5 +115,10 @@ impl AppState {
     /// Configuration.
     pub fn config(&self) -> &GatewayConfig {
         &self.0.config
+    }
+
+    /// Webhook defaults and the SSRF allowlist.
+    pub fn webhooks(&self) -> &WebhookSettings {
+        &self.0.webhooks
     }
 }

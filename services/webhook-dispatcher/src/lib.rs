@@ -12,6 +12,7 @@ pub mod config;
 pub mod events;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use portico_queue::Topology;
@@ -42,6 +43,23 @@ pub enum DispatcherError {
     /// The admin listener failed.
     #[error("admin server: {0}")]
     Admin(#[from] std::io::Error),
+}
+
+/// How long shutdown waits for more already-pulled jobs before it stops draining.
+const DRAIN_IDLE: Duration = Duration::from_millis(300);
+/// The longest shutdown keeps draining under continuous load.
+const DRAIN_LIMIT: Duration = Duration::from_secs(3);
+
+fn successful(
+    chunk: Vec<Result<portico_queue::consumer::JobMessage, portico_queue::QueueError>>,
+) -> Vec<portico_queue::consumer::JobMessage> {
+    chunk
+        .into_iter()
+        .filter_map(|item| {
+            item.map_err(|err| tracing::warn!(%err, "pull failed; continuing"))
+                .ok()
+        })
+        .collect()
 }
 
 /// Runs until `shutdown`: stops pulling, finishes the chunk in hand, then returns.
@@ -100,14 +118,17 @@ pub async fn run(
             chunk = chunks.next() => chunk,
         };
         let Some(chunk) = chunk else { break };
-        let mut messages = Vec::with_capacity(chunk.len());
-        for item in chunk {
-            match item {
-                Ok(m) => messages.push(m),
-                Err(err) => tracing::warn!(%err, "pull failed; continuing"),
-            }
+        events::record_chunk(&pool, successful(chunk)).await;
+    }
+    // Jobs already pulled into this process would otherwise wait a full ack_wait
+    // before JetStream hands them to another replica: record what keeps arriving
+    // until the stream is quiet (bounded), then stop.
+    let drain_until = tokio::time::Instant::now() + DRAIN_LIMIT;
+    while tokio::time::Instant::now() < drain_until {
+        match tokio::time::timeout(DRAIN_IDLE, chunks.next()).await {
+            Ok(Some(chunk)) => events::record_chunk(&pool, successful(chunk)).await,
+            Ok(None) | Err(_) => break,
         }
-        events::record_chunk(&pool, messages).await;
     }
     drop(chunks);
     let _ = admin.await;

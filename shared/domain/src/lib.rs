@@ -6,13 +6,19 @@
 //! - [`pagination`]: opaque cursors for `?limit=&cursor=` lists.
 //! - [`ids`]: identifiers derived deterministically (event ids from idempotency keys).
 //! - [`network`]: the SSRF guard's rules (forbidden address ranges, the operator allowlist, URL form).
+//! - [`webhooks`]: webhook configuration rules, event filters and matching, retry policy.
+//! - [`integrations`]: integration types, credential scopes and field rules.
+//! - [`credentials`]: the API key and secret format (prefixes, checksum) and generation.
 //!
 //! Feature modules (webhooks, events, bulk orders, integrations) add their own types
 //! beside these.
 
+pub mod credentials;
 pub mod error;
 pub mod ids;
+pub mod integrations;
 pub mod network;
 pub mod pagination;
+pub mod webhooks;
 
 pub use error::FieldError;

@@ -36,6 +36,11 @@ pub struct CommonConfig {
     #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
 
+    /// Seconds a pulled job may stay unacknowledged before JetStream hands it to another
+    /// replica: the longest a crashed worker's jobs wait before they are retried.
+    #[arg(long, env = "PORTICO_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+
     /// Development mode: allows running without secrets (insecure fixed keys are used).
     #[arg(long, env = "PORTICO_DEV_MODE", default_value_t = false)]
     pub dev_mode: bool,

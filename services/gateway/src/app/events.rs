@@ -12,8 +12,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Longest event type name.
-pub const MAX_EVENT_TYPE_LEN: usize = 128;
+pub use portico_domain::webhooks::{MAX_EVENT_TYPE_LEN, validate_event_type};
+
 /// Longest idempotency or ordering key.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -37,25 +37,6 @@ pub struct AcceptedEvent {
     pub id: Uuid,
     /// True when this idempotency key was already accepted.
     pub duplicate: bool,
-}
-
-/// Checks an event type name: dot-separated segments of letters, digits, `_` and `-`.
-pub fn validate_event_type(name: &str, path: &str) -> Result<(), FieldError> {
-    let valid_segment = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    };
-    if name.is_empty() || name.len() > MAX_EVENT_TYPE_LEN || !name.split('.').all(valid_segment) {
-        return Err(FieldError::new(
-            "invalid_event_type",
-            path,
-            format!(
-                "event type must be 1-{MAX_EVENT_TYPE_LEN} characters of dot-separated segments of letters, digits, '_' or '-' (e.g. order.created)"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Validates an event without publishing it; `index` prefixes paths in a batch.
@@ -155,28 +136,4 @@ pub async fn publish_many(
             duplicate: p.duplicate,
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Event names follow the dotted convention; anything else is refused with a path.
-    #[test]
-    fn event_type_rules() {
-        for ok in ["order.created", "a", "bulk_order.completed", "x-y.z_1"] {
-            assert!(validate_event_type(ok, "/type").is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "order.",
-            "order..created",
-            "order created",
-            "ördér",
-        ] {
-            let err = validate_event_type(bad, "/type").unwrap_err();
-            assert_eq!(err.code, "invalid_event_type");
-        }
-    }
 }

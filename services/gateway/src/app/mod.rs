@@ -4,3 +4,7 @@
 
 pub mod credentials;
 pub mod events;
+pub mod integrations;
+pub mod ssrf_guard;
+pub mod webhook_deliveries;
+pub mod webhooks;

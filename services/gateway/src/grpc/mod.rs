@@ -4,9 +4,14 @@
 pub mod bulk_orders;
 pub mod events;
 pub mod integrations;
+pub mod observe;
 pub mod webhooks;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use portico_telemetry::admin::ReadinessCheck;
+use tonic_health::ServingStatus;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,13 +38,37 @@ pub fn parse_id(text: &str, field: &str) -> Result<uuid::Uuid, ApiError> {
     })
 }
 
-/// Serves gRPC on `listener` until `shutdown`, then lets in-flight calls finish.
+/// How often the overall gRPC health status follows the dependency checks.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Serves gRPC on `listener` until `shutdown`, then lets in-flight calls finish. The
+/// overall health status (service `""`, what Kubernetes' `grpc` probe asks) follows
+/// `readiness`: NOT_SERVING while PostgreSQL or JetStream is unreachable, so the pod
+/// leaves the Service until they are back.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
+    readiness: Arc<dyn ReadinessCheck>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
+    let follower = health.clone();
+    let stop_following = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = stop_following.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let status = if readiness.check().await.is_empty() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            follower.set_service_status("", status).await;
+        }
+    });
     health
         .set_serving::<portico_proto::v1::event_service_server::EventServiceServer<events::GrpcEventService>>()
         .await;
@@ -67,7 +96,9 @@ pub async fn serve(
             e
         });
     let timeout = Duration::from_millis(state.config().request_timeout_ms);
-    let mut builder = tonic::transport::Server::builder().timeout(timeout);
+    let mut builder = tonic::transport::Server::builder()
+        .timeout(timeout)
+        .layer(observe::ObserveLayer);
     let router = builder
         .add_service(health_service)
         .add_service(events::server(state.clone()))

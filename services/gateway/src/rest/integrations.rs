@@ -1,10 +1,605 @@
-//! REST routes of this capability.
+//! `/api/integrations`: partner integrations, their credentials and usage log.
+//! Thin adapters over [`crate::app::integrations`].
 
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
+use crate::app::integrations::{
+    self, Integration, IntegrationPatch, NewIntegration, UsagePage, UsageQuery, UsageRecord,
+    UsageTotals, WithCredentials,
+};
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::rest::json::ApiJson;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(create_integration, list_integrations))
+        .routes(routes!(verify_credentials))
+        .routes(routes!(current_integration))
+        .routes(routes!(current_usage))
+        .routes(routes!(
+            get_integration,
+            update_integration,
+            delete_integration
+        ))
+        .routes(routes!(regenerate_credentials))
+        .routes(routes!(integration_usage))
+}
+
+/// An integration (never with its secret).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationBody {
+    /// Its id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// One of erp, marketplace, shipping, accounting, custom.
+    #[serde(rename = "type")]
+    pub integration_type: String,
+    /// Where the partner wants events.
+    pub webhook_url: Option<String>,
+    /// What its credentials may do.
+    pub scopes: Vec<String>,
+    /// False when deactivated (its credentials are refused).
+    pub active: bool,
+    /// The current public key id (`ptk_...`).
+    pub api_key: Option<String>,
+    /// When its credentials stop working; null = never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Requests per second (burst twice that); 0 = unlimited.
+    pub rate_limit_per_second: u32,
+    /// Calls per UTC day; 0 = unlimited.
+    pub daily_quota: u64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed by its owner.
+    pub updated_at: DateTime<Utc>,
+    /// Last call admitted with its credentials; null = never.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<Integration> for IntegrationBody {
+    fn from(i: Integration) -> Self {
+        Self {
+            id: i.id,
+            name: i.name,
+            integration_type: i.integration_type.as_str().to_owned(),
+            webhook_url: i.webhook_url,
+            scopes: i.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            active: i.active,
+            api_key: i.api_key,
+            expires_at: i.expires_at,
+            rate_limit_per_second: i.rate_limit_per_second,
+            daily_quota: i.daily_quota,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+            last_used_at: i.last_used_at,
+        }
+    }
+}
+
+/// Credentials, shown once: store the secret now, it cannot be shown again.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsBody {
+    /// Public key id, `ptk_` + 24 characters.
+    pub api_key: String,
+    /// Secret, `pts_` + 38 characters (the last 6 a checksum).
+    pub api_secret: String,
+}
+
+/// An integration with freshly issued credentials (create and regenerate).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationWithCredentialsBody {
+    /// The integration.
+    #[serde(flatten)]
+    pub integration: IntegrationBody,
+    /// The new credentials, shown this once.
+    pub credentials: CredentialsBody,
+    /// Regenerate only: when the previous secret stops working (null: revoked at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<WithCredentials> for IntegrationWithCredentialsBody {
+    fn from(w: WithCredentials) -> Self {
+        Self {
+            integration: w.integration.into(),
+            credentials: CredentialsBody {
+                api_key: w.credentials.api_key,
+                api_secret: w.credentials.api_secret,
+            },
+            previous_secret_expires_at: w.previous_expires_at,
+        }
+    }
+}
+
+/// A new integration.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateIntegrationBody {
+    /// 1-200 characters.
+    pub name: String,
+    /// One of erp, marketplace, shipping, accounting, custom.
+    #[serde(rename = "type")]
+    pub integration_type: String,
+    /// Optional http(s) URL.
+    pub webhook_url: Option<String>,
+    /// Default: bulk_orders:write, bulk_orders:read, orders:read.
+    pub scopes: Option<Vec<String>>,
+    /// When the credentials stop working; must be in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Default: the server's (50); 0 = unlimited.
+    pub rate_limit_per_second: Option<u32>,
+    /// Default: the server's (0 = unlimited).
+    pub daily_quota: Option<u64>,
+}
+
+/// Absent leaves a field unchanged; `null` clears the nullable ones.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateIntegrationBody {
+    /// New name.
+    pub name: Option<String>,
+    /// New type.
+    #[serde(rename = "type")]
+    pub integration_type: Option<String>,
+    /// New webhook URL; null removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub webhook_url: Option<Option<String>>,
+    /// Replaces every scope.
+    pub scopes: Option<Vec<String>>,
+    /// Activate or deactivate the credentials.
+    pub active: Option<bool>,
+    /// New expiry; null = never.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// 0 = unlimited.
+    pub rate_limit_per_second: Option<u32>,
+    /// 0 = unlimited.
+    pub daily_quota: Option<u64>,
+}
+
+/// Tells "absent" (`None`) from "null" (`Some(None)`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Regenerate options.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegenerateBody {
+    /// How long the previous secret keeps working (default 86400; 0 revokes it at once).
+    pub grace_period_seconds: Option<u32>,
+}
+
+/// A key and secret to check.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifyBody {
+    /// `ptk_...`
+    pub api_key: String,
+    /// `pts_...`
+    pub api_secret: String,
+}
+
+/// The verdict.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResultBody {
+    /// True when valid, current and one of the caller's integrations.
+    pub valid: bool,
+    /// Set when valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<Uuid>,
+    /// Set when valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// A page of integrations.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationListBody {
+    /// Newest first.
+    pub data: Vec<IntegrationBody>,
+    /// Pass as `cursor` for the next page; null = no more.
+    pub next_cursor: Option<String>,
+}
+
+/// List filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only integrations of this type.
+    #[serde(rename = "type")]
+    pub integration_type: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<u32>,
+    /// From a previous page's `nextCursor`.
+    pub cursor: Option<String>,
+}
+
+/// Usage range and page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// Inclusive lower bound (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive upper bound (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<u32>,
+    /// From a previous page's `nextCursor`.
+    pub cursor: Option<String>,
+}
+
+impl From<UsageParams> for UsageQuery {
+    fn from(p: UsageParams) -> Self {
+        UsageQuery {
+            from: p.from,
+            to: p.to,
+            limit: p.limit,
+            cursor: p.cursor,
+        }
+    }
+}
+
+/// One logged call.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageEntryBody {
+    /// HTTP method.
+    pub method: String,
+    /// Route template, e.g. `/api/bulk-orders/{id}`.
+    pub route: String,
+    /// Status answered.
+    pub status: u16,
+    /// Microseconds to the response head.
+    pub latency_us: u64,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// When the call arrived.
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl From<UsageRecord> for UsageEntryBody {
+    fn from(r: UsageRecord) -> Self {
+        Self {
+            method: r.method,
+            route: r.route,
+            status: u16::try_from(r.status).unwrap_or(0),
+            latency_us: u64::try_from(r.latency_us).unwrap_or(0),
+            client_ip: r.client_ip,
+            occurred_at: r.occurred_at,
+        }
+    }
+}
+
+/// Totals over the range (all pages).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageTotalsBody {
+    /// Calls in the range.
+    pub total: u64,
+    /// By status code, e.g. `{"200": 12, "429": 1}`.
+    pub by_status: BTreeMap<String, u64>,
+    /// By `METHOD route`, e.g. `{"POST /api/bulk-orders": 3}`.
+    pub by_route: BTreeMap<String, u64>,
+}
+
+impl From<UsageTotals> for UsageTotalsBody {
+    fn from(t: UsageTotals) -> Self {
+        Self {
+            total: t.total,
+            by_status: t.by_status,
+            by_route: t.by_route,
+        }
+    }
+}
+
+/// A page of the usage log with the range's totals.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsagePageBody {
+    /// Newest first.
+    pub data: Vec<UsageEntryBody>,
+    /// Pass as `cursor` for the next page; null = no more.
+    pub next_cursor: Option<String>,
+    /// Totals over the whole range.
+    pub totals: UsageTotalsBody,
+}
+
+impl From<UsagePage> for UsagePageBody {
+    fn from(p: UsagePage) -> Self {
+        Self {
+            data: p.entries.into_iter().map(Into::into).collect(),
+            next_cursor: p.next_cursor,
+            totals: p.totals.into(),
+        }
+    }
+}
+
+/// The calling partner's integration with today's usage.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentIntegrationBody {
+    /// The integration.
+    #[serde(flatten)]
+    pub integration: IntegrationBody,
+    /// Calls since 00:00 UTC (the quota's day); written in batches, so up to a
+    /// quarter of a second behind.
+    pub usage_today: UsageTotalsBody,
+}
+
+fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::field("invalid_id", "/id", "the id must be a UUID"))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::field("invalid_query", "/query", e.body_text()))
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+/// Create an integration and its first credentials (the secret is shown only here).
+#[utoipa::path(post, path = "/integrations", tag = "integrations",
+    request_body = CreateIntegrationBody,
+    responses(
+        (status = 201, description = "Created; store the secret now", body = IntegrationWithCredentialsBody),
+        (status = 400, description = "Invalid name, type, webhookUrl, scopes, expiry or limits", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Partners cannot manage integrations", body = Problem, content_type = PROBLEM),
+    ),
+    security(("userJwt" = []), ("serviceToken" = [])))]
+pub async fn create_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateIntegrationBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let created = integrations::create(
+        &state,
+        &caller,
+        NewIntegration {
+            name: body.name,
+            integration_type: body.integration_type,
+            webhook_url: body.webhook_url,
+            scopes: body.scopes,
+            expires_at: body.expires_at,
+            rate_limit_per_second: body.rate_limit_per_second,
+            daily_quota: body.daily_quota,
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(IntegrationWithCredentialsBody::from(created)),
+    ))
+}
+
+/// List the caller's integrations, newest first, optionally of one type.
+#[utoipa::path(get, path = "/integrations", tag = "integrations",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page", body = IntegrationListBody),
+        (status = 400, description = "Unknown type, bad limit or cursor", body = Problem, content_type = PROBLEM),
+    ),
+    security(("userJwt" = []), ("serviceToken" = [])))]
+pub async fn list_integrations(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let params = query(params)?;
+    let (rows, next_cursor) = integrations::list(
+        &state,
+        &caller,
+        params.integration_type.as_deref(),
+        params.limit,
+        params.cursor.as_deref(),
+    )
+    .await?;
+    Ok(axum::Json(IntegrationListBody {
+        data: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+/// Get one integration.
+#[utoipa::path(get, path = "/integrations/{id}", tag = "integrations",
+    params(("id" = Uuid, Path, description = "Integration id")),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationBody),
+        (status = 404, description = "No such integration for this user", body = Problem, content_type = PROBLEM),
+    ),
+    security(("userJwt" = []), ("serviceToken" = [])))]
+pub async fn get_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let integration = integrations::get(&state, &caller, parse_id(&id)?).await?;
+    Ok(axum::Json(IntegrationBody::from(integration)))
+}
+
+/// Update an integration; absent fields stay as they are.
+#[utoipa::path(patch, path = "/integrations/{id}", tag = "integrations",
+    params(("id" = Uuid, Path, description = "Integration id")),
+    request_body = UpdateIntegrationBody,
+    responses(
+        (status = 200, description = "The updated integration", body = IntegrationBody),
+        (status = 400, description = "Invalid field", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such integration for this user", body = Problem, content_type = PROBLEM),
+    ),
+    security(("userJwt" = []), ("serviceToken" = [])))]
+pub async fn update_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateIntegrationBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let patch = IntegrationPatch {
+        name: body.name,
+        integration_type: body.integration_type,
+        webhook_url: body.webhook_url,
+        scopes: body.scopes,
+        active: body.active,
+        expires_at: body.expires_at,
+        rate_limit_per_second: body.rate_limit_per_second,
+        daily_quota: body.daily_quota,
+    };
+    let integration = integrations::update(&state, &caller, parse_id(&id)?, patch).await?;
+    Ok(axum::Json(IntegrationBody::from(integration)))
+}
+
+/// Delete an integration with its usage log; its credentials stop working at once.
+#[utoipa::path(delete, path = "/integrations/{id}", tag = "integrations",
+    params(("id" = Uuid, Path, description = "Integration id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such integration for this user", body = Problem, content_type = PROBLEM),
+    ),
+    security(("userJwt" = []), ("serviceToken" = [])))]
+pub async fn delete_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    integrations::delete(&state, &caller, parse_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Issue new credentials; the previous secret keeps working for the grace period.
+#[utoipa::path(post, path = "/integrations/{id}/regenerate-credentials", tag = "integrations",
+    params(("id" = Uuid, Path, description = "Integration id")),
+    request_body(content = RegenerateBody, description = "Optional; an empty body uses the default grace period"),
+    responses(
+        (status = 200, description = "New credentials; store the secret now", body = IntegrationWithCredentialsBody),
+        (status = 400, description = "Invalid grace period", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such integration for this user", body = Problem, content_type = PROBLEM),
+    ),
+    security(("userJwt" = []), ("serviceToken" = [])))]
+pub async fn regenerate_credentials(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let options: RegenerateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RegenerateBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))?
+    };
+    let regenerated =
+        integrations::regenerate(&state, &caller, id, options.grace_period_seconds).await?;
+    Ok(axum::Json(IntegrationWithCredentialsBody::from(
+        regenerated,
+    )))
+}
+
+/// Check an API key and secret. Invalid, expired, revoked or another user's
+/// credentials answer `valid: false`.
+#[utoipa::path(post, path = "/integrations/verify", tag = "integrations",
+    request_body = VerifyBody,
+    responses(
+        (status = 200, description = "The verdict", body = VerifyResultBody),
+        (status = 400, description = "Missing key or secret", body = Problem, content_type = PROBLEM),
+    ),
+    security(("userJwt" = []), ("serviceToken" = [])))]
+pub async fn verify_credentials(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<VerifyBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let v = integrations::verify(&state, &caller, &body.api_key, &body.api_secret).await?;
+    Ok(axum::Json(VerifyResultBody {
+        valid: v.valid,
+        integration_id: v.integration_id,
+        scopes: v
+            .valid
+            .then(|| v.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
+    }))
+}
+
+/// The usage log of an integration over a time range, newest first, with totals.
+#[utoipa::path(get, path = "/integrations/{id}/usage", tag = "integrations",
+    params(("id" = Uuid, Path, description = "Integration id"), UsageParams),
+    responses(
+        (status = 200, description = "Entries and totals", body = UsagePageBody),
+        (status = 400, description = "Bad range, limit or cursor", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such integration for this user", body = Problem, content_type = PROBLEM),
+    ),
+    security(("userJwt" = []), ("serviceToken" = [])))]
+pub async fn integration_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Result<Query<UsageParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let page = integrations::usage(&state, &caller, id, query(params)?.into()).await?;
+    Ok(axum::Json(UsagePageBody::from(page)))
+}
+
+/// The calling partner's own integration, scopes and usage today (partners only).
+#[utoipa::path(get, path = "/integrations/me", tag = "integrations",
+    responses(
+        (status = 200, description = "The integration whose credentials were presented", body = CurrentIntegrationBody),
+        (status = 401, description = "Missing, malformed, wrong, expired or revoked credentials", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Not a partner", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "Rate limit or daily quota exceeded (see Retry-After)", body = Problem, content_type = PROBLEM),
+    ),
+    security(("partnerBasic" = [])))]
+pub async fn current_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    let (integration, totals) = integrations::current(&state, &caller).await?;
+    Ok(axum::Json(CurrentIntegrationBody {
+        integration: integration.into(),
+        usage_today: totals.into(),
+    }))
+}
+
+/// The calling partner's own usage log (partners holding any read scope).
+#[utoipa::path(get, path = "/integrations/me/usage", tag = "integrations",
+    params(UsageParams),
+    responses(
+        (status = 200, description = "Entries and totals", body = UsagePageBody),
+        (status = 403, description = "Not a partner, or no read scope", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "Rate limit or daily quota exceeded (see Retry-After)", body = Problem, content_type = PROBLEM),
+    ),
+    security(("partnerBasic" = [])))]
+pub async fn current_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<UsageParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = integrations::current_usage(&state, &caller, query(params)?.into()).await?;
+    Ok(axum::Json(UsagePageBody::from(page)))
 }

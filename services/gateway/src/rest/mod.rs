@@ -7,6 +7,7 @@ pub mod events;
 pub mod integrations;
 pub mod json;
 pub mod middleware;
+pub mod partner_calls;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -106,6 +107,11 @@ pub fn router(state: AppState, admin: Router) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
+        ))
+        // Outside the timeout, so a timed-out partner call is still logged.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            partner_calls::authenticate_and_log,
         ))
         .with_state(state)
         .merge(admin)

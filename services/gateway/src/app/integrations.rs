@@ -1,0 +1,843 @@
+//! Partner integrations and their API credentials: the operations behind
+//! `/api/integrations` and gRPC `IntegrationService`.
+//!
+//! Users (and internal services acting for them) manage integrations; every query is
+//! scoped to the caller's user, so another user's integration answers 404. Each
+//! integration has credentials (see `portico_domain::credentials`): the secret is
+//! returned once, at create and regenerate, and stored only as a keyed hash.
+//!
+//! Anything that changes what a credential may do (update, regenerate, delete) evicts
+//! it from this replica's cache at once and tells every other replica over the NATS
+//! invalidation subject, so a revoked secret stops working everywhere right away.
+
+use chrono::{DateTime, Duration, Utc};
+use portico_domain::FieldError;
+use portico_domain::credentials::{self, IssuedCredentials};
+use portico_domain::integrations::{IntegrationType, Scope, validate_name};
+use portico_domain::pagination::{Cursor, PageRequest, finish_page};
+use portico_queue::jobs::{EventDispatch, Job};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Topic of the credential cache's invalidation subject (`<prefix>.invalidate.credentials`).
+pub const INVALIDATION_TOPIC: &str = "credentials";
+/// Event published to the owner when credentials are regenerated.
+pub const ROTATED_EVENT: &str = "integration.credentials_rotated";
+/// Longest grace period for a rotated-out secret (30 days).
+pub const MAX_GRACE_SECONDS: u32 = 30 * 24 * 3600;
+/// Largest rate limit accepted (requests per second).
+pub const MAX_RATE_LIMIT: u32 = 100_000;
+/// Largest daily quota accepted (the column is a 32-bit integer).
+pub const MAX_DAILY_QUOTA: u64 = i32::MAX as u64;
+/// Rotated-out credentials are kept this long after they stopped working, so a
+/// partner still using one gets "expired" rather than "invalid", then pruned.
+const KEEP_RETIRED_DAYS: i64 = 7;
+
+/// An integration as its owner sees it (never with a secret).
+#[derive(Debug, Clone)]
+pub struct Integration {
+    /// Its id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// From the fixed list.
+    pub integration_type: IntegrationType,
+    /// Where the partner wants events, if anywhere.
+    pub webhook_url: Option<String>,
+    /// What its credentials may do.
+    pub scopes: Vec<Scope>,
+    /// False when deactivated (its credentials are refused).
+    pub active: bool,
+    /// The current public key id.
+    pub api_key: Option<String>,
+    /// When its credentials stop working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Requests per second (0 = unlimited).
+    pub rate_limit_per_second: u32,
+    /// Calls per UTC day (0 = unlimited).
+    pub daily_quota: u64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed by its owner.
+    pub updated_at: DateTime<Utc>,
+    /// Last call admitted with its credentials.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// What a new integration is made of, as both doors parse it.
+#[derive(Debug, Default)]
+pub struct NewIntegration {
+    /// 1-200 characters.
+    pub name: String,
+    /// A type name from the fixed list.
+    pub integration_type: String,
+    /// Optional http(s) URL.
+    pub webhook_url: Option<String>,
+    /// Scope names; `None` = the default set.
+    pub scopes: Option<Vec<String>>,
+    /// Optional expiry, in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `None` = the server default; 0 = unlimited.
+    pub rate_limit_per_second: Option<u32>,
+    /// `None` = the server default; 0 = unlimited.
+    pub daily_quota: Option<u64>,
+}
+
+/// A partial update: `None` leaves a field as it is; for nullable fields
+/// `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct IntegrationPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New type name.
+    pub integration_type: Option<String>,
+    /// New webhook URL, or `Some(None)` to remove it.
+    pub webhook_url: Option<Option<String>>,
+    /// Replaces every scope.
+    pub scopes: Option<Vec<String>>,
+    /// Activate or deactivate.
+    pub active: Option<bool>,
+    /// New expiry, or `Some(None)` for never.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// New rate limit (0 = unlimited).
+    pub rate_limit_per_second: Option<u32>,
+    /// New daily quota (0 = unlimited).
+    pub daily_quota: Option<u64>,
+}
+
+/// An integration with credentials that are shown this once.
+#[derive(Debug)]
+pub struct WithCredentials {
+    /// The integration.
+    pub integration: Integration,
+    /// Key id and secret.
+    pub credentials: IssuedCredentials,
+    /// When the previous secret stops working (regenerate with a grace period).
+    pub previous_expires_at: Option<DateTime<Utc>>,
+}
+
+/// The answer of the verify endpoints.
+#[derive(Debug, Default)]
+pub struct Verification {
+    /// True when the pair is valid, current and the caller's own.
+    pub valid: bool,
+    /// Set when valid.
+    pub integration_id: Option<Uuid>,
+    /// Set when valid.
+    pub scopes: Vec<Scope>,
+}
+
+/// One usage-log row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageRecord {
+    /// Row id (pagination tie-breaker).
+    pub id: i64,
+    /// HTTP method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+    /// Status answered.
+    pub status: i32,
+    /// Microseconds to the response head.
+    pub latency_us: i64,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// When the call arrived.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Totals over a usage range (all pages).
+#[derive(Debug, Default, Clone)]
+pub struct UsageTotals {
+    /// Calls in the range.
+    pub total: u64,
+    /// By status code, e.g. `"200"`.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// By `METHOD route`, e.g. `"POST /api/bulk-orders"`.
+    pub by_route: std::collections::BTreeMap<String, u64>,
+}
+
+/// A page of usage with the range's totals.
+#[derive(Debug, Default)]
+pub struct UsagePage {
+    /// Newest first.
+    pub entries: Vec<UsageRecord>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+    /// Totals over the whole range.
+    pub totals: UsageTotals,
+}
+
+/// Which usage to read.
+#[derive(Debug, Default)]
+pub struct UsageQuery {
+    /// Inclusive lower bound.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub to: Option<DateTime<Utc>>,
+    /// Page size.
+    pub limit: Option<u32>,
+    /// Cursor from a previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    name: String,
+    integration_type: String,
+    webhook_url: Option<String>,
+    scopes: Vec<String>,
+    active: bool,
+    api_key: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    rate_limit_per_second: Option<i32>,
+    daily_quota: Option<i32>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "i.id, i.name, i.integration_type, i.webhook_url, i.scopes, i.active,
+    (SELECT c.api_key FROM integration_credentials c
+      WHERE c.integration_id = i.id AND c.revoked_at IS NULL
+      ORDER BY c.created_at DESC, c.id DESC LIMIT 1) AS api_key,
+    i.expires_at, i.rate_limit_per_second, i.daily_quota, i.created_at, i.updated_at,
+    i.last_used_at";
+
+impl Row {
+    fn into_integration(self, state: &AppState) -> Integration {
+        let config = state.config();
+        Integration {
+            id: self.id,
+            name: self.name,
+            integration_type: IntegrationType::parse(&self.integration_type, "")
+                .unwrap_or(IntegrationType::Custom),
+            webhook_url: self.webhook_url,
+            scopes: Scope::from_stored(&self.scopes),
+            active: self.active,
+            api_key: self.api_key,
+            expires_at: self.expires_at,
+            rate_limit_per_second: self
+                .rate_limit_per_second
+                .map_or(config.default_partner_rate_limit, |r| r.max(0) as u32),
+            daily_quota: self
+                .daily_quota
+                .map_or(config.default_partner_daily_quota, |q| q.max(0) as u64),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            last_used_at: self.last_used_at,
+        }
+    }
+}
+
+fn scope_names(scopes: &[Scope]) -> Vec<String> {
+    scopes.iter().map(|s| s.as_str().to_owned()).collect()
+}
+
+fn validate_expiry(expires_at: Option<DateTime<Utc>>, errors: &mut Vec<FieldError>) {
+    if let Some(t) = expires_at
+        && t <= Utc::now()
+    {
+        errors.push(FieldError::new(
+            "invalid_expiry",
+            "/expiresAt",
+            "expiresAt must be in the future",
+        ));
+    }
+}
+
+fn validate_rate(rate: Option<u32>, errors: &mut Vec<FieldError>) {
+    if rate.is_some_and(|r| r > MAX_RATE_LIMIT) {
+        errors.push(FieldError::new(
+            "invalid_rate_limit",
+            "/rateLimitPerSecond",
+            format!("rateLimitPerSecond must be 0 (unlimited) to {MAX_RATE_LIMIT}"),
+        ));
+    }
+}
+
+fn validate_quota(quota: Option<u64>, errors: &mut Vec<FieldError>) {
+    if quota.is_some_and(|q| q > MAX_DAILY_QUOTA) {
+        errors.push(FieldError::new(
+            "invalid_quota",
+            "/dailyQuota",
+            format!("dailyQuota must be 0 (unlimited) to {MAX_DAILY_QUOTA}"),
+        ));
+    }
+}
+
+fn validate_url(url: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let url = url?;
+    match portico_domain::network::parse_webhook_url(url, "/webhookUrl") {
+        Ok(parsed) => Some(parsed.to_string()),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
+fn issue() -> Result<IssuedCredentials, ApiError> {
+    credentials::generate().map_err(ApiError::internal)
+}
+
+async fn insert_credential(
+    tx: &mut Transaction<'_, Postgres>,
+    state: &AppState,
+    integration_id: Uuid,
+    issued: &IssuedCredentials,
+) -> Result<Uuid, ApiError> {
+    let id = portico_domain::ids::new_id();
+    sqlx::query(
+        "INSERT INTO integration_credentials (id, integration_id, api_key, secret_hash)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(integration_id)
+    .bind(&issued.api_key)
+    .bind(state.credentials().hash_secret(&issued.api_secret))
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+async fn fetch(state: &AppState, user_id: &str, id: Uuid) -> Result<Integration, ApiError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integrations i WHERE i.id = $1 AND i.user_id = $2"
+    )))
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(state.pool())
+    .await?;
+    row.map(|r| r.into_integration(state))
+        .ok_or(ApiError::NotFound("integration"))
+}
+
+/// Tells this replica and every other one to forget cached credentials of `id`. A
+/// failed broadcast is logged; the cache TTL bounds how long other replicas lag.
+async fn invalidate(state: &AppState, id: Uuid) {
+    state.credentials().evict(id);
+    let subject = state
+        .publisher()
+        .topology()
+        .invalidation_subject(INVALIDATION_TOPIC);
+    let sent = state
+        .nats()
+        .publish(subject, id.to_string().into())
+        .await
+        .map_err(|e| e.to_string());
+    let flushed = match sent {
+        Ok(()) => state.nats().flush().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    if let Err(err) = flushed {
+        tracing::warn!(%err, integration_id = %id, "credential invalidation not broadcast; other replicas catch up within the cache TTL");
+    }
+}
+
+/// Creates an integration and its first credentials.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    input: NewIntegration,
+) -> Result<WithCredentials, ApiError> {
+    caller.require_user_or_service()?;
+    let mut errors = Vec::new();
+    if let Err(e) = validate_name(&input.name, "/name") {
+        errors.push(e);
+    }
+    let integration_type = match IntegrationType::parse(&input.integration_type, "/type") {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let webhook_url = validate_url(input.webhook_url.as_deref(), &mut errors);
+    let scopes = match &input.scopes {
+        None => Scope::DEFAULT.to_vec(),
+        Some(names) => Scope::parse_list(names, "/scopes").unwrap_or_else(|e| {
+            errors.push(e);
+            Vec::new()
+        }),
+    };
+    validate_expiry(input.expires_at, &mut errors);
+    validate_rate(input.rate_limit_per_second, &mut errors);
+    validate_quota(input.daily_quota, &mut errors);
+    let Some(integration_type) = integration_type.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let config = state.config();
+    let rate = input
+        .rate_limit_per_second
+        .unwrap_or(config.default_partner_rate_limit);
+    let quota = input
+        .daily_quota
+        .unwrap_or(config.default_partner_daily_quota);
+    let id = portico_domain::ids::new_id();
+    let issued = issue()?;
+    let mut tx = state.pool().begin().await?;
+    sqlx::query(
+        "INSERT INTO integrations (id, user_id, name, integration_type, webhook_url, scopes,
+             expires_at, rate_limit_per_second, daily_quota)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(caller.user_id())
+    .bind(input.name.trim())
+    .bind(integration_type.as_str())
+    .bind(&webhook_url)
+    .bind(scope_names(&scopes))
+    .bind(input.expires_at)
+    .bind(i32::try_from(rate).unwrap_or(i32::MAX))
+    .bind(i32::try_from(quota).unwrap_or(i32::MAX))
+    .execute(&mut *tx)
+    .await?;
+    insert_credential(&mut tx, state, id, &issued).await?;
+    tx.commit().await?;
+    let integration = fetch(state, caller.user_id(), id).await?;
+    Ok(WithCredentials {
+        integration,
+        credentials: issued,
+        previous_expires_at: None,
+    })
+}
+
+/// Lists the caller's integrations, newest first, optionally of one type.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    integration_type: Option<&str>,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<(Vec<Integration>, Option<String>), ApiError> {
+    caller.require_user_or_service()?;
+    let page = PageRequest::parse(limit, cursor)?;
+    let integration_type = integration_type
+        .filter(|t| !t.is_empty())
+        .map(|t| IntegrationType::parse(t, "/type"))
+        .transpose()?;
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integrations i
+         WHERE i.user_id = $1
+           AND ($2::text IS NULL OR i.integration_type = $2)
+           AND ($3::timestamptz IS NULL OR (i.created_at, i.id) < ($3, $4))
+         ORDER BY i.created_at DESC, i.id DESC
+         LIMIT $5"
+    )))
+    .bind(caller.user_id())
+    .bind(integration_type.map(IntegrationType::as_str))
+    .bind(page.after.map(|c| c.created_at))
+    .bind(page.after.map(|c| c.id))
+    .bind(page.fetch_limit())
+    .fetch_all(state.pool())
+    .await?;
+    let (rows, next) = finish_page(rows, &page, |r| Cursor {
+        created_at: r.created_at,
+        id: r.id,
+    });
+    Ok((
+        rows.into_iter()
+            .map(|r| r.into_integration(state))
+            .collect(),
+        next,
+    ))
+}
+
+/// One of the caller's integrations.
+pub async fn get(state: &AppState, caller: &Caller, id: Uuid) -> Result<Integration, ApiError> {
+    caller.require_user_or_service()?;
+    fetch(state, caller.user_id(), id).await
+}
+
+/// Partially updates an integration; its cached credentials are invalidated on every
+/// replica so new scopes, limits, expiry or deactivation apply at once.
+pub async fn update(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    patch: IntegrationPatch,
+) -> Result<Integration, ApiError> {
+    caller.require_user_or_service()?;
+    let mut errors = Vec::new();
+    if let Some(name) = &patch.name
+        && let Err(e) = validate_name(name, "/name")
+    {
+        errors.push(e);
+    }
+    let integration_type = match patch.integration_type.as_deref() {
+        None => None,
+        Some(t) => match IntegrationType::parse(t, "/type") {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+    let webhook_url = match &patch.webhook_url {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(url)) => Some(validate_url(Some(url), &mut errors)),
+    };
+    let scopes = match &patch.scopes {
+        None => None,
+        Some(names) => match Scope::parse_list(names, "/scopes") {
+            Ok(s) => Some(scope_names(&s)),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+    if let Some(expiry) = patch.expires_at {
+        validate_expiry(expiry, &mut errors);
+    }
+    validate_rate(patch.rate_limit_per_second, &mut errors);
+    validate_quota(patch.daily_quota, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let updated: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE integrations SET
+             name = COALESCE($3, name),
+             integration_type = COALESCE($4, integration_type),
+             webhook_url = CASE WHEN $5 THEN $6 ELSE webhook_url END,
+             scopes = COALESCE($7, scopes),
+             active = COALESCE($8, active),
+             expires_at = CASE WHEN $9 THEN $10 ELSE expires_at END,
+             rate_limit_per_second = COALESCE($11, rate_limit_per_second),
+             daily_quota = COALESCE($12, daily_quota),
+             updated_at = now()
+         WHERE id = $1 AND user_id = $2
+         RETURNING id",
+    )
+    .bind(id)
+    .bind(caller.user_id())
+    .bind(patch.name.as_deref().map(str::trim))
+    .bind(integration_type.map(IntegrationType::as_str))
+    .bind(webhook_url.is_some())
+    .bind(webhook_url.flatten())
+    .bind(scopes)
+    .bind(patch.active)
+    .bind(patch.expires_at.is_some())
+    .bind(patch.expires_at.flatten())
+    .bind(
+        patch
+            .rate_limit_per_second
+            .map(|r| i32::try_from(r).unwrap_or(i32::MAX)),
+    )
+    .bind(
+        patch
+            .daily_quota
+            .map(|q| i32::try_from(q).unwrap_or(i32::MAX)),
+    )
+    .fetch_optional(state.pool())
+    .await?;
+    if updated.is_none() {
+        return Err(ApiError::NotFound("integration"));
+    }
+    invalidate(state, id).await;
+    fetch(state, caller.user_id(), id).await
+}
+
+/// Deletes an integration with its credentials and usage log; its credentials stop
+/// working at once on every replica.
+pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+    caller.require_user_or_service()?;
+    let deleted = sqlx::query("DELETE FROM integrations WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(caller.user_id())
+        .execute(state.pool())
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(ApiError::NotFound("integration"));
+    }
+    state.credentials().forget_integration(id);
+    invalidate(state, id).await;
+    Ok(())
+}
+
+/// Issues new credentials. The new secret works at once; the previous ones keep
+/// working for `grace_seconds` (the configured default when `None`; 0 revokes them
+/// at once). The owner is told with an `integration.credentials_rotated` event,
+/// enqueued in the same transaction so the rotation and its event cannot diverge.
+pub async fn regenerate(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    grace_seconds: Option<u32>,
+) -> Result<WithCredentials, ApiError> {
+    caller.require_user_or_service()?;
+    let grace = grace_seconds.unwrap_or(state.config().credential_grace_seconds);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::field(
+            "invalid_grace_period",
+            "/gracePeriodSeconds",
+            format!("gracePeriodSeconds must be 0 (revoke at once) to {MAX_GRACE_SECONDS}"),
+        ));
+    }
+    let issued = issue()?;
+    let mut tx = state.pool().begin().await?;
+    // Locks the integration: concurrent regenerations of one integration serialize.
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE integrations SET updated_at = now() WHERE id = $1 AND user_id = $2 RETURNING id",
+    )
+    .bind(id)
+    .bind(caller.user_id())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if found.is_none() {
+        return Err(ApiError::NotFound("integration"));
+    }
+    sqlx::query(
+        "DELETE FROM integration_credentials
+         WHERE integration_id = $1
+           AND (revoked_at < now() - make_interval(days => $2::int)
+                OR expires_at < now() - make_interval(days => $2::int))",
+    )
+    .bind(id)
+    .bind(KEEP_RETIRED_DAYS as i32)
+    .execute(&mut *tx)
+    .await?;
+    let previous_expires_at: Option<DateTime<Utc>> = if grace == 0 {
+        sqlx::query(
+            "UPDATE integration_credentials SET revoked_at = now()
+             WHERE integration_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        None
+    } else {
+        let until = Utc::now() + Duration::seconds(i64::from(grace));
+        sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            "WITH retired AS (
+                 UPDATE integration_credentials
+                 SET expires_at = LEAST(COALESCE(expires_at, 'infinity'::timestamptz), $2)
+                 WHERE integration_id = $1 AND revoked_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > now())
+                 RETURNING expires_at)
+             SELECT max(expires_at) FROM retired",
+        )
+        .bind(id)
+        .bind(until)
+        .fetch_one(&mut *tx)
+        .await?
+    };
+    insert_credential(&mut tx, state, id, &issued).await?;
+    let data = serde_json::json!({
+        "integrationId": id,
+        "apiKey": issued.api_key,
+        "previousExpiresAt": previous_expires_at,
+    });
+    let idempotency_key = format!("{ROTATED_EVENT}:{}", issued.api_key);
+    let job = Job::EventDispatchV1(EventDispatch {
+        event_id: portico_domain::ids::event_id(caller.user_id(), &idempotency_key),
+        user_id: caller.user_id().to_owned(),
+        event_type: ROTATED_EVENT.to_owned(),
+        data: serde_json::value::to_raw_value(&data).map_err(ApiError::internal)?,
+        idempotency_key,
+        ordering_key: None,
+        accepted_at: Utc::now(),
+        only_webhook_id: None,
+    });
+    portico_queue::outbox::enqueue(&mut tx, state.publisher().topology(), &job).await?;
+    tx.commit().await?;
+    portico_queue::failpoint::hit("integrations.regenerate.after_commit");
+    state.outbox().notify();
+    invalidate(state, id).await;
+    let integration = fetch(state, caller.user_id(), id).await?;
+    Ok(WithCredentials {
+        integration,
+        credentials: issued,
+        previous_expires_at,
+    })
+}
+
+/// Checks a key and secret for a user or service. Wrong, expired, revoked, malformed
+/// and other users' credentials all answer `valid: false`, never an error, so the
+/// endpoint cannot be used to probe other users' integrations.
+pub async fn verify(
+    state: &AppState,
+    caller: &Caller,
+    api_key: &str,
+    api_secret: &str,
+) -> Result<Verification, ApiError> {
+    caller.require_user_or_service()?;
+    let mut errors = Vec::new();
+    for (value, path) in [(api_key, "/apiKey"), (api_secret, "/apiSecret")] {
+        if value.is_empty() {
+            errors.push(FieldError::new(
+                "missing_field",
+                path,
+                format!("{} is required", &path[1..]),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    match state.credentials().check(api_key, api_secret).await {
+        Ok(Ok(c)) if c.user_id == caller.user_id() => Ok(Verification {
+            valid: true,
+            integration_id: Some(c.integration_id),
+            scopes: c.scopes.clone(),
+        }),
+        Ok(_) | Err(ApiError::Unauthenticated(_)) => Ok(Verification::default()),
+        Err(other) => Err(other),
+    }
+}
+
+/// The integration whose credentials the calling partner presented, with its usage
+/// totals since 00:00 UTC (the day its quota counts).
+pub async fn current(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<(Integration, UsageTotals), ApiError> {
+    let Caller::Partner(partner) = caller else {
+        return Err(ApiError::Forbidden(
+            "this route is for partners (HTTP Basic with an integration's credentials); users read /api/integrations/{id}".into(),
+        ));
+    };
+    let integration = fetch(state, &partner.user_id, partner.integration_id).await?;
+    let midnight = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc());
+    let totals = usage_totals(state, partner.integration_id, midnight, None).await?;
+    Ok((integration, totals))
+}
+
+/// The calling partner's own usage. Needs a read scope: a write-only integration
+/// reads nothing, its own activity included.
+pub async fn current_usage(
+    state: &AppState,
+    caller: &Caller,
+    query: UsageQuery,
+) -> Result<UsagePage, ApiError> {
+    let Caller::Partner(partner) = caller else {
+        return Err(ApiError::Forbidden(
+            "this route is for partners; users read /api/integrations/{id}/usage".into(),
+        ));
+    };
+    if !partner.scopes.iter().any(|s| s.is_read()) {
+        return Err(ApiError::Forbidden(
+            "the integration's credentials hold no read scope (bulk_orders:read, webhooks:read or orders:read)".into(),
+        ));
+    }
+    read_usage(state, partner.integration_id, query).await
+}
+
+/// The usage log of one of the caller's integrations: a page of entries, newest
+/// first, and totals over the whole range.
+pub async fn usage(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    query: UsageQuery,
+) -> Result<UsagePage, ApiError> {
+    caller.require_user_or_service()?;
+    let owned: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM integrations WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(caller.user_id())
+            .fetch_optional(state.pool())
+            .await?;
+    if owned.is_none() {
+        return Err(ApiError::NotFound("integration"));
+    }
+    read_usage(state, id, query).await
+}
+
+async fn read_usage(
+    state: &AppState,
+    integration_id: Uuid,
+    query: UsageQuery,
+) -> Result<UsagePage, ApiError> {
+    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    if let (Some(from), Some(to)) = (query.from, query.to)
+        && from >= to
+    {
+        return Err(ApiError::field(
+            "invalid_range",
+            "/from",
+            "from must be before to",
+        ));
+    }
+    let after_id = page
+        .after
+        .map(|c| i64::try_from(c.id.as_u64_pair().1).unwrap_or(i64::MAX));
+    let entries: Vec<UsageRecord> = sqlx::query_as(
+        "SELECT id, method, route, status, latency_us, client_ip, occurred_at
+         FROM integration_usage_logs
+         WHERE integration_id = $1
+           AND ($2::timestamptz IS NULL OR occurred_at >= $2)
+           AND ($3::timestamptz IS NULL OR occurred_at < $3)
+           AND ($4::timestamptz IS NULL OR (occurred_at, id) < ($4, $5))
+         ORDER BY occurred_at DESC, id DESC
+         LIMIT $6",
+    )
+    .bind(integration_id)
+    .bind(query.from)
+    .bind(query.to)
+    .bind(page.after.map(|c| c.created_at))
+    .bind(after_id)
+    .bind(page.fetch_limit())
+    .fetch_all(state.pool())
+    .await?;
+    let (entries, next_cursor) = finish_page(entries, &page, |e| Cursor {
+        created_at: e.occurred_at,
+        id: Uuid::from_u64_pair(0, u64::try_from(e.id).unwrap_or(0)),
+    });
+    let totals = usage_totals(state, integration_id, query.from, query.to).await?;
+    Ok(UsagePage {
+        entries,
+        next_cursor,
+        totals,
+    })
+}
+
+/// Totals over a time range, in one grouped scan: overall, by status, by route.
+async fn usage_totals(
+    state: &AppState,
+    integration_id: Uuid,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<UsageTotals, ApiError> {
+    /// (status, method, route, count); the grouped-away columns are NULL.
+    type Group = (Option<i32>, Option<String>, Option<String>, i64);
+    let groups: Vec<Group> = sqlx::query_as(
+        "SELECT status, method, route, count(*)
+         FROM integration_usage_logs
+         WHERE integration_id = $1
+           AND ($2::timestamptz IS NULL OR occurred_at >= $2)
+           AND ($3::timestamptz IS NULL OR occurred_at < $3)
+         GROUP BY GROUPING SETS ((status), (method, route), ())",
+    )
+    .bind(integration_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(state.pool())
+    .await?;
+    let mut totals = UsageTotals::default();
+    for (status, method, route, count) in groups {
+        let count = u64::try_from(count).unwrap_or(0);
+        match (status, method, route) {
+            (Some(status), _, _) => {
+                totals.by_status.insert(status.to_string(), count);
+            }
+            (None, Some(method), Some(route)) => {
+                totals.by_route.insert(format!("{method} {route}"), count);
+            }
+            _ => totals.total = count,
+        }
+    }
+    Ok(totals)
+}

@@ -1,0 +1,82 @@
+//! Per-call plumbing for gRPC, the twin of `rest::middleware`: a span whose parent is
+//! the caller's `traceparent` metadata, and rate/errors/duration metrics per method.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+/// Wraps every gRPC call in a span and records its metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ObserveLayer;
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe { inner }
+    }
+}
+
+/// The service [`ObserveLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Observe<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let span = tracing::info_span!(
+            "grpc_request",
+            otel.name = %method,
+            rpc.system = "grpc",
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        portico_telemetry::propagation::set_parent_from_http(&span, request.headers());
+        // The clone that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let started = Instant::now();
+        Box::pin(async move {
+            let result = inner.call(request).instrument(span.clone()).await;
+            // Unary errors are trailers-only responses: grpc-status sits in the headers.
+            // A success carries it in the trailers, so its absence here means OK.
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map(tonic::Code::from_i32)
+                    .unwrap_or(tonic::Code::Ok),
+                Err(_) => tonic::Code::Unavailable,
+            };
+            span.record("rpc.grpc.status_code", code as i32);
+            let code_name = format!("{code:?}");
+            metrics::counter!(portico_telemetry::metrics::GRPC_REQUESTS,
+                "method" => method.clone(), "code" => code_name)
+            .increment(1);
+            metrics::histogram!(portico_telemetry::metrics::GRPC_DURATION, "method" => method)
+                .record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
