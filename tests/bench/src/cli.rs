@@ -84,8 +84,8 @@ pub struct Cli {
     /// Print one JSON document instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Runtime threads of the sink.
-    #[arg(long, global = true, default_value_t = 2)]
+    /// Runtime threads of the sink (1: a current-thread runtime, the cheapest).
+    #[arg(long, global = true, default_value_t = 1)]
     pub sink_threads: usize,
     /// Filler bytes in each event's data (realistic body sizes).
     #[arg(long, global = true, default_value_t = 128)]
@@ -113,6 +113,10 @@ pub struct Cli {
     #[command(subcommand)]
     pub scenario: Scenario,
 }
+
+/// The credentials scenario's default route: partners are refused right after
+/// authentication, so its time is verification and HTTP only.
+const DEFAULT_PARTNER_ROUTE: &str = "/api/integrations";
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
@@ -169,9 +173,14 @@ pub enum Scenario {
         /// Requests per second.
         #[arg(long, default_value_t = 10_000.0)]
         rate: f64,
-        /// The partner route to call (GET).
-        #[arg(long, default_value = "/api/integrations/me")]
+        /// The partner route to call (GET). The default answers 403 to a partner right
+        /// after authenticating it: verification cost and nothing else.
+        #[arg(long, default_value = "/api/integrations")]
         route: String,
+        /// The status a successful call answers (default: 403 for the default route,
+        /// any 2xx for another).
+        #[arg(long)]
+        expect_status: Option<u16>,
         /// Integration type on create.
         #[arg(long, default_value = "custom")]
         integration_type: String,
@@ -228,12 +237,19 @@ impl Cli {
         }
     }
 
-    fn credentials_args(&self, rate: f64, route: &str, kind: &str) -> CredentialsArgs {
+    fn credentials_args(
+        &self,
+        rate: f64,
+        route: &str,
+        expect_status: Option<u16>,
+        kind: &str,
+    ) -> CredentialsArgs {
         CredentialsArgs {
             rate,
             duration: self.duration.unwrap_or(20.0),
             concurrency: self.concurrency.unwrap_or(64),
             route: route.to_owned(),
+            expect_status: expect_status.or((route == DEFAULT_PARTNER_ROUTE).then_some(403)),
             integration_type: kind.to_owned(),
         }
     }
@@ -308,15 +324,12 @@ async fn run_scenario(bench: &mut Bench, cli: &Cli, out: &mut Vec<Report>) -> an
         Scenario::Credentials {
             rate,
             route,
+            expect_status,
             integration_type,
-        } => emit(
-            json,
-            out,
-            vec![
-                credentials::run(bench, cli.credentials_args(*rate, route, integration_type))
-                    .await?,
-            ],
-        ),
+        } => {
+            let args = cli.credentials_args(*rate, route, *expect_status, integration_type);
+            emit(json, out, vec![credentials::run(bench, args).await?]);
+        }
         Scenario::Gateway { rate } => emit(
             json,
             out,
@@ -393,7 +406,7 @@ async fn run_scenario(bench: &mut Bench, cli: &Cli, out: &mut Vec<Report>) -> an
             emit(json, out, r);
             let r = credentials::run(
                 bench,
-                cli.credentials_args(10_000.0, "/api/integrations/me", "custom"),
+                cli.credentials_args(10_000.0, DEFAULT_PARTNER_ROUTE, None, "custom"),
             )
             .await
             .unwrap_or_else(|e| failed("credentials", e));

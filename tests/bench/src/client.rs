@@ -310,12 +310,14 @@ pub async fn closed_loop(
 /// Open loop: operation `i` is due at `start + i / rate`, for `duration`; `workers`
 /// connections share the schedule (worker `k` sends operations `k`, `k + workers`, ...),
 /// so a slow answer makes the next requests late, and that lateness is measured
-/// (`lag`, and `response` from the scheduled time) instead of hidden.
+/// (`lag`, and `response` from the scheduled time) instead of hidden. An answer counts
+/// as success when it is 2xx, or exactly `expect` when given.
 pub async fn open_loop(
     target: &Target,
     rate: f64,
     duration: Duration,
     workers: usize,
+    expect: Option<u16>,
     make: MakeRequest,
 ) -> LoadStats {
     let total = (rate * duration.as_secs_f64()).round() as u64;
@@ -346,7 +348,7 @@ pub async fn open_loop(
                     .lag
                     .record(sent.saturating_duration_since(due).as_nanos() as u64);
                 match conn.send(make(op)).await {
-                    Ok((s, _)) if s.is_success() => {
+                    Ok((s, _)) if expect.map_or(s.is_success(), |e| s.as_u16() == e) => {
                         let done = tokio::time::Instant::now();
                         stats.service.record((done - sent).as_nanos() as u64);
                         stats

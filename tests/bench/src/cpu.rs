@@ -21,8 +21,12 @@ pub enum Owner {
     Dispatcher,
     /// `portico-batch-processor`.
     BatchProcessor,
-    /// PostgreSQL server processes.
+    /// PostgreSQL backends serving this run's databases (all backends when the
+    /// bench did not start the system and cannot tell Portico's database apart).
     Postgres,
+    /// PostgreSQL's background processes (WAL writer, checkpointer, autovacuum, ...),
+    /// shared by every database on the server.
+    PostgresBackground,
     /// `nats-server`.
     Nats,
     /// This bench process, without its sink threads.
@@ -40,20 +44,47 @@ impl Owner {
             Owner::Gateway => "gateway",
             Owner::Dispatcher => "webhook-dispatcher",
             Owner::BatchProcessor => "batch-processor",
-            Owner::Postgres => "postgres",
+            Owner::Postgres => "postgres (this run)",
+            Owner::PostgresBackground => "postgres background",
             Owner::Nats => "nats-server",
             Owner::BenchLoad => "bench load",
             Owner::BenchSink => "bench sink",
-            Owner::Other => "other processes",
+            Owner::Other => "other (neighbours)",
         }
     }
 }
 
-/// Which pids are Portico's services (known when the bench started them).
+/// Which pids are Portico's services (known when the bench started them), and how to
+/// tell this run's PostgreSQL backends from a neighbour's.
 #[derive(Debug, Clone, Default)]
 pub struct Pids {
     /// pid -> service.
     pub services: HashMap<u32, Owner>,
+    /// A backend whose process title names a database containing this text serves
+    /// this run; `None` counts every backend as this run's.
+    pub database_marker: Option<String>,
+}
+
+/// Who a `postgres` process works for, from its process title
+/// (`postgres: <user> <database> <host> <state>` for a backend).
+fn postgres_owner(pid: &str, marker: Option<&str>) -> Owner {
+    let title = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default();
+    let words: Vec<&str> = title.split_whitespace().collect();
+    // A backend's title: "postgres: [cluster:] user database host(port) state"; the
+    // database is the word before the client address.
+    let database = words
+        .iter()
+        .position(|w| w.contains('(') || *w == "[local]")
+        .filter(|i| *i >= 2 && words[0] == "postgres:")
+        .map(|i| words[i - 1]);
+    match (database, marker) {
+        (None, _) => Owner::PostgresBackground,
+        (Some(_), None) => Owner::Postgres,
+        (Some(db), Some(m)) if db.contains(m) => Owner::Postgres,
+        (Some(_), Some(_)) => Owner::Other,
+    }
 }
 
 /// CPU counters at one instant.
@@ -76,10 +107,12 @@ fn read_proc_stat(pid: &str) -> Option<(String, u64)> {
     let comm = text[open + 1..close].to_owned();
     let rest: Vec<&str> = text[close + 2..].split(' ').collect();
     // After the comm: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
-    // Children's time counts too: PostgreSQL backends that end inside the window are
-    // reaped by the postmaster and show up in its cutime/cstime.
+    // For PostgreSQL, children's time counts too: backends that end inside the window
+    // are reaped by the postmaster and show up in its cutime/cstime. (Not for other
+    // processes: a shell reaping a long compiler run would swamp the window.)
+    let last = if comm == "postgres" { 14 } else { 12 };
     let mut ticks = 0;
-    for field in 11..=14 {
+    for field in 11..=last {
         ticks += rest.get(field)?.parse::<i64>().ok()?.max(0) as u64;
     }
     Some((comm, ticks))
@@ -141,7 +174,7 @@ impl Snapshot {
                 } else if pids.services.is_empty() && comm.starts_with("portico-batch") {
                     Owner::BatchProcessor
                 } else if comm == "postgres" || comm == "postmaster" {
-                    Owner::Postgres
+                    postgres_owner(name, pids.database_marker.as_deref())
                 } else if comm == "nats-server" {
                     Owner::Nats
                 } else {
@@ -194,6 +227,17 @@ impl Usage {
             *load = (*load - sink).max(0.0);
             by.insert(Owner::BenchSink, sink);
         }
+        // Processes that ended inside the window (a neighbour's compiler, say) are
+        // missing from the end snapshot; the machine's busy time still has them, so
+        // "other" is whatever busy time no known owner accounts for.
+        let busy_secs = end.machine_busy.saturating_sub(start.machine_busy) as f64 / TICKS_PER_SEC;
+        let known: f64 = by
+            .iter()
+            .filter(|(o, _)| **o != Owner::Other)
+            .map(|(_, s)| *s)
+            .sum();
+        let other = by.entry(Owner::Other).or_default();
+        *other = other.max(busy_secs - known).max(0.0);
         let mut by_owner: Vec<(Owner, f64)> = by.into_iter().collect();
         by_owner.sort_by_key(|(o, _)| *o);
         let total = end.machine_total.saturating_sub(start.machine_total).max(1);

@@ -241,12 +241,20 @@ impl Sink {
                 }
             }
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("bench-sink")
-            .on_thread_start(record_tid.clone())
-            .enable_all()
-            .build()?;
+        // One thread: a current-thread runtime (no work stealing, no cross-thread
+        // wake-ups: the cheapest per request); more: a multi-thread one.
+        let runtime = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("bench-sink")
+                .on_thread_start(record_tid.clone())
+                .enable_all()
+                .build()?
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve_state = state.clone();
         let join = std::thread::Builder::new()

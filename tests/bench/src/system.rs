@@ -294,6 +294,9 @@ impl System {
                 .iter()
                 .map(|s| (s.pid, s.kind.owner()))
                 .collect(),
+            // Started here: this run's databases carry the run id in their name.
+            // Otherwise Portico's database is unknown and every backend counts.
+            database_marker: self.db_name.as_ref().map(|_| self.run_id.clone()),
         }
     }
 

@@ -46,6 +46,7 @@ pub async fn run(bench: &mut Bench, args: GatewayArgs) -> anyhow::Result<Report>
         args.rate,
         Duration::from_secs_f64(args.duration),
         args.concurrency,
+        None,
         Arc::new(move |i| {
             template.build(Bytes::from(format!(
                 r#"{{"url":"{sink_url}?n={i}","events":["bench.gateway"],"description":"portico-bench gateway {i}"}}"#

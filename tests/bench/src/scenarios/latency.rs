@@ -66,6 +66,7 @@ pub async fn run(bench: &mut Bench, args: LatencyArgs) -> anyhow::Result<Report>
         args.rate,
         Duration::from_secs_f64(args.duration),
         args.concurrency,
+        None,
         Arc::new(move |seq| template.build(Bytes::from(event_json(seq, &run_tag, &pad)))),
     )
     .await;

@@ -75,6 +75,7 @@ pub async fn run(bench: &mut Bench, args: RssArgs) -> anyhow::Result<Report> {
                 rate,
                 Duration::from_secs_f64(duration),
                 conns,
+                None,
                 Arc::new(move |seq| template.build(Bytes::from(event_json(seq, &run_tag, &pad)))),
             )
             .await
