@@ -1,11 +1,386 @@
-//! Processing one bulk-order batch.
+//! Processing one bulk-order batch: claim it, work through its unprocessed chunks, and
+//! finish it, all idempotently, so a job delivered twice (a redelivery after a crash, or
+//! two replicas at once) never does anything twice.
+//!
+//! - **Claim**: `pending → processing` (a batch already `processing` is resumed; a
+//!   finished one means the job is a redelivery and is acked without work).
+//! - **Chunks**: each in its own transaction ([`crate::chunks`]), several at a time
+//!   (their order inserts take turns in input order, see [`crate::chunks::InsertTurn`]);
+//!   between chunks the job's ack timer is reset (`keep_alive`) and the cancel flag,
+//!   read in each chunk's transaction, is honoured: chunks in flight finish, the rest
+//!   is reported `unprocessed`.
+//! - **Finish**: the final status follows from the counts; it is written together with
+//!   the `bulk_order.completed` event, in one transaction, only by the first finisher.
+//!
+//! A batch that keeps failing for a reason other than an outage (after
+//! [`GIVE_UP_AFTER_DELIVERIES`]) is finished as `failed` with its remaining orders
+//! `unprocessed`, rather than being redelivered forever.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use portico_domain::bulk_orders::BatchStatus;
+use portico_queue::Topology;
 use portico_queue::consumer::{JobMessage, Outcome};
+use portico_queue::outbox::OutboxSignal;
+use portico_storage::batch_columns;
+use portico_storage::bulk_orders::BatchRow;
 use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::chunks::{ChunkOutcome, InsertTurn, process_chunk};
+use crate::events;
+
+/// After this many deliveries of one batch's job ending in an error, the batch is
+/// finished as `failed` instead of being retried again.
+pub const GIVE_UP_AFTER_DELIVERIES: i64 = 10;
+
+/// Everything processing needs, shared by every batch task of this replica.
+pub struct Processor {
+    /// PostgreSQL.
+    pub pool: PgPool,
+    /// Where outbox jobs (events) are published.
+    pub topology: Topology,
+    /// Wakes this replica's outbox relay after a commit that enqueued events.
+    pub outbox: OutboxSignal,
+    /// Chunks of one batch processed at the same time.
+    pub chunk_concurrency: usize,
+}
+
+/// The batch being processed, as the chunks need it.
+#[derive(Debug, Clone)]
+pub struct BatchRef {
+    /// The batch.
+    pub id: Uuid,
+    /// Its owner; every order is created for this user.
+    pub user_id: String,
+    /// The integration that submitted it, recorded on every order.
+    pub integration_id: Option<Uuid>,
+}
+
+/// Why processing stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// PostgreSQL failed (transient: the batch resumes on redelivery).
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Enqueueing events failed.
+    #[error("outbox: {0}")]
+    Queue(#[from] portico_queue::QueueError),
+    /// A stored chunk is not a JSON array (cannot happen with JSONB; kept typed).
+    #[error("corrupt chunk: {0}")]
+    Corrupt(String),
+    /// A value could not be encoded as JSON.
+    #[error("encoding: {0}")]
+    Encoding(String),
+}
+
+impl ProcessError {
+    /// Wraps a JSON encoding error.
+    pub fn encoding(err: serde_json::Error) -> Self {
+        ProcessError::Encoding(err.to_string())
+    }
+}
+
+/// Counts the batches this replica is working on while it exists.
+struct InProgress;
+
+impl InProgress {
+    fn start() -> Self {
+        metrics::gauge!(portico_telemetry::metrics::BATCHES_IN_PROGRESS).increment(1.0);
+        InProgress
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        metrics::gauge!(portico_telemetry::metrics::BATCHES_IN_PROGRESS).decrement(1.0);
+    }
+}
+
+/// How the chunk loop ended.
+enum Stop {
+    /// Every chunk is processed.
+    Done,
+    /// The owner cancelled.
+    Cancelled,
+    /// This replica is shutting down; another delivery resumes the batch.
+    ShuttingDown,
+}
+
 /// Processes the batch `batch_id` and returns what to do with its job.
-pub async fn process(_pool: &PgPool, batch_id: Uuid, _message: &JobMessage) -> Outcome {
-    tracing::error!(%batch_id, "bulk-order processing is not implemented yet");
-    Outcome::RetryAfter(std::time::Duration::from_secs(60))
+pub async fn process(
+    processor: &Arc<Processor>,
+    batch_id: Uuid,
+    message: &JobMessage,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    match run(processor, batch_id, message, shutdown).await {
+        Ok(outcome) => outcome,
+        Err(err) if message.delivered >= GIVE_UP_AFTER_DELIVERIES => {
+            tracing::error!(%batch_id, %err, delivered = message.delivered,
+                "batch keeps failing; finishing it as failed");
+            match finish_unprocessed(processor, batch_id, BatchStatus::Failed).await {
+                Ok(()) => Outcome::Done,
+                Err(err) => {
+                    tracing::error!(%batch_id, %err, "could not mark the batch failed; will retry");
+                    Outcome::RetryAfter(message.backoff())
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%batch_id, %err, delivered = message.delivered,
+                "batch processing failed; it resumes on redelivery");
+            Outcome::RetryAfter(message.backoff())
+        }
+    }
+}
+
+async fn run(
+    processor: &Arc<Processor>,
+    batch_id: Uuid,
+    message: &JobMessage,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, ProcessError> {
+    let claimed: Option<(String, Option<Uuid>, bool)> = sqlx::query_as(
+        "UPDATE bulk_order_batches
+         SET status = 'processing', started_at = COALESCE(started_at, now()), updated_at = now()
+         WHERE id = $1 AND status IN ('pending', 'processing')
+         RETURNING user_id, integration_id, cancel_requested",
+    )
+    .bind(batch_id)
+    .fetch_optional(&processor.pool)
+    .await?;
+    let Some((user_id, integration_id, cancel_requested)) = claimed else {
+        tracing::info!(%batch_id, "batch already finished or gone; acking the redelivered job");
+        return Ok(Outcome::Done);
+    };
+    let _in_progress = InProgress::start();
+    let batch = Arc::new(BatchRef {
+        id: batch_id,
+        user_id,
+        integration_id,
+    });
+    let started = std::time::Instant::now();
+
+    let stop = if cancel_requested {
+        Stop::Cancelled
+    } else {
+        let chunks: Vec<i32> = sqlx::query_scalar(
+            "SELECT chunk_index FROM bulk_order_batch_chunks
+             WHERE batch_id = $1 AND NOT processed ORDER BY chunk_index",
+        )
+        .bind(batch_id)
+        .fetch_all(&processor.pool)
+        .await?;
+        run_chunks(processor, &batch, chunks, message, shutdown).await?
+    };
+    match stop {
+        Stop::ShuttingDown => {
+            tracing::info!(%batch_id, "stopping between chunks for shutdown; the batch resumes elsewhere");
+            Ok(Outcome::RetryAfter(Duration::from_millis(100)))
+        }
+        Stop::Cancelled => {
+            finish_unprocessed(processor, batch_id, BatchStatus::Cancelled).await?;
+            tracing::info!(%batch_id, "batch cancelled");
+            Ok(Outcome::Done)
+        }
+        Stop::Done => {
+            finish(processor, batch_id).await?;
+            tracing::info!(%batch_id, elapsed_ms = started.elapsed().as_millis() as u64, "batch finished");
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+/// Processes `chunks` in order with up to `chunk_concurrency` transactions in flight.
+/// Stops launching new chunks on cancel, shutdown or error; chunks in flight finish.
+async fn run_chunks(
+    processor: &Arc<Processor>,
+    batch: &Arc<BatchRef>,
+    chunks: Vec<i32>,
+    message: &JobMessage,
+    shutdown: &CancellationToken,
+) -> Result<Stop, ProcessError> {
+    let mut pending = chunks.into_iter();
+    let mut in_flight = JoinSet::new();
+    let mut previous_inserted: Option<tokio::sync::oneshot::Receiver<()>> = None;
+    let mut stop = Stop::Done;
+    let mut failure: Option<ProcessError> = None;
+    let limit = processor.chunk_concurrency.max(1);
+    loop {
+        while matches!(stop, Stop::Done) && failure.is_none() && in_flight.len() < limit {
+            if shutdown.is_cancelled() {
+                stop = Stop::ShuttingDown;
+                break;
+            }
+            let Some(chunk) = pending.next() else { break };
+            let processor = Arc::clone(processor);
+            let batch = Arc::clone(batch);
+            let (done, inserted) = tokio::sync::oneshot::channel();
+            let turn = InsertTurn {
+                wait: previous_inserted.replace(inserted),
+                done,
+            };
+            in_flight.spawn(async move { process_chunk(&processor, &batch, chunk, turn).await });
+        }
+        let Some(joined) = in_flight.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok(Ok(ChunkOutcome::Committed {
+                cancel_requested, ..
+            })) => {
+                if cancel_requested && matches!(stop, Stop::Done) {
+                    stop = Stop::Cancelled;
+                }
+            }
+            Ok(Ok(ChunkOutcome::AlreadyProcessed)) => {}
+            Ok(Err(err)) => {
+                failure.get_or_insert(err);
+            }
+            Err(join) => {
+                failure.get_or_insert(ProcessError::Corrupt(format!("chunk task: {join}")));
+            }
+        }
+        if let Err(err) = message.keep_alive().await {
+            tracing::debug!(%err, "keep-alive failed; the job may be redelivered and resumed");
+        }
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(stop),
+    }
+}
+
+/// Writes the final status (from the counts) and the completion event, once.
+async fn finish(processor: &Processor, batch_id: Uuid) -> Result<(), ProcessError> {
+    let mut tx = processor.pool.begin().await?;
+    let remaining: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM bulk_order_batch_chunks WHERE batch_id = $1 AND NOT processed",
+    )
+    .bind(batch_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if remaining > 0 {
+        // Another replica still holds a chunk; it (or a redelivery) finishes the batch.
+        return Err(ProcessError::Corrupt(format!(
+            "{remaining} chunks still unprocessed at finish"
+        )));
+    }
+    let row: Option<BatchRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        batch_columns!(),
+        " FROM bulk_order_batches WHERE id = $1 AND status = 'processing' FOR UPDATE"
+    ))
+    .bind(batch_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let status = BatchStatus::finished(&row.counts());
+    if row.processed + row.unprocessed != row.total {
+        tracing::error!(%batch_id, total = row.total, processed = row.processed,
+            unprocessed = row.unprocessed, "batch counts do not add up");
+    }
+    complete(processor, tx, batch_id, status).await
+}
+
+/// Reports every order not yet processed as `unprocessed` and finishes the batch with
+/// `status` (cancelled, or failed when giving up). The remaining chunks are locked
+/// first (the same order chunk transactions lock in: chunk, then batch), so a chunk
+/// in flight elsewhere finishes before this looks at it.
+pub async fn finish_unprocessed(
+    processor: &Processor,
+    batch_id: Uuid,
+    status: BatchStatus,
+) -> Result<(), ProcessError> {
+    let mut tx = processor.pool.begin().await?;
+    let chunks: Vec<i32> = sqlx::query_scalar(
+        "SELECT chunk_index FROM bulk_order_batch_chunks
+         WHERE batch_id = $1 AND NOT processed ORDER BY chunk_index FOR UPDATE",
+    )
+    .bind(batch_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let row: Option<BatchRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        batch_columns!(),
+        " FROM bulk_order_batches WHERE id = $1 AND status IN ('pending', 'processing') FOR UPDATE"
+    ))
+    .bind(batch_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    if chunks.is_empty() {
+        // Everything was processed before the cancel (or the failure) took effect:
+        // the batch ends as its results say.
+        let status = BatchStatus::finished(&row.counts());
+        return complete(processor, tx, batch_id, status).await;
+    }
+    let written = sqlx::query(
+        "INSERT INTO bulk_order_results (batch_id, order_index, client_order_ref, status)
+         SELECT c.batch_id, c.first_index + (e.ord::int - 1),
+                CASE WHEN jsonb_typeof(e.value -> 'clientOrderRef') = 'string'
+                     THEN left(e.value ->> 'clientOrderRef', 100) END,
+                'unprocessed'
+         FROM bulk_order_batch_chunks c
+         CROSS JOIN LATERAL jsonb_array_elements(c.orders) WITH ORDINALITY AS e(value, ord)
+         WHERE c.batch_id = $1 AND c.chunk_index = ANY($2)
+         ON CONFLICT (batch_id, order_index) DO NOTHING",
+    )
+    .bind(batch_id)
+    .bind(&chunks)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "UPDATE bulk_order_batch_chunks SET processed = true
+         WHERE batch_id = $1 AND chunk_index = ANY($2)",
+    )
+    .bind(batch_id)
+    .bind(&chunks)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE bulk_order_batches SET unprocessed = unprocessed + $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(batch_id)
+    .bind(written as i32)
+    .execute(&mut *tx)
+    .await?;
+    if written > 0 {
+        metrics::counter!(portico_telemetry::metrics::BATCH_ORDERS, "outcome" => "unprocessed")
+            .increment(written);
+    }
+    complete(processor, tx, batch_id, status).await
+}
+
+/// Sets the final status and enqueues `bulk_order.completed` in the caller's
+/// transaction, then commits.
+async fn complete(
+    processor: &Processor,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    batch_id: Uuid,
+    status: BatchStatus,
+) -> Result<(), ProcessError> {
+    let row: BatchRow = sqlx::query_as(concat!(
+        "UPDATE bulk_order_batches SET status = $2, completed_at = now(), updated_at = now()
+         WHERE id = $1 RETURNING ",
+        batch_columns!()
+    ))
+    .bind(batch_id)
+    .bind(status.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let job = events::batch_completed(&row).map_err(ProcessError::encoding)?;
+    portico_queue::outbox::enqueue(&mut tx, &processor.topology, &job).await?;
+    tx.commit().await?;
+    processor.outbox.notify();
+    Ok(())
 }

@@ -23,4 +23,14 @@ pub struct ProcessorConfig {
     /// Batches processed at the same time by this replica.
     #[arg(long, env = "PORTICO_BATCH_CONCURRENCY", default_value_t = 2)]
     pub batch_concurrency: usize,
+
+    // Bulk orders.
+    /// Chunks (1,000 orders each) of one batch processed at the same time, each in its
+    /// own transaction.
+    #[arg(long, env = "PORTICO_CHUNK_CONCURRENCY", default_value_t = 2)]
+    pub chunk_concurrency: usize,
+
+    /// How often expired batches and their results are deleted, in seconds.
+    #[arg(long, env = "PORTICO_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
+    pub retention_interval_secs: u64,
 }

@@ -3,25 +3,37 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment.
-//! - [`batches`]: processing one batch.
+//! - [`batches`]: processing one batch: claim, chunks, cancel, finish.
+//! - [`chunks`]: one chunk of orders in one transaction (validate, dedupe, insert).
+//! - [`events`]: `order.created` and `bulk_order.completed`, through the outbox.
+//! - [`retention`]: deleting batches whose results have expired.
+//!
+//! The processor runs its own outbox relay beside the gateway's, so the events it
+//! commits are published promptly even when no gateway replica is running; relays
+//! share the outbox table safely (`FOR UPDATE SKIP LOCKED`, deduplicated message ids).
 //!
 //! [`run`] is the seam: the binary binds the admin listener and calls it.
 
 pub mod batches;
+pub mod chunks;
 pub mod config;
+pub mod events;
+pub mod retention;
 
 use std::sync::Arc;
 
 use portico_queue::Topology;
-use portico_queue::consumer::JobStream;
+use portico_queue::consumer::{JobStream, Outcome, run_bounded};
 use portico_queue::jobs::Job;
+use portico_queue::outbox::{OutboxRelay, OutboxSignal};
+use portico_queue::publisher::JobPublisher;
 use portico_queue::readiness::DependencyReadiness;
 use portico_queue::setup::{ConsumerSettings, ensure_consumer};
 use portico_queue::topology::JobKind;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::batches::Processor;
 use crate::config::ProcessorConfig;
 
 /// Why the processor stopped with an error.
@@ -75,48 +87,54 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let permits = Arc::new(Semaphore::new(config.batch_concurrency.max(1)));
-    let mut stream = JobStream::open(&consumer, pool.clone(), "batch-processor", 1).await?;
-    let mut tasks = tokio::task::JoinSet::new();
+    let outbox = OutboxSignal::default();
+    // Stopped only after the batch tasks finished, so their last events are drained.
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        OutboxRelay::new(
+            pool.clone(),
+            JobPublisher::new(js.clone(), topology.clone()),
+            outbox.clone(),
+        )
+        .run(relay_stop.clone()),
+    );
+    let retention = tokio::spawn(retention::run(
+        pool.clone(),
+        std::time::Duration::from_secs(config.retention_interval_secs),
+        shutdown.child_token(),
+    ));
+    let processor = Arc::new(Processor {
+        pool: pool.clone(),
+        topology: topology.clone(),
+        outbox,
+        chunk_concurrency: config.chunk_concurrency,
+    });
+
+    let stream = JobStream::open(&consumer, pool.clone(), "batch-processor", 1).await?;
     tracing::info!("batch-processor consuming");
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = stream.next() => m,
-        };
-        let Some(message) = message else { break };
-        let message = match message {
-            Ok(m) => m,
-            Err(err) => {
-                tracing::warn!(%err, "pull failed; continuing");
-                continue;
+    let stopping = shutdown.clone();
+    run_bounded(
+        stream,
+        config.batch_concurrency,
+        shutdown.clone(),
+        move |message| {
+            let processor = Arc::clone(&processor);
+            let shutdown = stopping.clone();
+            async move {
+                let outcome = match &message.job {
+                    Job::BulkOrderBatchV1 { batch_id } => {
+                        batches::process(&processor, *batch_id, &message, &shutdown).await
+                    }
+                    other => Outcome::Poison(format!("unexpected job {other:?}")),
+                };
+                (message, outcome)
             }
-        };
-        let pool = pool.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            let outcome = match &message.job {
-                Job::BulkOrderBatchV1 { batch_id } => {
-                    let _ = &shutdown;
-                    batches::process(&pool, *batch_id, &message).await
-                }
-                other => {
-                    portico_queue::consumer::Outcome::Poison(format!("unexpected job {other:?}"))
-                }
-            };
-            if let Err(err) = message.finish(outcome).await {
-                tracing::warn!(%err, "ack failed; the batch will be redelivered and resumed");
-            }
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    drop(stream);
-    while tasks.join_next().await.is_some() {}
+        },
+    )
+    .await;
+    relay_stop.cancel();
+    let _ = relay.await;
+    let _ = retention.await;
     let _ = admin.await;
     pool.close().await;
     tracing::info!("batch-processor stopped");

@@ -135,6 +135,23 @@ pub struct GatewayConfig {
     /// a proxy that sets it; otherwise clients could forge it).
     #[arg(long, env = "PORTICO_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+
+    // Bulk orders.
+    /// Most orders in one JSON batch submission (`POST /api/bulk-orders`, gRPC SubmitBatch).
+    #[arg(long, env = "PORTICO_MAX_BATCH_ORDERS", default_value_t = 10_000)]
+    pub max_batch_orders: usize,
+
+    /// Most orders in one NDJSON batch submission (`Content-Type: application/x-ndjson`).
+    #[arg(long, env = "PORTICO_MAX_NDJSON_ORDERS", default_value_t = 1_000_000)]
+    pub max_ndjson_orders: usize,
+
+    /// Largest NDJSON batch body, in bytes (streamed, never held in memory whole).
+    #[arg(long, env = "PORTICO_MAX_NDJSON_BYTES", default_value_t = 1 << 30)]
+    pub max_ndjson_bytes: u64,
+
+    /// Days a batch and its per-order results are kept before the retention job deletes them.
+    #[arg(long, env = "PORTICO_RESULTS_RETENTION_DAYS", default_value_t = 30)]
+    pub results_retention_days: u32,
 }
 
 /// A configuration that cannot be served.

@@ -31,6 +31,28 @@ pub struct DispatcherConfig {
     /// Events pulled and recorded per round.
     #[arg(long, env = "PORTICO_DISPATCH_BATCH", default_value_t = 512)]
     pub dispatch_batch: usize,
+
+    // --- webhook delivery ---
+    /// Time limit of one delivery attempt (connect, request and response), in milliseconds.
+    #[arg(long, env = "PORTICO_DELIVERY_TIMEOUT_MS", default_value_t = 15_000)]
+    pub delivery_timeout_ms: u64,
+
+    /// Consecutive failed attempts after which an endpoint is disabled (0 = never);
+    /// its owner is warned at 80 % of it.
+    #[arg(long, env = "PORTICO_DISABLE_AFTER_FAILURES", default_value_t = 50)]
+    pub disable_after_failures: u32,
+
+    /// Outgoing delivery requests in flight at once in this replica.
+    #[arg(long, env = "PORTICO_DELIVERY_CONCURRENCY", default_value_t = 1024)]
+    pub delivery_concurrency: usize,
+
+    /// Pulled event chunks worked on at once, so one slow endpoint does not stall the stream.
+    #[arg(long, env = "PORTICO_DISPATCH_CHUNKS", default_value_t = 4)]
+    pub dispatch_chunks: usize,
+
+    /// How often due retries are claimed, in milliseconds.
+    #[arg(long, env = "PORTICO_RETRY_POLL_MS", default_value_t = 200)]
+    pub retry_poll_ms: u64,
 }
 
 /// A configuration that cannot run.
@@ -39,11 +61,19 @@ pub struct DispatcherConfig {
 pub struct ConfigError(pub String);
 
 impl DispatcherConfig {
-    /// Refuses to start without the secrets key outside dev mode.
+    /// Refuses to start without the secrets key outside dev mode, and with settings
+    /// that cannot work (an unparsable allowlist, a zero timeout).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.common.dev_mode && self.secrets_key.is_none() {
             return Err(ConfigError(
                 "PORTICO_SECRETS_KEY must be set outside dev mode (PORTICO_DEV_MODE=true)".into(),
+            ));
+        }
+        portico_domain::network::Allowlist::parse(&self.webhook_allowlist)
+            .map_err(|e| ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
+        if self.delivery_timeout_ms == 0 {
+            return Err(ConfigError(
+                "PORTICO_DELIVERY_TIMEOUT_MS must be positive".into(),
             ));
         }
         Ok(())

@@ -1,33 +1,57 @@
-//! Recording accepted events: each pulled chunk of event jobs becomes one set-based
-//! INSERT, and the jobs are acked only after it committed.
+//! The hot path: event jobs, pulled in chunks, become recorded events, first delivery
+//! attempts and delivery rows, and only then acknowledgements.
+//!
+//! Per chunk: one set-based INSERT of the events (a redelivered or re-published event
+//! is left as it is); the owners' endpoints from the cache (one query for the users
+//! it lacks); the first attempt of every new delivery, concurrently; then one
+//! transaction writing every delivery row in its resulting state (succeeded, retrying
+//! with its next attempt time, failed, or pending) with its attempt row. The chunk's
+//! messages are acked only after that commit; if any write fails they are nak'ed and
+//! come back, and nothing is acked that is not committed. A redelivered event whose
+//! deliveries already exist is not delivered again to those endpoints (the
+//! `UNIQUE (webhook_id, event_id)` constraint settles races between replicas).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use portico_queue::consumer::{JobMessage, Outcome};
 use portico_queue::jobs::{EventDispatch, Job};
-use sqlx::PgPool;
+use uuid::Uuid;
 
-/// Records a chunk of event jobs in one statement, then acks them. A failed commit
-/// naks them all with backoff; nothing is acked that is not stored.
-pub async fn record_chunk(pool: &PgPool, messages: Vec<JobMessage>) {
-    let events: Vec<&EventDispatch> = messages
-        .iter()
-        .filter_map(|m| match &m.job {
-            Job::EventDispatchV1(e) => Some(e),
-            _ => None,
-        })
-        .collect();
-    let result = insert_events(pool, &events).await;
-    let outcome = match &result {
-        Ok(()) => Outcome::Done,
+use crate::Dispatcher;
+use crate::delivery::{self, Handled, Planned};
+use crate::envelope::PreparedEvent;
+use crate::record::{self, BatchResults, Rows};
+use crate::store::{self, NewDeliveryRows};
+
+/// Why a chunk could not be committed.
+#[derive(Debug, thiserror::Error)]
+enum ChunkError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Handles one chunk of event jobs end to end and acks (or naks) every message.
+pub async fn handle_chunk(dispatcher: &Dispatcher, messages: Vec<JobMessage>) {
+    let result = process(dispatcher, &messages).await;
+    let retry = match &result {
+        Ok(()) => None,
         Err(err) => {
-            tracing::warn!(%err, count = events.len(), "recording events failed; will retry");
-            Outcome::RetryAfter(std::time::Duration::from_secs(1))
+            let backoff = messages
+                .iter()
+                .map(JobMessage::backoff)
+                .max()
+                .unwrap_or(Duration::from_secs(1));
+            tracing::warn!(%err, count = messages.len(), ?backoff, "event chunk not committed; will retry");
+            Some(backoff)
         }
     };
     let acks = messages.into_iter().map(|m| {
-        let outcome = match (&outcome, &m.job) {
-            (Outcome::Done, Job::EventDispatchV1(_)) => Outcome::Done,
-            (Outcome::Done, _) => Outcome::Poison("not an event job".into()),
-            (other, _) => other.clone(),
+        let outcome = match (&m.job, retry) {
+            (Job::EventDispatchV1(_), None) => Outcome::Done,
+            (Job::EventDispatchV1(_), Some(delay)) => Outcome::RetryAfter(delay),
+            (other, _) => Outcome::Poison(format!("not an event job: {other:?}")),
         };
         m.finish(outcome)
     });
@@ -38,41 +62,147 @@ pub async fn record_chunk(pool: &PgPool, messages: Vec<JobMessage>) {
     }
 }
 
-/// Inserts events; an event already recorded (a redelivery) is left as it is.
-pub async fn insert_events(pool: &PgPool, events: &[&EventDispatch]) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
+async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(), ChunkError> {
+    // One entry per distinct event (the same event twice in a chunk is handled once).
+    let mut seen = HashSet::with_capacity(messages.len());
+    let mut jobs: Vec<(&EventDispatch, &JobMessage)> = Vec::with_capacity(messages.len());
+    for m in messages {
+        if let Job::EventDispatchV1(e) = &m.job
+            && seen.insert(e.event_id)
+        {
+            jobs.push((e, m));
+        }
+    }
+    if jobs.is_empty() {
         return Ok(());
     }
-    let n = events.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut users = Vec::with_capacity(n);
-    let mut types = Vec::with_capacity(n);
-    let mut payloads = Vec::with_capacity(n);
-    let mut keys = Vec::with_capacity(n);
-    let mut orderings = Vec::with_capacity(n);
-    let mut accepted = Vec::with_capacity(n);
-    for e in events {
-        ids.push(e.event_id);
-        users.push(e.user_id.as_str());
-        types.push(e.event_type.as_str());
-        payloads.push(e.data.get());
-        keys.push(e.idempotency_key.as_str());
-        orderings.push(e.ordering_key.as_deref());
-        accepted.push(e.accepted_at);
+    let events: Vec<&EventDispatch> = jobs.iter().map(|(e, _)| *e).collect();
+    let new_events = store::insert_events(&dispatcher.pool, &events).await?;
+    let replayed: Vec<Uuid> = events
+        .iter()
+        .map(|e| e.event_id)
+        .filter(|id| !new_events.contains(id))
+        .collect();
+    let existing = store::existing_deliveries(&dispatcher.pool, &replayed).await?;
+    let endpoints = dispatcher
+        .cache
+        .for_users(events.iter().map(|e| e.user_id.as_str()))
+        .await?;
+
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut waiting = NewDeliveryRows::default();
+    for (e, m) in &jobs {
+        let Some(user_endpoints) = endpoints.get(&e.user_id) else {
+            continue;
+        };
+        let mut prepared: Option<Arc<PreparedEvent>> = None;
+        for endpoint in user_endpoints.iter() {
+            let wanted = match e.only_webhook_id {
+                Some(only) => endpoint.id == only,
+                None => endpoint.matches(&e.event_type),
+            };
+            if !wanted || existing.contains(&(endpoint.id, e.event_id)) {
+                continue;
+            }
+            let event = prepared
+                .get_or_insert_with(|| Arc::new(prepare(e, m)))
+                .clone();
+            let delivery_id = portico_domain::ids::new_id();
+            if endpoint.ordering_enabled && e.ordering_key.is_some() {
+                // Ordered: recorded as pending and released by the retry poller when
+                // every earlier delivery of its key has finished.
+                push_row(
+                    &mut waiting,
+                    delivery_id,
+                    endpoint.id,
+                    &event,
+                    endpoint.policy.max_retries,
+                    None,
+                );
+                let last = waiting.ordering_seq.len() - 1;
+                waiting.ordering_seq[last] = Some(m.stream_sequence.min(i64::MAX as u64) as i64);
+                continue;
+            }
+            planned.push(Planned {
+                delivery_id,
+                endpoint: endpoint.clone(),
+                event,
+                attempts_before: 0,
+                max_retries: endpoint.policy.max_retries,
+            });
+        }
     }
-    sqlx::query(
-        "INSERT INTO events (id, user_id, event_type, payload, idempotency_key, ordering_key, accepted_at)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]::jsonb[], $5::text[], $6::text[], $7::timestamptz[])
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&users)
-    .bind(&types)
-    .bind(&payloads)
-    .bind(&keys)
-    .bind(&orderings)
-    .bind(&accepted)
-    .execute(pool)
-    .await?;
+
+    let handled = delivery::run_all(&dispatcher.transport, &dispatcher.global, &planned).await;
+    let deferred = handled.iter().any(|h| matches!(h, Handled::Deferred(_)));
+    let mut results = BatchResults::default();
+    let mut rows = waiting;
+    for (p, h) in planned.iter().zip(handled) {
+        let state = results.add(p, h);
+        push_row(
+            &mut rows,
+            p.delivery_id,
+            p.endpoint.id,
+            &p.event,
+            p.max_retries,
+            Some(&state),
+        );
+    }
+    if rows.id.is_empty() {
+        return Ok(());
+    }
+    record::commit(dispatcher, Rows::New(rows), results).await?;
+    if deferred {
+        dispatcher.retry_signal.notify_one();
+    }
     Ok(())
+}
+
+fn prepare(e: &EventDispatch, m: &JobMessage) -> PreparedEvent {
+    let mut event = PreparedEvent::new(
+        e.event_id,
+        e.user_id.clone(),
+        e.event_type.clone(),
+        e.accepted_at,
+        e.data.get(),
+    );
+    event.ordering_key = e.ordering_key.clone();
+    event.stream_sequence = m.stream_sequence;
+    event.trace = m.headers.clone();
+    event
+}
+
+fn push_row(
+    rows: &mut NewDeliveryRows,
+    id: Uuid,
+    webhook_id: Uuid,
+    event: &PreparedEvent,
+    max_retries: u32,
+    state: Option<&record::RowState>,
+) {
+    rows.id.push(id);
+    rows.webhook_id.push(webhook_id);
+    rows.event_id.push(event.id);
+    rows.user_id.push(event.user_id.clone());
+    rows.event_type.push(event.event_type.clone());
+    rows.ordering_key.push(event.ordering_key.clone());
+    rows.ordering_seq.push(None);
+    rows.max_retries
+        .push(max_retries.min(i32::MAX as u32) as i32);
+    match state {
+        None => {
+            rows.status.push("pending");
+            rows.attempts.push(0);
+            rows.next_attempt_at.push(None);
+            rows.last_status_code.push(None);
+            rows.last_error.push(None);
+        }
+        Some(s) => {
+            rows.status.push(s.status);
+            rows.attempts.push(s.attempts);
+            rows.next_attempt_at.push(s.next_attempt_at);
+            rows.last_status_code.push(s.last_status_code);
+            rows.last_error.push(s.last_error.clone());
+        }
+    }
 }

@@ -1,29 +1,58 @@
 //! Portico's webhook-dispatcher: consumes accepted events from JetStream, records them,
-//! signs and delivers them to every matching webhook, records every attempt, and
-//! schedules retries.
+//! signs and delivers them to every matching webhook, records every attempt, schedules
+//! retries, disables endpoints that keep failing, and runs retry-failed jobs.
 //!
 //! # Layout
 //! - [`config`]: flags and environment.
-//! - [`events`]: recording event jobs in set-based batches.
+//! - [`events`]: the hot path: event jobs in chunks → events, first attempts,
+//!   delivery rows in one transaction → acks.
+//! - [`retries`]: the poller that claims due deliveries (retries, manual retries,
+//!   deferred and released ordered deliveries, expired leases) and attempts them.
+//! - [`maintenance`]: retry-failed jobs, resumable and cancellable.
+//! - [`delivery`]: one attempt and the decision that follows (HTTP etiquette).
+//! - [`transport`]: the shared HTTP client, the SSRF guard at connect time, attempt records.
+//! - [`envelope`]: the Standard Webhooks body and headers.
+//! - [`endpoints`]: the per-user cache of active webhooks and decrypted secrets.
+//! - [`limits`]: per-endpoint concurrency cap and rate limit.
+//! - [`record`]: committing a batch of results (rows, attempts, health, operational events).
+//! - [`operational`]: the `portico.*` events that tell owners about their endpoints.
+//! - [`store`]: the set-based SQL.
 //!
 //! [`run`] is the seam: the binary binds the admin listener and calls it.
 
 pub mod config;
+pub mod delivery;
+pub mod endpoints;
+pub mod envelope;
 pub mod events;
+pub mod limits;
+pub mod maintenance;
+pub mod operational;
+pub mod record;
+pub mod retries;
+pub mod store;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use portico_queue::Topology;
-use portico_queue::consumer::JobStream;
+use portico_queue::consumer::{JobStream, run_bounded};
+use portico_queue::outbox::{OutboxRelay, OutboxSignal};
+use portico_queue::publisher::JobPublisher;
 use portico_queue::readiness::DependencyReadiness;
 use portico_queue::setup::{ConsumerSettings, ensure_consumer};
 use portico_queue::topology::JobKind;
+use portico_signing::secret_box::SecretsKey;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatcherConfig;
+use crate::endpoints::EndpointCache;
+use crate::transport::Transport;
 
 /// Why the dispatcher stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,35 +69,56 @@ pub enum DispatcherError {
     /// Telemetry could not be installed.
     #[error(transparent)]
     Telemetry(#[from] portico_telemetry::TelemetryError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
     /// The admin listener failed.
     #[error("admin server: {0}")]
     Admin(#[from] std::io::Error),
 }
 
-/// How long shutdown waits for more already-pulled jobs before it stops draining.
-const DRAIN_IDLE: Duration = Duration::from_millis(300);
-/// The longest shutdown keeps draining under continuous load.
-const DRAIN_LIMIT: Duration = Duration::from_secs(3);
-
-fn successful(
-    chunk: Vec<Result<portico_queue::consumer::JobMessage, portico_queue::QueueError>>,
-) -> Vec<portico_queue::consumer::JobMessage> {
-    chunk
-        .into_iter()
-        .filter_map(|item| {
-            item.map_err(|err| tracing::warn!(%err, "pull failed; continuing"))
-                .ok()
-        })
-        .collect()
+/// What every part of the dispatcher shares; built once, behind an `Arc`.
+pub struct Dispatcher {
+    /// PostgreSQL.
+    pub pool: PgPool,
+    /// Active endpoints per user.
+    pub cache: EndpointCache,
+    /// The outgoing HTTP client.
+    pub transport: Transport,
+    /// Outgoing requests in flight in this replica (`PORTICO_DELIVERY_CONCURRENCY`).
+    pub global: Arc<Semaphore>,
+    /// Stream and subject names.
+    pub topology: Topology,
+    /// Wakes the outbox relay after operational events were committed.
+    pub outbox: OutboxSignal,
+    /// Wakes the retry poller (deferred deliveries were just stored).
+    pub retry_signal: Notify,
+    /// Core NATS, for cache invalidation broadcasts.
+    pub nats: async_nats::Client,
+    /// `PORTICO_DISABLE_AFTER_FAILURES` (0 = never).
+    pub disable_after: i32,
 }
 
-/// Runs until `shutdown`: stops pulling, finishes the chunk in hand, then returns.
+impl Dispatcher {
+    /// Drops a user's cached endpoints here and in every other replica (and gateway).
+    pub async fn invalidate_user(&self, user: &str) {
+        self.cache.invalidate(user);
+        let subject = self.topology.invalidation_subject("webhooks");
+        if let Err(err) = self.nats.publish(subject, user.to_owned().into()).await {
+            tracing::warn!(%err, "cache invalidation broadcast failed; other replicas catch up within the TTL");
+        }
+    }
+}
+
+/// Runs until `shutdown`: stops pulling and claiming, finishes (attempts and commits)
+/// the work in hand, then returns.
 pub async fn run(
     config: DispatcherConfig,
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), DispatcherError> {
     config.validate()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = portico_telemetry::metrics::install()?;
     let pool = portico_storage::connect(
         &config.common.database_url,
@@ -79,23 +129,100 @@ pub async fn run(
         portico_queue::connect(&config.common.nats_url, "portico-webhook-dispatcher").await?;
     let js = async_nats::jetstream::new(nats.clone());
     let topology = Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
-    let consumer = ensure_consumer(
+    let timeout = Duration::from_millis(config.delivery_timeout_ms);
+    // PORTICO_ACK_WAIT_SECS bounds how long a crashed replica's jobs wait. A chunk
+    // holds its messages for about one attempt timeout (attempts run concurrently)
+    // plus the commit, so the events consumer never waits less than that.
+    let ack_wait = Duration::from_secs(config.common.ack_wait_secs.max(1));
+    let events_settings = ConsumerSettings {
+        ack_wait: ack_wait.max(timeout + Duration::from_secs(5)),
+        ..ConsumerSettings::default()
+    };
+    let consumer =
+        ensure_consumer(&js, &topology, JobKind::EventDispatch, &events_settings).await?;
+    // Retry jobs send a keep-alive after every chunk.
+    let maintenance_settings = ConsumerSettings {
+        ack_wait,
+        max_ack_pending: 256,
+        ..ConsumerSettings::default()
+    };
+    let maintenance_consumer = ensure_consumer(
         &js,
         &topology,
-        JobKind::EventDispatch,
-        &ConsumerSettings::default(),
+        JobKind::WebhookMaintenance,
+        &maintenance_settings,
     )
     .await?;
+    let secrets_key = match &config.secrets_key {
+        Some(text) => SecretsKey::from_base64(text)
+            .map_err(|e| config::ConfigError(format!("PORTICO_SECRETS_KEY: {e}")))?,
+        None => SecretsKey::insecure_dev_key(),
+    };
+    let allowlist = portico_domain::network::Allowlist::parse(&config.webhook_allowlist)
+        .map_err(|e| config::ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
+    let outbox = OutboxSignal::default();
+    let dispatcher = Arc::new(Dispatcher {
+        pool: pool.clone(),
+        cache: EndpointCache::new(pool.clone(), secrets_key),
+        transport: Transport::new(allowlist, timeout)?,
+        global: Arc::new(Semaphore::new(config.delivery_concurrency.max(1))),
+        topology: topology.clone(),
+        outbox: outbox.clone(),
+        retry_signal: Notify::new(),
+        nats: nats.clone(),
+        disable_after: config.disable_after_failures.min(i32::MAX as u32) as i32,
+    });
 
     let readiness = Arc::new(DependencyReadiness {
         pool: pool.clone(),
         jetstream: js.clone(),
         stream: topology.jobs_stream(),
     });
+    let invalidations = nats
+        .subscribe(topology.invalidation_subject("webhooks"))
+        .await
+        .map_err(|e| portico_queue::QueueError::Connect(e.to_string()))?;
     tracing::info!(http = %admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let admin = tokio::spawn(portico_telemetry::admin::serve(
         admin_listener,
         portico_telemetry::admin::router(readiness, metrics),
+        shutdown.clone(),
+    ));
+    let background = shutdown.child_token();
+    let mut side_tasks = tokio::task::JoinSet::new();
+    side_tasks.spawn(watch_invalidations(
+        dispatcher.clone(),
+        invalidations,
+        background.clone(),
+    ));
+    side_tasks.spawn(sweep_cache(dispatcher.clone(), background.clone()));
+    side_tasks.spawn(report_queues(
+        vec![
+            ("webhook-dispatcher.events", consumer.clone()),
+            (
+                "webhook-dispatcher.maintenance",
+                maintenance_consumer.clone(),
+            ),
+        ],
+        background.clone(),
+    ));
+    let relay = tokio::spawn(
+        OutboxRelay::new(
+            pool.clone(),
+            JobPublisher::new(js.clone(), topology.clone()),
+            outbox,
+        )
+        .run(background.clone()),
+    );
+    let poller = tokio::spawn(retries::run(
+        dispatcher.clone(),
+        consumer.clone(),
+        Duration::from_millis(config.retry_poll_ms.max(10)),
+        shutdown.clone(),
+    ));
+    let maintenance = tokio::spawn(run_maintenance(
+        pool.clone(),
+        maintenance_consumer,
         shutdown.clone(),
     ));
 
@@ -109,30 +236,140 @@ pub async fn run(
     let mut chunks = futures::stream::unfold(stream, |mut s| async move {
         s.next().await.map(|item| (item, s))
     })
-    .ready_chunks(config.dispatch_batch)
+    .ready_chunks(config.dispatch_batch.max(1))
     .boxed();
+    let chunk_permits = Arc::new(Semaphore::new(config.dispatch_chunks.max(1)));
+    let mut chunk_tasks = tokio::task::JoinSet::new();
     tracing::info!("webhook-dispatcher consuming");
     loop {
+        // Take a slot first, so at most `dispatch_chunks` chunks are held unacked.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = chunk_permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
         let chunk = tokio::select! {
             _ = shutdown.cancelled() => break,
             chunk = chunks.next() => chunk,
         };
         let Some(chunk) = chunk else { break };
-        events::record_chunk(&pool, successful(chunk)).await;
-    }
-    // Jobs already pulled into this process would otherwise wait a full ack_wait
-    // before JetStream hands them to another replica: record what keeps arriving
-    // until the stream is quiet (bounded), then stop.
-    let drain_until = tokio::time::Instant::now() + DRAIN_LIMIT;
-    while tokio::time::Instant::now() < drain_until {
-        match tokio::time::timeout(DRAIN_IDLE, chunks.next()).await {
-            Ok(Some(chunk)) => events::record_chunk(&pool, successful(chunk)).await,
-            Ok(None) | Err(_) => break,
+        let mut messages = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            match item {
+                Ok(m) => messages.push(m),
+                Err(err) => tracing::warn!(%err, "pull failed; continuing"),
+            }
         }
+        let d = dispatcher.clone();
+        chunk_tasks.spawn(async move {
+            let _permit = permit;
+            events::handle_chunk(&d, messages).await;
+        });
+        while chunk_tasks.try_join_next().is_some() {}
+    }
+    // Stop pulling. Jobs already pulled into this process but not started are handed
+    // back at once (nak), so another replica takes them now rather than after the ack
+    // wait; the chunks in hand are finished (attempts, commit, ack).
+    // The nak carries a short delay so they are not handed straight back to this
+    // process while it drains.
+    let drain_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let next = (tokio::time::Instant::now() + Duration::from_millis(150)).min(drain_until);
+        let Ok(Some(chunk)) = tokio::time::timeout_at(next, chunks.next()).await else {
+            break;
+        };
+        let naks = chunk.into_iter().filter_map(Result::ok).map(|m| {
+            m.finish(portico_queue::consumer::Outcome::RetryAfter(
+                Duration::from_secs(1),
+            ))
+        });
+        futures::future::join_all(naks).await;
     }
     drop(chunks);
+    while chunk_tasks.join_next().await.is_some() {}
+    let _ = poller.await;
+    let _ = maintenance.await;
+    background.cancel();
+    let _ = relay.await;
+    while side_tasks.join_next().await.is_some() {}
     let _ = admin.await;
+    nats.flush().await.ok();
     pool.close().await;
     tracing::info!("webhook-dispatcher stopped");
     Ok(())
+}
+
+/// Drops cached endpoints of users named on the invalidation subject.
+async fn watch_invalidations(
+    dispatcher: Arc<Dispatcher>,
+    mut subscriber: async_nats::Subscriber,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = subscriber.next() => m,
+        };
+        let Some(message) = message else { break };
+        match std::str::from_utf8(&message.payload) {
+            Ok(user) => dispatcher.cache.invalidate(user.trim()),
+            Err(_) => tracing::warn!("ignoring a non-UTF-8 webhook invalidation"),
+        }
+    }
+}
+
+async fn sweep_cache(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(endpoints::CACHE_TTL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => dispatcher.cache.sweep(),
+        }
+    }
+}
+
+/// Publishes each consumer's backlog (`portico_queue_pending{consumer}`) every 5 s.
+async fn report_queues(
+    consumers: Vec<(&'static str, async_nats::jetstream::consumer::PullConsumer)>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        for (label, consumer) in &consumers {
+            if let Ok(info) = consumer.get_info().await {
+                metrics::gauge!(portico_telemetry::metrics::QUEUE_PENDING, "consumer" => *label)
+                    .set(info.num_pending as f64);
+            }
+        }
+    }
+}
+
+/// Consumes retry-failed jobs, a few at a time, until `shutdown`; a job interrupted by
+/// shutdown is nak'ed and resumes on the next delivery.
+async fn run_maintenance(
+    pool: PgPool,
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    shutdown: CancellationToken,
+) {
+    let stream =
+        match JobStream::open(&consumer, pool.clone(), "webhook-dispatcher.maintenance", 4).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::error!(%err, "cannot consume webhook maintenance jobs");
+                return;
+            }
+        };
+    let stopping = shutdown.clone();
+    run_bounded(stream, 4, shutdown, move |message| {
+        let pool = pool.clone();
+        let shutdown = stopping.clone();
+        async move {
+            let outcome = maintenance::handle(&pool, &message, &shutdown).await;
+            (message, outcome)
+        }
+    })
+    .await;
 }

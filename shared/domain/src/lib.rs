@@ -7,18 +7,24 @@
 //! - [`ids`]: identifiers derived deterministically (event ids from idempotency keys).
 //! - [`network`]: the SSRF guard's rules (forbidden address ranges, the operator allowlist, URL form).
 //! - [`webhooks`]: webhook configuration rules, event filters and matching, retry policy.
+//! - [`retry`]: when a failed delivery is tried again (`Retry-After`, the retry budget).
 //! - [`integrations`]: integration types, credential scopes and field rules.
 //! - [`credentials`]: the API key and secret format (prefixes, checksum) and generation.
+//! - [`orders`]: an order as submitted, parsed into a typed order or field errors with JSON pointers.
+//! - [`bulk_orders`]: batch states, result statuses, the chunk layout and the results cursor.
 //!
 //! Feature modules (webhooks, events, bulk orders, integrations) add their own types
 //! beside these.
 
+pub mod bulk_orders;
 pub mod credentials;
 pub mod error;
 pub mod ids;
 pub mod integrations;
 pub mod network;
+pub mod orders;
 pub mod pagination;
+pub mod retry;
 pub mod webhooks;
 
 pub use error::FieldError;

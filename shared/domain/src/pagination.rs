@@ -50,6 +50,19 @@ impl Cursor {
     }
 }
 
+/// Validates a raw `limit` (absent or 0 = the default), the same for every list.
+pub fn parse_limit(limit: Option<u32>) -> Result<u32, FieldError> {
+    match limit {
+        None | Some(0) => Ok(DEFAULT_LIMIT),
+        Some(n) if n > MAX_LIMIT => Err(FieldError::new(
+            "invalid_limit",
+            "/limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
 /// A validated page request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {
@@ -62,17 +75,7 @@ pub struct PageRequest {
 impl PageRequest {
     /// Validates raw `limit` and `cursor` parameters (0 or absent limit = default).
     pub fn parse(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, FieldError> {
-        let limit = match limit {
-            None | Some(0) => DEFAULT_LIMIT,
-            Some(n) if n > MAX_LIMIT => {
-                return Err(FieldError::new(
-                    "invalid_limit",
-                    "/limit",
-                    format!("limit must be between 1 and {MAX_LIMIT}"),
-                ));
-            }
-            Some(n) => n,
-        };
+        let limit = parse_limit(limit)?;
         let after = match cursor {
             None | Some("") => None,
             Some(c) => Some(Cursor::decode(c)?),

@@ -35,6 +35,9 @@ pub struct JobMessage {
     pub job: Job,
     /// How many times JetStream has delivered this message (1 on first delivery).
     pub delivered: i64,
+    /// The message's sequence in the stream: the order in which JetStream stored the
+    /// jobs (per-key ordering of webhook deliveries relies on it).
+    pub stream_sequence: u64,
     /// The message headers (trace context lives here).
     pub headers: Option<HeaderMap>,
     consumer: &'static str,
@@ -134,7 +137,10 @@ impl JobStream {
                 Ok(m) => m,
                 Err(e) => return Some(Err(QueueError::Consume(e.to_string()))),
             };
-            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            let (delivered, stream_sequence) = message
+                .info()
+                .map(|i| (i.delivered, i.stream_sequence))
+                .unwrap_or((1, 0));
             if delivered > 1 {
                 metrics::counter!(portico_telemetry::metrics::JOBS_REDELIVERED, "consumer" => self.consumer)
                     .increment(1);
@@ -146,6 +152,7 @@ impl JobStream {
                         acker: Some(acker),
                         job,
                         delivered,
+                        stream_sequence,
                         headers: message.headers,
                         consumer: self.consumer,
                     }));
@@ -193,4 +200,51 @@ pub async fn record_dead_letter(
     .execute(pool)
     .await
     .map(|_| ())
+}
+
+/// Runs `handle` on every job of `stream`, at most `concurrency` at once, until
+/// `shutdown`; then stops pulling and waits for the jobs in hand. The handler gives
+/// the message back with its [`Outcome`], and the job is acked, nak'ed or terminated
+/// only after that, so a handler cannot forget to decide. Workers whose jobs are long
+/// and few (batches, retry jobs) use this; the event path batches instead.
+pub async fn run_bounded<F, Fut>(
+    mut stream: JobStream,
+    concurrency: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: F,
+) where
+    F: Fn(JobMessage) -> Fut,
+    Fut: std::future::Future<Output = (JobMessage, Outcome)> + Send + 'static,
+{
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = stream.next() => m,
+        };
+        let message = match message {
+            None => break,
+            Some(Ok(m)) => m,
+            Some(Err(err)) => {
+                tracing::warn!(%err, "pull failed; continuing");
+                continue;
+            }
+        };
+        let work = handle(message);
+        tasks.spawn(async move {
+            let _permit = permit;
+            let (message, outcome) = work.await;
+            if let Err(err) = message.finish(outcome).await {
+                tracing::warn!(%err, "ack failed; the job will be redelivered and resume");
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(stream);
+    while tasks.join_next().await.is_some() {}
 }

@@ -27,12 +27,6 @@ pub enum Job {
         /// The `webhook_retry_jobs` row.
         job_id: Uuid,
     },
-    /// Deliver one existing delivery now (manual retry, test event).
-    #[serde(rename = "delivery_attempt.v1")]
-    DeliveryAttemptV1 {
-        /// The `webhook_deliveries` row.
-        delivery_id: Uuid,
-    },
 }
 
 /// An event as accepted by the gateway: everything the dispatcher needs to record and
@@ -65,9 +59,7 @@ impl Job {
         match self {
             Job::EventDispatchV1(_) => JobKind::EventDispatch,
             Job::BulkOrderBatchV1 { .. } => JobKind::BulkOrderBatch,
-            Job::WebhookRetryV1 { .. } | Job::DeliveryAttemptV1 { .. } => {
-                JobKind::WebhookMaintenance
-            }
+            Job::WebhookRetryV1 { .. } => JobKind::WebhookMaintenance,
         }
     }
 
@@ -78,11 +70,6 @@ impl Job {
             Job::EventDispatchV1(e) => format!("evt:{}", e.event_id),
             Job::BulkOrderBatchV1 { batch_id } => format!("batch:{batch_id}"),
             Job::WebhookRetryV1 { job_id } => format!("retry:{job_id}"),
-            Job::DeliveryAttemptV1 { delivery_id } => {
-                // Manual retries of one delivery may legitimately repeat; a fresh id
-                // per request keeps them from being deduplicated away.
-                format!("attempt:{delivery_id}:{}", Uuid::now_v7())
-            }
         }
     }
 

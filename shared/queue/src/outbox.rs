@@ -30,6 +30,52 @@ pub async fn enqueue(
     publisher_topology: &crate::Topology,
     job: &Job,
 ) -> Result<(), QueueError> {
+    sqlx::query(
+        "INSERT INTO outbox (subject, message_id, payload, headers) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(publisher_topology.subject(job.kind()))
+    .bind(job.message_id())
+    .bind(job.encode()?)
+    .bind(current_headers_json())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds many jobs to the outbox inside the caller's transaction with one statement,
+/// so a thousand jobs (a chunk of orders' `order.created` events) cost one round trip.
+pub async fn enqueue_all(
+    tx: &mut Transaction<'_, Postgres>,
+    publisher_topology: &crate::Topology,
+    jobs: &[Job],
+) -> Result<(), QueueError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut subjects = Vec::with_capacity(jobs.len());
+    let mut message_ids = Vec::with_capacity(jobs.len());
+    let mut payloads = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        subjects.push(publisher_topology.subject(job.kind()));
+        message_ids.push(job.message_id());
+        payloads.push(job.encode()?);
+    }
+    sqlx::query(
+        "INSERT INTO outbox (subject, message_id, payload, headers)
+         SELECT subject, message_id, payload, $4 FROM unnest($1::text[], $2::text[], $3::bytea[])
+             AS t(subject, message_id, payload)",
+    )
+    .bind(&subjects)
+    .bind(&message_ids)
+    .bind(&payloads)
+    .bind(current_headers_json())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The current span's trace context as the JSON object stored in `outbox.headers`.
+fn current_headers_json() -> serde_json::Value {
     let mut headers = HeaderMap::new();
     portico_telemetry::propagation::inject_current(&mut headers);
     let headers_json: serde_json::Map<String, serde_json::Value> = headers
@@ -43,16 +89,7 @@ pub async fn enqueue(
             })
         })
         .collect();
-    sqlx::query(
-        "INSERT INTO outbox (subject, message_id, payload, headers) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(publisher_topology.subject(job.kind()))
-    .bind(job.message_id())
-    .bind(job.encode()?)
-    .bind(serde_json::Value::Object(headers_json))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    serde_json::Value::Object(headers_json)
 }
 
 /// A handle to wake the relay right after a commit, so outbox latency is a round

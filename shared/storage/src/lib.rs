@@ -4,9 +4,12 @@
 //! - this module: connecting, the embedded migrations, and creating a database.
 //! - feature modules (webhooks, deliveries, bulk orders, integrations) hold the SQL of
 //!   their tables; set-based statements (`unnest`) wherever rows come in numbers.
+//! - [`bulk_orders`]: the batch row both the gateway and the batch-processor read.
 //!
 //! The schema lives in `migrations/` beside this crate and is embedded in every binary,
 //! applied by `portico-gateway migrate` (or at gateway start when configured).
+
+pub mod bulk_orders;
 
 use std::time::Duration;
 

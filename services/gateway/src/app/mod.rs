@@ -2,6 +2,7 @@
 //! input, call one function here with the authenticated [`crate::auth::Caller`], and
 //! render its result; validation, authorisation and persistence live here, once.
 
+pub mod bulk_orders;
 pub mod credentials;
 pub mod events;
 pub mod integrations;

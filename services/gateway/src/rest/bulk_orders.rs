@@ -1,10 +1,833 @@
-//! REST routes of this capability.
+//! REST routes of bulk-order batches and orders, thin adapters over
+//! [`crate::app::bulk_orders`]:
+//!
+//! - `POST /bulk-orders` (JSON `{"orders": [...]}` or streamed NDJSON)
+//! - `GET /bulk-orders`, `GET /bulk-orders/{id}`
+//! - `GET /bulk-orders/{id}/results`, `GET /bulk-orders/{id}/results/download`
+//! - `POST /bulk-orders/{id}/cancel`, `POST /bulk-orders/{id}/retry-failed`
+//! - `GET /orders/{id}`
 
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use portico_domain::FieldError;
+use portico_domain::orders::{currency, format_minor};
+use portico_domain::pagination::PageRequest;
+use portico_storage::bulk_orders::BatchRow;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
+use crate::app::bulk_orders::{
+    self as app, DownloadFormat, OrderResult, ResultsPage, StoredOrder, SubmitOptions, Submitted,
+    ValidationReport,
+};
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(submit_batch, list_batches))
+        .routes(routes!(get_batch))
+        .routes(routes!(list_results))
+        .routes(routes!(download_results))
+        .routes(routes!(cancel_batch))
+        .routes(routes!(retry_failed))
+        .routes(routes!(get_order))
+}
+
+// ---------------------------------------------------------------------------
+// Request and response shapes
+// ---------------------------------------------------------------------------
+
+/// A batch submission as JSON (documentation shape; orders are parsed by the processor).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitBatchBody {
+    /// 1 to `PORTICO_MAX_BATCH_ORDERS` (default 10,000) orders.
+    orders: Vec<OrderInput>,
+    /// Validate every order and report, without storing anything (also `?validateOnly=true`).
+    validate_only: Option<bool>,
+}
+
+/// One order as submitted.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderInput {
+    /// 1-100 characters of `A-Z a-z 0-9 . _ : -`, unique per owner.
+    #[schema(example = "PO-1001")]
+    client_order_ref: String,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    currency: String,
+    /// `{"email", "name", "phone"?}`.
+    #[schema(value_type = Object)]
+    customer: serde_json::Value,
+    /// `{"line1", "line2"?, "city", "region"?, "postalCode", "country"}` (ISO 3166-1 alpha-2).
+    #[schema(value_type = Object)]
+    shipping_address: serde_json::Value,
+    /// 1 to 500 lines.
+    line_items: Vec<LineItemInput>,
+    /// Optional object, at most 16 KiB.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// One line of a submitted order.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub struct LineItemInput {
+    /// 1-64 characters.
+    sku: String,
+    /// 1 to 1,000,000.
+    quantity: u32,
+    /// An integer in minor units (`1250`) or a decimal string in major units (`"12.50"`)
+    /// with at most the currency's decimals; never a floating-point number.
+    #[schema(value_type = String, example = "12.50")]
+    unit_price: serde_json::Value,
+}
+
+/// The body as it is parsed: orders stay raw JSON text, borrowed from the request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SubmitWire<'a> {
+    #[serde(borrow)]
+    orders: Vec<&'a RawValue>,
+    #[serde(default)]
+    validate_only: Option<bool>,
+}
+
+/// Query of `POST /bulk-orders`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct SubmitQuery {
+    /// Validate only (the way to ask for it with NDJSON).
+    validate_only: Option<bool>,
+}
+
+/// Batch progress counters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CountsBody {
+    /// Orders in the batch.
+    pub total: i64,
+    /// Orders with a final result (succeeded + failed + duplicate).
+    pub processed: i64,
+    /// Orders created.
+    pub succeeded: i64,
+    /// Orders refused by validation.
+    pub failed: i64,
+    /// Orders whose clientOrderRef already existed.
+    pub duplicate: i64,
+    /// Orders a cancel (or a batch failure) left unprocessed.
+    pub unprocessed: i64,
+}
+
+/// A batch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchBody {
+    /// The batch id.
+    pub id: Uuid,
+    /// pending, processing, completed, completed_with_errors, failed or cancelled.
+    pub status: String,
+    /// Progress, visible while the batch runs.
+    pub counts: CountsBody,
+    /// Failed orders per error code (an order counts once per distinct code).
+    pub error_summary: BTreeMap<String, i64>,
+    /// The batch this one retries (retry-failed), if any.
+    pub parent_batch_id: Option<Uuid>,
+    /// The integration whose credentials submitted it, if any.
+    pub integration_id: Option<Uuid>,
+    /// A cancel was requested and is being carried out.
+    pub cancel_requested: bool,
+    /// Submission time.
+    pub created_at: DateTime<Utc>,
+    /// When processing began.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a final status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When the batch and its results are deleted (orders stay).
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<BatchRow> for BatchBody {
+    fn from(row: BatchRow) -> Self {
+        let counts = row.counts();
+        Self {
+            error_summary: app::error_summary_map(&row),
+            id: row.id,
+            status: row.status,
+            counts: CountsBody {
+                total: counts.total,
+                processed: counts.processed,
+                succeeded: counts.succeeded,
+                failed: counts.failed,
+                duplicate: counts.duplicate,
+                unprocessed: counts.unprocessed,
+            },
+            parent_batch_id: row.parent_batch_id,
+            integration_id: row.integration_id,
+            cancel_requested: row.cancel_requested,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            completed_at: row.completed_at,
+            updated_at: row.updated_at,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+/// The result of one order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultBody {
+    /// 0-based position in the submitted list.
+    pub index: i64,
+    /// The order's reference, when it had one.
+    pub client_order_ref: Option<String>,
+    /// succeeded, failed, duplicate or unprocessed (validate-only: succeeded = valid).
+    pub status: String,
+    /// The created order (succeeded) or the existing one (duplicate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+    /// Why it failed: `{"code", "path", "message"}`, paths relative to the order.
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Vec<FieldError>,
+}
+
+impl From<OrderResult> for ResultBody {
+    fn from(r: OrderResult) -> Self {
+        Self {
+            index: r.index,
+            client_order_ref: r.client_order_ref,
+            status: r.status.as_str().to_owned(),
+            order_id: r.order_id,
+            errors: r.errors,
+        }
+    }
+}
+
+/// A validate-only report; nothing was stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationBody {
+    /// True when every order is valid.
+    pub valid: bool,
+    /// One result per order, in input order.
+    pub results: Vec<ResultBody>,
+}
+
+impl From<ValidationReport> for ValidationBody {
+    fn from(r: ValidationReport) -> Self {
+        Self {
+            valid: r.valid,
+            results: r.results.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A page of batches.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchListBody {
+    /// Newest first.
+    pub data: Vec<BatchBody>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of results.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultListBody {
+    /// In input order.
+    pub data: Vec<ResultBody>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A stored order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderBody {
+    /// The order id.
+    pub id: Uuid,
+    /// The batch that created it (null once the batch's retention ended).
+    pub batch_id: Option<Uuid>,
+    /// The integration whose batch created it.
+    pub integration_id: Option<Uuid>,
+    /// The client's reference.
+    pub client_order_ref: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// `{"email", "name", "phone"?}`.
+    #[schema(value_type = Object)]
+    pub customer: serde_json::Value,
+    /// `{"line1", "line2"?, "city", "region"?, "postalCode", "country"}`.
+    #[schema(value_type = Object)]
+    pub shipping_address: serde_json::Value,
+    /// The lines, in order.
+    pub line_items: Vec<OrderLineBody>,
+    /// Sum of quantity times unit price, in minor units.
+    pub total_minor: i64,
+    /// The same total as a decimal string in major units.
+    pub total: String,
+    /// The client's free-form object.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One line of a stored order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLineBody {
+    /// Stock-keeping unit.
+    pub sku: String,
+    /// Units.
+    pub quantity: i32,
+    /// Price of one unit, in minor units.
+    pub unit_price_minor: i64,
+}
+
+impl From<StoredOrder> for OrderBody {
+    fn from(o: StoredOrder) -> Self {
+        let exponent = currency(&o.currency).map(|c| c.exponent).unwrap_or(2);
+        Self {
+            total: format_minor(o.total_minor, exponent),
+            id: o.id,
+            batch_id: o.batch_id,
+            integration_id: o.integration_id,
+            client_order_ref: o.client_order_ref,
+            currency: o.currency,
+            customer: o.customer,
+            shipping_address: o.shipping_address,
+            line_items: o
+                .line_items
+                .into_iter()
+                .map(|l| OrderLineBody {
+                    sku: l.sku,
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price_minor,
+                })
+                .collect(),
+            total_minor: o.total_minor,
+            metadata: o.metadata,
+            created_at: o.created_at,
+        }
+    }
+}
+
+/// Filters and page of `GET /bulk-orders`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListBatchesQuery {
+    /// Only batches in this status.
+    status: Option<String>,
+    /// Page size (default 50, at most 500).
+    limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Filters and page of `GET /bulk-orders/{id}/results`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ResultsQuery {
+    /// Only results with this status: succeeded, failed, duplicate or unprocessed.
+    status: Option<String>,
+    /// Page size (default 50, at most 500).
+    limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Options of `GET /bulk-orders/{id}/results/download`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DownloadQuery {
+    /// `ndjson` (default) or `csv`.
+    format: Option<String>,
+    /// Only results with this status.
+    status: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Extraction helpers
+// ---------------------------------------------------------------------------
+
+/// `Query<T>` whose rejection is problem+json.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::field("invalid_query", "/query", e.body_text()))
+    }
+}
+
+fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::field("invalid_id", "/id", "the id must be a UUID"))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
+            ApiError::field(
+                "invalid_idempotency_key",
+                "/headers/idempotency-key",
+                "Idempotency-Key must be visible ASCII",
+            )
+        }),
+    }
+}
+
+/// How the body is encoded.
+enum BodyFormat {
+    Json,
+    Ndjson,
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyFormat::Json),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl"
+        | "application/x-jsonlines" => Ok(BodyFormat::Ndjson),
+        e if e.ends_with("+json") => Ok(BodyFormat::Json),
+        _ => Err(ApiError::UnsupportedMediaType(
+            "send orders as application/json ({\"orders\": [...]}) or application/x-ndjson (one order per line)"
+                .into(),
+        )),
+    }
+}
+
+fn map_bytes_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(
+            "the JSON body exceeds the size limit; send large batches as NDJSON".into(),
+        )
+    } else {
+        ApiError::MalformedBody(rejection.body_text())
+    }
+}
+
+fn parse_wire(bytes: &[u8]) -> Result<SubmitWire<'_>, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::MalformedBody(format!("invalid JSON: {e}"))
+            }
+            Category::Data => ApiError::MalformedBody(e.to_string()),
+        }
+    })
+}
+
+fn accepted(batch: BatchRow, replay: bool) -> Response {
+    let location = format!("/api/bulk-orders/{}", batch.id);
+    let status = if replay {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut response = (status, axum::Json(BatchBody::from(batch))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    if replay {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn render_submitted(submitted: Submitted) -> Response {
+    match submitted {
+        Submitted::Accepted { batch, replay } => accepted(batch, replay),
+        Submitted::Validated(report) => {
+            (StatusCode::OK, axum::Json(ValidationBody::from(report))).into_response()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------
+
+/// Submit a batch of orders, as a JSON object or as NDJSON (one order per line,
+/// streamed). The batch is committed and queued, then answered with 202; processing
+/// happens in the batch-processor. An invalid order does not refuse the batch: it gets
+/// a `failed` result. With validate-only, every order's validation result is returned
+/// and nothing is stored.
+#[utoipa::path(post, path = "/bulk-orders", tag = "bulk-orders",
+    params(
+        SubmitQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried submission with the same key and orders returns the same batch; different orders answer 409"),
+    ),
+    request_body(description = "A JSON batch or NDJSON (one order object per line)", content(
+        (SubmitBatchBody = "application/json"),
+        (String = "application/x-ndjson"),
+    )),
+    responses(
+        (status = 202, description = "Committed and queued", body = BatchBody),
+        (status = 200, description = "Idempotent replay (the earlier batch), or the validate-only report", content(
+            (BatchBody = "application/json"),
+        )),
+        (status = 400, description = "Malformed body, empty batch, too many orders, an order that is not an object", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused with different orders", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor NDJSON", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<SubmitQuery>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let format = body_format(&headers)?;
+    let mut options = SubmitOptions {
+        validate_only: query.validate_only.unwrap_or(false),
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    let submitted = match format {
+        BodyFormat::Json => {
+            let bytes = Bytes::from_request(request, &state)
+                .await
+                .map_err(map_bytes_rejection)?;
+            let wire = parse_wire(&bytes)?;
+            options.validate_only |= wire.validate_only.unwrap_or(false);
+            let orders: Vec<&str> = wire.orders.iter().map(|r| r.get()).collect();
+            app::submit(&state, &caller, &orders, options).await?
+        }
+        BodyFormat::Ndjson => {
+            let body = request.into_body().into_data_stream();
+            app::submit_ndjson(&state, &caller, body, options).await?
+        }
+    };
+    Ok(render_submitted(submitted))
+}
+
+/// List the caller's batches, newest first.
+#[utoipa::path(get, path = "/bulk-orders", tag = "bulk-orders",
+    params(ListBatchesQuery),
+    responses(
+        (status = 200, description = "A page of batches", body = BatchListBody),
+        (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
+pub async fn list_batches(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListBatchesQuery>,
+) -> Result<axum::Json<BatchListBody>, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(app::parse_batch_status)
+        .transpose()?;
+    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let (rows, next_cursor) = app::list_batches(&state, &caller, status, page).await?;
+    Ok(axum::Json(BatchListBody {
+        data: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+/// Get a batch with its progress counts and error summary (also while it runs).
+#[utoipa::path(get, path = "/bulk-orders/{id}", tag = "bulk-orders",
+    params(("id" = Uuid, Path, description = "Batch id")),
+    responses(
+        (status = 200, description = "The batch", body = BatchBody),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
+pub async fn get_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<BatchBody>, ApiError> {
+    let batch = app::get_batch(&state, &caller, parse_id(&id)?).await?;
+    Ok(axum::Json(batch.into()))
+}
+
+/// List per-order results in input order, optionally of one status.
+#[utoipa::path(get, path = "/bulk-orders/{id}/results", tag = "bulk-orders",
+    params(("id" = Uuid, Path, description = "Batch id"), ResultsQuery),
+    responses(
+        (status = 200, description = "A page of results", body = ResultListBody),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
+pub async fn list_results(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ResultsQuery>,
+) -> Result<axum::Json<ResultListBody>, ApiError> {
+    let id = parse_id(&id)?;
+    let status = query
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(app::parse_result_status)
+        .transpose()?;
+    let page = ResultsPage::parse(query.limit, query.cursor.as_deref())?;
+    let (rows, next_cursor) = app::list_results(&state, &caller, id, status, page).await?;
+    Ok(axum::Json(ResultListBody {
+        data: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+const CSV_HEADER: &str = "index,clientOrderRef,status,orderId,errorCodes,errors\n";
+
+fn csv_field(out: &mut String, value: &str) {
+    if value.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+fn encode_page(format: DownloadFormat, page: Vec<OrderResult>) -> Bytes {
+    let mut out = String::with_capacity(page.len() * 96);
+    for result in page {
+        match format {
+            DownloadFormat::Ndjson => {
+                let body = ResultBody::from(result);
+                if let Ok(line) = serde_json::to_string(&body) {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+            DownloadFormat::Csv => {
+                out.push_str(&result.index.to_string());
+                out.push(',');
+                csv_field(&mut out, result.client_order_ref.as_deref().unwrap_or(""));
+                out.push(',');
+                out.push_str(result.status.as_str());
+                out.push(',');
+                if let Some(id) = result.order_id {
+                    out.push_str(&id.to_string());
+                }
+                out.push(',');
+                let mut codes: Vec<&str> = result.errors.iter().map(|e| e.code.as_str()).collect();
+                codes.dedup();
+                csv_field(&mut out, &codes.join(";"));
+                out.push(',');
+                if !result.errors.is_empty() {
+                    csv_field(
+                        &mut out,
+                        &serde_json::to_string(&result.errors).unwrap_or_default(),
+                    );
+                }
+                out.push('\n');
+            }
+        }
+    }
+    Bytes::from(out)
+}
+
+/// Download every result of a batch, in input order, as NDJSON or CSV (streamed).
+#[utoipa::path(get, path = "/bulk-orders/{id}/results/download", tag = "bulk-orders",
+    params(("id" = Uuid, Path, description = "Batch id"), DownloadQuery),
+    responses(
+        (status = 200, description = "NDJSON: one result object per line. CSV: index,clientOrderRef,status,orderId,errorCodes,errors (errors as a JSON array)", content(
+            ("application/x-ndjson"),
+            ("text/csv"),
+        )),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
+pub async fn download_results(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<DownloadQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let format = match query.format.as_deref() {
+        None | Some("") | Some("ndjson") => DownloadFormat::Ndjson,
+        Some("csv") => DownloadFormat::Csv,
+        Some(_) => {
+            return Err(ApiError::field(
+                "invalid_format",
+                "/format",
+                "format must be ndjson or csv",
+            ));
+        }
+    };
+    let status = query
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(app::parse_result_status)
+        .transpose()?;
+    let pages = app::stream_results(&state, &caller, id, status).await?;
+    let header_line = match format {
+        DownloadFormat::Csv => Some(Ok(Bytes::from_static(CSV_HEADER.as_bytes()))),
+        DownloadFormat::Ndjson => None,
+    };
+    let body = futures::stream::iter(header_line).chain(pages.map(move |page| match page {
+        Ok(page) => Ok(encode_page(format, page)),
+        Err(err) => {
+            tracing::warn!(%err, "results download interrupted");
+            Err(std::io::Error::other("results download interrupted"))
+        }
+    }));
+    let (content_type, extension) = match format {
+        DownloadFormat::Ndjson => ("application/x-ndjson", "ndjson"),
+        DownloadFormat::Csv => ("text/csv; charset=utf-8", "csv"),
+    };
+    let disposition = format!("attachment; filename=\"batch-{id}-results.{extension}\"");
+    let mut response = Response::new(Body::from_stream(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+/// Cancel a pending or processing batch: the chunk in flight finishes, the remaining
+/// orders are reported `unprocessed`, and the batch ends `cancelled`.
+#[utoipa::path(post, path = "/bulk-orders/{id}/cancel", tag = "bulk-orders",
+    params(("id" = Uuid, Path, description = "Batch id")),
+    responses(
+        (status = 202, description = "Cancel requested (cancelRequested: true)", body = BatchBody),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The batch has already finished (failed_precondition)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
+pub async fn cancel_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let batch = app::cancel(&state, &caller, parse_id(&id)?).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(BatchBody::from(batch))).into_response())
+}
+
+/// Create a child batch of this finished batch's failed and unprocessed orders.
+#[utoipa::path(post, path = "/bulk-orders/{id}/retry-failed", tag = "bulk-orders",
+    params(
+        ("id" = Uuid, Path, description = "Batch id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The same key returns the same child batch"),
+    ),
+    responses(
+        (status = 202, description = "The child batch, committed and queued", body = BatchBody),
+        (status = 200, description = "Idempotent replay: the earlier child batch", body = BatchBody),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not finished, or nothing to retry (failed_precondition)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
+pub async fn retry_failed(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let (batch, replay) = app::retry_failed(&state, &caller, parse_id(&id)?, key).await?;
+    Ok(accepted(batch, replay))
+}
+
+/// Get an order created by a batch, with its line items.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 404, description = "No such order for this user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<OrderBody>, ApiError> {
+    let order = app::get_order(&state, &caller, parse_id(&id)?).await?;
+    Ok(axum::Json(order.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Orders are kept as their exact JSON text, whitespace around them excluded, so
+    /// the structure check and the request hash see the order and nothing else.
+    #[test]
+    fn orders_are_borrowed_as_raw_json() {
+        let body = br#"{ "orders" : [ {"a": 1} ,
+            42 ], "validateOnly": true }"#;
+        let wire = parse_wire(body).unwrap();
+        let raws: Vec<&str> = wire.orders.iter().map(|r| r.get()).collect();
+        assert_eq!(raws, [r#"{"a": 1}"#, "42"]);
+        assert_eq!(wire.validate_only, Some(true));
+        assert_eq!(
+            parse_wire(b"{\"orders\": [").unwrap_err().code(),
+            "malformed_body"
+        );
+        assert_eq!(
+            parse_wire(br#"{"orders": [], "x": 1}"#).unwrap_err().code(),
+            "malformed_body"
+        );
+    }
+
+    /// CSV fields with separators, quotes or newlines are quoted.
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        let mut out = String::new();
+        csv_field(&mut out, "plain");
+        out.push('|');
+        csv_field(&mut out, "a,\"b\"");
+        assert_eq!(out, "plain|\"a,\"\"b\"\"\"");
+    }
 }

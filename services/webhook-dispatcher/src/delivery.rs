@@ -1,0 +1,230 @@
+//! Making one delivery attempt and deciding what happens next: succeeded, retry at a
+//! time, or failed. Shared by the event pipeline (first attempts) and the retry
+//! poller (every later attempt).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use portico_domain::retry::{clamp_retry_after, may_retry};
+use portico_domain::webhooks::RetryPolicy;
+use portico_telemetry::metrics as names;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::endpoints::Endpoint;
+use crate::envelope::PreparedEvent;
+use crate::limits::{ADMISSION_BUDGET, Admission};
+use crate::transport::{AttemptRecord, Transport};
+
+/// A delivery about to be attempted.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The `webhook_deliveries` row (new or existing).
+    pub delivery_id: Uuid,
+    /// Where it goes.
+    pub endpoint: Arc<Endpoint>,
+    /// What it sends.
+    pub event: Arc<PreparedEvent>,
+    /// Attempts already made.
+    pub attempts_before: u32,
+    /// Retries allowed after the first attempt.
+    pub max_retries: u32,
+}
+
+/// Why a delivery ended without success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// Every allowed attempt failed.
+    Exhausted,
+    /// The endpoint answered 410 Gone: it is disabled, nothing more is sent to it.
+    Gone,
+    /// The endpoint was disabled or deleted while the delivery waited.
+    EndpointInactive,
+}
+
+/// The delivery's state after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// A 2xx: done.
+    Succeeded,
+    /// Try again at this time.
+    Retry(DateTime<Utc>),
+    /// Done, unsuccessfully.
+    Failed(FailReason),
+}
+
+impl Next {
+    /// The stored status.
+    pub fn status(self) -> &'static str {
+        match self {
+            Next::Succeeded => "succeeded",
+            Next::Retry(_) => "retrying",
+            Next::Failed(_) => "failed",
+        }
+    }
+}
+
+/// What became of a planned delivery.
+#[derive(Debug, Clone)]
+pub enum Handled {
+    /// An attempt was made.
+    Attempted {
+        /// Its record.
+        record: AttemptRecord,
+        /// The state it leads to.
+        next: Next,
+    },
+    /// Nothing was sent: the endpoint's limits asked to wait until then.
+    Deferred(DateTime<Utc>),
+}
+
+/// Decides the state after the `attempts_made`-th attempt: 2xx succeeds; 410 fails and
+/// disables the endpoint; otherwise retry while the budget lasts, after `Retry-After`
+/// (429/503, clamped to the policy's bounds) or the exponential schedule.
+pub fn decide(
+    record: &AttemptRecord,
+    attempts_made: u32,
+    max_retries: u32,
+    policy: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> Next {
+    if record.succeeded() {
+        return Next::Succeeded;
+    }
+    if record.status == Some(410) {
+        return Next::Failed(FailReason::Gone);
+    }
+    if !may_retry(attempts_made, max_retries) {
+        return Next::Failed(FailReason::Exhausted);
+    }
+    let delay = match record.retry_after {
+        Some(wait) if matches!(record.status, Some(429 | 503)) => clamp_retry_after(policy, wait),
+        _ => policy.delay_for(attempts_made),
+    };
+    Next::Retry(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
+}
+
+/// Runs planned deliveries concurrently: each waits for its endpoint's limits (or is
+/// deferred), then for a slot of the replica-wide cap, then sends. Results come back in
+/// the order of `planned`.
+pub async fn run_all(
+    transport: &Transport,
+    global: &Arc<Semaphore>,
+    planned: &[Planned],
+) -> Vec<Handled> {
+    futures::future::join_all(planned.iter().map(|p| run_one(transport, global, p))).await
+}
+
+/// Runs one planned delivery.
+pub async fn run_one(transport: &Transport, global: &Arc<Semaphore>, p: &Planned) -> Handled {
+    let _endpoint_permit = match p.endpoint.limiter.admit(ADMISSION_BUDGET).await {
+        Admission::Go(permit) => permit,
+        Admission::Defer(wait) => {
+            return Handled::Deferred(
+                Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+            );
+        }
+    };
+    // The semaphore is never closed; if it were, sending without a slot is still safe.
+    let _slot = global.acquire().await.ok();
+    let number = p.attempts_before.saturating_add(1);
+    let span = tracing::info_span!(
+        "webhook.delivery_attempt",
+        otel.kind = "client",
+        webhook.id = %p.endpoint.id,
+        webhook.delivery_id = %p.delivery_id,
+        webhook.event_id = %p.event.id_text,
+        webhook.event_type = %p.event.event_type,
+        webhook.attempt = number,
+        http.response.status_code = tracing::field::Empty,
+        error.kind = tracing::field::Empty,
+    );
+    portico_telemetry::propagation::set_parent_from(&span, p.event.trace.as_ref());
+    let record = transport
+        .send(&p.endpoint, &p.event, number as i32)
+        .instrument(span.clone())
+        .await;
+    if let Some(status) = record.status {
+        span.record("http.response.status_code", status);
+    }
+    if let Some((kind, _)) = &record.error {
+        span.record("error.kind", kind.as_str());
+    }
+    let now = Utc::now();
+    let next = decide(&record, number, p.max_retries, &p.endpoint.policy, now);
+    metrics::counter!(names::DELIVERIES, "outcome" => next.status(), "status_class" => record.status_class())
+        .increment(1);
+    metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION).record(record.latency.as_secs_f64());
+    if next == Next::Succeeded {
+        let waited = (now - p.event.accepted_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        metrics::histogram!(names::EVENT_TO_DELIVERY).record(waited.as_secs_f64());
+    }
+    Handled::Attempted { record, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::ErrorKind;
+
+    fn record(status: Option<u16>, retry_after: Option<u64>) -> AttemptRecord {
+        let error = match status {
+            Some(200..=299) => None,
+            Some(_) => Some((ErrorKind::HttpStatus, String::new())),
+            None => Some((ErrorKind::Timeout, String::new())),
+        };
+        AttemptRecord {
+            number: 1,
+            started_at: Utc::now(),
+            request_headers: "{}".into(),
+            status,
+            response_body: None,
+            latency: Duration::ZERO,
+            error,
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    /// 2xx succeeds, 410 is final, failures retry on the schedule until the budget is
+    /// spent, and Retry-After is honoured only on 429/503, within the policy's bounds.
+    #[test]
+    fn decisions_follow_http_etiquette() {
+        let p = portico_domain::retry::policy_from_columns(5, 1000, 300_000);
+        let now = Utc::now();
+        let secs = |n: Next| match n {
+            Next::Retry(at) => (at - now).num_seconds(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            decide(&record(Some(204), None), 1, 5, &p, now),
+            Next::Succeeded
+        );
+        assert_eq!(
+            decide(&record(Some(410), None), 1, 5, &p, now),
+            Next::Failed(FailReason::Gone)
+        );
+        assert_eq!(secs(decide(&record(Some(500), None), 1, 5, &p, now)), 1);
+        assert_eq!(secs(decide(&record(None, None), 3, 5, &p, now)), 4);
+        assert_eq!(
+            decide(&record(Some(500), None), 6, 5, &p, now),
+            Next::Failed(FailReason::Exhausted)
+        );
+        assert_eq!(
+            secs(decide(&record(Some(429), Some(30)), 1, 5, &p, now)),
+            30
+        );
+        assert_eq!(secs(decide(&record(Some(503), Some(0)), 1, 5, &p, now)), 1);
+        assert_eq!(
+            secs(decide(&record(Some(429), Some(99_999)), 1, 5, &p, now)),
+            300
+        );
+        // Retry-After on another status is ignored.
+        assert_eq!(secs(decide(&record(Some(500), Some(30)), 2, 5, &p, now)), 2);
+        // A 302 is a failure like any other.
+        assert_eq!(secs(decide(&record(Some(302), None), 1, 5, &p, now)), 1);
+    }
+}

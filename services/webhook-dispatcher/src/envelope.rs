@@ -1,0 +1,175 @@
+//! What a delivery sends: the Standard Webhooks body and headers.
+//!
+//! The body is `{"id", "type", "timestamp", "data"}`, built once per event by
+//! concatenating raw JSON (the event's `data` is never parsed or re-serialised, so the
+//! receiver gets exactly the bytes the publisher sent) and shared by every endpoint and
+//! every retry of that event. The headers are built per attempt: `webhook-timestamp`
+//! is the time of this attempt, and `webhook-signature` carries one `v1,` signature per
+//! active secret of the endpoint, newest first.
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use uuid::Uuid;
+
+use crate::endpoints::Endpoint;
+
+/// The `user-agent` of every delivery.
+pub const USER_AGENT_VALUE: &str = concat!("Portico-Webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// An event ready to be delivered: its identity and its body, built once.
+#[derive(Debug)]
+pub struct PreparedEvent {
+    /// The event id; also the `webhook-id` header, stable across retries and endpoints
+    /// so receivers can deduplicate.
+    pub id: Uuid,
+    /// `id` as text, formatted once.
+    pub id_text: String,
+    /// The owner.
+    pub user_id: String,
+    /// The event type.
+    pub event_type: String,
+    /// When the gateway accepted it, to the microsecond (what PostgreSQL keeps, so a
+    /// retry rebuilt from the database sends the same body).
+    pub accepted_at: DateTime<Utc>,
+    /// The full request body.
+    pub body: Bytes,
+    /// The event's ordering key, if its publisher gave one.
+    pub ordering_key: Option<String>,
+    /// The JetStream sequence of the event job (0 when rebuilt from the database).
+    pub stream_sequence: u64,
+    /// The event job's trace context (NATS headers), parent of the attempt spans.
+    pub trace: Option<async_nats::HeaderMap>,
+}
+
+impl PreparedEvent {
+    /// Prepares an event from its parts; `data` is the raw JSON text of the payload.
+    pub fn new(
+        id: Uuid,
+        user_id: String,
+        event_type: String,
+        accepted_at: DateTime<Utc>,
+        data: &str,
+    ) -> Self {
+        let accepted_at = accepted_at.trunc_subsecs(6);
+        let id_text = id.hyphenated().to_string();
+        let body = build_body(&id_text, &event_type, accepted_at, data);
+        Self {
+            id,
+            id_text,
+            user_id,
+            event_type,
+            accepted_at,
+            body,
+            ordering_key: None,
+            stream_sequence: 0,
+            trace: None,
+        }
+    }
+
+    /// Operational events (`portico.*`) never trigger operational events about their
+    /// own deliveries, so a failing endpoint cannot feed itself a loop.
+    pub fn is_operational(&self) -> bool {
+        self.event_type.starts_with("portico.")
+    }
+}
+
+/// Builds `{"id":..,"type":..,"timestamp":..,"data":<raw>}` by concatenation.
+pub fn build_body(id: &str, event_type: &str, accepted_at: DateTime<Utc>, data: &str) -> Bytes {
+    let timestamp = accepted_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let mut out = Vec::with_capacity(data.len() + id.len() + event_type.len() + 72);
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"\",\"type\":");
+    // Event types are validated to [A-Za-z0-9._-], but escaping costs nothing here.
+    if serde_json::to_writer(&mut out, event_type).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
+    out.extend_from_slice(b",\"timestamp\":\"");
+    out.extend_from_slice(timestamp.as_bytes());
+    out.extend_from_slice(b"\",\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// The endpoint has no secret that may sign right now (all expired): sending unsigned
+/// data would teach receivers to skip verification, so the attempt fails instead.
+#[derive(Debug, thiserror::Error)]
+#[error("the webhook has no active signing secret")]
+pub struct NoActiveSecret;
+
+/// The headers of one attempt: the endpoint's custom headers first, then ours, so a
+/// custom header can never replace a signature or the content type.
+pub fn request_headers(
+    endpoint: &Endpoint,
+    event: &PreparedEvent,
+    attempt_time: DateTime<Utc>,
+) -> Result<HeaderMap, NoActiveSecret> {
+    let timestamp = attempt_time.timestamp();
+    let signature = endpoint
+        .signature(&event.id_text, timestamp, &event.body, attempt_time)
+        .ok_or(NoActiveSecret)?;
+    let mut headers = HeaderMap::with_capacity(endpoint.headers.len() + 8);
+    for (name, value) in &endpoint.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    // Uuids, integers and base64 are always valid header values.
+    if let Ok(v) = HeaderValue::from_str(&event.id_text) {
+        headers.insert(HeaderName::from_static("webhook-id"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("webhook-timestamp"),
+        HeaderValue::from(timestamp),
+    );
+    if let Ok(v) = HeaderValue::from_str(&signature) {
+        headers.insert(HeaderName::from_static("webhook-signature"), v);
+    }
+    Ok(headers)
+}
+
+/// The headers as recorded on the attempt row: a JSON object of every header sent
+/// (repeated names joined with ", ").
+pub fn headers_json(headers: &HeaderMap) -> String {
+    let mut map = serde_json::Map::with_capacity(headers.keys_len());
+    for name in headers.keys() {
+        let joined = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        map.insert(name.as_str().to_owned(), serde_json::Value::String(joined));
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body is the four fields, with `data` embedded byte for byte and the
+    /// timestamp in RFC 3339 with microseconds.
+    #[test]
+    fn body_embeds_raw_data() {
+        let at = DateTime::parse_from_rfc3339("2024-05-06T07:08:09.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let e = PreparedEvent::new(
+            Uuid::nil(),
+            "u".into(),
+            "order.created".into(),
+            at,
+            r#"{"b": 1,  "a":[2]}"#,
+        );
+        assert_eq!(
+            std::str::from_utf8(&e.body).unwrap(),
+            r#"{"id":"00000000-0000-0000-0000-000000000000","type":"order.created","timestamp":"2024-05-06T07:08:09.123456Z","data":{"b": 1,  "a":[2]}}"#
+        );
+        let v: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(v["data"]["a"][0], 2);
+        assert!(!e.is_operational());
+    }
+}

@@ -1,0 +1,310 @@
+//! Committing a batch of delivery results: delivery rows (new or claimed) with their
+//! attempts, endpoint health, and the operational events all of that implies, in one
+//! transaction. Only after it commits may the caller acknowledge the jobs (events
+//! pipeline) or consider the claimed rows done (retry poller).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use portico_queue::jobs::Job;
+use portico_telemetry::metrics as names;
+use uuid::Uuid;
+
+use crate::Dispatcher;
+use crate::delivery::{FailReason, Handled, Next, Planned};
+use crate::operational::{self, DeliveryFacts};
+use crate::store::{self, AttemptRows, ClaimedUpdates, HealthDeltas, NewDeliveryRows};
+
+/// The state a delivery row takes after its handling.
+#[derive(Debug, Clone)]
+pub struct RowState {
+    /// `pending`, `retrying`, `succeeded` or `failed`.
+    pub status: &'static str,
+    /// Attempts made in total.
+    pub attempts: i32,
+    /// When to try next.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Status of the last response.
+    pub last_status_code: Option<i32>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Whether an attempt was made now.
+    pub attempted: bool,
+}
+
+/// One attempt's contribution to its endpoint's health, in completion order.
+#[derive(Debug)]
+struct HealthEntry {
+    webhook_id: Uuid,
+    delivery_id: Uuid,
+    success: bool,
+    gone: bool,
+}
+
+/// Accumulates the results of a batch in the shape the SQL wants.
+#[derive(Default)]
+pub struct BatchResults {
+    attempts: AttemptRows,
+    health: Vec<HealthEntry>,
+    /// Owner, delivery and job of each delivery-level operational event.
+    delivery_events: Vec<(Uuid, Job)>,
+    /// Latest facts per webhook (what tipped it, for webhook-level events).
+    facts: HashMap<Uuid, (String, DeliveryFacts)>,
+}
+
+impl BatchResults {
+    /// Adds one handled delivery (taking its record, so nothing is copied) and returns
+    /// the state its row takes. The facts for operational events are only gathered
+    /// when something is wrong or recovered: a healthy delivery costs no more.
+    pub fn add(&mut self, p: &Planned, handled: Handled) -> RowState {
+        let (record, next) = match handled {
+            Handled::Deferred(at) => {
+                return RowState {
+                    status: if p.attempts_before == 0 {
+                        "pending"
+                    } else {
+                        "retrying"
+                    },
+                    attempts: p.attempts_before as i32,
+                    next_attempt_at: Some(at),
+                    last_status_code: None,
+                    last_error: None,
+                    attempted: false,
+                };
+            }
+            Handled::Attempted { record, next } => (record, next),
+        };
+        let success = next == Next::Succeeded;
+        let next_attempt_at = match next {
+            Next::Retry(at) => Some(at),
+            _ => None,
+        };
+        let (error_kind, last_error) = match record.error {
+            Some((kind, message)) => (Some(kind.as_str()), Some(message)),
+            None => (None, None),
+        };
+        let mut kinds: Vec<&'static str> = Vec::new();
+        if !p.event.is_operational() {
+            if !success && record.number == 1 {
+                kinds.push(operational::DELIVERY_FAILING);
+            }
+            if matches!(next, Next::Failed(_)) {
+                kinds.push(operational::DELIVERY_EXHAUSTED);
+            }
+            if success && record.number > 1 {
+                kinds.push(operational::DELIVERY_RECOVERED);
+            }
+        }
+        if !success || !kinds.is_empty() {
+            let facts = DeliveryFacts {
+                webhook_id: p.endpoint.id,
+                url: p.endpoint.url.to_string(),
+                delivery_id: p.delivery_id,
+                event_id: p.event.id,
+                event_type: p.event.event_type.clone(),
+                last_status_code: record.status,
+                attempts: record.number as u32,
+                last_error: last_error.clone(),
+                next_attempt_at,
+            };
+            for kind in kinds {
+                if let Some(job) = operational::delivery_event(kind, &p.endpoint.user_id, &facts) {
+                    self.delivery_events.push((p.delivery_id, job));
+                }
+            }
+            if !success {
+                self.facts
+                    .insert(p.endpoint.id, (p.endpoint.user_id.clone(), facts));
+            }
+        }
+        self.health.push(HealthEntry {
+            webhook_id: p.endpoint.id,
+            delivery_id: p.delivery_id,
+            success,
+            gone: next == Next::Failed(FailReason::Gone),
+        });
+        let a = &mut self.attempts;
+        a.delivery_id.push(p.delivery_id);
+        a.number.push(record.number);
+        a.headers.push(record.request_headers);
+        a.status.push(record.status.map(i32::from));
+        a.body.push(record.response_body);
+        a.latency_ms
+            .push(record.latency.as_millis().min(i32::MAX as u128) as i32);
+        a.error_kind.push(error_kind);
+        a.error_message.push(last_error.clone());
+        a.started_at.push(record.started_at);
+        RowState {
+            status: next.status(),
+            attempts: record.number,
+            next_attempt_at,
+            last_status_code: record.status.map(i32::from),
+            last_error,
+            attempted: true,
+        }
+    }
+
+    /// Adds a claimed delivery whose endpoint is no longer active: it fails without an
+    /// attempt.
+    pub fn endpoint_inactive(attempts_before: i32) -> RowState {
+        RowState {
+            status: Next::Failed(FailReason::EndpointInactive).status(),
+            attempts: attempts_before,
+            next_attempt_at: None,
+            last_status_code: None,
+            last_error: Some("the webhook is disabled or deleted".to_owned()),
+            attempted: false,
+        }
+    }
+
+    fn health_deltas(&self, written: &HashSet<Uuid>) -> HealthDeltas {
+        let mut order: Vec<Uuid> = Vec::new();
+        let mut acc: HashMap<Uuid, (i32, bool, bool)> = HashMap::new();
+        for e in self
+            .health
+            .iter()
+            .filter(|e| written.contains(&e.delivery_id))
+        {
+            let entry = acc.entry(e.webhook_id).or_insert_with(|| {
+                order.push(e.webhook_id);
+                (0, false, false)
+            });
+            if e.success {
+                entry.0 = 0;
+                entry.1 = true;
+            } else {
+                entry.0 += 1;
+            }
+            entry.2 |= e.gone;
+        }
+        let mut d = HealthDeltas::default();
+        order.sort();
+        for id in order {
+            let (failures, success, gone) = acc[&id];
+            d.webhook_id.push(id);
+            d.trailing_failures.push(failures);
+            d.had_success.push(success);
+            d.gone.push(gone);
+        }
+        d
+    }
+}
+
+/// Which rows a batch writes.
+pub enum Rows {
+    /// New deliveries from the events pipeline.
+    New(NewDeliveryRows),
+    /// Claimed deliveries from the retry poller.
+    Claimed(ClaimedUpdates),
+}
+
+/// Commits a batch: rows and attempts, health, operational events (through the
+/// outbox), in one transaction; then wakes the outbox relay and tells every replica
+/// about disabled endpoints. A transaction that lost a deadlock or serialization race
+/// is run again (the attempts were made; recording them must not be given up lightly).
+pub async fn commit(
+    dispatcher: &Dispatcher,
+    rows: Rows,
+    results: BatchResults,
+) -> Result<(), sqlx::Error> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match commit_once(dispatcher, &rows, &results).await {
+            Err(err) if tries < 4 && is_transient(&err) => {
+                tracing::debug!(%err, tries, "batch commit lost a race; running it again");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Deadlock detected or serialization failure: safe to run the transaction again.
+fn is_transient(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "40P01" || c == "40001")
+}
+
+async fn commit_once(
+    dispatcher: &Dispatcher,
+    rows: &Rows,
+    results: &BatchResults,
+) -> Result<(), sqlx::Error> {
+    let disable_after = dispatcher.disable_after;
+    let mut tx = dispatcher.pool.begin().await?;
+    let written = match rows {
+        Rows::New(d) => store::insert_deliveries(&mut tx, d, &results.attempts).await?,
+        Rows::Claimed(u) => store::update_claimed(&mut tx, u, &results.attempts).await?,
+    };
+    let deltas = results.health_deltas(&written);
+    let changes = store::update_health(&mut tx, &deltas, disable_after).await?;
+    let mut jobs: Vec<Job> = results
+        .delivery_events
+        .iter()
+        .filter(|(delivery, _)| written.contains(delivery))
+        .map(|(_, job)| job.clone())
+        .collect();
+    let mut disabled: Vec<(String, String)> = Vec::new();
+    let warn_at = operational::warning_threshold(disable_after);
+    for change in &changes {
+        let Some((owner, facts)) = results.facts.get(&change.webhook_id) else {
+            continue;
+        };
+        // The warning at 80 % comes first, also when one batch jumps past it straight
+        // to the threshold: an owner is always warned before being disabled.
+        let crossed_warning = disable_after > 0
+            && change.was_active
+            && change.old_failures < warn_at
+            && change.new_failures >= warn_at
+            && change.disabled_reason.as_deref() != Some("gone");
+        if crossed_warning
+            && let Some(job) = operational::webhook_event(
+                operational::WEBHOOK_DISABLING_SOON,
+                owner,
+                facts,
+                None,
+                change.new_failures,
+                disable_after,
+            )
+        {
+            jobs.push(job);
+        }
+        if change.was_active && !change.active {
+            let reason = change
+                .disabled_reason
+                .clone()
+                .unwrap_or_else(|| "failing".into());
+            if let Some(job) = operational::webhook_event(
+                operational::WEBHOOK_DISABLED,
+                owner,
+                facts,
+                Some(&reason),
+                change.new_failures,
+                disable_after,
+            ) {
+                jobs.push(job);
+            }
+            disabled.push((change.user_id.clone(), reason));
+        }
+    }
+    for job in &jobs {
+        portico_queue::outbox::enqueue(&mut tx, &dispatcher.topology, job)
+            .await
+            .map_err(|e| match e {
+                portico_queue::QueueError::Outbox(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?;
+    }
+    tx.commit().await?;
+    if !jobs.is_empty() {
+        dispatcher.outbox.notify();
+    }
+    for (user, reason) in disabled {
+        tracing::warn!(user = %user, %reason, "webhook endpoint disabled");
+        metrics::counter!(names::ENDPOINTS_DISABLED, "reason" => reason).increment(1);
+        dispatcher.invalidate_user(&user).await;
+    }
+    Ok(())
+}
