@@ -559,6 +559,19 @@ async fn resubmitted_references_are_duplicates_with_the_existing_order_id() -> a
         .json()
         .await?;
     assert_eq!(kept["lineItems"][0]["sku"], "SKU-1");
+    // Four chunks in flight at once (the default concurrency): the last repeats a
+    // reference of the first, the middle ones share none and insert meanwhile.
+    let mut list = orders("DF", 4_000);
+    list[3_900] = order("DF-7");
+    let far = user.accepted(&json!({ "orders": list })).await?;
+    let far_id = far["id"].as_str().unwrap_or_default().to_owned();
+    let done = user.finished(&far_id).await?;
+    assert_eq!(done["counts"]["succeeded"], 3_999);
+    assert_eq!(done["counts"]["duplicate"], 1);
+    let results = user.all_results(&far_id, "").await?;
+    assert_eq!(results[7]["status"], "succeeded");
+    assert_eq!(results[3_900]["status"], "duplicate");
+    assert_eq!(results[3_900]["orderId"], results[7]["orderId"]);
 
     // Another user's references are their own.
     let other = Client::new(&app, "user-dup-other");

@@ -5,7 +5,8 @@
 //! - **Claim**: `pending → processing` (a batch already `processing` is resumed; a
 //!   finished one means the job is a redelivery and is acked without work).
 //! - **Chunks**: each in its own transaction ([`crate::chunks`]), several at a time
-//!   (their order inserts take turns in input order, see [`crate::chunks::InsertTurn`]);
+//!   (a chunk inserts its orders only after every earlier chunk in flight that creates one
+//!   of its references, see [`crate::chunks::InsertTurn`]);
 //!   between chunks the job's ack timer is reset (`keep_alive`) and the cancel flag,
 //!   read in each chunk's transaction, is honoured: chunks in flight finish, the rest
 //!   is reported `unprocessed`.
@@ -30,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::chunks::{ChunkOutcome, InsertTurn, process_chunk};
+use crate::chunks::{ChunkOutcome, InsertTurn, TurnState, process_chunk};
 use crate::events;
 
 /// After this many deliveries of one batch's job ending in an error, the batch is
@@ -206,7 +207,8 @@ async fn run_chunks(
 ) -> Result<Stop, ProcessError> {
     let mut pending = chunks.into_iter();
     let mut in_flight = JoinSet::new();
-    let mut previous_inserted: Option<tokio::sync::oneshot::Receiver<()>> = None;
+    // The chunks launched so far whose orders INSERT may not have run yet.
+    let mut unfinished: Vec<tokio::sync::watch::Receiver<TurnState>> = Vec::new();
     let mut stop = Stop::Done;
     let mut failure: Option<ProcessError> = None;
     let limit = processor.chunk_concurrency.max(1);
@@ -219,11 +221,16 @@ async fn run_chunks(
             let Some(chunk) = pending.next() else { break };
             let processor = Arc::clone(processor);
             let batch = Arc::clone(batch);
-            let (done, inserted) = tokio::sync::oneshot::channel();
+            // Chunks that have inserted (or ended) no longer hold anyone up.
+            unfinished.retain(|rx| {
+                rx.has_changed().is_ok() && !matches!(*rx.borrow(), TurnState::Inserted)
+            });
+            let (mine, progress) = tokio::sync::watch::channel(TurnState::Parsing);
             let turn = InsertTurn {
-                wait: previous_inserted.replace(inserted),
-                done,
+                earlier: unfinished.clone(),
+                mine,
             };
+            unfinished.push(progress);
             in_flight.spawn(async move { process_chunk(&processor, &batch, chunk, turn).await });
         }
         let Some(joined) = in_flight.join_next().await else {

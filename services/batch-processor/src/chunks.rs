@@ -12,7 +12,8 @@
 //! (`ON CONFLICT DO NOTHING RETURNING`), so a chunk of new orders needs no lookup.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use portico_domain::FieldError;
 use portico_domain::bulk_orders::ResultStatus;
@@ -69,19 +70,51 @@ enum Decision<'a> {
     Fail(Vec<FieldError>),
 }
 
+/// How far a chunk in flight has got, as the later chunks of its batch see it.
+#[derive(Debug, Clone)]
+pub enum TurnState {
+    /// Still reading and validating its orders.
+    Parsing,
+    /// Validated: these are the references it is about to create.
+    Parsed(Arc<HashSet<String>>),
+    /// Its orders INSERT has run (its unique-index entries exist, maybe uncommitted).
+    Inserted,
+}
+
 /// The order in which concurrent chunks of one batch may insert their orders.
 ///
-/// Chunks are validated in parallel, but each waits for the previous chunk's orders
-/// INSERT to have run before running its own. The previous chunk then holds its
-/// (possibly uncommitted) unique-index entries, so a reference repeated in a later
-/// chunk waits for it and yields: across chunks, as within one, the first occurrence in
-/// input order is created and the later one reported `duplicate`. Only that one
-/// statement is serialised; results, counts and commits still overlap.
+/// Chunks are validated in parallel. Before running its orders INSERT, a chunk waits
+/// until every earlier chunk still in flight has published the references it creates,
+/// and then waits for the INSERT of each earlier chunk that creates one of its own
+/// references. That earlier chunk then holds its (possibly uncommitted) unique-index
+/// entries, so the repeated reference waits for it and yields: across chunks, as within
+/// one, the first occurrence in input order is created and the later one reported
+/// `duplicate`. Chunks without a reference in common (the normal case) insert at the
+/// same time, so the expensive statement is not serialised. A chunk that ends early
+/// (error, already processed) drops its sender: nothing to wait for.
 pub struct InsertTurn {
-    /// Resolves (or is dropped) when the previous chunk has inserted its orders.
-    pub wait: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// Signalled (or dropped, on any early return) once this chunk has inserted.
-    pub done: tokio::sync::oneshot::Sender<()>,
+    /// The earlier chunks of the batch in flight when this one started.
+    pub earlier: Vec<tokio::sync::watch::Receiver<TurnState>>,
+    /// Where this chunk publishes its own progress.
+    pub mine: tokio::sync::watch::Sender<TurnState>,
+}
+
+impl InsertTurn {
+    /// Waits until no earlier chunk in flight may still create one of `refs`.
+    async fn wait_for_earlier(&mut self, refs: &HashSet<String>) {
+        for earlier in &mut self.earlier {
+            // An error means the earlier chunk ended (its sender dropped): go on.
+            let state = match earlier.wait_for(|s| !matches!(s, TurnState::Parsing)).await {
+                Ok(state) => state.clone(),
+                Err(_) => continue,
+            };
+            if let TurnState::Parsed(theirs) = state
+                && !theirs.is_disjoint(refs)
+            {
+                let _ = earlier.wait_for(|s| matches!(s, TurnState::Inserted)).await;
+            }
+        }
+    }
 }
 
 /// Processes chunk `chunk_index` of `batch` in one transaction.
@@ -131,12 +164,20 @@ pub async fn process_chunk(
     // which already exist (earlier batches, earlier chunks, or a concurrent batch), so
     // the common case costs no lookup at all. Only the references that conflicted are
     // then looked up, for the existing order's id.
-    if let Some(previous) = turn.wait {
-        // An error means the previous chunk ended without inserting: nothing to wait for.
-        let _ = previous.await;
-    }
+    let mut turn = turn;
+    let to_create: HashSet<String> = decisions
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Create(_, order) => Some(order.client_order_ref.to_string()),
+            _ => None,
+        })
+        .collect();
+    let to_create = Arc::new(to_create);
+    turn.mine
+        .send_replace(TurnState::Parsed(Arc::clone(&to_create)));
+    turn.wait_for_earlier(&to_create).await;
     let created = insert_orders(&mut tx, batch, &decisions).await?;
-    let _ = turn.done.send(());
+    turn.mine.send_replace(TurnState::Inserted);
     let conflicted: Vec<&str> = decisions
         .iter()
         .filter_map(|d| match d {
@@ -221,6 +262,29 @@ pub async fn process_chunk(
     .execute(&mut *tx)
     .await?;
 
+    sqlx::query(
+        "UPDATE bulk_order_batch_chunks SET processed = true WHERE batch_id = $1 AND chunk_index = $2",
+    )
+    .bind(batch.id)
+    .bind(chunk_index)
+    .execute(&mut *tx)
+    .await?;
+
+    // order.created, only when the owner has a webhook that wants it; committed with
+    // the orders, so an order and its event cannot diverge.
+    let mut enqueued = false;
+    if !new_orders.is_empty() && events::wants_order_created(&mut tx, &batch.user_id).await? {
+        let jobs: Vec<Job> = new_orders
+            .iter()
+            .map(|(id, order)| events::order_created(batch, *id, order))
+            .collect::<Result<_, _>>()
+            .map_err(ProcessError::encoding)?;
+        portico_queue::outbox::enqueue_all(&mut tx, &processor.topology, &jobs).await?;
+        enqueued = true;
+    }
+    // The counts last: the batch row stays locked (a concurrent chunk of this batch
+    // waits on it) only from here to the commit, not while the chunk's other
+    // statements run.
     let summary_json = serde_json::to_string(&summary).map_err(ProcessError::encoding)?;
     let (cancel_requested,): (bool,) = sqlx::query_as(
         "UPDATE bulk_order_batches SET
@@ -248,26 +312,6 @@ pub async fn process_chunk(
     .bind(&summary_json)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
-        "UPDATE bulk_order_batch_chunks SET processed = true WHERE batch_id = $1 AND chunk_index = $2",
-    )
-    .bind(batch.id)
-    .bind(chunk_index)
-    .execute(&mut *tx)
-    .await?;
-
-    // order.created, only when the owner has a webhook that wants it; committed with
-    // the orders, so an order and its event cannot diverge.
-    let mut enqueued = false;
-    if !new_orders.is_empty() && events::wants_order_created(&mut tx, &batch.user_id).await? {
-        let jobs: Vec<Job> = new_orders
-            .iter()
-            .map(|(id, order)| events::order_created(batch, *id, order))
-            .collect::<Result<_, _>>()
-            .map_err(ProcessError::encoding)?;
-        portico_queue::outbox::enqueue_all(&mut tx, &processor.topology, &jobs).await?;
-        enqueued = true;
-    }
     tx.commit().await?;
     if enqueued {
         processor.outbox.notify();

@@ -27,7 +27,7 @@ pub struct ProcessorConfig {
     // Bulk orders.
     /// Chunks (1,000 orders each) of one batch processed at the same time, each in its
     /// own transaction.
-    #[arg(long, env = "PORTICO_CHUNK_CONCURRENCY", default_value_t = 2)]
+    #[arg(long, env = "PORTICO_CHUNK_CONCURRENCY", default_value_t = 4)]
     pub chunk_concurrency: usize,
 
     /// How often expired batches and their results are deleted, in seconds.
