@@ -236,10 +236,6 @@ impl System {
                 // The bulk scenario submits 100,000 orders in one request.
                 env.push(("PORTICO_MAX_BATCH_ORDERS".into(), "100000".into()));
                 env.push(("PORTICO_MAX_BODY_BYTES".into(), (256u64 << 20).to_string()));
-                env.push((
-                    "PORTICO_MAX_NDJSON_BYTES".into(),
-                    (256u64 << 20).to_string(),
-                ));
             }
             env.extend(opts.service_env.iter().cloned());
             env
