@@ -49,7 +49,8 @@ impl ServiceKind {
         }
     }
 
-    fn owner(self) -> Owner {
+    /// Its owner in CPU accounting.
+    pub fn owner(self) -> Owner {
         match self {
             ServiceKind::Gateway => Owner::Gateway,
             ServiceKind::WebhookDispatcher => Owner::Dispatcher,
