@@ -346,6 +346,7 @@ async fn run_scenario(bench: &mut Bench, cli: &Cli, out: &mut Vec<Report>) -> an
                         duration: cli.duration.unwrap_or(300.0),
                         every: *every,
                         concurrency: cli.concurrency.unwrap_or(16),
+                        idle_secs: 10.0,
                     },
                 )
                 .await?,

@@ -94,8 +94,7 @@ pub struct Snapshot {
     /// pid -> (owner, ticks).
     processes: HashMap<u32, (Owner, u64)>,
     /// Machine busy and total ticks.
-    machine_busy: u64,
-    machine_total: u64,
+    machine: MachineTicks,
     /// The sink threads' own CPU time, nanoseconds.
     sink_ns: u64,
 }
@@ -106,32 +105,45 @@ fn read_proc_stat(pid: &str) -> Option<(String, u64)> {
     let close = text.rfind(')')?;
     let comm = text[open + 1..close].to_owned();
     let rest: Vec<&str> = text[close + 2..].split(' ').collect();
-    // After the comm: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
-    // For PostgreSQL, children's time counts too: backends that end inside the window
-    // are reaped by the postmaster and show up in its cutime/cstime. (Not for other
-    // processes: a shell reaping a long compiler run would swamp the window.)
-    let last = if comm == "postgres" { 14 } else { 12 };
-    let mut ticks = 0;
-    for field in 11..=last {
-        ticks += rest.get(field)?.parse::<i64>().ok()?.max(0) as u64;
-    }
+    // After the comm: state(0) ppid(1) ... utime(11) stime(12). Children's time
+    // (cutime) is left out: the postmaster reaps every database's backends, and a
+    // neighbour's long session ending would land in this run's window.
+    let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
     Some((comm, ticks))
 }
 
-fn machine_ticks() -> (u64, u64) {
+/// The machine's CPU ticks (all cores) from `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineTicks {
+    /// Not idle (user, nice, system, irq, softirq, steal).
+    busy: u64,
+    /// Everything.
+    total: u64,
+    /// Interrupt and softirq work (loopback networking runs here), charged to no process.
+    irq: u64,
+    /// Taken by the hypervisor.
+    steal: u64,
+}
+
+fn machine_ticks() -> MachineTicks {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = text.lines().next() else {
-        return (0, 0);
+        return MachineTicks::default();
     };
     let v: Vec<u64> = line
         .split_whitespace()
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal
     let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total.saturating_sub(idle), total)
+    MachineTicks {
+        busy: total.saturating_sub(at(3) + at(4)),
+        total,
+        irq: at(5) + at(6),
+        steal: at(7),
+    }
 }
 
 /// CPU time (ns) a thread of this process has used, from its schedstat.
@@ -148,47 +160,64 @@ pub fn current_tid() -> Option<u32> {
     link.file_name()?.to_str()?.parse().ok()
 }
 
+/// Every process with its owner and CPU ticks.
+fn processes(pids: &Pids) -> Vec<(u32, Owner, u64)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Ok(pid) = name.parse::<u32>() else {
+            continue;
+        };
+        let Some((comm, ticks)) = read_proc_stat(name) else {
+            continue;
+        };
+        let by_name = pids.services.is_empty();
+        let owner = if pid == me {
+            Owner::BenchLoad
+        } else if let Some(o) = pids.services.get(&pid) {
+            *o
+        } else if by_name && comm == "portico-gateway" {
+            Owner::Gateway
+        } else if by_name && comm.starts_with("portico-webhook") {
+            Owner::Dispatcher
+        } else if by_name && comm.starts_with("portico-batch") {
+            Owner::BatchProcessor
+        } else if comm == "postgres" || comm == "postmaster" {
+            postgres_owner(name, pids.database_marker.as_deref())
+        } else if comm == "nats-server" {
+            Owner::Nats
+        } else {
+            Owner::Other
+        };
+        out.push((pid, owner, ticks));
+    }
+    out
+}
+
+/// The pids of one owner now (e.g. this run's PostgreSQL backends, for a profiler).
+pub fn pids_of(owner: Owner, pids: &Pids) -> Vec<u32> {
+    processes(pids)
+        .into_iter()
+        .filter(|(_, o, _)| *o == owner)
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
 impl Snapshot {
     /// Reads every process's counters now.
     pub fn take(pids: &Pids, sink_threads: &[u32]) -> Self {
-        let me = std::process::id();
-        let mut processes = HashMap::new();
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for entry in dir.flatten() {
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                let Ok(pid) = name.parse::<u32>() else {
-                    continue;
-                };
-                let Some((comm, ticks)) = read_proc_stat(name) else {
-                    continue;
-                };
-                let owner = if pid == me {
-                    Owner::BenchLoad
-                } else if let Some(o) = pids.services.get(&pid) {
-                    *o
-                } else if pids.services.is_empty() && comm == "portico-gateway" {
-                    Owner::Gateway
-                } else if pids.services.is_empty() && comm.starts_with("portico-webhook") {
-                    Owner::Dispatcher
-                } else if pids.services.is_empty() && comm.starts_with("portico-batch") {
-                    Owner::BatchProcessor
-                } else if comm == "postgres" || comm == "postmaster" {
-                    postgres_owner(name, pids.database_marker.as_deref())
-                } else if comm == "nats-server" {
-                    Owner::Nats
-                } else {
-                    Owner::Other
-                };
-                processes.insert(pid, (owner, ticks));
-            }
-        }
-        let (machine_busy, machine_total) = machine_ticks();
         Self {
             at: Instant::now(),
-            processes,
-            machine_busy,
-            machine_total,
+            processes: processes(pids)
+                .into_iter()
+                .map(|(pid, owner, ticks)| (pid, (owner, ticks)))
+                .collect(),
+            machine: machine_ticks(),
             sink_ns: sink_threads.iter().map(|t| thread_cpu_ns(*t)).sum(),
         }
     }
@@ -203,6 +232,10 @@ pub struct Usage {
     pub by_owner: Vec<(Owner, f64)>,
     /// Machine busy fraction (0..=1 of all cores).
     pub machine_busy: f64,
+    /// CPU seconds of interrupt and softirq work (loopback TCP is processed there).
+    pub irq_secs: f64,
+    /// CPU seconds taken by the hypervisor.
+    pub steal_secs: f64,
     /// Cores of the machine.
     pub cores: usize,
 }
@@ -230,7 +263,12 @@ impl Usage {
         // Processes that ended inside the window (a neighbour's compiler, say) are
         // missing from the end snapshot; the machine's busy time still has them, so
         // "other" is whatever busy time no known owner accounts for.
-        let busy_secs = end.machine_busy.saturating_sub(start.machine_busy) as f64 / TICKS_PER_SEC;
+        let delta = |f: fn(&MachineTicks) -> u64| {
+            f(&end.machine).saturating_sub(f(&start.machine)) as f64 / TICKS_PER_SEC
+        };
+        let irq_secs = delta(|m| m.irq);
+        let steal_secs = delta(|m| m.steal);
+        let busy_secs = delta(|m| m.busy) - irq_secs - steal_secs;
         let known: f64 = by
             .iter()
             .filter(|(o, _)| **o != Owner::Other)
@@ -240,11 +278,13 @@ impl Usage {
         *other = other.max(busy_secs - known).max(0.0);
         let mut by_owner: Vec<(Owner, f64)> = by.into_iter().collect();
         by_owner.sort_by_key(|(o, _)| *o);
-        let total = end.machine_total.saturating_sub(start.machine_total).max(1);
+        let total = end.machine.total.saturating_sub(start.machine.total).max(1);
         Self {
             wall_secs: end.at.duration_since(start.at).as_secs_f64(),
             by_owner,
-            machine_busy: end.machine_busy.saturating_sub(start.machine_busy) as f64 / total as f64,
+            machine_busy: end.machine.busy.saturating_sub(start.machine.busy) as f64 / total as f64,
+            irq_secs,
+            steal_secs,
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -258,6 +298,25 @@ impl Usage {
             .find(|(o, _)| *o == owner)
             .map(|(_, s)| *s)
             .unwrap_or(0.0)
+    }
+
+    /// CPU seconds of this run: every owner but the neighbours, plus interrupt work
+    /// (loopback networking).
+    pub fn run_secs(&self) -> f64 {
+        self.by_owner
+            .iter()
+            .filter(|(o, _)| *o != Owner::Other)
+            .map(|(_, s)| *s)
+            .sum::<f64>()
+            + self.irq_secs
+    }
+
+    /// Units per second this machine could sustain if it ran nothing but this run:
+    /// its cores divided by this run's CPU per unit (a model, not a measurement; it
+    /// shows what neighbours took).
+    pub fn alone_capacity(&self, units: u64) -> Option<f64> {
+        let secs = self.run_secs();
+        (secs > 0.0 && units > 0).then(|| self.cores as f64 * units as f64 / secs)
     }
 
     /// CPU seconds of Portico's three services together.
@@ -292,6 +351,21 @@ impl Usage {
                 line.push_str(&format!("  {:>8.1} us/{unit}", secs * 1e6 / n as f64));
             }
             out.push(line);
+        }
+        for (label, secs) in [
+            ("kernel irq/softirq", self.irq_secs),
+            ("hypervisor steal", self.steal_secs),
+        ] {
+            if secs >= 0.005 {
+                out.push(format!(
+                    "  {label:<20} {secs:>7.2} CPU-s  {:>5.1}% of machine",
+                    if capacity > 0.0 {
+                        secs / capacity * 100.0
+                    } else {
+                        0.0
+                    }
+                ));
+            }
         }
         out
     }

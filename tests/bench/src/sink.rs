@@ -198,6 +198,7 @@ fn endpoint_of(path: &str) -> Option<u64> {
 #[derive(Debug)]
 pub struct SinkState {
     requests: AtomicU64,
+    connections: AtomicU64,
     bytes: AtomicU64,
     tracker: RwLock<Arc<Tracker>>,
 }
@@ -229,6 +230,7 @@ impl Sink {
         let addr = listener.local_addr()?;
         let state = Arc::new(SinkState {
             requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             tracker: RwLock::new(Arc::new(Tracker::new(0, 1, 0))),
         });
@@ -298,6 +300,11 @@ impl Sink {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// Connections accepted so far (how many the sender opened).
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
     /// Body bytes received so far.
     pub fn bytes(&self) -> u64 {
         self.state.bytes.load(Ordering::Relaxed)
@@ -341,6 +348,7 @@ async fn accept_loop(listener: std::net::TcpListener, state: Arc<SinkState>) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        state.connections.fetch_add(1, Ordering::Relaxed);
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(state.clone(), req));

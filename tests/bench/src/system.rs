@@ -49,7 +49,8 @@ impl ServiceKind {
         }
     }
 
-    fn owner(self) -> Owner {
+    /// Its owner in CPU accounting.
+    pub fn owner(self) -> Owner {
         match self {
             ServiceKind::Gateway => Owner::Gateway,
             ServiceKind::WebhookDispatcher => Owner::Dispatcher,
@@ -219,8 +220,6 @@ impl System {
                 ("DATABASE_URL", database_url.as_str()),
                 ("NATS_URL", opts.nats_url.as_str()),
                 ("PORTICO_STREAM_PREFIX", prefix.as_str()),
-                ("PORTICO_HTTP_ADDR", "127.0.0.1:0"),
-                ("PORTICO_GRPC_ADDR", "127.0.0.1:0"),
                 ("PORTICO_JWT_SECRET", BENCH_JWT_SECRET),
                 ("PORTICO_SERVICE_TOKEN", BENCH_SERVICE_TOKEN),
                 ("PORTICO_SECRETS_KEY", BENCH_SECRETS_KEY),
@@ -236,10 +235,6 @@ impl System {
                 // The bulk scenario submits 100,000 orders in one request.
                 env.push(("PORTICO_MAX_BATCH_ORDERS".into(), "100000".into()));
                 env.push(("PORTICO_MAX_BODY_BYTES".into(), (256u64 << 20).to_string()));
-                env.push((
-                    "PORTICO_MAX_NDJSON_BYTES".into(),
-                    (256u64 << 20).to_string(),
-                ));
             }
             env.extend(opts.service_env.iter().cloned());
             env
@@ -269,14 +264,20 @@ impl System {
         }
 
         for kind in ServiceKind::ALL {
-            let service = spawn_service(&opts.bin_dir, &log_dir, kind, env(kind)).await?;
+            // Ports are chosen here, not by the services, so no log line (which a
+            // quieter RUST_LOG would hide) is needed to find them.
+            let http = free_port()?;
+            let mut vars = env(kind);
+            vars.push(("PORTICO_HTTP_ADDR".into(), http.clone()));
+            vars.push(("PORTICO_GRPC_ADDR".into(), free_port()?));
+            let service = spawn_service(&opts.bin_dir, &log_dir, kind, vars, http).await?;
             if kind == ServiceKind::Gateway {
                 self.base_url = format!("http://{}", service.http);
             }
             self.services.push(service);
         }
-        for service in &self.services {
-            wait_ready(&self.http, &service.http, service.kind, &service.log).await?;
+        for service in &mut self.services {
+            wait_ready(&self.http, service).await?;
         }
         // Idle memory: ready, nothing asked of it yet.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -442,11 +443,18 @@ impl System {
     }
 }
 
+/// A free loopback port (`127.0.0.1:<port>`), as the kernel hands one out.
+fn free_port() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}
+
 async fn spawn_service(
     bin_dir: &Path,
     log_dir: &Path,
     kind: ServiceKind,
     env: Vec<(String, String)>,
+    http: String,
 ) -> anyhow::Result<Service> {
     let log = log_dir.join(format!("{}.log", kind.binary()));
     let file = std::fs::File::create(&log)?;
@@ -461,31 +469,6 @@ async fn spawn_service(
         .spawn()
         .with_context(|| format!("starting {}/{}", bin_dir.display(), kind.binary()))?;
     let pid = child.id().context("no pid")?;
-    let started = Instant::now();
-    let http = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let found = text.lines().find_map(|line| {
-            let v: Value = serde_json::from_str(line).ok()?;
-            let fields = v.get("fields").unwrap_or(&v);
-            let message = fields.get("message").or_else(|| v.get("message"))?;
-            (message.as_str() == Some("listening"))
-                .then(|| fields.get("http").or_else(|| v.get("http")))
-                .flatten()
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
-        if let Some(http) = found {
-            break http;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "{} never reported its address; see {}",
-                kind.binary(),
-                log.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
     Ok(Service {
         kind,
         pid,
@@ -496,16 +479,11 @@ async fn spawn_service(
     })
 }
 
-async fn wait_ready(
-    http: &reqwest::Client,
-    addr: &str,
-    kind: ServiceKind,
-    log: &Path,
-) -> anyhow::Result<()> {
+async fn wait_ready(http: &reqwest::Client, service: &mut Service) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let ok = http
-            .get(format!("http://{addr}/readyz"))
+            .get(format!("http://{}/readyz", service.http))
             .send()
             .await
             .map(|r| r.status().is_success())
@@ -513,11 +491,18 @@ async fn wait_ready(
         if ok {
             return Ok(());
         }
+        if let Ok(Some(status)) = service.child.try_wait() {
+            bail!(
+                "{} exited ({status}) before it was ready; see {}",
+                service.kind.binary(),
+                service.log.display()
+            );
+        }
         if started.elapsed() > Duration::from_secs(30) {
             bail!(
                 "{} never became ready; see {}",
-                kind.binary(),
-                log.display()
+                service.kind.binary(),
+                service.log.display()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -124,6 +124,7 @@ async fn one_batch(
         (body, "application/json")
     };
     let bytes = body.len();
+    let profiler = bench.profile(&format!("bulk-{name}"));
     let cpu = bench.cpu_snapshot();
     let sent = Instant::now();
     let response = bench
@@ -194,6 +195,9 @@ async fn one_batch(
     };
     let wall = sent.elapsed().as_secs_f64();
     let usage = bench.cpu_since(&cpu);
+    if let Some(p) = profiler {
+        report.note(format!("perf profiles: {}", p.stop().join(", ")));
+    }
     let count = |k: &str| {
         last.pointer(&format!("/counts/{k}"))
             .and_then(Value::as_u64)

@@ -18,6 +18,7 @@ use hyper::Method;
 use serde::Serialize;
 
 use crate::client::{Target, Template, closed_loop};
+use crate::cpu::Usage;
 use crate::report::Report;
 use crate::scenarios::Bench;
 use crate::system::{create_database, drop_database};
@@ -153,9 +154,8 @@ pub async fn run(bench: &mut Bench, args: LimitsArgs) -> anyhow::Result<Report> 
 
     // (c) PostgreSQL.
     eprintln!("limits: PostgreSQL rows ...");
-    let cpu = bench.cpu_snapshot();
-    let (rows, pg_secs, pg_note) = pg_rate(bench, secs, args.pg_conns, args.pg_batch).await?;
-    let usage = bench.cpu_since(&cpu);
+    let (rows, pg_secs, usage, pg_note) =
+        pg_rate(bench, secs, args.pg_conns, args.pg_batch).await?;
     report.fig(
         "pg_rows_per_sec",
         "(c) PostgreSQL committed rows (logged table)",
@@ -250,7 +250,7 @@ async fn pg_rate(
     secs: Duration,
     conns: usize,
     batch: usize,
-) -> anyhow::Result<(u64, f64, String)> {
+) -> anyhow::Result<(u64, f64, Usage, String)> {
     // The bench database when the bench started Portico; otherwise a scratch one.
     let (url, scratch) = match &bench.system.database_url {
         Some(url) => (url.clone(), None),
@@ -262,14 +262,15 @@ async fn pg_rate(
             )
         }
     };
-    let result = pg_insert(&url, secs, conns, batch).await;
+    let result = pg_insert(bench, &url, secs, conns, batch).await;
     if let Some(name) = scratch {
         drop_database(&bench.system.server_url, &name).await;
     }
-    let (rows, elapsed) = result?;
+    let (rows, elapsed, usage) = result?;
     Ok((
         rows,
         elapsed,
+        usage,
         format!(
             "(c) {conns} connections, {batch}-row INSERT ... SELECT FROM unnest per transaction, \
              table with a uuid primary key, uuid, text and jsonb columns (~200 B rows), dropped after"
@@ -277,12 +278,15 @@ async fn pg_rate(
     ))
 }
 
+/// Inserts for `secs`; the CPU is measured while the connections are open (a backend
+/// that has ended no longer shows its time).
 async fn pg_insert(
+    bench: &Bench,
     url: &str,
     secs: Duration,
     conns: usize,
     batch: usize,
-) -> anyhow::Result<(u64, f64)> {
+) -> anyhow::Result<(u64, f64, Usage)> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(conns as u32)
         .connect(url)
@@ -298,6 +302,7 @@ async fn pg_insert(
     .execute(&pool)
     .await?;
     let rows = Arc::new(AtomicU64::new(0));
+    let cpu = bench.cpu_snapshot();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conns {
@@ -335,6 +340,7 @@ async fn pg_insert(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let usage = bench.cpu_since(&cpu);
     let _ = sqlx::query("DROP TABLE IF EXISTS bench_limit_rows")
         .execute(&pool)
         .await;
@@ -342,5 +348,5 @@ async fn pg_insert(
     if let Some(e) = first_error {
         return Err(e.context("inserting rows"));
     }
-    Ok((rows.load(Ordering::Relaxed), elapsed))
+    Ok((rows.load(Ordering::Relaxed), elapsed, usage))
 }

@@ -11,7 +11,7 @@ pub mod webhooks;
 
 use std::time::{Duration, Instant};
 
-use crate::cpu::{Snapshot, Usage};
+use crate::cpu::{Owner, Snapshot, Usage, pids_of};
 use crate::sink::{Sink, Tracker};
 use crate::system::System;
 
@@ -41,14 +41,24 @@ pub struct Profiler {
 
 impl Profiler {
     /// Stops the recorders (SIGINT, so perf writes its file) and returns the files.
-    pub fn stop(self) -> Vec<String> {
-        for (pid, mut child) in self.children {
+    pub fn stop(mut self) -> Vec<String> {
+        self.interrupt();
+        std::mem::take(&mut self.files)
+    }
+
+    fn interrupt(&mut self) {
+        for (pid, mut child) in self.children.drain(..) {
             let _ = std::process::Command::new("kill")
                 .args(["-INT", &pid.to_string()])
                 .status();
             let _ = child.wait();
         }
-        self.files
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        self.interrupt();
     }
 }
 
@@ -80,14 +90,42 @@ impl Bench {
     pub fn profile(&self, phase: &str) -> Option<Profiler> {
         let dir = self.knobs.perf_dir.as_ref()?;
         let _ = std::fs::create_dir_all(dir);
+        let pids = self.system.pids();
+        let mut targets: Vec<(String, Vec<u32>)> = self
+            .system
+            .services
+            .iter()
+            .map(|s| (s.kind.binary().to_owned(), vec![s.pid]))
+            .collect();
+        // PostgreSQL (this run's backends) and nats-server, when the bench started
+        // the system and can tell its backends apart.
+        if pids.database_marker.is_some() {
+            targets.push(("postgres".into(), pids_of(Owner::Postgres, &pids)));
+            targets.push(("nats-server".into(), pids_of(Owner::Nats, &pids)));
+        }
+        // Release builds have no frame pointers: PORTICO_BENCH_PERF_CALL_GRAPH=dwarf
+        // gives real call stacks (larger files, fewer samples).
+        let call_graph =
+            std::env::var("PORTICO_BENCH_PERF_CALL_GRAPH").unwrap_or_else(|_| "fp".into());
+        let freq = if call_graph.starts_with("dwarf") {
+            "199"
+        } else {
+            "997"
+        };
         let mut children = Vec::new();
         let mut files = Vec::new();
-        for service in &self.system.services {
-            let file = dir.join(format!("{phase}-{}.perf.data", service.kind.binary()));
+        for (name, target_pids) in targets {
+            if target_pids.is_empty() {
+                continue;
+            }
+            let file = dir.join(format!("{phase}-{name}.perf.data"));
+            let list: Vec<String> = target_pids.iter().map(u32::to_string).collect();
             let child = std::process::Command::new("perf")
-                .args(["record", "-e", "cpu-clock", "-F", "997", "-g", "-o"])
+                .args(["record", "-e", "cpu-clock", "-F", freq, "--call-graph"])
+                .arg(&call_graph)
+                .arg("-o")
                 .arg(&file)
-                .args(["-p", &service.pid.to_string()])
+                .args(["-p", &list.join(",")])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn();

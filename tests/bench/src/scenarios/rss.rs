@@ -26,6 +26,8 @@ pub struct RssArgs {
     pub every: f64,
     /// Publisher connections.
     pub concurrency: usize,
+    /// Seconds of idle CPU measurement before the load.
+    pub idle_secs: f64,
 }
 
 fn mib(kib: u64) -> f64 {
@@ -55,6 +57,21 @@ pub async fn run(bench: &mut Bench, args: RssArgs) -> anyhow::Result<Report> {
             )
             .goal(Goal::Below(30.0));
     }
+
+    // Idle CPU: nothing asked of the system for a few seconds.
+    let cpu = bench.cpu_snapshot();
+    tokio::time::sleep(Duration::from_secs_f64(args.idle_secs)).await;
+    let idle = bench.cpu_since(&cpu);
+    for s in &bench.system.services {
+        let owner = s.kind.owner();
+        report.fig(
+            &format!("{}.idle_cpu_pct", s.kind.binary()),
+            &format!("{} idle CPU (of one core)", s.kind.binary()),
+            idle.secs(owner) / idle.wall_secs.max(1e-9) * 100.0,
+            "%",
+        );
+    }
+    report.cpu("idle", None, idle);
 
     let (user, token, ids) = webhooks_for_new_user(bench, "rss", 1).await?;
     let total = (args.rate * args.duration).round() as u64;
@@ -88,6 +105,7 @@ pub async fn run(bench: &mut Bench, args: RssArgs) -> anyhow::Result<Report> {
         .map(|s| (s.kind.binary().to_owned(), s.pid))
         .collect();
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); pids.len()];
+    let cpu = bench.cpu_snapshot();
     let started = Instant::now();
     let every = Duration::from_secs_f64(args.every);
     let mut next = started;
@@ -104,6 +122,11 @@ pub async fn run(bench: &mut Bench, args: RssArgs) -> anyhow::Result<Report> {
         samples[i].push(rss_kib(*pid));
     }
     let stats = load.await?;
+    report.cpu(
+        "the steady run",
+        Some((stats.ok, "event")),
+        bench.cpu_since(&cpu),
+    );
     let complete = wait_delivered(&tracker, stats.ok, bench.knobs.stall_timeout).await;
 
     for (i, (name, _)) in pids.iter().enumerate() {

@@ -112,6 +112,7 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
     let run_tag = format!("{}-{phase}", bench.system.run_id);
     let pad = bench.pad();
     let auth = format!("Bearer {}", bench.system.service_token);
+    let connections = bench.sink.connections();
     let profiler = bench.profile(&format!("webhooks-{phase}"));
     let cpu = bench.cpu_snapshot();
     let started = now_ns();
@@ -200,6 +201,14 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
             "/s",
         );
     }
+    if let Some(c) = usage.alone_capacity(delivered) {
+        report.fig(
+            "alone_capacity_per_sec",
+            "if the machine were this run's alone (cores / CPU per delivery)",
+            c,
+            "/s",
+        );
+    }
     report.fig(
         "events_per_sec_e2e",
         "events fully delivered end to end",
@@ -222,6 +231,12 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
         "duplicates",
         "duplicate deliveries",
         tracker.duplicates() as f64,
+        "",
+    );
+    report.fig(
+        "sink_connections",
+        "connections Portico opened to the sink",
+        (bench.sink.connections() - connections) as f64,
         "",
     );
     report.fig(
