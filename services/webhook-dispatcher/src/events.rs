@@ -9,7 +9,7 @@
 //! messages are acked only after that commit; if any write fails they are nak'ed and
 //! come back, and nothing is acked that is not committed. A redelivered event whose
 //! deliveries already exist is not delivered again to those endpoints (the
-//! `UNIQUE (webhook_id, event_id)` constraint settles races between replicas).
+//! `UNIQUE (event_id, webhook_id)` constraint settles races between replicas).
 
 use std::collections::HashSet;
 use std::sync::Arc;

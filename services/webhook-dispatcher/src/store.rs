@@ -148,10 +148,16 @@ pub struct ClaimedUpdates {
 /// Inserts new deliveries and, for those actually inserted, their attempts, in one
 /// statement. A pair that already has a delivery (another replica got the same
 /// redelivered job) is skipped along with its attempt. Returns the inserted ids.
+///
+/// `healed` webhooks (every attempt to them succeeded) get their failure counter reset
+/// in the same statement, which touches only rows whose counter is not already zero: a
+/// chunk of successful deliveries commits in one round trip, without a transaction
+/// block and without locking its webhooks.
 pub async fn insert_deliveries(
-    tx: &mut Transaction<'_, Postgres>,
+    executor: impl sqlx::PgExecutor<'_>,
     d: &NewDeliveryRows,
     a: &AttemptRows,
+    healed: &[Uuid],
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     if d.id.is_empty() {
         return Ok(HashSet::new());
@@ -162,7 +168,7 @@ pub async fn insert_deliveries(
                 ordering_seq, status, attempts, max_retries, next_attempt_at, last_status_code, last_error)
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                 $7::int8[], $8::text[], $9::int4[], $10::int4[], $11::timestamptz[], $12::int4[], $13::text[])
-            ON CONFLICT (webhook_id, event_id) DO NOTHING
+            ON CONFLICT (event_id, webhook_id) DO NOTHING
             RETURNING id
          ), att AS (
             INSERT INTO webhook_delivery_attempts (delivery_id, attempt_number, request_headers,
@@ -172,6 +178,9 @@ pub async fn insert_deliveries(
                 AS a(delivery_id, attempt_number, request_headers, response_status, response_body,
                      latency_ms, error_kind, error_message, started_at)
             WHERE a.delivery_id IN (SELECT id FROM ins)
+         ), healed AS (
+            UPDATE webhooks SET consecutive_failures = 0
+            WHERE id = ANY($23) AND consecutive_failures <> 0
          )
          SELECT id FROM ins",
     )
@@ -197,7 +206,8 @@ pub async fn insert_deliveries(
     .bind(&a.error_kind)
     .bind(&a.error_message)
     .bind(&a.started_at)
-    .fetch_all(&mut **tx)
+    .bind(healed)
+    .fetch_all(executor)
     .await?;
     Ok(ids.into_iter().collect())
 }

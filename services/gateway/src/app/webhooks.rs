@@ -232,13 +232,22 @@ pub async fn create(
         .map_err(ApiError::Validation)?;
     guard(state, &valid.url).await?;
     let secret = WebhookSecret::generate().map_err(ApiError::internal)?;
+    // Only the sealed raw key is stored, never the whsec_ text.
+    let sealed = state
+        .secrets_key()
+        .seal(secret.as_bytes())
+        .map_err(ApiError::internal)?;
     let id = portico_domain::ids::new_id();
-    let mut tx = state.pool().begin().await?;
+    // The webhook and its first secret in one statement (one round trip, atomic on
+    // its own): the secret's foreign key is checked at the end of the statement, when
+    // the webhook row exists.
     let row: WebhookRow = sqlx::query_as(concat!(
-        "INSERT INTO webhooks (id, user_id, url, events, description, max_retries, \
+        "WITH w AS (INSERT INTO webhooks (id, user_id, url, events, description, max_retries, \
          base_delay_ms, max_delay_ms, headers, ordering_enabled, rate_limit_per_second, \
          max_concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING ",
-        webhook_columns!()
+        webhook_columns!(),
+        "), s AS (INSERT INTO webhook_secrets (id, webhook_id, ciphertext) \
+         SELECT $13, w.id, $14 FROM w) SELECT * FROM w"
     ))
     .bind(id)
     .bind(caller.user_id())
@@ -252,10 +261,10 @@ pub async fn create(
     .bind(valid.ordering_enabled)
     .bind(valid.rate_limit_per_second.map(to_i32))
     .bind(valid.max_concurrency.map(to_i32))
-    .fetch_one(&mut *tx)
+    .bind(portico_domain::ids::new_id())
+    .bind(sealed)
+    .fetch_one(state.pool())
     .await?;
-    insert_secret(&mut tx, state, id, &secret).await?;
-    tx.commit().await?;
     invalidate(state, caller.user_id()).await;
     Ok(CreatedWebhook {
         webhook: row.into(),
