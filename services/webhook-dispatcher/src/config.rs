@@ -52,6 +52,13 @@ pub struct DispatcherConfig {
     #[arg(long, env = "PORTICO_DISPATCH_CHUNKS", default_value_t = 16)]
     pub dispatch_chunks: usize,
 
+    /// How long a chunk waits for more events after its first, in milliseconds (0 =
+    /// take only what is already there). Every chunk costs two statements and a WAL
+    /// flush whatever its size; without a wait, events trickling in at a few thousand
+    /// per second made chunks of one or two.
+    #[arg(long, env = "PORTICO_DISPATCH_LINGER_MS", default_value_t = 2)]
+    pub dispatch_linger_ms: u64,
+
     /// How often due retries are claimed, in milliseconds.
     #[arg(long, env = "PORTICO_RETRY_POLL_MS", default_value_t = 200)]
     pub retry_poll_ms: u64,

@@ -238,6 +238,8 @@ pub async fn run(
     })
     .ready_chunks(config.dispatch_batch.max(1))
     .boxed();
+    let batch = config.dispatch_batch.max(1);
+    let linger = Duration::from_millis(config.dispatch_linger_ms);
     let chunk_permits = Arc::new(Semaphore::new(config.dispatch_chunks.max(1)));
     let mut chunk_tasks = tokio::task::JoinSet::new();
     tracing::info!("webhook-dispatcher consuming");
@@ -251,7 +253,14 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             chunk = chunks.next() => chunk,
         };
-        let Some(chunk) = chunk else { break };
+        let Some(mut chunk) = chunk else { break };
+        let linger_until = tokio::time::Instant::now() + linger;
+        while !linger.is_zero() && chunk.len() < batch {
+            match tokio::time::timeout_at(linger_until, chunks.next()).await {
+                Ok(Some(more)) => chunk.extend(more),
+                _ => break,
+            }
+        }
         let mut messages = Vec::with_capacity(chunk.len());
         for item in chunk {
             match item {
