@@ -86,7 +86,7 @@ pub async fn run(
     let js = async_nats::jetstream::new(nats.clone());
     let topology = Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
     portico_queue::setup::ensure_stream(&js, &topology).await?;
-    let publisher = JobPublisher::new(js.clone(), topology.clone());
+    let publisher = JobPublisher::coalescing(js.clone(), topology.clone());
     let secrets_key = match &config.secrets_key {
         Some(text) => SecretsKey::from_base64(text)
             .map_err(|e| config::ConfigError(format!("PORTICO_SECRETS_KEY: {e}")))?,
