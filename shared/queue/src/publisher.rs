@@ -131,7 +131,10 @@ impl JobPublisher {
         let mut headers = HeaderMap::new();
         portico_telemetry::propagation::inject_current(&mut headers);
         let subject = self.topology.subject(job.kind());
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, job.message_id().as_str());
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            job.message_id().as_str(),
+        );
         let (reply, answer) = oneshot::channel();
         let pending = PendingPublish {
             subject,

@@ -1,7 +1,7 @@
 -- Fewer index entries and foreign-key checks per delivery: the dispatcher writes an
 -- event, a delivery and an attempt for every event, and each index entry and each
 -- foreign-key probe (a row lock, and a WAL record for it) is paid on that hot path.
--- Measured with pgbench on chunks of 256 deliveries (docs/BENCHMARKS.md): about
+-- Measured with tests/bench/pg/run.sh (pgbench, chunks of 256 deliveries): about
 -- 75 us of PostgreSQL CPU per delivery before, about 57 us after.
 
 -- One unique index answers both "does this (event, webhook) pair exist" and "the
