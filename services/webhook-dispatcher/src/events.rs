@@ -77,7 +77,7 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
         return Ok(());
     }
     let events: Vec<&EventDispatch> = jobs.iter().map(|(e, _)| *e).collect();
-    let new_events = store::insert_events(&dispatcher.pool, &events).await?;
+    let new_events = store::insert_events(&dispatcher.events_pool, &events).await?;
     let replayed: Vec<Uuid> = events
         .iter()
         .map(|e| e.event_id)

@@ -81,6 +81,10 @@ pub enum DispatcherError {
 pub struct Dispatcher {
     /// PostgreSQL.
     pub pool: PgPool,
+    /// PostgreSQL without waiting for the WAL flush, for recording events only: their
+    /// jobs are acked after the synchronous commit of their deliveries, which flushes
+    /// the events' commit too ([`portico_storage::connect_async_commit`]).
+    pub events_pool: PgPool,
     /// Active endpoints per user.
     pub cache: EndpointCache,
     /// The outgoing HTTP client.
@@ -125,6 +129,11 @@ pub async fn run(
         config.common.db_max_connections,
     )
     .await?;
+    let events_pool = portico_storage::connect_async_commit(
+        &config.common.database_url,
+        config.dispatch_chunks.clamp(1, 16) as u32,
+    )
+    .await?;
     let nats =
         portico_queue::connect(&config.common.nats_url, "portico-webhook-dispatcher").await?;
     let js = async_nats::jetstream::new(nats.clone());
@@ -163,6 +172,7 @@ pub async fn run(
     let outbox = OutboxSignal::default();
     let dispatcher = Arc::new(Dispatcher {
         pool: pool.clone(),
+        events_pool: events_pool.clone(),
         cache: EndpointCache::new(pool.clone(), secrets_key),
         transport: Transport::new(allowlist, timeout)?,
         global: Arc::new(Semaphore::new(config.delivery_concurrency.max(1))),
@@ -303,6 +313,7 @@ pub async fn run(
     let _ = admin.await;
     nats.flush().await.ok();
     pool.close().await;
+    events_pool.close().await;
     tracing::info!("webhook-dispatcher stopped");
     Ok(())
 }

@@ -52,6 +52,27 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StorageE
         .await?)
 }
 
+/// Opens a pool whose commits do not wait for the WAL flush (`synchronous_commit =
+/// off`, set at connection start: no extra round trip). Only for writes that a later
+/// synchronous commit makes durable before anything is acknowledged: WAL is flushed in
+/// order, so that commit's flush covers every earlier commit record. The dispatcher
+/// records events this way and only acks them after the synchronous commit of their
+/// deliveries; an event that has no deliveries is acked with its row flushed by the
+/// WAL writer within `wal_writer_delay`, and a crash of PostgreSQL itself in that
+/// window loses only the record of an event nobody was subscribed to.
+pub async fn connect_async_commit(url: &str, max_connections: u32) -> Result<PgPool, StorageError> {
+    let options = parse_url(url)?
+        .options([("synchronous_commit", "off")])
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?)
+}
+
 /// Parses `DATABASE_URL`. A URL that names no `sslmode` and points at a loopback
 /// address or a Unix socket connects without TLS: sqlx would otherwise negotiate TLS
 /// (`prefer`) and encrypt traffic that never leaves the machine, which cost about a
