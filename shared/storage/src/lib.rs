@@ -41,15 +41,7 @@ pub enum StorageError {
 /// next statement, which every caller already treats as a retryable error (jobs are
 /// nak'ed, requests answer 503).
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StorageError> {
-    let options = parse_url(url)?
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
-    Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await?)
+    open(parse_url(url)?, max_connections).await
 }
 
 /// Opens a pool whose commits do not wait for the WAL flush (`synchronous_commit =
@@ -61,9 +53,14 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StorageE
 /// WAL writer within `wal_writer_delay`, and a crash of PostgreSQL itself in that
 /// window loses only the record of an event nobody was subscribed to.
 pub async fn connect_async_commit(url: &str, max_connections: u32) -> Result<PgPool, StorageError> {
-    let options = parse_url(url)?
-        .options([("synchronous_commit", "off")])
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    let options = parse_url(url)?.options([("synchronous_commit", "off")]);
+    open(options, max_connections).await
+}
+
+/// The pool settings every Portico pool shares (see [`connect`]).
+async fn open(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, StorageError> {
+    let options =
+        options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
