@@ -124,6 +124,59 @@ async fn a_published_event_is_consumed_and_recorded_once() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Concurrent publishes leave the gateway together (coalesced into one write to NATS)
+/// but stay separate messages: 100 keys each published twice at once give 100 ids,
+/// exactly one non-duplicate answer per key with the same id in both answers, and 100
+/// recorded events.
+#[tokio::test]
+async fn concurrent_publishes_stay_separate_messages() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let requests = (0..200).map(|i| {
+        let key = format!("c-{}", i % 100);
+        let body = json!({"type": "order.created", "data": {"n": i % 100}, "idempotencyKey": key});
+        let request = service(app.http.post(app.api("/events")), "user-c").json(&body);
+        async move {
+            let response = request.send().await?;
+            anyhow::ensure!(
+                response.status() == StatusCode::ACCEPTED,
+                "status {}",
+                response.status()
+            );
+            let answer: Value = response.json().await?;
+            Ok::<_, anyhow::Error>((key, answer))
+        }
+    });
+    let answers = futures::future::try_join_all(requests).await?;
+    let mut by_key: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for (key, answer) in answers {
+        by_key.entry(key).or_default().push(answer);
+    }
+    assert_eq!(by_key.len(), 100);
+    for (key, pair) in &by_key {
+        assert_eq!(pair.len(), 2, "{key}");
+        assert_eq!(pair[0]["id"], pair[1]["id"], "{key}: one event id per key");
+        let fresh = pair.iter().filter(|a| a["duplicate"] == false).count();
+        assert_eq!(
+            fresh, 1,
+            "{key}: exactly one publish stored, one deduplicated"
+        );
+    }
+    let pool = app.pool.clone();
+    wait_for(Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE user_id = 'user-c'")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0)
+                == 100
+        }
+    })
+    .await?;
+    app.cleanup().await;
+    Ok(())
+}
+
 /// Malformed JSON, a wrong content type, an oversize body, a missing, malformed,
 /// expired or wrongly signed token, and an unknown route each get a problem+json error
 /// with a stable code, and none of them records anything.
