@@ -113,11 +113,16 @@ impl JobPublisher {
     }
 
     async fn send(&self, job: &Job) -> Result<PublishAckFuture, QueueError> {
-        let mut headers = HeaderMap::new();
-        portico_telemetry::propagation::inject_current(&mut headers);
-        let subject = self.topology.subject(job.kind());
+        let (subject, headers) = self.envelope(job);
         self.publish_raw(subject, &job.message_id(), job.encode()?, headers)
             .await
+    }
+
+    /// The job's subject, and headers carrying the current trace context.
+    fn envelope(&self, job: &Job) -> (String, HeaderMap) {
+        let mut headers = HeaderMap::new();
+        portico_telemetry::propagation::inject_current(&mut headers);
+        (self.topology.subject(job.kind()), headers)
     }
 
     /// Hands one job to the coalescing task ([`JobPublisher::coalescing`]). A batch
@@ -128,9 +133,7 @@ impl JobPublisher {
         coalescer: &mpsc::Sender<PendingPublish>,
         job: &Job,
     ) -> Result<PublishAckFuture, QueueError> {
-        let mut headers = HeaderMap::new();
-        portico_telemetry::propagation::inject_current(&mut headers);
-        let subject = self.topology.subject(job.kind());
+        let (subject, mut headers) = self.envelope(job);
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
             job.message_id().as_str(),

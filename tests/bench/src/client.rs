@@ -295,16 +295,7 @@ pub async fn closed_loop(
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed();
-    let mut stats = Arc::try_unwrap(stats).unwrap_or_else(|_| LoadStats::new());
-    stats.elapsed = elapsed;
-    if let Ok(shared) = Arc::try_unwrap(shared) {
-        shared.into_stats(&mut stats);
-    }
-    stats
+    collect(tasks, started, stats, shared).await
 }
 
 /// Open loop: operation `i` is due at `start + i / rate`, for `duration`; `workers`
@@ -363,6 +354,16 @@ pub async fn open_loop(
             }
         }));
     }
+    collect(tasks, started, stats, shared).await
+}
+
+/// Waits for a run's connection tasks and folds their counters into its figures.
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    started: Instant,
+    stats: Arc<LoadStats>,
+    shared: Arc<Shared>,
+) -> LoadStats {
     for t in tasks {
         let _ = t.await;
     }
