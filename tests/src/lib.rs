@@ -265,6 +265,25 @@ impl TestApp {
         kind: ServiceKind,
         extra: &[(&str, &str)],
     ) -> anyhow::Result<()> {
+        self.launch(kind, extra, true).await
+    }
+
+    /// Starts `kind` and waits only until it reported its addresses, not for
+    /// `/readyz` (tests of readiness itself).
+    pub async fn start_unready(
+        &mut self,
+        kind: ServiceKind,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        self.launch(kind, extra, false).await
+    }
+
+    async fn launch(
+        &mut self,
+        kind: ServiceKind,
+        extra: &[(&str, &str)],
+        wait_ready: bool,
+    ) -> anyhow::Result<()> {
         let mut cmd = self.command(kind);
         for (k, v) in extra {
             cmd.env(k, v);
@@ -323,7 +342,12 @@ impl TestApp {
             })?;
         let http = addrs.get("http").cloned().context("no http address")?;
         let client = self.http.clone();
-        wait_for(Duration::from_secs(30), || {
+        let ready_within = if wait_ready {
+            Duration::from_secs(30)
+        } else {
+            Duration::ZERO
+        };
+        wait_for(ready_within, || {
             let client = client.clone();
             let url = format!("http://{http}/readyz");
             async move {
@@ -336,6 +360,7 @@ impl TestApp {
             }
         })
         .await
+        .or_else(|e| if wait_ready { Err(e) } else { Ok(()) })
         .with_context(|| {
             format!(
                 "{} never became ready; see {}",

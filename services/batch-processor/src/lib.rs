@@ -79,6 +79,7 @@ pub async fn run(
         pool: pool.clone(),
         jetstream: js.clone(),
         stream: topology.jobs_stream(),
+        schema_version: portico_storage::schema_version(),
     });
     tracing::info!(http = %admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let admin = tokio::spawn(portico_telemetry::admin::serve(
@@ -101,6 +102,10 @@ pub async fn run(
     let retention = tokio::spawn(retention::run(
         pool.clone(),
         std::time::Duration::from_secs(config.retention_interval_secs),
+        shutdown.child_token(),
+    ));
+    let pending = tokio::spawn(portico_queue::consumer::report_pending(
+        vec![("batch-processor", consumer.clone())],
         shutdown.child_token(),
     ));
     let processor = Arc::new(Processor {
@@ -135,6 +140,7 @@ pub async fn run(
     relay_stop.cancel();
     let _ = relay.await;
     let _ = retention.await;
+    let _ = pending.await;
     let _ = admin.await;
     pool.close().await;
     tracing::info!("batch-processor stopped");

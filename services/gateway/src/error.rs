@@ -224,6 +224,17 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
                 ApiError::Unavailable("database".into())
             }
+            // A value PostgreSQL refuses (class 22: a NUL byte, a number out of range)
+            // came from the request: a validator is missing, but the caller still gets
+            // a clear 400, never a 500.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+                tracing::warn!(error = %db, "input refused by PostgreSQL; a validator is missing");
+                ApiError::field(
+                    "invalid_input",
+                    "",
+                    "a value in the request cannot be stored (control characters or out of range)",
+                )
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -120,6 +120,7 @@ pub async fn run(
         pool: pool.clone(),
         jetstream: js,
         stream: topology.jobs_stream(),
+        schema_version: portico_storage::schema_version(),
     });
     let admin = portico_telemetry::admin::router(readiness.clone(), metrics);
     let app = rest::router(state.clone(), admin);

@@ -32,25 +32,110 @@ enum ChunkError {
     Database(#[from] sqlx::Error),
 }
 
+impl ChunkError {
+    /// Whether the same statement would fail the same way again: one of the chunk's
+    /// items is at fault, not the database's health.
+    fn is_item_fault(&self) -> bool {
+        match self {
+            ChunkError::Database(e) => portico_storage::is_data_error(e),
+        }
+    }
+}
+
 /// Handles one chunk of event jobs end to end and acks (or naks) every message.
+///
+/// One bad item never holds up the others: when the chunk fails because of its data
+/// (not because PostgreSQL is unreachable), every event is tried again alone; those
+/// that commit are acked, and one that still fails for its data is dead-lettered with
+/// a record and a `portico.event.dead_lettered` event to its owner. A transient failure
+/// naks the chunk with backoff, and an event that reaches its last delivery is
+/// dead-lettered rather than silently dropped by the redelivery limit.
 pub async fn handle_chunk(dispatcher: &Dispatcher, messages: Vec<JobMessage>) {
-    let result = process(dispatcher, &messages).await;
-    let retry = match &result {
-        Ok(()) => None,
-        Err(err) => {
-            let backoff = messages
-                .iter()
-                .map(JobMessage::backoff)
-                .max()
-                .unwrap_or(Duration::from_secs(1));
-            tracing::warn!(%err, count = messages.len(), ?backoff, "event chunk not committed; will retry");
-            Some(backoff)
+    let err = match process(dispatcher, &messages).await {
+        Ok(()) => {
+            finish_all(messages, Outcome::Done).await;
+            return;
+        }
+        Err(err) => err,
+    };
+    if err.is_item_fault() && messages.len() > 1 {
+        tracing::warn!(%err, count = messages.len(), "event chunk refused by PostgreSQL; trying its events one by one");
+        metrics::counter!(CHUNKS_ISOLATED, "consumer" => CONSUMER).increment(1);
+        for message in messages {
+            let result = process(dispatcher, std::slice::from_ref(&message)).await;
+            match result {
+                Ok(()) => finish_all(vec![message], Outcome::Done).await,
+                Err(err) => fail(dispatcher, message, &err).await,
+            }
+        }
+        return;
+    }
+    let backoff = messages
+        .iter()
+        .map(JobMessage::backoff)
+        .max()
+        .unwrap_or(Duration::from_secs(1));
+    tracing::warn!(%err, count = messages.len(), ?backoff, "event chunk not committed; will retry");
+    for message in messages {
+        fail(dispatcher, message, &err).await;
+    }
+}
+
+/// The name of the events consumer in metrics and dead letters.
+const CONSUMER: &str = "webhook-dispatcher.events";
+/// Chunks that failed for one item's data and were retried item by item.
+const CHUNKS_ISOLATED: &str = "portico_chunks_isolated_total";
+
+/// Finishes one event whose processing failed: dead-lettered when its data is at fault
+/// or this was its last delivery, otherwise handed back with backoff.
+async fn fail(dispatcher: &Dispatcher, message: JobMessage, err: &ChunkError) {
+    let last_delivery = message.delivered >= dispatcher.max_deliver - 1;
+    if !(err.is_item_fault() || last_delivery) {
+        let backoff = message.backoff();
+        finish_all(vec![message], Outcome::RetryAfter(backoff)).await;
+        return;
+    }
+    let reason = if err.is_item_fault() {
+        format!("event could not be stored: {err}")
+    } else {
+        format!("gave up after {} deliveries: {err}", message.delivered)
+    };
+    tracing::error!(%reason, "dead-lettering event");
+    let outcome = match dead_letter(dispatcher, &message.job, &reason).await {
+        Ok(()) => Outcome::Poison(reason),
+        // Not recorded: let it come back and try again rather than lose it.
+        Err(e) => {
+            tracing::error!(%e, "dead letter not recorded; the event will come back");
+            Outcome::RetryAfter(message.backoff())
         }
     };
+    finish_all(vec![message], outcome).await;
+}
+
+/// Records the dead letter and tells the owner, in one transaction.
+async fn dead_letter(
+    dispatcher: &Dispatcher,
+    job: &Job,
+    reason: &str,
+) -> Result<(), portico_queue::QueueError> {
+    let mut tx = dispatcher.pool.begin().await?;
+    portico_queue::consumer::dead_letter_job(&mut tx, CONSUMER, &dispatcher.topology, job, reason)
+        .await?;
+    if let Job::EventDispatchV1(e) = job
+        && let Some(notice) = crate::operational::dead_letter_event(e, reason)
+    {
+        portico_queue::outbox::enqueue(&mut tx, &dispatcher.topology, &notice).await?;
+    }
+    tx.commit().await?;
+    dispatcher.outbox.notify();
+    Ok(())
+}
+
+/// Acks, naks or terminates every message with the same outcome.
+async fn finish_all(messages: Vec<JobMessage>, outcome: Outcome) {
     let acks = messages.into_iter().map(|m| {
-        let outcome = match (&m.job, retry) {
-            (Job::EventDispatchV1(_), None) => Outcome::Done,
-            (Job::EventDispatchV1(_), Some(delay)) => Outcome::RetryAfter(delay),
+        let outcome = match (&m.job, &outcome) {
+            (Job::EventDispatchV1(_), o) => o.clone(),
             (other, _) => Outcome::Poison(format!("not an event job: {other:?}")),
         };
         m.finish(outcome)

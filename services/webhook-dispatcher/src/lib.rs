@@ -101,6 +101,9 @@ pub struct Dispatcher {
     pub nats: async_nats::Client,
     /// `PORTICO_DISABLE_AFTER_FAILURES` (0 = never).
     pub disable_after: i32,
+    /// The events consumer's redelivery limit: an event failing on its last delivery is
+    /// dead-lettered instead of being dropped by JetStream.
+    pub max_deliver: i64,
 }
 
 impl Dispatcher {
@@ -181,12 +184,14 @@ pub async fn run(
         retry_signal: Notify::new(),
         nats: nats.clone(),
         disable_after: config.disable_after_failures.min(i32::MAX as u32) as i32,
+        max_deliver: events_settings.max_deliver,
     });
 
     let readiness = Arc::new(DependencyReadiness {
         pool: pool.clone(),
         jetstream: js.clone(),
         stream: topology.jobs_stream(),
+        schema_version: portico_storage::schema_version(),
     });
     let invalidations = nats
         .subscribe(topology.invalidation_subject("webhooks"))
@@ -206,7 +211,7 @@ pub async fn run(
         background.clone(),
     ));
     side_tasks.spawn(sweep_cache(dispatcher.clone(), background.clone()));
-    side_tasks.spawn(report_queues(
+    side_tasks.spawn(portico_queue::consumer::report_pending(
         vec![
             ("webhook-dispatcher.events", consumer.clone()),
             (
@@ -343,26 +348,6 @@ async fn sweep_cache(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => dispatcher.cache.sweep(),
-        }
-    }
-}
-
-/// Publishes each consumer's backlog (`portico_queue_pending{consumer}`) every 5 s.
-async fn report_queues(
-    consumers: Vec<(&'static str, async_nats::jetstream::consumer::PullConsumer)>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        for (label, consumer) in &consumers {
-            if let Ok(info) = consumer.get_info().await {
-                metrics::gauge!(portico_telemetry::metrics::QUEUE_PENDING, "consumer" => *label)
-                    .set(info.num_pending as f64);
-            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Operational events: the owner hears about their endpoints through their own
 //! webhooks (`portico.delivery.failing`, `.exhausted`, `.recovered`,
-//! `portico.webhook.disabling_soon`, `.disabled`), never through silence.
+//! `portico.webhook.disabling_soon`, `.disabled`, and `portico.event.dead_lettered`),
+//! never through silence.
 //!
 //! They are ordinary events of the owner (`Job::EventDispatchV1`), enqueued in the
 //! outbox inside the transaction that recorded what they describe, so they cannot be
@@ -25,6 +26,28 @@ pub const DELIVERY_RECOVERED: &str = "portico.delivery.recovered";
 pub const WEBHOOK_DISABLING_SOON: &str = "portico.webhook.disabling_soon";
 /// The endpoint was disabled (410 Gone, or too many consecutive failures).
 pub const WEBHOOK_DISABLED: &str = "portico.webhook.disabled";
+
+/// An event could not be stored or delivered and was dead-lettered; nothing will be
+/// delivered for it.
+pub const EVENT_DEAD_LETTERED: &str = "portico.event.dead_lettered";
+
+/// The owner's notice that one of their events was dead-lettered. Never sent for an
+/// operational event itself (no loops).
+pub fn dead_letter_event(event: &EventDispatch, reason: &str) -> Option<Job> {
+    if event.event_type.starts_with("portico.") || event.user_id.contains('\0') {
+        return None;
+    }
+    job(
+        &event.user_id,
+        EVENT_DEAD_LETTERED,
+        format!("{EVENT_DEAD_LETTERED}:{}", event.event_id),
+        json!({
+            "eventId": event.event_id,
+            "eventType": event.event_type,
+            "reason": reason,
+        }),
+    )
+}
 
 /// The facts about one delivery an operational event reports.
 #[derive(Debug, Clone)]

@@ -151,14 +151,17 @@ impl Scope {
 /// Longest integration name.
 pub const MAX_NAME_LEN: usize = 200;
 
-/// A name of 1 to 200 characters, not only whitespace.
+/// A name of 1 to 200 characters, not only whitespace, without control characters.
 pub fn validate_name(name: &str, path: &str) -> Result<(), FieldError> {
     let chars = name.chars().count();
-    if name.trim().is_empty() || chars > MAX_NAME_LEN {
+    if name.trim().is_empty()
+        || chars > MAX_NAME_LEN
+        || crate::text::has_forbidden_control(name, crate::text::Lines::Single)
+    {
         return Err(FieldError::new(
             "invalid_name",
             path,
-            format!("name must be 1-{MAX_NAME_LEN} characters"),
+            format!("name must be 1-{MAX_NAME_LEN} characters without control characters"),
         ));
     }
     Ok(())

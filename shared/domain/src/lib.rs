@@ -10,6 +10,7 @@
 //! - [`retry`]: when a failed delivery is tried again (`Retry-After`, the retry budget).
 //! - [`integrations`]: integration types, credential scopes and field rules.
 //! - [`credentials`]: the API key and secret format (prefixes, checksum) and generation.
+//! - [`text`]: length and control-character rules for every text field stored in PostgreSQL.
 //! - [`orders`]: an order as submitted, parsed into a typed order or field errors with JSON pointers.
 //! - [`bulk_orders`]: batch states, result statuses, the chunk layout and the results cursor.
 //!
@@ -25,6 +26,7 @@ pub mod network;
 pub mod orders;
 pub mod pagination;
 pub mod retry;
+pub mod text;
 pub mod webhooks;
 
 pub use error::FieldError;

@@ -157,13 +157,18 @@ pub fn any_filter_matches(filters: &[String], event_type: &str) -> bool {
     filters.iter().any(|f| filter_matches(f, event_type))
 }
 
-/// Checks a description: at most [`MAX_DESCRIPTION_CHARS`] characters.
+/// Checks a description: at most [`MAX_DESCRIPTION_CHARS`] characters, no control
+/// characters other than tab and line breaks.
 pub fn validate_description(text: &str, path: &str) -> Result<(), FieldError> {
-    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+    if text.chars().count() > MAX_DESCRIPTION_CHARS
+        || crate::text::has_forbidden_control(text, crate::text::Lines::Multi)
+    {
         return Err(FieldError::new(
             "invalid_description",
             path,
-            format!("description must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            format!(
+                "description must be at most {MAX_DESCRIPTION_CHARS} characters, without control characters other than tab and line breaks"
+            ),
         ));
     }
     Ok(())

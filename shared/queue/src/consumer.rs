@@ -198,8 +198,64 @@ pub async fn record_dead_letter(
     .bind(payload)
     .bind(reason)
     .execute(pool)
-    .await
-    .map(|_| ())
+    .await?;
+    metrics::counter!(portico_telemetry::metrics::JOBS_DEAD_LETTERED, "consumer" => consumer.to_owned())
+        .increment(1);
+    Ok(())
+}
+
+/// Records, inside the caller's transaction, a decoded job that failed for good: its
+/// owner, message id, payload and the reason, so operators can inspect and replay it.
+/// Recording the same job twice (its termination was lost and it came back) keeps the
+/// first record. The caller commits, then terminates the message.
+pub async fn dead_letter_job(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    consumer: &str,
+    topology: &crate::Topology,
+    job: &Job,
+    reason: &str,
+) -> Result<(), QueueError> {
+    let user_id = match job {
+        Job::EventDispatchV1(e) => Some(e.user_id.replace('\0', "")),
+        _ => None,
+    };
+    sqlx::query(
+        "INSERT INTO job_dead_letters (consumer, subject, payload, reason, user_id, message_id)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (consumer, message_id) WHERE message_id IS NOT NULL DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(topology.subject(job.kind()))
+    .bind(job.encode()?)
+    .bind(reason.replace('\0', "\u{FFFD}"))
+    .bind(user_id)
+    .bind(job.message_id())
+    .execute(&mut **tx)
+    .await?;
+    metrics::counter!(portico_telemetry::metrics::JOBS_DEAD_LETTERED, "consumer" => consumer.to_owned())
+        .increment(1);
+    Ok(())
+}
+
+/// Publishes, every 5 seconds until `shutdown`, how many jobs wait in each consumer
+/// (`portico_queue_pending`), which the backlog alerts watch.
+pub async fn report_pending(
+    consumers: Vec<(&'static str, PullConsumer)>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        for (label, consumer) in &consumers {
+            if let Ok(info) = consumer.get_info().await {
+                metrics::gauge!(portico_telemetry::metrics::QUEUE_PENDING, "consumer" => *label)
+                    .set(info.num_pending as f64);
+            }
+        }
+    }
 }
 
 /// Runs `handle` on every job of `stream`, at most `concurrency` at once, until

@@ -20,6 +20,12 @@ use sqlx::{ConnectOptions, PgPool};
 /// lock while migrating, so several replicas starting at once apply them exactly once.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The newest migration embedded in this binary: readiness fails while the database's
+/// schema is older, so no replica serves traffic it would answer with 500s.
+pub fn schema_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -96,6 +102,22 @@ fn is_local(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `err` is about the data of a statement rather than the database's health:
+/// a data exception (SQLSTATE class 22, e.g. a NUL byte), an integrity violation (23)
+/// or a program limit (54, e.g. an index row too large), or a value that could not be
+/// encoded. Running the same statement again fails the same way, so workers isolate
+/// the item that causes it instead of retrying their whole chunk; every other error
+/// (connection, pool, shutdown, serialization) is worth retrying as it is.
+pub fn is_data_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Encode(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
+        _ => false,
+    }
 }
 
 /// Applies every pending migration.

@@ -27,6 +27,8 @@ pub const EVENT_TO_DELIVERY: &str = "portico_event_to_delivery_seconds";
 pub const JOBS: &str = "portico_jobs_total";
 /// Jobs that arrived more than once.
 pub const JOBS_REDELIVERED: &str = "portico_jobs_redelivered_total";
+/// Jobs recorded in `job_dead_letters` (undecodable, or failing for good), by consumer.
+pub const JOBS_DEAD_LETTERED: &str = "portico_jobs_dead_lettered_total";
 /// Messages waiting in a durable consumer.
 pub const QUEUE_PENDING: &str = "portico_queue_pending";
 /// Outbox rows not yet published.

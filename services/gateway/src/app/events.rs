@@ -14,7 +14,7 @@ use crate::state::AppState;
 
 pub use portico_domain::webhooks::{MAX_EVENT_TYPE_LEN, validate_event_type};
 
-/// Longest idempotency or ordering key.
+/// Longest idempotency or ordering key, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
 
 /// An event to publish, as both doors parse it.
@@ -57,13 +57,15 @@ pub fn validate(event: &NewEvent, max_bytes: usize, prefix: &str) -> Vec<FieldEr
         ("orderingKey", &event.ordering_key),
     ] {
         if let Some(v) = value
-            && (v.is_empty() || v.len() > MAX_KEY_LEN)
-        {
-            errors.push(FieldError::new(
+            && let Err(e) = portico_domain::text::validate_key(
+                v,
+                MAX_KEY_LEN,
                 "invalid_key",
-                format!("{prefix}/{name}"),
-                format!("{name} must be 1-{MAX_KEY_LEN} characters"),
-            ));
+                &format!("{prefix}/{name}"),
+                name,
+            )
+        {
+            errors.push(e);
         }
     }
     errors

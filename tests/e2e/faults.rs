@@ -1,0 +1,374 @@
+//! Faults and bad input: text PostgreSQL cannot store is refused at the door, one bad
+//! job never holds up the jobs beside it (it is isolated and dead-lettered with a record
+//! and an operational event), and readiness tells the truth about NATS, PostgreSQL and
+//! the schema. All against the real binaries.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use portico_e2e::sink::Sink;
+use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, assert_problem, wait_for};
+use portico_queue::jobs::{EventDispatch, Job};
+use portico_queue::topology::Topology;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// How long a scenario waits for something asynchronous to happen.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Every text field that reaches PostgreSQL refuses NUL and other control characters
+/// with a 400 naming the field, and nothing is stored.
+#[tokio::test]
+async fn control_characters_are_refused_at_the_door() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway]).await?;
+    let user = "user-nul";
+    let events = [
+        (json!({"type": "order.created", "data": {}, "idempotencyKey": "a\u{0}b"}), "/idempotencyKey"),
+        (json!({"type": "order.created", "data": {}, "orderingKey": "k\u{0}"}), "/orderingKey"),
+        (json!({"type": "order.created", "data": {}, "idempotencyKey": "line\nbreak"}), "/idempotencyKey"),
+    ];
+    for (body, path) in events {
+        let res = app
+            .http
+            .post(app.api("/events"))
+            .bearer_auth(SERVICE_TOKEN)
+            .header("x-portico-user-id", user)
+            .json(&body)
+            .send()
+            .await?;
+        let problem = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
+        assert_eq!(problem["errors"][0]["pointer"].as_str().or(problem["errors"][0]["path"].as_str()), Some(path), "{problem}");
+    }
+    // The batch route names the event.
+    let res = app
+        .http
+        .post(app.api("/events/batch"))
+        .bearer_auth(SERVICE_TOKEN)
+        .header("x-portico-user-id", user)
+        .json(&json!({"events": [
+            {"type": "order.created", "data": {}, "idempotencyKey": "fine"},
+            {"type": "order.created", "data": {}, "idempotencyKey": "bad\u{0}"},
+        ]}))
+        .send()
+        .await?;
+    let problem = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
+    assert!(problem.to_string().contains("/events/1/idempotencyKey"), "{problem}");
+
+    let token = app.user_token(user);
+    let res = app
+        .http
+        .post(app.api("/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["order.*"], "description": "nul\u{0}here"}))
+        .send()
+        .await?;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
+    // Line breaks are fine in a description.
+    let res = app
+        .http
+        .post(app.api("/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["order.*"], "description": "two\nlines"}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .http
+        .post(app.api("/integrations"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "ERP\u{0}", "type": "erp"}))
+        .send()
+        .await?;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
+    // An order's metadata may be any JSON object, but not one holding a NUL.
+    let order = json!({
+        "clientOrderRef": "o-1", "currency": "EUR",
+        "customer": {"name": "Ada", "email": "ada@example.com"},
+        "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+        "lineItems": [{"sku": "A", "quantity": 1, "unitPrice": "1.00"}],
+        "metadata": {"note": "x\u{0}y"}
+    });
+    let res = app
+        .http
+        .post(app.api("/bulk-orders"))
+        .bearer_auth(&token)
+        .json(&json!({"orders": [order]}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{}", res.text().await?);
+    // A NUL anywhere in a query string is a 400, never a 500.
+    for path in [
+        "/webhooks?cursor=%00",
+        "/bulk-orders?cursor=a%00",
+        "/integrations?type=erp%00",
+    ] {
+        let res = app.http.get(app.api(path)).bearer_auth(&token).send().await?;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}: {}", res.text().await?);
+    }
+
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM integrations) + (SELECT count(*) FROM bulk_order_batches)",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(stored, 0, "refused input stored nothing");
+    app.cleanup().await;
+    Ok(())
+}
+
+/// An event job that PostgreSQL refuses (a NUL in its idempotency key, as an older or
+/// buggy producer could publish straight to JetStream) sits in the same chunk as good
+/// events of two users. The good ones are delivered at once; the bad one is
+/// dead-lettered with its owner and a `portico.event.dead_lettered` notice.
+#[tokio::test]
+async fn one_unstorable_event_does_not_hold_up_its_chunk() -> anyhow::Result<()> {
+    let mut app = TestApp::spawn_with(&[], &[ServiceKind::Gateway]).await?;
+    let sink = Sink::start().await?;
+    let (alice, bob) = ("user-alice", "user-bob");
+    for (user, path) in [(alice, "/alice"), (bob, "/bob")] {
+        let res = app
+            .http
+            .post(app.api("/webhooks"))
+            .bearer_auth(app.user_token(user))
+            .json(&json!({"url": sink.url(path), "events": ["order.*", "portico.*"]}))
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+
+    // The bad job first, then the good events, all waiting before any dispatcher runs,
+    // so the dispatcher pulls them as one chunk.
+    let nats = async_nats::connect(&app.nats_url).await?;
+    let js = async_nats::jetstream::new(nats);
+    let topology = Topology::new(&app.stream_prefix, 1)?;
+    let bad_id = Uuid::now_v7();
+    let bad = Job::EventDispatchV1(EventDispatch {
+        event_id: bad_id,
+        user_id: alice.to_owned(),
+        event_type: "order.created".to_owned(),
+        data: serde_json::value::to_raw_value(&json!({"n": "bad"}))?,
+        idempotency_key: "bad\u{0}key".to_owned(),
+        ordering_key: None,
+        accepted_at: chrono::Utc::now(),
+        only_webhook_id: None,
+    });
+    js.publish(topology.subject(bad.kind()), bad.encode()?.into())
+        .await?
+        .await?;
+    for (user, n) in [(alice, 1), (bob, 2), (alice, 3), (bob, 4)] {
+        let res = app
+            .http
+            .post(app.api("/events"))
+            .bearer_auth(SERVICE_TOKEN)
+            .header("x-portico-user-id", user)
+            .json(&json!({"type": "order.created", "data": {"n": n}}))
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+    }
+    app.start(ServiceKind::WebhookDispatcher).await?;
+
+    let s = sink.clone();
+    wait_for(PATIENCE, move || {
+        let s = s.clone();
+        async move {
+            let orders = |p: &str| {
+                s.received_at(p)
+                    .iter()
+                    .filter(|r| r.json()["type"] == "order.created")
+                    .count()
+            };
+            orders("/alice") >= 2 && orders("/bob") >= 2
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the good events were held up: {e}"))?;
+    let delivered: Vec<Value> = sink.received().iter().map(|r| r.json()).collect();
+    assert!(
+        !delivered.iter().any(|b| b["data"]["n"] == "bad"),
+        "the bad event was not delivered"
+    );
+
+    // The bad one is recorded with its owner, and the owner hears about it.
+    let pool = app.pool.clone();
+    wait_for(PATIENCE, move || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM job_dead_letters WHERE user_id = 'user-alice' AND reason LIKE 'event could not be stored%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0)
+                == 1
+        }
+    })
+    .await?;
+    let s = sink.clone();
+    wait_for(PATIENCE, move || {
+        let s = s.clone();
+        async move {
+            s.received_at("/alice")
+                .iter()
+                .any(|r| r.json()["type"] == "portico.event.dead_lettered")
+        }
+    })
+    .await?;
+    let notice = sink
+        .received_at("/alice")
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["type"] == "portico.event.dead_lettered")
+        .unwrap_or_default();
+    assert_eq!(notice["data"]["eventId"], bad_id.to_string(), "{notice}");
+    assert!(
+        !sink
+            .received_at("/bob")
+            .iter()
+            .any(|r| r.json()["type"] == "portico.event.dead_lettered"),
+        "only the owner is told"
+    );
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A private nats-server with JetStream on a free port, stopped on drop.
+struct PrivateNats {
+    child: tokio::process::Child,
+    port: u16,
+    store: std::path::PathBuf,
+}
+
+impl PrivateNats {
+    async fn start(port: u16, store: std::path::PathBuf) -> anyhow::Result<Self> {
+        let child = tokio::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let addr = format!("127.0.0.1:{port}");
+        wait_for(Duration::from_secs(10), || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+        })
+        .await?;
+        Ok(Self { child, port, store })
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn stop(mut self) -> anyhow::Result<(u16, std::path::PathBuf)> {
+        self.child.kill().await?;
+        Ok((self.port, self.store.clone()))
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn ready(app: &TestApp, kind: ServiceKind) -> (bool, String) {
+    let url = format!("http://{}/readyz", app.addr(kind, "http"));
+    match app.http.get(url).send().await {
+        Ok(r) => (r.status().is_success(), r.text().await.unwrap_or_default()),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+async fn grpc_serving(app: &TestApp) -> bool {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(app.grpc_url()) else {
+        return false;
+    };
+    let Ok(channel) = endpoint.connect().await else {
+        return false;
+    };
+    let mut client = HealthClient::new(channel);
+    client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().status == ServingStatus::Serving as i32)
+        .unwrap_or(false)
+}
+
+/// With NATS down every service reports not ready (and gRPC health NOT_SERVING) within
+/// seconds, and ready again once NATS is back.
+#[tokio::test]
+async fn readiness_follows_nats() -> anyhow::Result<()> {
+    let store = std::env::temp_dir().join(format!("portico-nats-{}", Uuid::new_v4().simple()));
+    let nats = PrivateNats::start(free_port()?, store).await?;
+    let mut app = TestApp::prepare().await?;
+    app.nats_url = nats.url();
+    for kind in [
+        ServiceKind::Gateway,
+        ServiceKind::WebhookDispatcher,
+        ServiceKind::BatchProcessor,
+    ] {
+        app.start(kind).await?;
+    }
+    assert!(grpc_serving(&app).await);
+
+    let (port, store) = nats.stop().await?;
+    for kind in [
+        ServiceKind::Gateway,
+        ServiceKind::WebhookDispatcher,
+        ServiceKind::BatchProcessor,
+    ] {
+        let a = &app;
+        wait_for(Duration::from_secs(10), || async move { !ready(a, kind).await.0 })
+            .await
+            .map_err(|e| anyhow::anyhow!("{kind:?} stayed ready without NATS: {e}"))?;
+        assert!(ready(a, kind).await.1.contains("jetstream"));
+    }
+    let a = &app;
+    wait_for(Duration::from_secs(10), || async move { !grpc_serving(a).await })
+        .await
+        .map_err(|e| anyhow::anyhow!("gRPC health stayed SERVING without NATS: {e}"))?;
+
+    let nats = PrivateNats::start(port, store.clone()).await?;
+    for kind in [
+        ServiceKind::Gateway,
+        ServiceKind::WebhookDispatcher,
+        ServiceKind::BatchProcessor,
+    ] {
+        let a = &app;
+        wait_for(Duration::from_secs(20), || async move { ready(a, kind).await.0 })
+            .await
+            .map_err(|e| anyhow::anyhow!("{kind:?} did not recover: {e}"))?;
+    }
+    let a = &app;
+    wait_for(Duration::from_secs(20), || async move { grpc_serving(a).await }).await?;
+    app.cleanup().await;
+    drop(nats);
+    let _ = std::fs::remove_dir_all(store);
+    Ok(())
+}
+
+/// A schema older than the binary (a gateway started before `migrate`) is not ready,
+/// and says why; after migrating it is.
+#[tokio::test]
+async fn readiness_requires_the_current_schema() -> anyhow::Result<()> {
+    let mut app = TestApp::prepare().await?;
+    let newest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&app.pool)
+        .await?;
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(newest)
+        .execute(&app.pool)
+        .await?;
+    app.start_unready(ServiceKind::Gateway, &[]).await?;
+    let (ok, body) = ready(&app, ServiceKind::Gateway).await;
+    assert!(!ok, "ready with an old schema: {body}");
+    assert!(body.contains("schema"), "{body}");
+    assert!(!grpc_serving(&app).await);
+    app.cleanup().await;
+    Ok(())
+}
