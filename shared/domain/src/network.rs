@@ -4,9 +4,36 @@
 //! its own cluster (databases, metadata services, admin ports). Every address a URL
 //! resolves to is checked here, at create time and again at connect time (DNS can
 //! change between the two), and refused when it is private, loopback, link-local,
-//! CGNAT, multicast, unspecified, reserved, a cloud metadata address, or an
-//! IPv4-mapped/-compatible IPv6 form of one of those, unless an operator allowlisted
-//! it (`PORTICO_WEBHOOK_ALLOWLIST`, e.g. `127.0.0.0/8` in tests).
+//! CGNAT, multicast, unspecified, reserved or a cloud metadata address, unless an
+//! operator allowlisted it (`PORTICO_WEBHOOK_ALLOWLIST`, e.g. `127.0.0.0/8` in tests).
+//!
+//! # IPv6 addresses that carry an IPv4 address
+//!
+//! Several IPv6 forms embed an IPv4 address ([`embedded_ipv4`]); each is handled so
+//! that none of them is a way around the IPv4 rules:
+//!
+//! | form | range | verdict |
+//! |---|---|---|
+//! | IPv4-mapped | `::ffff:0:0/96` | judged as the IPv4 address |
+//! | IPv4-translated (SIIT) | `::ffff:0:0:0/96` | judged as the IPv4 address |
+//! | IPv4-compatible (deprecated) | `::/96` except `::` and `::1` | judged as the IPv4 address |
+//! | NAT64 well-known prefix | `64:ff9b::/96` | judged as the IPv4 address |
+//! | NAT64 local use | `64:ff9b:1::/48` | always refused (the IPv4 address sits where the operator's prefix length puts it) |
+//! | 6to4 (deprecated) | `2002::/16`, IPv4 in bits 16..48 | always refused; the reason is the IPv4 address's when it has one |
+//! | Teredo | `2001::/32`, client IPv4 obfuscated in the last 32 bits | always refused (with the rest of `2001::/23`); the reason is the client's when it has one |
+//! | ISATAP interface id | `<prefix>:0:5efe:a.b.c.d` (also `200:5efe`, `100:5efe`, `300:5efe`) | refused when the IPv4 address is refused, else judged by the IPv6 rules |
+//!
+//! The first four are *translations*: connecting to them reaches the IPv4 host itself
+//! (through the kernel's dual stack or a NAT64 gateway), so the allowlist's IPv4
+//! networks apply to them too: with `127.0.0.0/8` allowlisted, `::ffff:127.0.0.1` is
+//! allowed exactly like `127.0.0.1`. 6to4, Teredo and ISATAP are *tunnels*: they reach
+//! an IPv6 host behind the IPv4 address, not the IPv4 host, so only an IPv6 network
+//! in the allowlist opens them (`2002::/16` would).
+//!
+//! Beyond those, only global unicast (`2000::/3`) is reachable: everything else in
+//! IPv6 is unassigned or special-purpose and refused as reserved, as are the
+//! special-purpose blocks inside it (documentation `2001:db8::/32` and `3fff::/20`,
+//! IETF protocol assignments `2001::/23`, SRv6 SIDs `5f00::/16`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -21,9 +48,16 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses match IPv4 networks).
+    /// Whether `ip` lies in this network. An IPv6 translation of an IPv4 address
+    /// (mapped, translated, compatible, NAT64) also matches the IPv4 networks that hold
+    /// the address it carries; tunnel forms (6to4, Teredo, ISATAP) match only as IPv6.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, canonical(ip)) {
+        let translated = translation(ip);
+        self.contains_exactly(ip) || translated.is_some_and(|v4| self.contains_exactly(v4.into()))
+    }
+
+    fn contains_exactly(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX
                     .checked_shl(32 - u32::from(self.prefix))
@@ -124,33 +158,75 @@ impl BlockedReason {
     }
 }
 
-/// IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible (`::a.b.c.d`) IPv6 addresses are
-/// judged as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
+/// How an IPv6 address carries an IPv4 address (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embedding {
+    /// `::ffff:a.b.c.d` (RFC 4291): a dual-stack socket reaches the IPv4 host.
+    Mapped,
+    /// `::ffff:0:a.b.c.d` (RFC 2765, SIIT): a translator reaches the IPv4 host.
+    Translated,
+    /// `::a.b.c.d` (RFC 4291, deprecated); not `::` and `::1`.
+    Compatible,
+    /// `64:ff9b::a.b.c.d` (RFC 6052 well-known prefix): a NAT64 gateway reaches the
+    /// IPv4 host.
+    Nat64,
+    /// `2002:aabb:ccdd::/48` (RFC 3056): an IPv6 site behind the 6to4 router
+    /// `aa.bb.cc.dd`.
+    SixToFour,
+    /// `2001:0:<server>:<flags>:<port>:<client>` (RFC 4380): an IPv6 host behind the
+    /// NAT whose address is the client field, bit-inverted.
+    Teredo,
+    /// `<prefix>:0:5efe:a.b.c.d` (RFC 5214): an ISATAP host reached through the IPv4
+    /// address `a.b.c.d` of its site.
+    Isatap,
+}
+
+impl Embedding {
+    /// Whether connecting to the IPv6 address reaches the IPv4 host itself (rather
+    /// than an IPv6 host tunnelled through it).
+    pub fn is_translation(self) -> bool {
+        matches!(
+            self,
+            Embedding::Mapped | Embedding::Translated | Embedding::Compatible | Embedding::Nat64
+        )
+    }
+}
+
+fn v4_from(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
+}
+
+/// The IPv4 address an IPv6 address carries, and how it carries it; `None` for an
+/// IPv6 address of no such form.
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<(Ipv4Addr, Embedding)> {
+    let s = ip.segments();
+    let v4 = v4_from(s[6], s[7]);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] => Some((v4, Embedding::Mapped)),
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some((v4, Embedding::Translated)),
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0, _, _] => Some((v4, Embedding::Compatible)),
+        [0x0064, 0xff9b, 0, 0, 0, 0, _, _] => Some((v4, Embedding::Nat64)),
+        [0x2002, hi, lo, ..] => Some((v4_from(hi, lo), Embedding::SixToFour)),
+        [0x2001, 0, ..] => Some((v4_from(!s[6], !s[7]), Embedding::Teredo)),
+        [_, _, _, _, ug, 0x5efe, _, _] if ug & 0xfcff == 0 => Some((v4, Embedding::Isatap)),
+        _ => None,
+    }
+}
+
+/// The IPv4 address `ip` stands for when it is one, or an IPv6 translation of one.
+fn translation(ip: IpAddr) -> Option<Ipv4Addr> {
     match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                if s[..6].iter().all(|x| *x == 0) && !(s[6] == 0 && s[7] <= 1) {
-                    IpAddr::V4(Ipv4Addr::new(
-                        (s[6] >> 8) as u8,
-                        s[6] as u8,
-                        (s[7] >> 8) as u8,
-                        s[7] as u8,
-                    ))
-                } else {
-                    IpAddr::V6(v6)
-                }
-            }
-        },
-        v4 => v4,
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => embedded_ipv4(v6)
+            .filter(|(_, how)| how.is_translation())
+            .map(|(v4, _)| v4),
     }
 }
 
 /// Classifies an address; `None` means publicly routable.
 pub fn classify(ip: IpAddr) -> Option<BlockedReason> {
-    match canonical(ip) {
+    match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
     }
@@ -192,23 +268,37 @@ fn classify_v6(ip: Ipv6Addr) -> Option<BlockedReason> {
         return Some(BlockedReason::Metadata);
     }
     if ip.is_loopback() {
-        Some(BlockedReason::Loopback)
-    } else if ip.is_unspecified() {
-        Some(BlockedReason::Unspecified)
-    } else if (s[0] & 0xfe00) == 0xfc00 {
+        return Some(BlockedReason::Loopback);
+    }
+    if ip.is_unspecified() {
+        return Some(BlockedReason::Unspecified);
+    }
+    let embedded = embedded_ipv4(ip);
+    match embedded {
+        Some((v4, how)) if how.is_translation() => return classify_v4(v4),
+        // Tunnels: refused whatever they carry, named after what they carry.
+        Some((v4, Embedding::SixToFour | Embedding::Teredo)) => {
+            return Some(classify_v4(v4).unwrap_or(BlockedReason::Reserved));
+        }
+        _ => {}
+    }
+    if (s[0] & 0xfe00) == 0xfc00 {
         Some(BlockedReason::Private)
     } else if (s[0] & 0xffc0) == 0xfe80 {
         Some(BlockedReason::LinkLocal)
     } else if ip.is_multicast() {
         Some(BlockedReason::Multicast)
-    } else if (s[0] == 0x2001 && s[1] == 0x0db8)
-        || (s[0] == 0x0064 && s[1] == 0xff9b)
-        || s[0] == 0x0100
-        || (s[0] & 0xffc0) == 0xfec0
-        || (s[0] == 0x2002)
+    } else if (s[0] & 0xe000) != 0x2000
+        || (s[0] == 0x2001 && s[1] == 0x0db8)
+        || (s[0] == 0x2001 && s[1] < 0x0200)
+        || (s[0] & 0xfff0) == 0x3ff0
+        || s[0] == 0x5f00
     {
-        // Documentation, NAT64 and 6to4 (can embed private IPv4), discard, site-local.
+        // Outside global unicast (unassigned, NAT64 local use, discard-only,
+        // site-local, ...), documentation, IETF protocol assignments, SRv6 SIDs.
         Some(BlockedReason::Reserved)
+    } else if let Some((v4, Embedding::Isatap)) = embedded {
+        classify_v4(v4)
     } else {
         None
     }
@@ -253,8 +343,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// Every forbidden range, including IPv6-mapped and -compatible forms, is refused;
-    /// public addresses pass; the allowlist opens exactly what it names.
+    /// Every forbidden range is refused; public addresses pass; the allowlist opens
+    /// exactly what it names.
     #[test]
     fn forbidden_ranges_and_allowlist() {
         for (addr, reason) in [
@@ -268,24 +358,37 @@ mod tests {
             ("fe80::1", BlockedReason::LinkLocal),
             ("100.64.0.1", BlockedReason::SharedAddressSpace),
             ("169.254.169.254", BlockedReason::Metadata),
+            ("100.100.100.200", BlockedReason::Metadata),
             ("fd00:ec2::254", BlockedReason::Metadata),
             ("0.0.0.0", BlockedReason::Unspecified),
             ("::", BlockedReason::Unspecified),
             ("224.0.0.1", BlockedReason::Multicast),
-            ("::ffff:127.0.0.1", BlockedReason::Loopback),
-            ("::ffff:10.0.0.1", BlockedReason::Private),
-            ("::ffff:169.254.169.254", BlockedReason::Metadata),
-            ("::127.0.0.1", BlockedReason::Loopback),
-            ("64:ff9b::a00:1", BlockedReason::Reserved),
+            ("255.255.255.255", BlockedReason::Multicast),
+            ("ff02::1", BlockedReason::Multicast),
+            ("240.0.0.1", BlockedReason::Reserved),
+            ("192.0.2.1", BlockedReason::Reserved),
+            ("198.18.0.1", BlockedReason::Reserved),
+            ("2001:db8::1", BlockedReason::Reserved),
+            ("3fff::1", BlockedReason::Reserved),
+            ("2001:2::1", BlockedReason::Reserved),
+            ("5f00::1", BlockedReason::Reserved),
+            ("100::1", BlockedReason::Reserved),
+            ("fec0::1", BlockedReason::Reserved),
+            ("4000::1", BlockedReason::Reserved),
         ] {
             assert_eq!(classify(ip(addr)), Some(reason), "{addr}");
         }
-        for public in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "2a00:1450:4001:80b::200e",
+            "2001:200::1",
+        ] {
             assert_eq!(classify(ip(public)), None, "{public}");
         }
         let allow = Allowlist::parse("127.0.0.0/8, ::1/128").unwrap();
         assert!(check_ip(ip("127.0.0.1"), &allow).is_ok());
-        assert!(check_ip(ip("::ffff:127.0.0.2"), &allow).is_ok());
         assert!(check_ip(ip("::1"), &allow).is_ok());
         assert_eq!(
             check_ip(ip("10.0.0.1"), &allow),
@@ -294,6 +397,107 @@ mod tests {
         assert!(check_ip(ip("127.0.0.1"), &Allowlist::default()).is_err());
         assert!(Allowlist::parse("10.0.0.0/33").is_err());
         assert!(Allowlist::parse("nonsense").is_err());
+    }
+
+    /// Every IPv6 form that embeds an IPv4 address, with its verdict without an
+    /// allowlist and with the test allowlist `127.0.0.0/8, ::1/128`. Translations
+    /// (mapped, translated, compatible, NAT64) are judged, and allowlisted, as their
+    /// IPv4 address; tunnels (6to4, Teredo) are always refused, named after what they
+    /// carry; ISATAP interface ids are refused when what they carry is.
+    #[test]
+    fn every_ipv6_form_that_embeds_ipv4() {
+        use BlockedReason::*;
+        use Embedding::*;
+        let allow = Allowlist::parse("127.0.0.0/8, ::1/128").unwrap();
+        type Verdict = Option<BlockedReason>;
+        type Row = (
+            &'static str,
+            Option<(&'static str, Embedding)>,
+            Verdict,
+            Verdict,
+        );
+        #[rustfmt::skip]
+        let table: &[Row] = &[
+            // address                    embedded IPv4 and form            no allowlist        allowlist
+            // IPv4-mapped ::ffff:0:0/96
+            ("::ffff:127.0.0.1",          Some(("127.0.0.1", Mapped)),       Some(Loopback),     None),
+            ("::ffff:7f00:1",             Some(("127.0.0.1", Mapped)),       Some(Loopback),     None),
+            ("::ffff:10.0.0.1",           Some(("10.0.0.1", Mapped)),        Some(Private),      Some(Private)),
+            ("::ffff:169.254.169.254",    Some(("169.254.169.254", Mapped)), Some(Metadata),     Some(Metadata)),
+            ("::ffff:0.0.0.0",            Some(("0.0.0.0", Mapped)),         Some(Unspecified),  Some(Unspecified)),
+            ("::ffff:8.8.8.8",            Some(("8.8.8.8", Mapped)),         None,               None),
+            // IPv4-translated ::ffff:0:0:0/96 (the reported bypass)
+            ("::ffff:0:127.0.0.1",        Some(("127.0.0.1", Translated)),   Some(Loopback),     None),
+            ("::ffff:0:7f00:1",           Some(("127.0.0.1", Translated)),   Some(Loopback),     None),
+            ("::ffff:0:192.168.0.1",      Some(("192.168.0.1", Translated)), Some(Private),      Some(Private)),
+            ("::ffff:0:169.254.169.254",  Some(("169.254.169.254", Translated)), Some(Metadata), Some(Metadata)),
+            ("::ffff:0:8.8.8.8",          Some(("8.8.8.8", Translated)),     None,               None),
+            // IPv4-compatible ::/96 (deprecated); :: and ::1 keep their IPv6 meaning
+            ("::127.0.0.1",               Some(("127.0.0.1", Compatible)),   Some(Loopback),     None),
+            ("::10.0.0.1",                Some(("10.0.0.1", Compatible)),    Some(Private),      Some(Private)),
+            ("::0.0.0.2",                 Some(("0.0.0.2", Compatible)),     Some(Unspecified),  Some(Unspecified)),
+            ("::8.8.8.8",                 Some(("8.8.8.8", Compatible)),     None,               None),
+            ("::1",                       None,                              Some(Loopback),     None),
+            ("::",                        None,                              Some(Unspecified),  Some(Unspecified)),
+            // NAT64 well-known prefix 64:ff9b::/96
+            ("64:ff9b::127.0.0.1",        Some(("127.0.0.1", Nat64)),        Some(Loopback),     None),
+            ("64:ff9b::a00:1",            Some(("10.0.0.1", Nat64)),         Some(Private),      Some(Private)),
+            ("64:ff9b::169.254.169.254",  Some(("169.254.169.254", Nat64)),  Some(Metadata),     Some(Metadata)),
+            ("64:ff9b::100.64.0.1",       Some(("100.64.0.1", Nat64)),       Some(SharedAddressSpace), Some(SharedAddressSpace)),
+            ("64:ff9b::8.8.8.8",          Some(("8.8.8.8", Nat64)),          None,               None),
+            // NAT64 local use 64:ff9b:1::/48 and the rest of 64:ff9b::/32: always refused
+            ("64:ff9b:1::8.8.8.8",        None,                              Some(Reserved),     Some(Reserved)),
+            ("64:ff9b:1:7f00:1::",        None,                              Some(Reserved),     Some(Reserved)),
+            ("64:ff9b:0:1::808:808",      None,                              Some(Reserved),     Some(Reserved)),
+            // 6to4 2002::/16, IPv4 in bits 16..48: always refused
+            ("2002:7f00:1::1",            Some(("127.0.0.1", SixToFour)),    Some(Loopback),     Some(Loopback)),
+            ("2002:a00:1::",              Some(("10.0.0.1", SixToFour)),     Some(Private),      Some(Private)),
+            ("2002:a9fe:a9fe::1",         Some(("169.254.169.254", SixToFour)), Some(Metadata),  Some(Metadata)),
+            ("2002:808:808::1",           Some(("8.8.8.8", SixToFour)),      Some(Reserved),     Some(Reserved)),
+            // Teredo 2001::/32, client IPv4 bit-inverted in the last 32 bits: always refused
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", Some(("127.0.0.1", Teredo)), Some(Loopback), Some(Loopback)),
+            ("2001:0:4136:e378:8000:63bf:f5ff:fffe", Some(("10.0.0.1", Teredo)),  Some(Private),  Some(Private)),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Some(("192.0.2.45", Teredo)), Some(Reserved), Some(Reserved)),
+            ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", Some(("8.8.8.8", Teredo)),   Some(Reserved), Some(Reserved)),
+            // ISATAP interface ids: refused when the IPv4 address is
+            ("2606:4700:1::5efe:127.0.0.1",   Some(("127.0.0.1", Isatap)),   Some(Loopback),     Some(Loopback)),
+            ("2606:4700:1:0:200:5efe:a00:1",  Some(("10.0.0.1", Isatap)),    Some(Private),      Some(Private)),
+            ("2606:4700:1:0:200:5efe:808:808", Some(("8.8.8.8", Isatap)),    None,               None),
+            ("fe80::5efe:8.8.8.8",        Some(("8.8.8.8", Isatap)),         Some(LinkLocal),    Some(LinkLocal)),
+            // No embedded address
+            ("2606:4700::1111",           None,                              None,               None),
+            ("::ffff:1:7f00:1",           None,                              Some(Reserved),     Some(Reserved)),
+        ];
+        for (addr, embedded, bare, allowed) in table {
+            let v6: Ipv6Addr = addr.parse().unwrap();
+            let expected = embedded.map(|(v4, how)| (v4.parse::<Ipv4Addr>().unwrap(), how));
+            assert_eq!(embedded_ipv4(v6), expected, "{addr}: embedded");
+            assert_eq!(classify(v6.into()), *bare, "{addr}: no allowlist");
+            assert_eq!(
+                check_ip(v6.into(), &Allowlist::default()).err(),
+                *bare,
+                "{addr}: no allowlist"
+            );
+            assert_eq!(
+                check_ip(v6.into(), &allow).err(),
+                *allowed,
+                "{addr}: allowlisted loopback"
+            );
+            // A translation is never judged more leniently than its IPv4 address.
+            if let Some((v4, how)) = expected
+                && how.is_translation()
+            {
+                assert_eq!(classify(v4.into()), *bare, "{addr}: as IPv4");
+            }
+        }
+        // An IPv6 network in the allowlist opens a tunnel form; an IPv4 one does not.
+        let six_to_four = Allowlist::parse("2002::/16").unwrap();
+        assert!(check_ip(ip("2002:808:808::1"), &six_to_four).is_ok());
+        assert!(check_ip(ip("2002:7f00:1::1"), &allow).is_err());
+        // An IPv6 allowlist entry for the mapped range matches as IPv6 too.
+        let mapped = Allowlist::parse("::ffff:0:0/96").unwrap();
+        assert!(check_ip(ip("::ffff:10.0.0.1"), &mapped).is_ok());
+        assert!(check_ip(ip("10.0.0.1"), &mapped).is_err());
     }
 
     /// URL form checks come with the invalid_url code and the given path.

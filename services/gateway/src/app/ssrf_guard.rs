@@ -91,6 +91,17 @@ mod tests {
             ("http://169.254.169.254/latest", "metadata"),
             ("http://10.0.0.1/", "private"),
             ("https://[fd00:ec2::254]/", "metadata"),
+            // Every IPv6 spelling that carries a forbidden IPv4 address.
+            ("http://[::ffff:0:127.0.0.1]/", "loopback"),
+            ("http://[::ffff:0:7f00:1]/", "loopback"),
+            ("http://[::127.0.0.1]/", "loopback"),
+            ("http://[64:ff9b::169.254.169.254]/", "metadata"),
+            ("http://[64:ff9b:1::a00:1]/", "reserved"),
+            ("http://[2002:a00:1::1]/", "private"),
+            ("http://[2002:808:808::1]/", "reserved"),
+            ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", "loopback"),
+            ("http://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]/", "reserved"),
+            ("http://[2606:4700:1::5efe:10.0.0.1]/", "private"),
         ] {
             let err = check_url(&url(text), &none, "/url").await.unwrap_err();
             assert_eq!(err.code, "forbidden_address", "{text}");
@@ -112,5 +123,127 @@ mod tests {
                 .await
                 .is_err()
         );
+        // The allowlist opens a translation of an allowlisted IPv4 address, never a
+        // tunnel through it.
+        assert!(
+            check_url(&url("http://[::ffff:0:127.0.0.1]/"), &loopback, "/url")
+                .await
+                .is_ok()
+        );
+        assert!(
+            check_url(&url("http://[2002:7f00:1::1]/"), &loopback, "/url")
+                .await
+                .is_err()
+        );
+    }
+
+    /// Property tests: URLs with IP literal hosts only, so nothing is resolved and
+    /// nothing is ever sent anywhere.
+    mod properties {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        use super::*;
+
+        /// Fixed seed (CI runs are repeatable) unless `PROPTEST_RNG_SEED` is set;
+        /// no regression files written into the source tree.
+        fn config(cases: u32) -> Config {
+            let default = Config::default();
+            Config {
+                cases: std::env::var_os("PROPTEST_CASES").map_or(cases, |_| default.cases),
+                rng_seed: match default.rng_seed {
+                    RngSeed::Random => RngSeed::Fixed(0x5353_5246),
+                    fixed => fixed,
+                },
+                failure_persistence: None,
+                ..default
+            }
+        }
+
+        fn runtime() -> tokio::runtime::Runtime {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        }
+
+        /// An IPv4 address that webhooks may never reach.
+        fn forbidden_v4() -> impl Strategy<Value = Ipv4Addr> {
+            prop_oneof![
+                any::<[u8; 3]>().prop_map(|[b, c, d]| Ipv4Addr::new(127, b, c, d)),
+                any::<[u8; 3]>().prop_map(|[b, c, d]| Ipv4Addr::new(10, b, c, d)),
+                (16u8..32, any::<[u8; 2]>()).prop_map(|(b, [c, d])| Ipv4Addr::new(172, b, c, d)),
+                any::<[u8; 2]>().prop_map(|[c, d]| Ipv4Addr::new(192, 168, c, d)),
+                any::<[u8; 2]>().prop_map(|[c, d]| Ipv4Addr::new(169, 254, c, d)),
+                (64u8..128, any::<[u8; 2]>()).prop_map(|(b, [c, d])| Ipv4Addr::new(100, b, c, d)),
+                any::<[u8; 3]>().prop_map(|[b, c, d]| Ipv4Addr::new(0, b, c, d)),
+                (224u8..=255, any::<[u8; 3]>())
+                    .prop_map(|(a, [b, c, d])| Ipv4Addr::new(a, b, c, d)),
+            ]
+        }
+
+        /// Every URL spelling of a forbidden IPv4 address: dotted, and inside each IPv6
+        /// form that carries one.
+        fn forbidden_host() -> impl Strategy<Value = String> {
+            (forbidden_v4(), 0usize..7, any::<u64>()).prop_map(|(v4, form, prefix)| {
+                let [a, b, c, d] = v4.octets();
+                let (hi, lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+                let p = prefix.to_be_bytes().map(u16::from);
+                let v6 = match form {
+                    0 => return v4.to_string(),
+                    1 => v4.to_ipv6_mapped(),
+                    2 => Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, hi, lo),
+                    3 => Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),
+                    4 => Ipv6Addr::new(0x2002, hi, lo, p[0], p[1], p[2], p[3], p[4]),
+                    5 => Ipv6Addr::new(0x2001, 0, p[0], p[1], p[2], p[3], !hi, !lo),
+                    _ => Ipv6Addr::new(0x2606, p[0], p[1], p[2], 0x0200, 0x5efe, hi, lo),
+                };
+                format!("[{v6}]")
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// A URL whose host is a forbidden literal, in any spelling, with any port
+            /// and path, is refused with forbidden_address.
+            #[test]
+            fn a_private_literal_is_always_refused(
+                host in forbidden_host(),
+                port in proptest::option::of(1u16..),
+                path in "[a-zA-Z0-9/._~-]{0,40}",
+            ) {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                let text = format!("http://{host}{port}/{path}");
+                let parsed = url::Url::parse(&text).expect("a valid URL");
+                let err = runtime()
+                    .block_on(check_url(&parsed, &Allowlist::default(), "/url"))
+                    .expect_err(&text);
+                prop_assert_eq!(err.code, "forbidden_address", "{}", text);
+            }
+
+            /// Any IP literal, v4 or v6, is judged without panicking, exactly as the
+            /// domain rules judge the address.
+            #[test]
+            fn any_literal_is_judged_like_its_address(
+                ip in prop_oneof![
+                    any::<u32>().prop_map(|n| IpAddr::from(Ipv4Addr::from(n))),
+                    any::<u128>().prop_map(|n| IpAddr::from(Ipv6Addr::from(n))),
+                ],
+            ) {
+                let host = match ip {
+                    IpAddr::V4(v4) => v4.to_string(),
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                };
+                let parsed = url::Url::parse(&format!("https://{host}/")).expect("a valid URL");
+                let verdict = runtime().block_on(check_url(&parsed, &Allowlist::default(), "/url"));
+                prop_assert_eq!(
+                    verdict.is_ok(),
+                    check_ip(ip, &Allowlist::default()).is_ok()
+                );
+            }
+        }
     }
 }
