@@ -24,9 +24,18 @@ async fn control_characters_are_refused_at_the_door() -> anyhow::Result<()> {
     let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway]).await?;
     let user = "user-nul";
     let events = [
-        (json!({"type": "order.created", "data": {}, "idempotencyKey": "a\u{0}b"}), "/idempotencyKey"),
-        (json!({"type": "order.created", "data": {}, "orderingKey": "k\u{0}"}), "/orderingKey"),
-        (json!({"type": "order.created", "data": {}, "idempotencyKey": "line\nbreak"}), "/idempotencyKey"),
+        (
+            json!({"type": "order.created", "data": {}, "idempotencyKey": "a\u{0}b"}),
+            "/idempotencyKey",
+        ),
+        (
+            json!({"type": "order.created", "data": {}, "orderingKey": "k\u{0}"}),
+            "/orderingKey",
+        ),
+        (
+            json!({"type": "order.created", "data": {}, "idempotencyKey": "line\nbreak"}),
+            "/idempotencyKey",
+        ),
     ];
     for (body, path) in events {
         let res = app
@@ -38,7 +47,13 @@ async fn control_characters_are_refused_at_the_door() -> anyhow::Result<()> {
             .send()
             .await?;
         let problem = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
-        assert_eq!(problem["errors"][0]["pointer"].as_str().or(problem["errors"][0]["path"].as_str()), Some(path), "{problem}");
+        assert_eq!(
+            problem["errors"][0]["pointer"]
+                .as_str()
+                .or(problem["errors"][0]["path"].as_str()),
+            Some(path),
+            "{problem}"
+        );
     }
     // The batch route names the event.
     let res = app
@@ -53,7 +68,10 @@ async fn control_characters_are_refused_at_the_door() -> anyhow::Result<()> {
         .send()
         .await?;
     let problem = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
-    assert!(problem.to_string().contains("/events/1/idempotencyKey"), "{problem}");
+    assert!(
+        problem.to_string().contains("/events/1/idempotencyKey"),
+        "{problem}"
+    );
 
     let token = app.user_token(user);
     let res = app
@@ -96,15 +114,30 @@ async fn control_characters_are_refused_at_the_door() -> anyhow::Result<()> {
         .json(&json!({"orders": [order]}))
         .send()
         .await?;
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{}", res.text().await?);
+    assert_eq!(
+        res.status(),
+        StatusCode::BAD_REQUEST,
+        "{}",
+        res.text().await?
+    );
     // A NUL anywhere in a query string is a 400, never a 500.
     for path in [
         "/webhooks?cursor=%00",
         "/bulk-orders?cursor=a%00",
         "/integrations?type=erp%00",
     ] {
-        let res = app.http.get(app.api(path)).bearer_auth(&token).send().await?;
-        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}: {}", res.text().await?);
+        let res = app
+            .http
+            .get(app.api(path))
+            .bearer_auth(&token)
+            .send()
+            .await?;
+        assert_eq!(
+            res.status(),
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            res.text().await?
+        );
     }
 
     let stored: i64 = sqlx::query_scalar(
@@ -269,7 +302,9 @@ impl PrivateNats {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn ready(app: &TestApp, kind: ServiceKind) -> (bool, String) {
@@ -323,15 +358,20 @@ async fn readiness_follows_nats() -> anyhow::Result<()> {
         ServiceKind::BatchProcessor,
     ] {
         let a = &app;
-        wait_for(Duration::from_secs(10), || async move { !ready(a, kind).await.0 })
-            .await
-            .map_err(|e| anyhow::anyhow!("{kind:?} stayed ready without NATS: {e}"))?;
+        wait_for(Duration::from_secs(10), || async move {
+            !ready(a, kind).await.0
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{kind:?} stayed ready without NATS: {e}"))?;
         assert!(ready(a, kind).await.1.contains("jetstream"));
     }
     let a = &app;
-    wait_for(Duration::from_secs(10), || async move { !grpc_serving(a).await })
-        .await
-        .map_err(|e| anyhow::anyhow!("gRPC health stayed SERVING without NATS: {e}"))?;
+    wait_for(
+        Duration::from_secs(10),
+        || async move { !grpc_serving(a).await },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("gRPC health stayed SERVING without NATS: {e}"))?;
 
     let nats = PrivateNats::start(port, store.clone()).await?;
     for kind in [
@@ -340,12 +380,19 @@ async fn readiness_follows_nats() -> anyhow::Result<()> {
         ServiceKind::BatchProcessor,
     ] {
         let a = &app;
-        wait_for(Duration::from_secs(20), || async move { ready(a, kind).await.0 })
-            .await
-            .map_err(|e| anyhow::anyhow!("{kind:?} did not recover: {e}"))?;
+        wait_for(
+            Duration::from_secs(20),
+            || async move { ready(a, kind).await.0 },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{kind:?} did not recover: {e}"))?;
     }
     let a = &app;
-    wait_for(Duration::from_secs(20), || async move { grpc_serving(a).await }).await?;
+    wait_for(
+        Duration::from_secs(20),
+        || async move { grpc_serving(a).await },
+    )
+    .await?;
     app.cleanup().await;
     drop(nats);
     let _ = std::fs::remove_dir_all(store);

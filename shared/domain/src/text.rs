@@ -19,9 +19,8 @@ pub enum Lines {
 
 /// Whether `text` holds a control character that `lines` does not allow.
 pub fn has_forbidden_control(text: &str, lines: Lines) -> bool {
-    text.chars().any(|c| {
-        c.is_control() && !(lines == Lines::Multi && matches!(c, '\t' | '\n' | '\r'))
-    })
+    text.chars()
+        .any(|c| c.is_control() && !(lines == Lines::Multi && matches!(c, '\t' | '\n' | '\r')))
 }
 
 /// Checks a key or identifier (idempotency key, ordering key, user id): 1 to
