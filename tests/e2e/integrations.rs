@@ -101,12 +101,12 @@ async fn creates_an_integration_whose_secret_is_shown_once_and_stored_hashed() -
     let created = create(
         &app,
         OWNER,
-        json!({"name": "Acme ERP", "type": "erp", "webhookUrl": "https://erp.example.com/hooks"}),
+        json!({"name": "Acme ERP", "type": "erp", "webhookUrl": "http://127.0.0.1:9/erp-hooks"}),
     )
     .await?;
     assert_eq!(created["name"], "Acme ERP");
     assert_eq!(created["type"], "erp");
-    assert_eq!(created["webhookUrl"], "https://erp.example.com/hooks");
+    assert_eq!(created["webhookUrl"], "http://127.0.0.1:9/erp-hooks");
     assert_eq!(
         created["scopes"],
         json!(["bulk_orders:write", "bulk_orders:read", "orders:read"])
@@ -209,6 +209,75 @@ async fn invalid_input_is_refused_with_clear_errors() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A webhook URL passes the same SSRF guard as a webhook's, on create and on update:
+/// with an empty allowlist, loopback (also as an IPv4-translated IPv6 address),
+/// metadata, private and 6to4-wrapped private addresses are refused with
+/// forbidden_address at /webhookUrl and nothing is written. (The test gateway, which
+/// allowlists loopback, accepts loopback URLs in the other tests.)
+#[tokio::test]
+async fn webhook_url_passes_the_ssrf_guard_on_create_and_update() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(
+        &[("PORTICO_WEBHOOK_ALLOWLIST", "")],
+        &[ServiceKind::Gateway],
+    )
+    .await?;
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM integrations")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap_or(-1)
+    };
+    let forbidden = [
+        ("http://127.0.0.1:9/x", "loopback"),
+        ("http://[::ffff:0:127.0.0.1]/x", "loopback"),
+        ("http://169.254.169.254/latest", "metadata"),
+        ("http://10.0.0.1/", "private"),
+        ("http://[2002:a00:1::1]/", "private"),
+    ];
+    for (url, reason) in forbidden {
+        let res = as_user(&app, app.http.post(app.api("/integrations")), OWNER)
+            .json(&json!({"name": "x", "type": "erp", "webhookUrl": url}))
+            .send()
+            .await?;
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
+        assert_eq!(
+            body["errors"][0]["code"], "forbidden_address",
+            "{url}: {body}"
+        );
+        assert_eq!(body["errors"][0]["path"], "/webhookUrl", "{url}: {body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(reason),
+            "{url}: {body}"
+        );
+    }
+    assert_eq!(count().await, 0);
+
+    let created = create(&app, OWNER, json!({"name": "no url", "type": "erp"})).await?;
+    let url = app.api(&format!(
+        "/integrations/{}",
+        created["id"].as_str().unwrap_or_default()
+    ));
+    for (forbidden_url, _) in forbidden {
+        let res = as_user(&app, app.http.patch(&url), OWNER)
+            .json(&json!({"webhookUrl": forbidden_url, "name": "renamed"}))
+            .send()
+            .await?;
+        assert_field_error(res, "forbidden_address", "/webhookUrl").await?;
+    }
+    let got: Value = as_user(&app, app.http.get(&url), OWNER)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(got["webhookUrl"].is_null(), "{got}");
+    assert_eq!(got["name"], "no url");
+    app.cleanup().await;
+    Ok(())
+}
+
 /// An owner lists (newest first, paginated), filters by type, reads, updates and
 /// deletes integrations; a deactivated integration's credentials are refused at once,
 /// and a deleted one's stop working.
@@ -265,7 +334,7 @@ async fn lists_filters_gets_updates_and_deletes() -> anyhow::Result<()> {
         (Some("two"), Some("shipping"))
     );
     let updated = as_user(&app, app.http.patch(&url), OWNER)
-        .json(&json!({"name": "two (renamed)", "type": "marketplace", "webhookUrl": "https://m.example.com/h",
+        .json(&json!({"name": "two (renamed)", "type": "marketplace", "webhookUrl": "http://127.0.0.1:9/m",
                       "scopes": ["webhooks:read"], "rateLimitPerSecond": 7, "dailyQuota": 1000}))
         .send()
         .await?;
@@ -273,7 +342,7 @@ async fn lists_filters_gets_updates_and_deletes() -> anyhow::Result<()> {
     let updated: Value = updated.json().await?;
     assert_eq!(updated["name"], "two (renamed)");
     assert_eq!(updated["type"], "marketplace");
-    assert_eq!(updated["webhookUrl"], "https://m.example.com/h");
+    assert_eq!(updated["webhookUrl"], "http://127.0.0.1:9/m");
     assert_eq!(updated["scopes"], json!(["webhooks:read"]));
     assert_eq!(
         (
@@ -1168,7 +1237,7 @@ async fn grpc_manages_integrations_like_rest() -> anyhow::Result<()> {
     };
     let created = client
         .create_integration(authed(
-            new("g1", IntegrationType::Shipping, "https://s.example.com/h"),
+            new("g1", IntegrationType::Shipping, "http://127.0.0.1:9/s"),
             OWNER,
         ))
         .await?

@@ -19,6 +19,7 @@ use portico_queue::jobs::{EventDispatch, Job};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::app::ssrf_guard;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -75,7 +76,7 @@ pub struct NewIntegration {
     pub name: String,
     /// A type name from the fixed list.
     pub integration_type: String,
-    /// Optional http(s) URL.
+    /// Optional http(s) URL; checked by the SSRF guard like a webhook's.
     pub webhook_url: Option<String>,
     /// Scope names; `None` = the default set.
     pub scopes: Option<Vec<String>>,
@@ -271,15 +272,21 @@ fn validate_quota(quota: Option<u64>, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_url(url: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String> {
-    let url = url?;
-    match portico_domain::network::parse_webhook_url(url, "/webhookUrl") {
-        Ok(parsed) => Some(parsed.to_string()),
-        Err(e) => {
-            errors.push(e);
-            None
-        }
-    }
+/// Checks an integration's webhook URL: its form, then the SSRF guard with the same
+/// rules and allowlist as webhook endpoints, so it can never name an address Portico
+/// must not reach. Returns the normalised URL.
+async fn validate_url(
+    state: &AppState,
+    url: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let checked = match portico_domain::network::parse_webhook_url(url?, "/webhookUrl") {
+        Ok(parsed) => ssrf_guard::check_url(&parsed, &state.webhooks().allowlist, "/webhookUrl")
+            .await
+            .map(|()| parsed.to_string()),
+        Err(e) => Err(e),
+    };
+    checked.map_err(|e| errors.push(e)).ok()
 }
 
 fn issue() -> Result<IssuedCredentials, ApiError> {
@@ -358,7 +365,7 @@ pub async fn create(
             None
         }
     };
-    let webhook_url = validate_url(input.webhook_url.as_deref(), &mut errors);
+    let webhook_url = validate_url(state, input.webhook_url.as_deref(), &mut errors).await;
     let scopes = match &input.scopes {
         None => Scope::DEFAULT.to_vec(),
         Some(names) => Scope::parse_list(names, "/scopes").unwrap_or_else(|e| {
@@ -483,7 +490,7 @@ pub async fn update(
     let webhook_url = match &patch.webhook_url {
         None => None,
         Some(None) => Some(None),
-        Some(Some(url)) => Some(validate_url(Some(url), &mut errors)),
+        Some(Some(url)) => Some(validate_url(state, Some(url), &mut errors).await),
     };
     let scopes = match &patch.scopes {
         None => None,
