@@ -419,3 +419,97 @@ async fn readiness_requires_the_current_schema() -> anyhow::Result<()> {
     app.cleanup().await;
     Ok(())
 }
+
+/// An order PostgreSQL refuses (injected here with a trigger that raises a data
+/// exception for one SKU, the way a value the validator misses would fail) does not
+/// hold up its chunk: it gets a `failed` result with `unstorable_order`, every other
+/// order of the chunk is created, and the batch completes.
+#[tokio::test]
+async fn one_unstorable_order_does_not_hold_up_its_chunk() -> anyhow::Result<()> {
+    let app =
+        TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::BatchProcessor]).await?;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.sku = 'POISON' THEN
+                 RAISE EXCEPTION 'poisoned sku' USING ERRCODE = '22023';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON order_items
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&app.pool)
+    .await?;
+    let orders: Vec<Value> = (0..50)
+        .map(|i| {
+            json!({
+                "clientOrderRef": format!("P-{i}"),
+                "currency": "EUR",
+                "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
+                "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+                "lineItems": [{"sku": if i == 7 { "POISON" } else { "SKU-1" }, "quantity": 1, "unitPrice": "1.00"}],
+            })
+        })
+        .collect();
+    let token = app.user_token("user-poison");
+    let res = app
+        .http
+        .post(app.api("/bulk-orders"))
+        .bearer_auth(&token)
+        .json(&json!({"orders": orders}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let id = res.json::<Value>().await?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let last = std::sync::Mutex::new(Value::Null);
+    wait_for(PATIENCE, || async {
+        let Ok(res) = app
+            .http
+            .get(app.api(&format!("/bulk-orders/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let batch: Value = res.json().await.unwrap_or_default();
+        let done = batch["status"] == "completed_with_errors";
+        if let Ok(mut l) = last.lock() {
+            *l = batch;
+        }
+        done
+    })
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "batch did not complete: {e}; last {:?}",
+            last.lock().map(|l| l.clone())
+        )
+    })?;
+    let batch = last.lock().map(|l| l.clone()).unwrap_or_default();
+    assert_eq!(batch["counts"]["succeeded"], 49, "{batch}");
+    assert_eq!(batch["counts"]["failed"], 1, "{batch}");
+    let failed: Value = app
+        .http
+        .get(app.api(&format!("/bulk-orders/{id}/results?status=failed")))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(failed["data"][0]["index"], 7, "{failed}");
+    assert_eq!(
+        failed["data"][0]["errors"][0]["code"], "unstorable_order",
+        "{failed}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&app.pool)
+        .await?;
+    assert_eq!(stored, 49);
+    app.cleanup().await;
+    Ok(())
+}

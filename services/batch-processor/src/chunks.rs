@@ -117,12 +117,57 @@ impl InsertTurn {
     }
 }
 
+/// How a chunk's orders are inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inserts {
+    /// All in one statement (the normal, fast path).
+    Together,
+    /// One at a time, each behind a savepoint, so an order PostgreSQL refuses becomes a
+    /// `failed` result (`unstorable_order`) and the rest of the chunk commits.
+    Isolated,
+}
+
+/// Chunks whose set-based insert PostgreSQL refused for one item's data and that were
+/// redone item by item.
+const CHUNKS_ISOLATED: &str = "portico_chunks_isolated_total";
+
 /// Processes chunk `chunk_index` of `batch` in one transaction.
+///
+/// One bad order never holds up its chunk: when PostgreSQL refuses the chunk's orders
+/// for their data (an order the validator let through but the database cannot store),
+/// the chunk is redone with each order inserted alone; the one that fails gets a
+/// `failed` result with the code `unstorable_order`, and every other order is created
+/// as usual. Costs nothing on the normal path.
 pub async fn process_chunk(
     processor: &Processor,
     batch: &BatchRef,
     chunk_index: i32,
     turn: InsertTurn,
+) -> Result<ChunkOutcome, ProcessError> {
+    match process_chunk_with(processor, batch, chunk_index, turn, Inserts::Together).await {
+        Err(ProcessError::Database(err)) if portico_storage::is_data_error(&err) => {
+            tracing::warn!(batch_id = %batch.id, chunk_index, %err,
+                "chunk refused by PostgreSQL; inserting its orders one by one");
+            metrics::counter!(CHUNKS_ISOLATED, "consumer" => "batch-processor").increment(1);
+            // The failed attempt dropped its turn, so later chunks no longer wait on
+            // it; this retry waits for none (the unique index still settles races).
+            let (mine, _) = tokio::sync::watch::channel(TurnState::Parsing);
+            let turn = InsertTurn {
+                earlier: Vec::new(),
+                mine,
+            };
+            process_chunk_with(processor, batch, chunk_index, turn, Inserts::Isolated).await
+        }
+        other => other,
+    }
+}
+
+async fn process_chunk_with(
+    processor: &Processor,
+    batch: &BatchRef,
+    chunk_index: i32,
+    turn: InsertTurn,
+    inserts: Inserts,
 ) -> Result<ChunkOutcome, ProcessError> {
     let mut tx = processor.pool.begin().await?;
     let row: Option<(i32, String)> = sqlx::query_as(
@@ -176,7 +221,10 @@ pub async fn process_chunk(
     turn.mine
         .send_replace(TurnState::Parsed(Arc::clone(&to_create)));
     turn.wait_for_earlier(&to_create).await;
-    let created = insert_orders(&mut tx, batch, &decisions).await?;
+    let created = match inserts {
+        Inserts::Together => insert_orders(&mut tx, batch, &decisions).await?,
+        Inserts::Isolated => insert_orders_one_by_one(&mut tx, batch, &mut decisions).await?,
+    };
     turn.mine.send_replace(TurnState::Inserted);
     let conflicted: Vec<&str> = decisions
         .iter()
@@ -431,6 +479,51 @@ async fn insert_orders(
     .await?;
     Ok(inserted.into_iter().map(|(id,)| id).collect())
 }
+
+/// Inserts the chunk's new orders one at a time behind savepoints; an order that
+/// PostgreSQL refuses for its data becomes a `Fail` decision (`unstorable_order`).
+async fn insert_orders_one_by_one(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &BatchRef,
+    decisions: &mut [Decision<'_>],
+) -> Result<HashSet<Uuid>, ProcessError> {
+    let mut created = HashSet::new();
+    for position in 0..decisions.len() {
+        if !matches!(decisions[position], Decision::Create(..)) {
+            continue;
+        }
+        sqlx::query("SAVEPOINT one_order").execute(&mut **tx).await?;
+        let single = insert_orders(tx, batch, &decisions[position..=position]).await;
+        match single {
+            Ok(ids) => {
+                sqlx::query("RELEASE SAVEPOINT one_order")
+                    .execute(&mut **tx)
+                    .await?;
+                created.extend(ids);
+            }
+            Err(ProcessError::Database(err)) if portico_storage::is_data_error(&err) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT one_order")
+                    .execute(&mut **tx)
+                    .await?;
+                let message = err
+                    .as_database_error()
+                    .map(|d| d.message().replace('\0', ""))
+                    .unwrap_or_else(|| err.to_string());
+                decisions[position] = Decision::Fail(vec![FieldError::new(
+                    UNSTORABLE_ORDER,
+                    "",
+                    format!("the order could not be stored: {message}"),
+                )]);
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(created)
+}
+
+/// The result error code of an order that passed validation but that PostgreSQL
+/// refused to store.
+pub const UNSTORABLE_ORDER: &str = "unstorable_order";
 
 fn record_metrics(tally: &ChunkTally) {
     for (outcome, n) in [
