@@ -413,7 +413,8 @@ async fn invalid_orders_fail_with_paths_codes_and_an_error_summary() -> anyhow::
 }
 
 /// An NDJSON upload of 2,500 orders (three chunks) is streamed in one request, processed,
-/// and its results download as NDJSON and CSV, one line per order in input order.
+/// and its results download as NDJSON and CSV, one line per order in input order; a
+/// reference a spreadsheet would run as a formula is neutralised in the CSV only.
 #[tokio::test]
 async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv() -> anyhow::Result<()>
 {
@@ -422,6 +423,8 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv() ->
     let mut list = orders("N", 2_500);
     list[7]["currency"] = json!("eur");
     list[1_500]["currency"] = json!("ZZZ");
+    let formula = "=HYPERLINK(\"http://evil.test/\",\"click\")";
+    list[9]["clientOrderRef"] = json!(formula);
     let res = user.submit_ndjson(ndjson(&list), "").await?;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let batch: Value = res.json().await?;
@@ -433,9 +436,12 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv() ->
     );
     let done = user.finished(&id).await?;
     assert_eq!(done["status"], "completed_with_errors");
-    assert_eq!(done["counts"]["succeeded"], 2_498);
+    assert_eq!(done["counts"]["succeeded"], 2_497);
     // The summary adds up across chunks.
-    assert_eq!(done["errorSummary"], json!({"invalid_currency": 2}));
+    assert_eq!(
+        done["errorSummary"],
+        json!({"invalid_currency": 2, "invalid_client_order_ref": 1})
+    );
 
     let res = user
         .get(&format!("/bulk-orders/{id}/results/download?format=ndjson"))
@@ -457,6 +463,7 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv() ->
     assert!(lines.iter().enumerate().all(|(i, l)| l["index"] == i));
     assert_eq!(lines[7]["status"], "failed");
     assert_eq!(lines[7]["errors"][0]["code"], "invalid_currency");
+    assert_eq!(lines[9]["clientOrderRef"], formula);
 
     let res = user
         .get(&format!("/bulk-orders/{id}/results/download?format=csv"))
@@ -483,6 +490,13 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv() ->
         "{}",
         rows[8]
     );
+    assert!(
+        rows[10].starts_with(
+            "9,\"'=HYPERLINK(\"\"http://evil.test/\"\",\"\"click\"\")\",failed,,invalid_client_order_ref,"
+        ),
+        "{}",
+        rows[10]
+    );
     let failed_only = user
         .get(&format!(
             "/bulk-orders/{id}/results/download?format=csv&status=failed"
@@ -491,7 +505,7 @@ async fn ndjson_batches_are_accepted_and_results_download_as_ndjson_and_csv() ->
         .await?
         .text()
         .await?;
-    assert_eq!(failed_only.lines().count(), 3);
+    assert_eq!(failed_only.lines().count(), 4);
     let res = user
         .get(&format!("/bulk-orders/{id}/results/download?format=xml"))
         .send()

@@ -624,9 +624,21 @@ pub async fn list_results(
 
 const CSV_HEADER: &str = "index,clientOrderRef,status,orderId,errorCodes,errors\n";
 
+/// First characters that make a spreadsheet read a cell as a formula (OWASP CSV
+/// injection: `=`, `+`, `-`, `@`, tab and carriage return).
+const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Writes one CSV field. Partner-supplied text that a spreadsheet would run as a
+/// formula is neutralised the way OWASP recommends: a single quote goes in front and
+/// the field is quoted, so `=HYPERLINK(...)` shows as the text `'=HYPERLINK(...)`.
+/// Fields with separators, quotes or line breaks are quoted, quotes doubled.
 fn csv_field(out: &mut String, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
+    let formula = value.starts_with(FORMULA_TRIGGERS);
+    if formula || value.contains([',', '"', '\n', '\r']) {
         out.push('"');
+        if formula {
+            out.push('\'');
+        }
         out.push_str(&value.replace('"', "\"\""));
         out.push('"');
     } else {
@@ -829,5 +841,38 @@ mod tests {
         out.push('|');
         csv_field(&mut out, "a,\"b\"");
         assert_eq!(out, "plain|\"a,\"\"b\"\"\"");
+    }
+
+    /// Text a spreadsheet would run as a formula (leading `=`, `+`, `-`, `@`, tab or
+    /// carriage return) gets a leading single quote inside a quoted field; the same
+    /// characters elsewhere in the text change nothing.
+    #[test]
+    fn csv_formulas_are_neutralised() {
+        for (value, written) in [
+            (
+                "=HYPERLINK(\"http://x.test\",\"y\")",
+                "\"'=HYPERLINK(\"\"http://x.test\"\",\"\"y\"\")\"",
+            ),
+            ("+1+2", "\"'+1+2\""),
+            ("-2-3", "\"'-2-3\""),
+            ("@SUM(A1)", "\"'@SUM(A1)\""),
+            ("\t=1", "\"'\t=1\""),
+            ("\r=1", "\"'\r=1\""),
+            ("PO-1=2", "PO-1=2"),
+            ("", ""),
+        ] {
+            let mut out = String::new();
+            csv_field(&mut out, value);
+            assert_eq!(out, written, "{value:?}");
+        }
+        let failed = OrderResult {
+            index: 3,
+            client_order_ref: Some("=cmd|' /C calc'!A0".to_owned()),
+            status: portico_domain::bulk_orders::ResultStatus::Failed,
+            order_id: None,
+            errors: Vec::new(),
+        };
+        let csv = encode_page(DownloadFormat::Csv, vec![failed]);
+        assert_eq!(&csv[..], b"3,\"'=cmd|' /C calc'!A0\",failed,,,\n");
     }
 }
