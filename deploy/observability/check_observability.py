@@ -35,6 +35,8 @@ EXPECTED_ALERTS = {
     "GatewayHighErrorRate", "GatewayHighLatency", "DeliveryFailureRateHigh",
     "DeliveriesExhausted", "WebhookEndpointDisabled", "QueueBacklogGrowing",
     "JobsRedeliveredOften", "OutboxStuck", "BatchStalled", "UsageLogDropping", "ServiceDown",
+    "DeliverySuccessBudgetBurnFast", "DeliverySuccessBudgetBurnSlow",
+    "DeliveryLatencyBudgetBurnFast", "DeliveryLatencyBudgetBurnSlow",
 }
 SEVERITIES = {"critical", "warning", "info"}
 
