@@ -119,7 +119,14 @@ pub fn verify(
     let timestamp: i64 = timestamp_header
         .parse()
         .map_err(|_| SigningError::Verification("timestamp is not an integer"))?;
-    if (now - timestamp).abs() > tolerance_secs {
+    // Checked arithmetic: a timestamp near i64::MIN or MAX is refused, never an
+    // overflow (a panic in debug builds, a wrapped and possibly small drift in release).
+    let within = now
+        .checked_sub(timestamp)
+        .map(i64::unsigned_abs)
+        .zip(u64::try_from(tolerance_secs).ok())
+        .is_some_and(|(drift, tolerance)| drift <= tolerance);
+    if !within {
         return Err(SigningError::Verification("timestamp outside tolerance"));
     }
     let mut ctx_input = Vec::with_capacity(msg_id.len() + body.len() + 16);
@@ -187,6 +194,21 @@ mod tests {
         let header = signature_header(std::slice::from_ref(&key), "evt_1", 100, b"{}");
         assert!(verify(&key, "evt_1", "100", &header, b"{ }", 100, 300).is_err());
         assert!(verify(&key, "evt_1", "100", &header, b"{}", 1000, 300).is_err());
+    }
+
+    /// A timestamp whose distance to now does not fit in an i64 is refused, not an
+    /// overflow; so is any timestamp under a negative tolerance.
+    #[test]
+    fn extreme_timestamps_are_refused() {
+        let key = WebhookSecret::generate().unwrap();
+        for (ts, now) in [(i64::MIN, 1_000), (i64::MAX, -1_000), (i64::MIN, i64::MAX)] {
+            let text = ts.to_string();
+            let header = signature_header(std::slice::from_ref(&key), "evt_1", ts, b"{}");
+            assert!(verify(&key, "evt_1", &text, &header, b"{}", now, 300).is_err());
+        }
+        let header = signature_header(std::slice::from_ref(&key), "evt_1", 100, b"{}");
+        assert!(verify(&key, "evt_1", "100", &header, b"{}", 100, -1).is_err());
+        assert!(verify(&key, "evt_1", "100", &header, b"{}", 100, 0).is_ok());
     }
 
     /// The serialised form round-trips.
