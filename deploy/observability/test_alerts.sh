@@ -6,6 +6,7 @@
 #   3. `promtool test rules` on deploy/observability/tests/*_test.yaml;
 #   4. negative controls: a rule with broken PromQL must fail the check, and every alert
 #      must fail its unit tests when its expr is made to never fire and to always fire.
+# (check_observability.py checks that each alert has a firing and a quiet test case.)
 # Installs the `prometheus` package with apt-get when promtool is missing.
 # Needs a python3 with PyYAML: ${PORTICO_PYTHON:-python3}.
 #
