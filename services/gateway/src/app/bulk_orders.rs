@@ -1146,4 +1146,101 @@ mod tests {
         assert!(check_idempotency_key(Some("")).is_err());
         assert!(check_idempotency_key(Some("has space")).is_err());
     }
+
+    /// Property tests of NDJSON line splitting, the parser every streamed upload
+    /// goes through.
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        use super::*;
+
+        /// Fixed seed unless `PROPTEST_RNG_SEED` is set; no regression files.
+        fn config(cases: u32) -> Config {
+            let default = Config::default();
+            Config {
+                cases: std::env::var_os("PROPTEST_CASES").map_or(cases, |_| default.cases),
+                rng_seed: match default.rng_seed {
+                    RngSeed::Random => RngSeed::Fixed(0x4E44_4A53),
+                    fixed => fixed,
+                },
+                failure_persistence: None,
+                ..default
+            }
+        }
+
+        /// `body` cut into frames at `cuts` (positions taken modulo its length).
+        fn frames(body: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+            at.sort_unstable();
+            let mut out = Vec::new();
+            let mut start = 0;
+            for cut in at.into_iter().chain([body.len()]) {
+                out.push(body[start..cut].to_vec());
+                start = cut;
+            }
+            out
+        }
+
+        /// The lines, or the error code, of a body fed in `frames`.
+        fn split(frames: &[Vec<u8>]) -> Result<Vec<(usize, String)>, &'static str> {
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            lines(&refs).map_err(|e| e.code())
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// Any bytes, in any framing, are split or refused without panicking,
+            /// and the outcome does not depend on where the frames end.
+            #[test]
+            fn any_body_in_any_framing_gives_the_same_outcome(
+                body in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..300),
+                    "([{}\\[\\]\":,0-9a-z \\r\\t]{0,20}\n){0,8}".prop_map(String::into_bytes),
+                ],
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let whole = split(std::slice::from_ref(&body));
+                if let Err(code) = whole {
+                    prop_assert!(matches!(code, "malformed_body" | "payload_too_large"), "{}", code);
+                }
+                prop_assert_eq!(split(&frames(&body, &cuts)), whole);
+            }
+
+            /// JSON objects written one per line, with CRLF endings, blank lines and
+            /// no final newline mixed in, come back in order, each numbered by its
+            /// physical line.
+            #[test]
+            fn objects_come_back_line_by_line(
+                objects in prop::collection::vec(
+                    prop::collection::btree_map("[a-z]{1,6}", ".{0,12}", 0..4),
+                    1..12,
+                ),
+                endings in prop::collection::vec(0usize..4, 12),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let mut body = String::new();
+                let mut expected = Vec::new();
+                let mut line = 0;
+                for (object, ending) in objects.iter().zip(&endings) {
+                    let text = serde_json::to_string(object).expect("a JSON object");
+                    line += 1;
+                    expected.push((line, text.clone()));
+                    body.push_str(&text);
+                    body.push_str(match ending {
+                        0 => "\n",
+                        1 => "\r\n",
+                        2 => "\n\n",
+                        _ => "\n  \t\n",
+                    });
+                    line += usize::from(*ending >= 2);
+                }
+                if endings[objects.len() - 1] == 0 {
+                    body.pop();
+                }
+                prop_assert_eq!(split(&frames(body.as_bytes(), &cuts)), Ok(expected));
+            }
+        }
+    }
 }

@@ -510,4 +510,67 @@ mod tests {
             samples[samples.len() - 1]
         );
     }
+
+    /// Property tests of HTTP Basic credentials parsing.
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        use super::*;
+
+        /// Fixed seed unless `PROPTEST_RNG_SEED` is set; no regression files.
+        fn config(cases: u32) -> Config {
+            let default = Config::default();
+            Config {
+                cases: std::env::var_os("PROPTEST_CASES").map_or(cases, |_| default.cases),
+                rng_seed: match default.rng_seed {
+                    RngSeed::Random => RngSeed::Fixed(0x4241_5349),
+                    fixed => fixed,
+                },
+                failure_persistence: None,
+                ..default
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// Any header value is decoded or refused with a 401, never a panic.
+            #[test]
+            fn any_value_is_decoded_or_refused(
+                text in prop_oneof![".{0,80}", "[A-Za-z0-9+/=]{0,80}", " *[A-Za-z0-9+/]{0,60}={0,3} *"],
+            ) {
+                match decode_basic(&text) {
+                    Ok((key, _)) => prop_assert!(!key.contains(':')),
+                    Err(e) => prop_assert_eq!(e.code(), "unauthenticated"),
+                }
+            }
+
+            /// base64 of `key:secret` decodes to the pair (the key ends at the first
+            /// colon, the secret may hold more), with surrounding blanks ignored.
+            #[test]
+            fn pairs_round_trip(
+                key in "[^:]{0,40}",
+                secret in ".{0,60}",
+                pad in " {0,3}",
+            ) {
+                let encoded = format!("{pad}{}{pad}", STANDARD.encode(format!("{key}:{secret}")));
+                let (got_key, got_secret) = decode_basic(&encoded).expect("a pair");
+                prop_assert_eq!(got_key, key);
+                prop_assert_eq!(got_secret, secret);
+            }
+
+            /// Text without a colon, or bytes that are not UTF-8, are refused.
+            #[test]
+            fn no_pair_no_credentials(
+                text in "[^:]{0,60}",
+                bytes in prop::collection::vec(any::<u8>(), 0..60),
+            ) {
+                prop_assert!(decode_basic(&STANDARD.encode(&text)).is_err());
+                if std::str::from_utf8(&bytes).is_err() {
+                    prop_assert!(decode_basic(&STANDARD.encode(&bytes)).is_err());
+                }
+            }
+        }
+    }
 }
