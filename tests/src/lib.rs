@@ -247,6 +247,9 @@ impl TestApp {
             .env("PORTICO_WEBHOOK_ALLOWLIST", "127.0.0.0/8,::1/128")
             .env("PORTICO_LOG_FORMAT", "json")
             .env("PORTICO_DB_MAX_CONNECTIONS", "8")
+            // The same name after a restart (it takes back its own claims); extra
+            // replicas get their own (start_extra).
+            .env("PORTICO_REPLICA_ID", format!("{}-{}", self.id, kind.binary()))
             .env(
                 "RUST_LOG",
                 std::env::var("PORTICO_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -388,7 +391,12 @@ impl TestApp {
         extra: &[(&str, &str)],
     ) -> anyhow::Result<Service> {
         let existing = self.services.remove(&kind);
-        let started = self.start_with(kind, extra).await;
+        let replica = format!("{}-{}-{}", self.id, kind.binary(), uuid::Uuid::new_v4().simple());
+        let mut extra = extra.to_vec();
+        if !extra.iter().any(|(k, _)| *k == "PORTICO_REPLICA_ID") {
+            extra.push(("PORTICO_REPLICA_ID", &replica));
+        }
+        let started = self.start_with(kind, &extra).await;
         let replica = self.services.remove(&kind);
         if let Some(service) = existing {
             self.services.insert(kind, service);

@@ -48,6 +48,9 @@ pub struct Processor {
     pub outbox: OutboxSignal,
     /// Chunks of one batch processed at the same time.
     pub chunk_concurrency: usize,
+    /// How often a batch in progress tells JetStream it is still alive (a third of the
+    /// ack wait), so a short ack wait never redelivers a batch that is being worked on.
+    pub keep_alive_every: Duration,
 }
 
 /// The batch being processed, as the chunks need it.
@@ -233,7 +236,18 @@ async fn run_chunks(
             unfinished.push(progress);
             in_flight.spawn(async move { process_chunk(&processor, &batch, chunk, turn).await });
         }
-        let Some(joined) = in_flight.join_next().await else {
+        let joined = loop {
+            tokio::select! {
+                joined = in_flight.join_next() => break joined,
+                _ = tokio::time::sleep(processor.keep_alive_every) => {
+                    // A chunk is taking long (locks, a slow disk): keep the job.
+                    if let Err(err) = message.keep_alive().await {
+                        tracing::debug!(%err, "keep-alive failed; the job may be redelivered and resumed");
+                    }
+                }
+            }
+        };
+        let Some(joined) = joined else {
             break;
         };
         match joined {

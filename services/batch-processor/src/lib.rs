@@ -113,6 +113,7 @@ pub async fn run(
         topology: topology.clone(),
         outbox,
         chunk_concurrency: config.chunk_concurrency,
+        keep_alive_every: (settings.ack_wait / 3).max(std::time::Duration::from_millis(300)),
     });
 
     let stream = JobStream::open(&consumer, pool.clone(), "batch-processor", 1).await?;

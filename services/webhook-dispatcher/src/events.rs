@@ -51,7 +51,7 @@ impl ChunkError {
 /// naks the chunk with backoff, and an event that reaches its last delivery is
 /// dead-lettered rather than silently dropped by the redelivery limit.
 pub async fn handle_chunk(dispatcher: &Dispatcher, messages: Vec<JobMessage>) {
-    let err = match process(dispatcher, &messages).await {
+    let err = match kept_alive(dispatcher, &messages, process(dispatcher, &messages)).await {
         Ok(()) => {
             finish_all(messages, Outcome::Done).await;
             return;
@@ -62,7 +62,8 @@ pub async fn handle_chunk(dispatcher: &Dispatcher, messages: Vec<JobMessage>) {
         tracing::warn!(%err, count = messages.len(), "event chunk refused by PostgreSQL; trying its events one by one");
         metrics::counter!(CHUNKS_ISOLATED, "consumer" => CONSUMER).increment(1);
         for message in messages {
-            let result = process(dispatcher, std::slice::from_ref(&message)).await;
+            let alone = std::slice::from_ref(&message);
+            let result = kept_alive(dispatcher, alone, process(dispatcher, alone)).await;
             match result {
                 Ok(()) => finish_all(vec![message], Outcome::Done).await,
                 Err(err) => fail(dispatcher, message, &err).await,
@@ -78,6 +79,33 @@ pub async fn handle_chunk(dispatcher: &Dispatcher, messages: Vec<JobMessage>) {
     tracing::warn!(%err, count = messages.len(), ?backoff, "event chunk not committed; will retry");
     for message in messages {
         fail(dispatcher, message, &err).await;
+    }
+}
+
+/// Runs `work` while telling JetStream, every third of the ack wait, that `messages`
+/// are still being worked on: the ack wait can stay short (a killed replica's events
+/// come back within seconds) while a chunk waiting on a slow endpoint keeps its jobs.
+/// A chunk that finishes within the first third (nearly all) sends nothing extra.
+async fn kept_alive<F: std::future::Future>(
+    dispatcher: &Dispatcher,
+    messages: &[JobMessage],
+    work: F,
+) -> F::Output {
+    let every = (dispatcher.ack_wait / 3).max(Duration::from_millis(300));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                let progress = messages.iter().map(JobMessage::keep_alive);
+                for r in futures::future::join_all(progress).await {
+                    if let Err(err) = r {
+                        tracing::debug!(%err, "in-progress ack failed; the event may be redelivered and deduplicated");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -104,6 +104,12 @@ pub struct Dispatcher {
     /// The events consumer's redelivery limit: an event failing on its last delivery is
     /// dead-lettered instead of being dropped by JetStream.
     pub max_deliver: i64,
+    /// The events consumer's ack wait: chunks still working send in-progress acks
+    /// every third of it.
+    pub ack_wait: Duration,
+    /// This replica's stable name; its delivery leases carry it, so that after a
+    /// restart it takes back what it had claimed.
+    pub replica_id: String,
 }
 
 impl Dispatcher {
@@ -143,11 +149,11 @@ pub async fn run(
     let topology = Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
     let timeout = Duration::from_millis(config.delivery_timeout_ms);
     // PORTICO_ACK_WAIT_SECS bounds how long a crashed replica's jobs wait. A chunk
-    // holds its messages for about one attempt timeout (attempts run concurrently)
-    // plus the commit, so the events consumer never waits less than that.
+    // that takes longer (a slow endpoint) keeps its messages with in-progress acks
+    // every third of it (events::handle_chunk), so it can be short.
     let ack_wait = Duration::from_secs(config.common.ack_wait_secs.max(1));
     let events_settings = ConsumerSettings {
-        ack_wait: ack_wait.max(timeout + Duration::from_secs(5)),
+        ack_wait,
         ..ConsumerSettings::default()
     };
     let consumer =
@@ -185,7 +191,16 @@ pub async fn run(
         nats: nats.clone(),
         disable_after: config.disable_after_failures.min(i32::MAX as u32) as i32,
         max_deliver: events_settings.max_deliver,
+        ack_wait,
+        replica_id: config.common.replica_id(),
     });
+    // Deliveries this replica had claimed before it last stopped (killed mid-attempt)
+    // are due again now, not when their lease runs out.
+    match store::reclaim_own_leases(&pool, &dispatcher.replica_id).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(deliveries = n, "taking back deliveries claimed before a restart"),
+        Err(err) => tracing::warn!(%err, "could not take back earlier claims; their leases expire"),
+    }
 
     let readiness = Arc::new(DependencyReadiness {
         pool: pool.clone(),

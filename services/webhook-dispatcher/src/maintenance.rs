@@ -137,7 +137,7 @@ async fn run_retry_job(
                  LIMIT $8
                  FOR UPDATE OF d SKIP LOCKED)
              UPDATE webhook_deliveries d SET
-                 status = 'retrying', next_attempt_at = now(), lease_until = NULL,
+                 status = 'retrying', next_attempt_at = now(), lease_until = NULL, lease_owner = NULL,
                  last_retry_job_id = $1,
                  max_retries = d.attempts + coalesce($7, w.max_retries),
                  updated_at = now()

@@ -2,8 +2,9 @@
 //!
 //! Every ~200 ms (or sooner when woken) it releases ordered deliveries whose turn has
 //! come, then claims due rows with one statement (`FOR UPDATE SKIP LOCKED`, status
-//! `delivering` with a two-minute lease, so replicas never claim the same row and a
-//! crashed replica's rows come back when the lease runs out), attempts them with the
+//! `delivering` with a short lease named after this replica and claim, renewed while
+//! the attempts run, so replicas never claim the same row and a killed replica's rows
+//! come back within [`LEASE`], or at once when it restarts), attempts them with the
 //! event rebuilt from its row (same bytes as the first attempt), and commits attempts
 //! and new states in one batched transaction. Manual retries and retry-failed jobs
 //! simply make rows due (`retrying`, `next_attempt_at = now()`); this loop does the rest.
@@ -30,6 +31,11 @@ use crate::store::{self, ClaimedRow, ClaimedUpdates};
 pub const CLAIM_BATCH: i64 = 500;
 /// Claimed batches in flight at once per replica.
 const BATCHES_IN_FLIGHT: usize = 4;
+/// How long a claim holds its deliveries without renewal: the longest a killed
+/// replica's claimed deliveries wait before another replica attempts them.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// How often a claim still being attempted renews its lease.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown`, then waits for the batches in hand to be committed.
 pub async fn run(
@@ -51,7 +57,8 @@ pub async fn run(
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 break;
             };
-            let claimed = match store::claim_due(&dispatcher.pool, CLAIM_BATCH).await {
+            let owner = format!("{}/{}", dispatcher.replica_id, uuid::Uuid::now_v7());
+            let claimed = match store::claim_due(&dispatcher.pool, CLAIM_BATCH, &owner, LEASE).await {
                 Ok(rows) => rows,
                 Err(err) => {
                     tracing::warn!(%err, "claiming due deliveries failed; will retry");
@@ -63,7 +70,7 @@ pub async fn run(
                 let d = dispatcher.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
-                    attempt_claimed(&d, claimed).await;
+                    renewing(&d, &owner, attempt_claimed(&d, claimed)).await;
                 });
             }
             if !full {
@@ -87,6 +94,22 @@ async fn release_ordered(dispatcher: &Dispatcher, consumer: &PullConsumer) {
         Ok(n) if n > 0 => tracing::debug!(released = n, "ordered deliveries released"),
         Ok(_) => {}
         Err(err) => tracing::warn!(%err, "releasing ordered deliveries failed; will retry"),
+    }
+}
+
+/// Runs `work` while renewing the lease of `owner`'s claim every [`RENEW_EVERY`].
+async fn renewing(dispatcher: &Dispatcher, owner: &str, work: impl std::future::Future<Output = ()>) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            () = &mut work => return,
+            _ = tick.tick() => {
+                if let Err(err) = store::renew_leases(&dispatcher.pool, owner, LEASE).await {
+                    tracing::warn!(%err, "renewing delivery leases failed; they may be attempted again elsewhere");
+                }
+            }
+        }
     }
 }
 
@@ -167,7 +190,7 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
 
 fn push_update(u: &mut ClaimedUpdates, row: &ClaimedRow, state: record::RowState) {
     u.id.push(row.id);
-    u.lease_until.push(row.lease_until);
+    u.lease_owner.push(row.lease_owner.clone());
     u.status.push(state.status);
     u.attempts.push(state.attempts);
     u.next_attempt_at.push(state.next_attempt_at);

@@ -129,8 +129,9 @@ pub struct NewDeliveryRows {
 pub struct ClaimedUpdates {
     /// Delivery id.
     pub id: Vec<Uuid>,
-    /// The lease it was claimed with; a row whose lease changed is not ours any more.
-    pub lease_until: Vec<DateTime<Utc>>,
+    /// The lease owner it was claimed with (replica and claim); a row whose owner
+    /// changed is not ours any more.
+    pub lease_owner: Vec<String>,
     /// Resulting status.
     pub status: Vec<&'static str>,
     /// Attempts made in total.
@@ -225,20 +226,21 @@ pub async fn update_claimed(
     }
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "WITH u AS (
-            SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::int4[], $5::timestamptz[],
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::timestamptz[],
                 $6::int4[], $7::text[], $8::bool[])
-                AS u(id, lease_until, status, attempts, next_attempt_at, last_status_code, last_error, attempted)
+                AS u(id, lease_owner, status, attempts, next_attempt_at, last_status_code, last_error, attempted)
          ), upd AS (
             UPDATE webhook_deliveries d SET
                 status = u.status,
                 attempts = u.attempts,
                 next_attempt_at = u.next_attempt_at,
                 lease_until = NULL,
+                lease_owner = NULL,
                 last_status_code = CASE WHEN u.attempted THEN u.last_status_code ELSE d.last_status_code END,
                 last_error = CASE WHEN u.attempted OR u.status = 'failed' THEN u.last_error ELSE d.last_error END,
                 updated_at = now()
             FROM u
-            WHERE d.id = u.id AND d.status = 'delivering' AND d.lease_until = u.lease_until
+            WHERE d.id = u.id AND d.status = 'delivering' AND d.lease_owner = u.lease_owner
             RETURNING d.id
          ), att AS (
             INSERT INTO webhook_delivery_attempts (delivery_id, attempt_number, request_headers,
@@ -253,7 +255,7 @@ pub async fn update_claimed(
          SELECT id FROM upd",
     )
     .bind(&u.id)
-    .bind(&u.lease_until)
+    .bind(&u.lease_owner)
     .bind(&u.status)
     .bind(&u.attempts)
     .bind(&u.next_attempt_at)
@@ -380,8 +382,8 @@ pub struct ClaimedRow {
     pub attempts: i32,
     /// Retry budget.
     pub max_retries: i32,
-    /// The lease taken.
-    pub lease_until: DateTime<Utc>,
+    /// The lease owner written by the claim (`<replica>/<claim id>`).
+    pub lease_owner: String,
     /// The event's data, verbatim.
     pub payload: String,
     /// When the event was accepted.
@@ -391,11 +393,18 @@ pub struct ClaimedRow {
 /// Claims up to `limit` due deliveries in one statement: retries whose time has come,
 /// pending deliveries that were deferred or released, and rows whose lease expired (a
 /// dispatcher died mid-attempt). `FOR UPDATE SKIP LOCKED` plus the status change to
-/// `delivering` with a lease means replicas never claim the same row twice.
-pub async fn claim_due(pool: &PgPool, limit: i64) -> Result<Vec<ClaimedRow>, sqlx::Error> {
+/// `delivering` with a lease owned by `owner` means replicas never claim the same row
+/// twice. The lease is short; [`renew_leases`] extends it while the attempts run.
+pub async fn claim_due(
+    pool: &PgPool,
+    limit: i64,
+    owner: &str,
+    lease: std::time::Duration,
+) -> Result<Vec<ClaimedRow>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE webhook_deliveries d
-         SET status = 'delivering', lease_until = now() + interval '2 minutes', updated_at = now()
+         SET status = 'delivering', lease_until = now() + make_interval(secs => $3),
+             lease_owner = $2, updated_at = now()
          FROM events e
          WHERE e.id = d.event_id AND d.id IN (
              SELECT id FROM webhook_deliveries
@@ -405,11 +414,45 @@ pub async fn claim_due(pool: &PgPool, limit: i64) -> Result<Vec<ClaimedRow>, sql
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
          RETURNING d.id, d.webhook_id, d.event_id, d.user_id, d.event_type, d.attempts, d.max_retries,
-                   d.lease_until, e.payload::text AS payload, e.accepted_at",
+                   d.lease_owner, e.payload::text AS payload, e.accepted_at",
     )
     .bind(limit)
+    .bind(owner)
+    .bind(lease.as_secs_f64())
     .fetch_all(pool)
     .await
+}
+
+/// Extends the lease of every delivery still claimed by `owner` (one claim of one
+/// replica) while its attempts run, so a lease can be short without a slow endpoint
+/// losing its claim.
+pub async fn renew_leases(
+    pool: &PgPool,
+    owner: &str,
+    lease: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => $2)
+         WHERE lease_owner = $1 AND status = 'delivering'",
+    )
+    .bind(owner)
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Makes every delivery that `replica` had claimed before it restarted due now: the
+/// process that claimed them is gone, so they need not wait for their lease to run out.
+pub async fn reclaim_own_leases(pool: &PgPool, replica: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE webhook_deliveries SET lease_until = now() - interval '1 millisecond'
+         WHERE status = 'delivering' AND lease_owner LIKE $1 || '/%'",
+    )
+    .bind(replica.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Releases ordered deliveries whose turn has come: pending, not yet released, no

@@ -61,9 +61,10 @@ pub async fn ensure_consumer(
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, QueueError> {
     let stream = ensure_stream(js, topology).await?;
     let name = topology.consumer(kind);
+    // Create, or update an existing durable consumer to these settings (an upgrade
+    // that shortens the ack wait takes effect without deleting the consumer).
     stream
-        .get_or_create_consumer(
-            &name,
+        .create_consumer(
             pull::Config {
                 durable_name: Some(name.clone()),
                 filter_subject: topology.subject(kind),

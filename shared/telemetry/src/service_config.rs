@@ -37,13 +37,38 @@ pub struct CommonConfig {
     pub log_format: LogFormat,
 
     /// Seconds a pulled job may stay unacknowledged before JetStream hands it to another
-    /// replica: the longest a crashed worker's jobs wait before they are retried.
-    #[arg(long, env = "PORTICO_ACK_WAIT_SECS", default_value_t = 30)]
+    /// replica: the longest a crashed worker's jobs wait before they are retried. Work
+    /// that takes longer (a slow endpoint, a large batch) keeps its jobs with
+    /// in-progress acknowledgements every third of this, so it can stay short.
+    #[arg(long, env = "PORTICO_ACK_WAIT_SECS", default_value_t = 5)]
     pub ack_wait_secs: u64,
+
+    /// This replica's stable name (default: the host name, which is the pod name on
+    /// Kubernetes). A restarted replica takes back at once the work it had claimed
+    /// before it died, so two live replicas must never share a name.
+    #[arg(long, env = "PORTICO_REPLICA_ID")]
+    pub replica_id: Option<String>,
 
     /// Development mode: allows running without secrets (insecure fixed keys are used).
     #[arg(long, env = "PORTICO_DEV_MODE", default_value_t = false)]
     pub dev_mode: bool,
+}
+
+impl CommonConfig {
+    /// The configured replica name, or the host name, or `portico` when neither is known.
+    pub fn replica_id(&self) -> String {
+        self.replica_id
+            .clone()
+            .filter(|r| !r.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "portico".to_owned())
+    }
 }
 
 /// The admin/HTTP address of a service, with the default the service documents.

@@ -399,7 +399,7 @@ pub async fn retry(
     let max_retries = check_max_retries(max_retries)?;
     let row: Option<DeliveryRow> = sqlx::query_as(concat!(
         "UPDATE webhook_deliveries d
-            SET status = 'retrying', next_attempt_at = now(), lease_until = NULL,
+            SET status = 'retrying', next_attempt_at = now(), lease_until = NULL, lease_owner = NULL,
                 max_retries = d.attempts + COALESCE($4, w.max_retries), updated_at = now()
            FROM webhooks w
           WHERE d.id = $1 AND d.webhook_id = $2 AND w.id = d.webhook_id AND w.user_id = $3
