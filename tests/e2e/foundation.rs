@@ -284,7 +284,7 @@ async fn bad_input_gets_problem_json_and_changes_nothing() -> anyhow::Result<()>
         .json(&ok_body)
         .send()
         .await?;
-    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "missing_user_id").await?;
 
     let res = app.http.get(app.api("/no-such-thing")).send().await?;
     assert_problem(res, StatusCode::NOT_FOUND, "route_not_found").await?;

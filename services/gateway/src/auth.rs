@@ -17,6 +17,53 @@ use crate::state::AppState;
 /// Header naming the user an internal service acts for.
 pub const USER_ID_HEADER: &str = "x-portico-user-id";
 
+/// Longest user id, in bytes (a JWT `sub` or `x-portico-user-id`).
+pub const MAX_USER_ID_BYTES: usize = 255;
+
+/// Checks a user id from outside (a JWT `sub`, `x-portico-user-id`): user ids are
+/// opaque strings of the platform, 1-255 bytes of UTF-8 without control characters.
+/// Every query is scoped by it and PostgreSQL refuses some of those bytes (NUL), so
+/// nothing else may reach the database.
+pub fn check_user_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_USER_ID_BYTES {
+        return Err(format!(
+            "a user id must be 1-{MAX_USER_ID_BYTES} bytes (this one has {})",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("a user id must not contain control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// The user an internal service names in `x-portico-user-id`: surrounding blanks are
+/// ignored; absent or blank is 401 `missing_user_id`; anything that is not a valid
+/// user id (see [`check_user_id`]) is 400 `invalid_user_id`.
+fn service_user_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    let path = "/headers/x-portico-user-id";
+    let value = match headers.get(USER_ID_HEADER) {
+        None => None,
+        Some(v) => Some(std::str::from_utf8(v.as_bytes()).map_err(|_| {
+            ApiError::field(
+                "invalid_user_id",
+                path,
+                "x-portico-user-id must be UTF-8 text",
+            )
+        })?),
+    };
+    let id = value
+        .map(|v| v.trim_matches([' ', '\t']))
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::UnauthenticatedAs {
+            code: "missing_user_id",
+            message: "internal callers must name the user they act for in x-portico-user-id".into(),
+        })?;
+    check_user_id(id)
+        .map_err(|e| ApiError::field("invalid_user_id", path, format!("x-portico-user-id: {e}")))?;
+    Ok(id.to_owned())
+}
+
 /// The scopes partners' credentials hold; defined in the domain crate so validation
 /// and the workers share one list.
 pub use portico_domain::integrations::Scope;
@@ -114,20 +161,8 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Calle
         if let Some(expected) = state.service_token()
             && portico_signing::constant_time_eq(credentials.as_bytes(), expected.as_bytes())
         {
-            let user_id = headers
-                .get(USER_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.len() <= 255)
-                .ok_or_else(|| {
-                    ApiError::field(
-                        "missing_user_id",
-                        "/headers/x-portico-user-id",
-                        "internal callers must name the user they act for in x-portico-user-id",
-                    )
-                })?;
             return Ok(Caller::Service {
-                user_id: user_id.to_owned(),
+                user_id: service_user_id(headers)?,
             });
         }
         let now = chrono::Utc::now().timestamp();
@@ -135,6 +170,10 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Calle
             .jwt()
             .verify(credentials, now)
             .map_err(|e| ApiError::Unauthenticated(format!("invalid token: {e}")))?;
+        check_user_id(&claims.sub).map_err(|e| ApiError::UnauthenticatedAs {
+            code: "invalid_token_subject",
+            message: format!("the token's sub is not a user id: {e}"),
+        })?;
         Ok(Caller::User {
             user_id: claims.sub,
         })
@@ -175,3 +214,73 @@ impl FromRequestParts<AppState> for Caller {
 /// Marker left in request extensions when authentication failed.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthFailed;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderValue, StatusCode};
+
+    fn named(value: &[u8]) -> Result<String, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            USER_ID_HEADER,
+            HeaderValue::from_bytes(value).expect("a header value"),
+        );
+        service_user_id(&headers)
+    }
+
+    /// User ids are opaque: any text of 1-255 bytes without control characters.
+    #[test]
+    fn user_ids_are_bounded_text_without_control_characters() {
+        for ok in [
+            "u",
+            "user-1",
+            "ünïcødé",
+            "a b",
+            &"x".repeat(255),
+            "é".repeat(127).as_str(),
+        ] {
+            assert!(check_user_id(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(256),
+            &"é".repeat(128),
+            "a\0b",
+            "a\nb",
+            "tab\t",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
+            assert!(check_user_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The header: absent or blank is 401 missing_user_id, malformed is 400
+    /// invalid_user_id, surrounding blanks are ignored.
+    #[test]
+    fn the_service_header_is_required_and_validated() {
+        let missing = service_user_id(&HeaderMap::new()).unwrap_err();
+        assert_eq!(
+            (missing.status(), missing.code()),
+            (StatusCode::UNAUTHORIZED, "missing_user_id")
+        );
+        let blank = named(b"   ").unwrap_err();
+        assert_eq!(blank.code(), "missing_user_id");
+        assert_eq!(named(b"  user-7 ").unwrap(), "user-7");
+        assert_eq!(named("ünï".as_bytes()).unwrap(), "ünï");
+        for bad in [
+            "x".repeat(256).into_bytes(),
+            b"a\tb".to_vec(),
+            "c1\u{85}".as_bytes().to_vec(),
+            vec![b'a', 0xff],
+        ] {
+            let err = named(&bad).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+            let ApiError::Validation(errors) = err else {
+                panic!("a validation error for {bad:?}");
+            };
+            assert_eq!(errors[0].code, "invalid_user_id");
+        }
+    }
+}

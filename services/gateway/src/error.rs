@@ -25,6 +25,16 @@ pub enum ApiError {
     /// No credentials, or credentials that do not verify.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// Like [`ApiError::Unauthenticated`], with a more specific stable code: the
+    /// service token without `x-portico-user-id` (`missing_user_id`), a token whose
+    /// `sub` is no usable user id (`invalid_token_subject`).
+    #[error("unauthenticated: {message}")]
+    UnauthenticatedAs {
+        /// The stable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// Authenticated, but not allowed to do this.
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -79,7 +89,9 @@ impl ApiError {
             ApiError::Validation(_) | ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated(_) | ApiError::UnauthenticatedAs { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -100,6 +112,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::UnauthenticatedAs { code, .. } => code,
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::NoRoute(_) => "route_not_found",
@@ -199,8 +212,11 @@ impl From<ApiError> for tonic::Status {
             ApiError::Validation(_)
             | ApiError::MalformedBody(_)
             | ApiError::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
-            ApiError::PayloadTooLarge(_) => tonic::Code::InvalidArgument,
-            ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            // What the gRPC library itself answers for a message over its limit.
+            ApiError::PayloadTooLarge(_) => tonic::Code::OutOfRange,
+            ApiError::Unauthenticated(_) | ApiError::UnauthenticatedAs { .. } => {
+                tonic::Code::Unauthenticated
+            }
             ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
             ApiError::NotFound(_) | ApiError::NoRoute(_) => tonic::Code::NotFound,
             ApiError::MethodNotAllowed | ApiError::NotImplemented(_) => tonic::Code::Unimplemented,
