@@ -236,6 +236,17 @@ pub struct ValidationBody {
     pub results: Vec<ResultBody>,
 }
 
+/// The 200 answers of `POST /bulk-orders`: the earlier batch of an idempotent replay,
+/// or the validate-only report.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SubmitOkBody {
+    /// Idempotent replay: the batch this Idempotency-Key created.
+    Replay(BatchBody),
+    /// Validate-only: one result per order; nothing was stored.
+    Validation(ValidationBody),
+}
+
 impl From<ValidationReport> for ValidationBody {
     fn from(r: ValidationReport) -> Self {
         Self {
@@ -484,9 +495,11 @@ fn accepted(batch: BatchRow, replay: bool) -> Response {
 fn render_submitted(submitted: Submitted) -> Response {
     match submitted {
         Submitted::Accepted { batch, replay } => accepted(batch, replay),
-        Submitted::Validated(report) => {
-            (StatusCode::OK, axum::Json(ValidationBody::from(report))).into_response()
-        }
+        Submitted::Validated(report) => (
+            StatusCode::OK,
+            axum::Json(SubmitOkBody::Validation(report.into())),
+        )
+            .into_response(),
     }
 }
 
@@ -510,9 +523,7 @@ fn render_submitted(submitted: Submitted) -> Response {
     )),
     responses(
         (status = 202, description = "Committed and queued", body = BatchBody),
-        (status = 200, description = "Idempotent replay (the earlier batch), or the validate-only report", content(
-            (BatchBody = "application/json"),
-        )),
+        (status = 200, description = "Idempotent replay (the earlier batch, with Idempotent-Replayed: true), or the validate-only report (`valid`, `results`)", body = SubmitOkBody),
         (status = 400, description = "Malformed body, empty batch, too many orders, an order that is not an object", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency-Key reused with different orders", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),

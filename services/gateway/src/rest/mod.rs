@@ -6,7 +6,9 @@ pub mod bulk_orders;
 pub mod events;
 pub mod integrations;
 pub mod json;
+pub mod keep_alive;
 pub mod middleware;
+pub mod openapi;
 pub mod partner_calls;
 pub mod webhooks;
 
@@ -70,13 +72,15 @@ impl utoipa::Modify for SecuritySchemes {
 
 /// The routes of every capability and the generated OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::publish_event))
         .routes(routes!(events::publish_events))
         .merge(webhooks::routes())
         .merge(bulk_orders::routes())
         .merge(integrations::routes())
-        .split_for_parts()
+        .split_for_parts();
+    openapi::add_common_responses(&mut doc);
+    (router, doc)
 }
 
 /// The whole REST application: `/api`, `/api/v1`, the OpenAPI documents and the admin
@@ -108,6 +112,7 @@ pub fn router(state: AppState, admin: Router) -> Router {
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
+        .layer(axum::middleware::map_response(timeout_problem))
         // Outside the timeout, so a timed-out partner call is still logged.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -121,10 +126,23 @@ pub fn router(state: AppState, admin: Router) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::map_response(add_version_header))
+        // Outermost: sees the body after every other layer and the handler are done.
+        .layer(axum::middleware::from_fn(keep_alive::drain_or_close))
 }
 
 async fn no_route(uri: Uri) -> ApiError {
     ApiError::NoRoute(uri.path().to_owned())
+}
+
+/// The timeout layer answers 503 with an empty body; every error is problem+json.
+async fn timeout_problem(response: axum::response::Response) -> axum::response::Response {
+    if response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return ApiError::Unavailable("the request took longer than its time limit".into())
+            .into_response();
+    }
+    response
 }
 
 async fn add_version_header(mut response: axum::response::Response) -> axum::response::Response {
