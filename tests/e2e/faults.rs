@@ -513,3 +513,146 @@ async fn one_unstorable_order_does_not_hold_up_its_chunk() -> anyhow::Result<()>
     app.cleanup().await;
     Ok(())
 }
+
+/// History past its retention is deleted by the batch-processor's retention loop, and
+/// nothing that is still needed: a delivery still retrying and the event it refers to
+/// stay, recent rows stay, daily usage counts stay.
+#[tokio::test]
+async fn history_past_its_retention_is_deleted() -> anyhow::Result<()> {
+    let mut app =
+        TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let sink = Sink::start().await?;
+    let user = "user-retention";
+    let token = app.user_token(user);
+    let res = app
+        .http
+        .post(app.api("/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"url": sink.url("/hook"), "events": ["order.*"]}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    for n in 0..3 {
+        let res = app
+            .http
+            .post(app.api("/events"))
+            .bearer_auth(SERVICE_TOKEN)
+            .header("x-portico-user-id", user)
+            .json(&json!({"type": "order.created", "data": {"n": n}, "idempotencyKey": format!("k{n}")}))
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+    }
+    let pool = app.pool.clone();
+    wait_for(PATIENCE, || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0)
+                == 3
+        }
+    })
+    .await?;
+    let ids: Vec<(Uuid, Uuid)> =
+        sqlx::query_as("SELECT id, event_id FROM webhook_deliveries ORDER BY created_at")
+            .fetch_all(&app.pool)
+            .await?;
+    let (old, retrying, recent) = (ids[0], ids[1], ids[2]);
+    // Backdate two deliveries (one still retrying) and their events and attempts.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET created_at = now() - interval '40 days' WHERE id = ANY($1)",
+    )
+    .bind(vec![old.0, retrying.0])
+    .execute(&app.pool)
+    .await?;
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'retrying', next_attempt_at = now() + interval '1 day' WHERE id = $1",
+    )
+    .bind(retrying.0)
+    .execute(&app.pool)
+    .await?;
+    sqlx::query("UPDATE events SET created_at = now() - interval '40 days' WHERE id = ANY($1)")
+        .bind(vec![old.1, retrying.1])
+        .execute(&app.pool)
+        .await?;
+    sqlx::query(
+        "UPDATE webhook_delivery_attempts SET started_at = now() - interval '40 days' WHERE delivery_id = $1",
+    )
+    .bind(old.0)
+    .execute(&app.pool)
+    .await?;
+    // Usage logs and dead letters, one old and one recent each.
+    let res = app
+        .http
+        .post(app.api("/integrations"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "ERP", "type": "erp"}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let integration: Uuid = res.json::<Value>().await?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()?;
+    sqlx::query(
+        "INSERT INTO integration_usage_logs (integration_id, method, route, status, latency_us, occurred_at)
+         VALUES ($1, 'GET', '/api/x', 200, 10, now() - interval '100 days'), ($1, 'GET', '/api/x', 200, 10, now())",
+    )
+    .bind(integration)
+    .execute(&app.pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO job_dead_letters (consumer, subject, payload, reason, created_at)
+         VALUES ('t', 's', '\\x00', 'old', now() - interval '100 days'), ('t', 's', '\\x00', 'new', now())",
+    )
+    .execute(&app.pool)
+    .await?;
+
+    app.start_with(
+        ServiceKind::BatchProcessor,
+        &[("PORTICO_RETENTION_INTERVAL_SECS", "1")],
+    )
+    .await?;
+    let pool = app.pool.clone();
+    wait_for(PATIENCE, || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT (SELECT count(*) FROM events WHERE id = $1)
+                      + (SELECT count(*) FROM integration_usage_logs WHERE occurred_at < now() - interval '1 day')
+                      + (SELECT count(*) FROM job_dead_letters WHERE reason = 'old')",
+            )
+            .bind(old.1)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(-1)
+                == 0
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("old history was not deleted: {e}"))?;
+    let kept: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM webhook_deliveries WHERE id = $1),
+                (SELECT count(*) FROM webhook_deliveries WHERE id = ANY($2)),
+                (SELECT count(*) FROM events WHERE id = ANY($3)),
+                (SELECT count(*) FROM webhook_delivery_attempts WHERE delivery_id = $1),
+                (SELECT count(*) FROM integration_usage_logs),
+                (SELECT count(*) FROM job_dead_letters)",
+    )
+    .bind(old.0)
+    .bind(vec![retrying.0, recent.0])
+    .bind(vec![retrying.1, recent.1])
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(
+        kept,
+        (0, 2, 2, 0, 1, 1),
+        "(old delivery, kept deliveries, kept events, old attempts, usage rows, dead letters)"
+    );
+    app.cleanup().await;
+    Ok(())
+}

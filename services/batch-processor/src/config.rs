@@ -30,7 +30,41 @@ pub struct ProcessorConfig {
     #[arg(long, env = "PORTICO_CHUNK_CONCURRENCY", default_value_t = 4)]
     pub chunk_concurrency: usize,
 
-    /// How often expired batches and their results are deleted, in seconds.
+    /// How often expired batches and their results, and history past its retention,
+    /// are deleted, in seconds.
     #[arg(long, env = "PORTICO_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
     pub retention_interval_secs: u64,
+
+    /// Days a final (succeeded or failed) delivery and its attempts are kept; 0 = forever.
+    #[arg(long, env = "PORTICO_DELIVERY_RETENTION_DAYS", default_value_t = 30)]
+    pub delivery_retention_days: u32,
+
+    /// Days an attempt record is kept, even while its delivery is; 0 = forever.
+    #[arg(long, env = "PORTICO_ATTEMPT_RETENTION_DAYS", default_value_t = 30)]
+    pub attempt_retention_days: u32,
+
+    /// Days an event is kept once no delivery refers to it; 0 = forever.
+    #[arg(long, env = "PORTICO_EVENT_RETENTION_DAYS", default_value_t = 30)]
+    pub event_retention_days: u32,
+
+    /// Days a partner usage-log row is kept (daily call counts stay); 0 = forever.
+    #[arg(long, env = "PORTICO_USAGE_LOG_RETENTION_DAYS", default_value_t = 90)]
+    pub usage_log_retention_days: u32,
+
+    /// Days a dead-letter record is kept; 0 = forever.
+    #[arg(long, env = "PORTICO_DEAD_LETTER_RETENTION_DAYS", default_value_t = 90)]
+    pub dead_letter_retention_days: u32,
+}
+
+impl ProcessorConfig {
+    /// The history retention these settings ask for.
+    pub fn retention(&self) -> portico_storage::retention::Retention {
+        portico_storage::retention::Retention {
+            delivery_days: self.delivery_retention_days,
+            attempt_days: self.attempt_retention_days,
+            event_days: self.event_retention_days,
+            usage_log_days: self.usage_log_retention_days,
+            dead_letter_days: self.dead_letter_retention_days,
+        }
+    }
 }

@@ -102,6 +102,7 @@ pub async fn run(
     let retention = tokio::spawn(retention::run(
         pool.clone(),
         std::time::Duration::from_secs(config.retention_interval_secs),
+        config.retention(),
         shutdown.child_token(),
     ));
     let pending = tokio::spawn(portico_queue::consumer::report_pending(

@@ -5,11 +5,14 @@
 //! - feature modules (webhooks, deliveries, bulk orders, integrations) hold the SQL of
 //!   their tables; set-based statements (`unnest`) wherever rows come in numbers.
 //! - [`bulk_orders`]: the batch row both the gateway and the batch-processor read.
+//! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
+//!   letters) past its retention, in bounded batches.
 //!
 //! The schema lives in `migrations/` beside this crate and is embedded in every binary,
 //! applied by `portico-gateway migrate` (or at gateway start when configured).
 
 pub mod bulk_orders;
+pub mod retention;
 
 use std::time::Duration;
 

@@ -1,0 +1,137 @@
+//! Retention of the history tables: every purge deletes the oldest rows past their
+//! retention in bounded batches (one short transaction each, found through the BRIN
+//! time indexes of migration 0010), so a purge never holds a long lock and costs the
+//! hot path nothing. A retention of 0 days keeps rows forever.
+//!
+//! What each purge keeps, on purpose:
+//! - deliveries: only final ones (`succeeded`, `failed`) go; their attempts go with
+//!   them (cascade). A delivery still pending or retrying is never deleted.
+//! - attempts: attempt rows older than their own retention go even while their delivery
+//!   is kept (a delivery's `attempts` count and last status stay on the delivery).
+//! - events: only once no delivery refers to them any more (a kept delivery can still
+//!   be retried by hand, which needs the event's payload).
+//! - usage logs: the rows; daily call counts (`integration_daily_usage`) stay.
+//! - dead letters: the records.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+/// Rows deleted per statement.
+const BATCH: i64 = 5_000;
+
+/// How long each kind of history is kept, in days (0 = forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Final deliveries (and their attempts).
+    pub delivery_days: u32,
+    /// Attempt rows.
+    pub attempt_days: u32,
+    /// Events no delivery refers to.
+    pub event_days: u32,
+    /// Partner usage-log rows.
+    pub usage_log_days: u32,
+    /// Dead-letter records.
+    pub dead_letter_days: u32,
+}
+
+/// How many rows one round deleted, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Deliveries.
+    pub deliveries: u64,
+    /// Attempts (besides those of purged deliveries).
+    pub attempts: u64,
+    /// Events.
+    pub events: u64,
+    /// Usage-log rows.
+    pub usage_logs: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+}
+
+fn days(n: u32) -> Option<f64> {
+    (n > 0).then(|| Duration::from_secs(u64::from(n) * 86_400).as_secs_f64())
+}
+
+/// Runs `statement` (which takes `$1` = age in seconds and `$2` = batch size) until it
+/// deletes less than a full batch; returns the rows deleted.
+async fn drain(pool: &PgPool, statement: &'static str, age_secs: f64) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(statement)
+            .bind(age_secs)
+            .bind(BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Deletes everything past its retention; safe to run from several replicas at once
+/// (`SKIP LOCKED`: a row another purge holds is left to it).
+pub async fn purge(pool: &PgPool, r: &Retention) -> Result<Purged, sqlx::Error> {
+    let mut purged = Purged::default();
+    if let Some(age) = days(r.delivery_days) {
+        purged.deliveries = drain(
+            pool,
+            "DELETE FROM webhook_deliveries WHERE id IN (
+                 SELECT id FROM webhook_deliveries
+                 WHERE created_at < now() - make_interval(secs => $1)
+                   AND status IN ('succeeded', 'failed')
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            age,
+        )
+        .await?;
+    }
+    if let Some(age) = days(r.attempt_days) {
+        purged.attempts = drain(
+            pool,
+            "DELETE FROM webhook_delivery_attempts WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM webhook_delivery_attempts
+                 WHERE started_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED))",
+            age,
+        )
+        .await?;
+    }
+    if let Some(age) = days(r.event_days) {
+        purged.events = drain(
+            pool,
+            "DELETE FROM events WHERE id IN (
+                 SELECT e.id FROM events e
+                 WHERE e.created_at < now() - make_interval(secs => $1)
+                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            age,
+        )
+        .await?;
+    }
+    if let Some(age) = days(r.usage_log_days) {
+        purged.usage_logs = drain(
+            pool,
+            "DELETE FROM integration_usage_logs WHERE id IN (
+                 SELECT id FROM integration_usage_logs
+                 WHERE occurred_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            age,
+        )
+        .await?;
+    }
+    if let Some(age) = days(r.dead_letter_days) {
+        purged.dead_letters = drain(
+            pool,
+            "DELETE FROM job_dead_letters WHERE id IN (
+                 SELECT id FROM job_dead_letters
+                 WHERE created_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            age,
+        )
+        .await?;
+    }
+    Ok(purged)
+}
