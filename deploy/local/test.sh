@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Portico's whole test suite: formatting, lints, unit tests, end-to-end tests of
-# the real binaries against real PostgreSQL and NATS JetStream, the bench smoke run,
-# and the Kubernetes manifest validation. Starts PostgreSQL and NATS if nothing answers.
+# the real binaries against real PostgreSQL and NATS JetStream (the contract test runs
+# Schemathesis, installed here into ~/.cache/portico/venv), the bench smoke run, and
+# the Kubernetes manifest validation. Starts PostgreSQL and NATS if nothing answers.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -19,6 +20,25 @@ echo "== clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build" >&2
 cargo build --workspace --all-targets --locked
+# Schemathesis, for the contract test (tests/e2e/contract.rs): a pinned version in a
+# virtualenv outside the clone, installed once and reused by later runs.
+SCHEMATHESIS_VERSION=4.32.5
+if [ -z "${PORTICO_SCHEMATHESIS:-}" ]; then
+  ST_VENV="${PORTICO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/portico}/venv"
+  if ! "$ST_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+    echo "== schemathesis $SCHEMATHESIS_VERSION into $ST_VENV" >&2
+    rm -rf "$ST_VENV"
+    if ! python3 -m venv "$ST_VENV" 2>/dev/null; then
+      if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+      rm -rf "$ST_VENV"
+      python3 -m venv "$ST_VENV"
+    fi
+    "$ST_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+  export PORTICO_SCHEMATHESIS="$ST_VENV/bin/schemathesis"
+fi
+
 echo "== tests" >&2
 cargo test --workspace --locked -- --test-threads="${PORTICO_TEST_THREADS:-2}"
 echo "== manifests" >&2
