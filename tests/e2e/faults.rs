@@ -3,9 +3,9 @@
 //! and an operational event), and readiness tells the truth about NATS, PostgreSQL and
 //! the schema. All against the real binaries.
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use portico_e2e::servers::PrivateNats;
 use portico_e2e::sink::Sink;
 use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, assert_problem, wait_for};
 use portico_queue::jobs::{EventDispatch, Job};
@@ -266,47 +266,6 @@ async fn one_unstorable_event_does_not_hold_up_its_chunk() -> anyhow::Result<()>
     Ok(())
 }
 
-/// A private nats-server with JetStream on a free port, stopped on drop.
-struct PrivateNats {
-    child: tokio::process::Child,
-    port: u16,
-    store: std::path::PathBuf,
-}
-
-impl PrivateNats {
-    async fn start(port: u16, store: std::path::PathBuf) -> anyhow::Result<Self> {
-        let child = tokio::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let addr = format!("127.0.0.1:{port}");
-        wait_for(Duration::from_secs(10), || {
-            let addr = addr.clone();
-            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
-        })
-        .await?;
-        Ok(Self { child, port, store })
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn stop(mut self) -> anyhow::Result<(u16, std::path::PathBuf)> {
-        self.child.kill().await?;
-        Ok((self.port, self.store.clone()))
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn ready(app: &TestApp, kind: ServiceKind) -> (bool, String) {
     let url = format!("http://{}/readyz", app.addr(kind, "http"));
     match app.http.get(url).send().await {
@@ -338,10 +297,9 @@ async fn grpc_serving(app: &TestApp) -> bool {
 /// seconds, and ready again once NATS is back.
 #[tokio::test]
 async fn readiness_follows_nats() -> anyhow::Result<()> {
-    let store = std::env::temp_dir().join(format!("portico-nats-{}", Uuid::new_v4().simple()));
-    let nats = PrivateNats::start(free_port()?, store).await?;
-    let mut app = TestApp::prepare().await?;
-    app.nats_url = nats.url();
+    let mut nats = PrivateNats::start().await?;
+    let (pg, _) = portico_e2e::server_urls();
+    let mut app = TestApp::prepare_on(&pg, &nats.url()).await?;
     for kind in [
         ServiceKind::Gateway,
         ServiceKind::WebhookDispatcher,
@@ -351,7 +309,7 @@ async fn readiness_follows_nats() -> anyhow::Result<()> {
     }
     assert!(grpc_serving(&app).await);
 
-    let (port, store) = nats.stop().await?;
+    nats.kill().await?;
     for kind in [
         ServiceKind::Gateway,
         ServiceKind::WebhookDispatcher,
@@ -373,7 +331,7 @@ async fn readiness_follows_nats() -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("gRPC health stayed SERVING without NATS: {e}"))?;
 
-    let nats = PrivateNats::start(port, store.clone()).await?;
+    nats.restart().await?;
     for kind in [
         ServiceKind::Gateway,
         ServiceKind::WebhookDispatcher,
@@ -394,8 +352,6 @@ async fn readiness_follows_nats() -> anyhow::Result<()> {
     )
     .await?;
     app.cleanup().await;
-    drop(nats);
-    let _ = std::fs::remove_dir_all(store);
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 //! the README does that.
 
 pub mod otlp;
+pub mod servers;
 pub mod sink;
 
 use std::collections::HashMap;
@@ -164,8 +165,16 @@ fn install_crypto() {
 impl TestApp {
     /// A database and prefix with the schema applied, and no services running yet.
     pub async fn prepare() -> anyhow::Result<Self> {
-        install_crypto();
         let (pg, nats_url) = server_urls();
+        Self::prepare_on(&pg, &nats_url).await
+    }
+
+    /// Like [`TestApp::prepare`], on the given PostgreSQL server (a URL of its
+    /// `postgres` database) and NATS server: tests that restart the servers themselves
+    /// run their own ([`servers`]).
+    pub async fn prepare_on(pg: &str, nats_url: &str) -> anyhow::Result<Self> {
+        install_crypto();
+        let (pg, nats_url) = (pg.to_owned(), nats_url.to_owned());
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let db_name = format!("portico_t_{id}");
         let admin = PgPool::connect(&pg)
