@@ -25,8 +25,12 @@ pub struct PublishEventBody {
     #[schema(value_type = Object)]
     pub data: Box<RawValue>,
     /// Publishing again with the same key returns the same event and delivers nothing new.
+    /// 1-255 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
     /// Events with the same ordering key reach each endpoint in order (opt-in per webhook).
+    /// 1-255 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 255)]
     pub ordering_key: Option<String>,
 }
 

@@ -134,7 +134,8 @@ impl From<WithCredentials> for IntegrationWithCredentialsBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateIntegrationBody {
-    /// 1-200 characters.
+    /// 1-200 characters, not blank, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// One of erp, marketplace, shipping, accounting, custom.
     #[serde(rename = "type")]
