@@ -54,17 +54,16 @@ fn days(n: u32) -> Option<f64> {
     (n > 0).then(|| Duration::from_secs(u64::from(n) * 86_400).as_secs_f64())
 }
 
-/// Runs `statement` (which takes `$1` = age in seconds and `$2` = batch size) until it
-/// deletes less than a full batch; returns the rows deleted.
-async fn drain(pool: &PgPool, statement: &'static str, age_secs: f64) -> Result<u64, sqlx::Error> {
+/// Runs `delete` (one bounded DELETE, returning the rows it deleted) until it deletes
+/// less than a full batch; returns the rows deleted in all.
+async fn drain<F, Fut>(mut delete: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,
+{
     let mut total = 0;
     loop {
-        let n = sqlx::query(statement)
-            .bind(age_secs)
-            .bind(BATCH)
-            .execute(pool)
-            .await?
-            .rows_affected();
+        let n = delete().await?.rows_affected();
         total += n;
         if n < BATCH as u64 {
             return Ok(total);
@@ -77,60 +76,75 @@ async fn drain(pool: &PgPool, statement: &'static str, age_secs: f64) -> Result<
 pub async fn purge(pool: &PgPool, r: &Retention) -> Result<Purged, sqlx::Error> {
     let mut purged = Purged::default();
     if let Some(age) = days(r.delivery_days) {
-        purged.deliveries = drain(
-            pool,
-            "DELETE FROM webhook_deliveries WHERE id IN (
-                 SELECT id FROM webhook_deliveries
-                 WHERE created_at < now() - make_interval(secs => $1)
-                   AND status IN ('succeeded', 'failed')
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            age,
-        )
+        purged.deliveries = drain(|| {
+            sqlx::query!(
+                "DELETE FROM webhook_deliveries WHERE id IN (
+                     SELECT id FROM webhook_deliveries
+                     WHERE created_at < now() - make_interval(secs => $1)
+                       AND status IN ('succeeded', 'failed')
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                age,
+                BATCH
+            )
+            .execute(pool)
+        })
         .await?;
     }
     if let Some(age) = days(r.attempt_days) {
-        purged.attempts = drain(
-            pool,
-            "DELETE FROM webhook_delivery_attempts WHERE ctid = ANY(ARRAY(
-                 SELECT ctid FROM webhook_delivery_attempts
-                 WHERE started_at < now() - make_interval(secs => $1)
-                 LIMIT $2 FOR UPDATE SKIP LOCKED))",
-            age,
-        )
+        purged.attempts = drain(|| {
+            sqlx::query!(
+                "DELETE FROM webhook_delivery_attempts WHERE ctid = ANY(ARRAY(
+                     SELECT ctid FROM webhook_delivery_attempts
+                     WHERE started_at < now() - make_interval(secs => $1)
+                     LIMIT $2 FOR UPDATE SKIP LOCKED))",
+                age,
+                BATCH
+            )
+            .execute(pool)
+        })
         .await?;
     }
     if let Some(age) = days(r.event_days) {
-        purged.events = drain(
-            pool,
-            "DELETE FROM events WHERE id IN (
-                 SELECT e.id FROM events e
-                 WHERE e.created_at < now() - make_interval(secs => $1)
-                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            age,
-        )
+        purged.events = drain(|| {
+            sqlx::query!(
+                "DELETE FROM events WHERE id IN (
+                     SELECT e.id FROM events e
+                     WHERE e.created_at < now() - make_interval(secs => $1)
+                       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                age,
+                BATCH
+            )
+            .execute(pool)
+        })
         .await?;
     }
     if let Some(age) = days(r.usage_log_days) {
-        purged.usage_logs = drain(
-            pool,
-            "DELETE FROM integration_usage_logs WHERE id IN (
-                 SELECT id FROM integration_usage_logs
-                 WHERE occurred_at < now() - make_interval(secs => $1)
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            age,
-        )
+        purged.usage_logs = drain(|| {
+            sqlx::query!(
+                "DELETE FROM integration_usage_logs WHERE id IN (
+                     SELECT id FROM integration_usage_logs
+                     WHERE occurred_at < now() - make_interval(secs => $1)
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                age,
+                BATCH
+            )
+            .execute(pool)
+        })
         .await?;
     }
     if let Some(age) = days(r.dead_letter_days) {
-        purged.dead_letters = drain(
-            pool,
-            "DELETE FROM job_dead_letters WHERE id IN (
-                 SELECT id FROM job_dead_letters
-                 WHERE created_at < now() - make_interval(secs => $1)
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            age,
-        )
+        purged.dead_letters = drain(|| {
+            sqlx::query!(
+                "DELETE FROM job_dead_letters WHERE id IN (
+                     SELECT id FROM job_dead_letters
+                     WHERE created_at < now() - make_interval(secs => $1)
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                age,
+                BATCH
+            )
+            .execute(pool)
+        })
         .await?;
     }
     Ok(purged)
