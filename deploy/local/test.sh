@@ -19,7 +19,7 @@ cargo fmt --all -- --check
 echo "== clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== sqlx query cache" >&2
-bash deploy/local/sqlx-prepare.sh --check
+PORTICO_SQLX_SERVER_URL="${DATABASE_URL%/*}" bash deploy/local/sqlx-prepare.sh --check
 echo "== build" >&2
 cargo build --workspace --all-targets --locked
 # Schemathesis, for the contract test (tests/e2e/contract.rs): a pinned version in a
