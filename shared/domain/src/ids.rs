@@ -1,6 +1,90 @@
-//! Identifiers.
+//! Identifiers: one type per resource id, so a function that takes a webhook id and a
+//! delivery id cannot be handed them swapped, and the helpers that derive ids.
+//!
+//! Every id is a UUID on the wire and in PostgreSQL; the newtypes cost nothing at run
+//! time. Storage functions take and return them; the doors parse them once
+//! (`FromStr`) and the JSON shapes serialise them as plain UUID strings.
 
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new time-ordered id ([`new_id`]).
+            pub fn generate() -> Self {
+                Self(new_id())
+            }
+
+            /// The UUID inside, for SQL parameters and wire formats.
+            pub fn as_uuid(self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+
+        impl From<$name> for Uuid {
+            fn from(id: $name) -> Uuid {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A webhook endpoint.
+    WebhookId
+);
+uuid_id!(
+    /// One event's delivery to one webhook (stable across its attempts).
+    DeliveryId
+);
+uuid_id!(
+    /// An event; also the `webhook-id` header of its deliveries.
+    EventId
+);
+uuid_id!(
+    /// A retry-failed job of one webhook.
+    RetryJobId
+);
+uuid_id!(
+    /// A partner integration.
+    IntegrationId
+);
+uuid_id!(
+    /// A bulk-order batch.
+    BatchId
+);
+uuid_id!(
+    /// An order created from a batch.
+    OrderId
+);
 
 /// A new time-ordered id (UUIDv7): good B-tree locality for primary keys.
 pub fn new_id() -> Uuid {
@@ -32,6 +116,18 @@ mod tests {
     use super::*;
 
     /// Same inputs, same id; any difference in owner or key, another id.
+    /// Ids print and parse as plain UUIDs, and serialise as UUID strings.
+    #[test]
+    fn ids_round_trip() {
+        let id = WebhookId::generate();
+        assert_eq!(id.to_string().parse::<WebhookId>().ok(), Some(id));
+        assert_eq!(
+            serde_json::to_string(&id).ok(),
+            Some(format!("\"{}\"", id.as_uuid()))
+        );
+        assert!("not-a-uuid".parse::<DeliveryId>().is_err());
+    }
+
     #[test]
     fn event_ids_are_deterministic_and_distinct() {
         assert_eq!(event_id("u1", "k1"), event_id("u1", "k1"));
