@@ -64,16 +64,21 @@ fn schemathesis() -> PathBuf {
     })
 }
 
-/// Runs Schemathesis against the gateway's served document with the given extra
-/// arguments (authentication, operation filters); panics with its report unless every
-/// check passed.
-async fn run_schemathesis(app: &TestApp, label: &str, seed: u32, args: &[String]) {
+/// Runs Schemathesis against the gateway's served document with a configuration file
+/// (`config`, TOML: per-operation parameter values) and extra arguments
+/// (authentication, operation filters); panics with its report unless every check
+/// passed.
+async fn run_schemathesis(app: &TestApp, label: &str, seed: u32, config: &str, args: &[String]) {
     let binary = schemathesis();
     let work_dir = std::env::temp_dir().join(format!("portico-schemathesis-{}-{label}", app.id));
     std::fs::create_dir_all(&work_dir).expect("a scratch directory");
+    let config_path = work_dir.join("schemathesis.toml");
+    std::fs::write(&config_path, config).expect("the configuration file");
     let mut command = tokio::process::Command::new(&binary);
     command
         .current_dir(&work_dir)
+        .arg("--config-file")
+        .arg(&config_path)
         .arg("run")
         .arg(app.api("/openapi.json"))
         .arg("--url")
@@ -129,27 +134,45 @@ async fn run_schemathesis(app: &TestApp, label: &str, seed: u32, args: &[String]
     );
 }
 
+/// Creates a resource for `user` and returns its id.
+async fn create_id(app: &TestApp, user: &str, path: &str, body: Value) -> anyhow::Result<String> {
+    let res = app
+        .http
+        .post(app.api(path))
+        .bearer_auth(token_for(user))
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        res.status().is_success(),
+        "creating {path}: {}",
+        res.status()
+    );
+    let created: Value = res.json().await?;
+    Ok(created["id"].as_str().unwrap_or_default().to_owned())
+}
+
 /// Every operation of the served OpenAPI document, called with generated valid and
-/// invalid input by a user, an internal service and a partner: no 5xx, and every
-/// answer has a documented status, media type and schema. Fixed seeds and a bounded
-/// number of examples keep it reproducible and within a few minutes.
+/// invalid input by a partner, a user and an internal service: no 5xx, and every
+/// answer has a documented status, media type and schema. The id routes are also
+/// called with the ids of a real webhook, integration and batch, so their success
+/// answers are checked too. Fixed seeds and a bounded number of examples keep it
+/// reproducible and at about a minute.
 #[tokio::test]
 async fn the_served_openapi_document_holds_under_schemathesis() -> anyhow::Result<()> {
     let app = gateway(&[("PORTICO_DEFAULT_PARTNER_RATE_LIMIT", "0")]).await?;
-    let user = format!("Authorization: Bearer {}", token_for("contract-user"));
-    // Something for the id routes to find: a webhook and an integration of the user.
-    let res = app
-        .http
-        .post(app.api("/webhooks"))
-        .bearer_auth(token_for("contract-user"))
-        .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["order.created"]}))
-        .send()
-        .await?;
-    assert_eq!(res.status(), StatusCode::CREATED);
+    let owner = "contract-user";
+    let webhook = create_id(
+        &app,
+        owner,
+        "/webhooks",
+        json!({"url": "http://127.0.0.1:9/hook", "events": ["order.created"]}),
+    )
+    .await?;
     let res = app
         .http
         .post(app.api("/integrations"))
-        .bearer_auth(token_for("contract-user"))
+        .bearer_auth(token_for(owner))
         .json(&json!({"name": "contract", "type": "erp",
                       "scopes": ["bulk_orders:write", "bulk_orders:read", "orders:read",
                                  "webhooks:read", "webhooks:write"]}))
@@ -157,6 +180,7 @@ async fn the_served_openapi_document_holds_under_schemathesis() -> anyhow::Resul
         .await?;
     assert_eq!(res.status(), StatusCode::CREATED);
     let created: Value = res.json().await?;
+    let integration = created["id"].as_str().unwrap_or_default().to_owned();
     let key = created["credentials"]["apiKey"]
         .as_str()
         .unwrap_or_default();
@@ -167,12 +191,40 @@ async fn the_served_openapi_document_holds_under_schemathesis() -> anyhow::Resul
         "Authorization: Basic {}",
         STANDARD.encode(format!("{key}:{secret}"))
     );
+    let batch = create_id(
+        &app,
+        owner,
+        "/bulk-orders",
+        json!({"orders": [{"clientOrderRef": "PO-1", "currency": "EUR",
+            "customer": {"email": "a@example.com", "name": "A"},
+            "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+            "lineItems": [{"sku": "SKU-1", "quantity": 1, "unitPrice": "1.00"}]}]}),
+    )
+    .await?;
+    // The id routes get real ids; DELETE only in the last run, so nothing disappears
+    // under the others.
+    let real_ids = format!(
+        r#"
+[[operations]]
+include-path-regex = "^/webhooks/\\{{id\\}}"
+parameters = {{ "path.id" = "{webhook}" }}
 
-    // The partner first: the user's run may delete or re-key its integration.
+[[operations]]
+include-path-regex = "^/integrations/\\{{id\\}}"
+parameters = {{ "path.id" = "{integration}" }}
+
+[[operations]]
+include-path-regex = "^/bulk-orders/\\{{id\\}}"
+parameters = {{ "path.id" = "{batch}" }}
+"#
+    );
+
+    // The partner first, with random ids: the user's run re-keys its integration.
     run_schemathesis(
         &app,
         "partner",
         13,
+        "",
         &[
             "-H".into(),
             partner,
@@ -183,19 +235,35 @@ async fn the_served_openapi_document_holds_under_schemathesis() -> anyhow::Resul
     .await;
     run_schemathesis(
         &app,
+        "user",
+        11,
+        &real_ids,
+        &[
+            "-H".into(),
+            format!("Authorization: Bearer {}", token_for(owner)),
+            "--exclude-method".into(),
+            "DELETE".into(),
+        ],
+    )
+    .await;
+    // Events (internal services only) and the deletes, for the same user.
+    run_schemathesis(
+        &app,
         "service",
         12,
+        &real_ids,
         &[
             "-H".into(),
             format!("Authorization: Bearer {SERVICE_TOKEN}"),
             "-H".into(),
-            "x-portico-user-id: contract-service-user".into(),
+            format!("x-portico-user-id: {owner}"),
             "--include-tag".into(),
             "events".into(),
+            "--include-method".into(),
+            "DELETE".into(),
         ],
     )
     .await;
-    run_schemathesis(&app, "user", 11, &["-H".into(), user]).await;
     app.cleanup().await;
     Ok(())
 }

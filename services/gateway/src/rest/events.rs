@@ -20,6 +20,7 @@ use crate::state::AppState;
 pub struct PublishEventBody {
     /// Dotted event type, e.g. `order.created`.
     #[serde(rename = "type")]
+    #[schema(schema_with = crate::rest::openapi::event_type)]
     pub event_type: String,
     /// Any JSON value; delivered unchanged as the body's `data`.
     #[schema(value_type = Object)]
@@ -109,7 +110,9 @@ pub async fn publish_event(
     request_body = PublishEventsBody,
     responses(
         (status = 202, description = "All stored in JetStream", body = PublishedEventsBody),
-        (status = 400, description = "At least one invalid event; none published", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "At least one invalid event, or not 1-1,000 of them (invalid_batch_size); none published", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an internal service (users and partners may not publish)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("serviceToken" = [])))]
 pub async fn publish_events(

@@ -135,10 +135,13 @@ where
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicyInput {
     /// Retries after the first attempt, 0..=20 (default 5).
+    #[schema(minimum = 0, maximum = 20)]
     pub max_retries: Option<i64>,
     /// First retry delay in ms, 100..=3,600,000 (default 1,000).
+    #[schema(minimum = 100, maximum = 3_600_000)]
     pub base_delay_ms: Option<i64>,
     /// Largest delay in ms, >= baseDelayMs and <= 86,400,000 (default 300,000).
+    #[schema(minimum = 100, maximum = 86_400_000)]
     pub max_delay_ms: Option<i64>,
 }
 
@@ -159,20 +162,26 @@ pub struct CreateWebhookBody {
     /// Absolute http(s) URL; must not reach a private, loopback, link-local or
     /// metadata address unless allowlisted.
     #[serde(default)]
+    #[schema(format = "uri", example = "https://example.com/webhooks/portico")]
     pub url: String,
     /// 1-100 filters: exact event types (`order.created`), prefixes (`order.*`) or `*`
     /// (every event except Portico's own `portico.*` ones).
     #[serde(default)]
+    #[schema(schema_with = crate::rest::openapi::event_filters)]
     pub events: Vec<String>,
-    /// Up to 1,024 characters.
+    /// Up to 1,024 characters, without control characters other than tab and line
+    /// breaks.
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
     /// Up to 20 custom headers sent with every delivery; reserved names are refused.
     pub headers: Option<BTreeMap<String, String>>,
     /// Unset fields take the server defaults.
     pub retry_policy: Option<RetryPolicyInput>,
     /// 1..=10,000 deliveries per second; absent = no limit.
+    #[schema(minimum = 1, maximum = 10_000)]
     pub rate_limit_per_second: Option<i64>,
     /// 1..=1,000 concurrent deliveries; absent = the dispatcher's default.
+    #[schema(minimum = 1, maximum = 1_000)]
     pub max_concurrency: Option<i64>,
     /// Deliver events with the same ordering key in order (default false).
     pub ordering_enabled: Option<bool>,
@@ -198,26 +207,28 @@ impl From<CreateWebhookBody> for NewWebhook {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateWebhookBody {
     /// New URL (checked like on create).
+    #[schema(format = "uri")]
     pub url: Option<String>,
     /// Replaces the filter list; must not be empty.
+    #[schema(schema_with = crate::rest::openapi::event_filters)]
     pub events: Option<Vec<String>>,
-    /// New description; `null` removes it.
+    /// New description (up to 1,024 characters); `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<String>, nullable, max_length = 1024)]
     pub description: Option<Option<String>>,
     /// `true` re-enables a disabled webhook (clearing `disabledReason`); `false` disables it.
     pub active: Option<bool>,
-    /// Replaces all custom headers (`{}` removes them).
+    /// Replaces all custom headers (`{}` removes them); up to 20.
     pub headers: Option<BTreeMap<String, String>>,
     /// Only the given fields change.
     pub retry_policy: Option<RetryPolicyInput>,
-    /// New rate limit; `null` removes it.
+    /// New rate limit, 1..=10,000; `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>, nullable)]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 10_000)]
     pub rate_limit_per_second: Option<Option<i64>>,
-    /// New concurrency cap; `null` returns to the default.
+    /// New concurrency cap, 1..=1,000; `null` returns to the default.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>, nullable)]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 1_000)]
     pub max_concurrency: Option<Option<i64>>,
     /// Turn per-key ordering on or off.
     pub ordering_enabled: Option<bool>,
@@ -332,7 +343,8 @@ pub struct WebhookListBody {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// 1..=500, default 50.
+    /// 1..=500, default 50 (0 = the default).
+    #[param(maximum = 500)]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -362,6 +374,7 @@ impl From<SecretView> for SecretBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RotateSecretBody {
     /// How long the old secret keeps signing, 0..=2,592,000 s (default 86,400; 0 = stop now).
+    #[schema(minimum = 0, maximum = 2_592_000)]
     pub grace_period_seconds: Option<i64>,
 }
 
@@ -383,10 +396,13 @@ pub struct DeliveryQuery {
     /// Exact event type.
     pub event_type: Option<String>,
     /// RFC 3339; deliveries created at or after.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339; deliveries created before.
+    #[param(format = DateTime)]
     pub until: Option<String>,
-    /// 1..=500, default 50.
+    /// 1..=500, default 50 (0 = the default).
+    #[param(maximum = 500)]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -526,6 +542,7 @@ pub struct DeliveryDetailBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryDeliveryBody {
     /// Retries after this attempt, 0..=20 (default: the webhook's policy).
+    #[schema(minimum = 0, maximum = 20)]
     pub max_retries: Option<i64>,
 }
 
@@ -536,15 +553,31 @@ pub struct RetryFailedBody {
     /// Only count the matching deliveries (default false).
     pub dry_run: Option<bool>,
     /// Statuses to retry: failed and/or retrying (default ["failed"]).
+    #[schema(value_type = Option<Vec<RetryableStatus>>)]
     pub statuses: Option<Vec<String>>,
     /// Exact event type.
+    #[schema(schema_with = crate::rest::openapi::event_type)]
     pub event_type: Option<String>,
     /// RFC 3339; deliveries created at or after.
+    #[schema(format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339; deliveries created before.
+    #[schema(format = DateTime)]
     pub until: Option<String>,
     /// Retries per delivery from now on, 0..=20 (default: the webhook's policy).
+    #[schema(minimum = 0, maximum = 20)]
     pub max_retries: Option<i64>,
+}
+
+/// A status retry-failed can retry (documentation only).
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum RetryableStatus {
+    /// Deliveries that failed for good.
+    Failed,
+    /// Deliveries waiting for their next attempt.
+    Retrying,
 }
 
 /// The filters a retry job applies.
