@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use portico_telemetry::service_config::{CommonConfig, parse_addr};
+use portico_runtime::config::{CommonConfig, parse_addr};
 
 /// Everything the batch-processor reads at start-up.
 #[derive(Debug, Clone, clap::Parser)]

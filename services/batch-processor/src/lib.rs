@@ -22,13 +22,11 @@ pub mod retention;
 
 use std::sync::Arc;
 
-use portico_queue::Topology;
 use portico_queue::consumer::{JobStream, Outcome, run_bounded};
 use portico_queue::jobs::Job;
-use portico_queue::outbox::{OutboxRelay, OutboxSignal};
-use portico_queue::publisher::JobPublisher;
-use portico_queue::readiness::DependencyReadiness;
+use portico_queue::outbox::OutboxSignal;
 use portico_queue::setup::{ConsumerSettings, ensure_consumer};
+use portico_runtime::Foundation;
 use portico_queue::topology::JobKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -39,15 +37,12 @@ use crate::config::ProcessorConfig;
 /// Why the processor stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
-    /// PostgreSQL failed at start-up.
+    /// Connecting at start-up failed.
     #[error(transparent)]
-    Storage(#[from] portico_storage::StorageError),
+    Start(#[from] portico_runtime::RuntimeError),
     /// NATS or JetStream failed.
     #[error(transparent)]
     Queue(#[from] portico_queue::QueueError),
-    /// Telemetry could not be installed.
-    #[error(transparent)]
-    Telemetry(#[from] portico_telemetry::TelemetryError),
     /// The admin listener failed.
     #[error("admin server: {0}")]
     Admin(#[from] std::io::Error),
@@ -60,45 +55,26 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
-    let metrics = portico_telemetry::metrics::install()?;
-    let pool = portico_storage::connect(
-        &config.common.database_url,
-        config.common.db_max_connections,
-    )
-    .await?;
-    let nats = portico_queue::connect(&config.common.nats_url, "portico-batch-processor").await?;
-    let js = async_nats::jetstream::new(nats.clone());
-    let topology = Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
+    let base = Foundation::connect(&config.common, "portico-batch-processor").await?;
+    let pool = base.pool.clone();
     let settings = ConsumerSettings {
         max_ack_pending: 64,
         ack_wait: std::time::Duration::from_secs(config.common.ack_wait_secs.max(1)),
         ..ConsumerSettings::default()
     };
-    let consumer = ensure_consumer(&js, &topology, JobKind::BulkOrderBatch, &settings).await?;
-    let readiness = Arc::new(DependencyReadiness {
-        pool: pool.clone(),
-        jetstream: js.clone(),
-        stream: topology.jobs_stream(),
-        schema_version: portico_storage::schema_version(),
-    });
-    tracing::info!(http = %admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-    let admin = tokio::spawn(portico_telemetry::admin::serve(
-        admin_listener,
-        portico_telemetry::admin::router(readiness, metrics),
-        shutdown.clone(),
-    ));
+    let consumer = ensure_consumer(
+        &base.jetstream,
+        &base.topology,
+        JobKind::BulkOrderBatch,
+        &settings,
+    )
+    .await?;
+    let admin = base.spawn_admin(admin_listener, shutdown.clone());
 
     let outbox = OutboxSignal::default();
     // Stopped only after the batch tasks finished, so their last events are drained.
     let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        OutboxRelay::new(
-            pool.clone(),
-            JobPublisher::new(js.clone(), topology.clone()),
-            outbox.clone(),
-        )
-        .run(relay_stop.clone()),
-    );
+    let relay = base.spawn_relay(outbox.clone(), relay_stop.clone());
     let retention = tokio::spawn(retention::run(
         pool.clone(),
         std::time::Duration::from_secs(config.retention_interval_secs),
@@ -111,7 +87,7 @@ pub async fn run(
     ));
     let processor = Arc::new(Processor {
         pool: pool.clone(),
-        topology: topology.clone(),
+        topology: base.topology.clone(),
         outbox,
         chunk_concurrency: config.chunk_concurrency,
         keep_alive_every: (settings.ack_wait / 3).max(std::time::Duration::from_millis(300)),

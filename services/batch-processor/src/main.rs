@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding admin on {}", config.http_addr))?;
-    let shutdown = portico_telemetry::shutdown::on_signal();
+    let shutdown = portico_runtime::shutdown::on_signal();
     portico_batch_processor::run(config, listener, shutdown).await?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use portico_telemetry::service_config::{CommonConfig, parse_addr};
+use portico_runtime::config::{CommonConfig, parse_addr};
 
 /// The command line: `portico-gateway [serve]` or `portico-gateway migrate`.
 #[derive(Debug, clap::Parser)]

@@ -21,12 +21,10 @@ pub mod grpc;
 pub mod rest;
 pub mod state;
 
-use std::sync::Arc;
 
-use portico_queue::Topology;
 use portico_queue::outbox::{OutboxRelay, OutboxSignal};
 use portico_queue::publisher::JobPublisher;
-use portico_queue::readiness::DependencyReadiness;
+use portico_runtime::Foundation;
 use portico_signing::secret_box::SecretsKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,9 +45,9 @@ pub enum GatewayError {
     /// NATS or JetStream failed at start-up.
     #[error(transparent)]
     Queue(#[from] portico_queue::QueueError),
-    /// Telemetry could not be installed.
+    /// Connecting at start-up failed.
     #[error(transparent)]
-    Telemetry(#[from] portico_telemetry::TelemetryError),
+    Start(#[from] portico_runtime::RuntimeError),
     /// A listener failed.
     #[error("serving: {0}")]
     Serve(String),
@@ -72,19 +70,17 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     config.validate()?;
     let webhooks = app::webhooks::WebhookSettings::from_config(&config)?;
-    let metrics = portico_telemetry::metrics::install()?;
     portico_storage::ensure_database(&config.common.database_url).await?;
-    let pool = portico_storage::connect(
-        &config.common.database_url,
-        config.common.db_max_connections,
-    )
-    .await?;
+    let base = Foundation::connect(&config.common, "portico-gateway").await?;
+    let (pool, nats, js, topology) = (
+        base.pool.clone(),
+        base.nats.clone(),
+        base.jetstream.clone(),
+        base.topology.clone(),
+    );
     if config.migrate_on_start {
         portico_storage::migrate(&pool).await?;
     }
-    let nats = portico_queue::connect(&config.common.nats_url, "portico-gateway").await?;
-    let js = async_nats::jetstream::new(nats.clone());
-    let topology = Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
     portico_queue::setup::ensure_stream(&js, &topology).await?;
     let publisher = JobPublisher::coalescing(js.clone(), topology.clone());
     let secrets_key = match &config.secrets_key {
@@ -116,13 +112,8 @@ pub async fn run(
     let relay =
         tokio::spawn(OutboxRelay::new(pool.clone(), publisher, outbox).run(shutdown.child_token()));
 
-    let readiness = Arc::new(DependencyReadiness {
-        pool: pool.clone(),
-        jetstream: js,
-        stream: topology.jobs_stream(),
-        schema_version: portico_storage::schema_version(),
-    });
-    let admin = portico_telemetry::admin::router(readiness.clone(), metrics);
+    let readiness = base.readiness();
+    let admin = portico_runtime::admin::router(readiness.clone(), base.metrics.clone());
     let app = rest::router(state.clone(), admin);
     tracing::info!(http = %listeners.http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         grpc = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),

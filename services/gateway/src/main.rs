@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
             let grpc = tokio::net::TcpListener::bind(cli.config.grpc_addr)
                 .await
                 .with_context(|| format!("binding gRPC on {}", cli.config.grpc_addr))?;
-            let shutdown = portico_telemetry::shutdown::on_signal();
+            let shutdown = portico_runtime::shutdown::on_signal();
             run(cli.config, Listeners { http, grpc }, shutdown).await?;
         }
     }

@@ -16,7 +16,6 @@
 //! - [`limits`]: per-endpoint concurrency cap and rate limit.
 //! - [`record`]: committing a batch of results (rows, attempts, health, operational events).
 //! - [`operational`]: the `portico.*` events that tell owners about their endpoints.
-//! - [`store`]: the set-based SQL.
 //!
 //! [`run`] is the seam: the binary binds the admin listener and calls it.
 
@@ -30,7 +29,6 @@ pub mod maintenance;
 pub mod operational;
 pub mod record;
 pub mod retries;
-pub mod store;
 pub mod transport;
 
 use std::sync::Arc;
@@ -39,9 +37,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use portico_queue::Topology;
 use portico_queue::consumer::{JobStream, run_bounded};
-use portico_queue::outbox::{OutboxRelay, OutboxSignal};
-use portico_queue::publisher::JobPublisher;
-use portico_queue::readiness::DependencyReadiness;
+use portico_queue::outbox::OutboxSignal;
+use portico_runtime::Foundation;
 use portico_queue::setup::{ConsumerSettings, ensure_consumer};
 use portico_queue::topology::JobKind;
 use portico_signing::secret_box::SecretsKey;
@@ -60,15 +57,15 @@ pub enum DispatcherError {
     /// The configuration cannot run.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// Connecting at start-up failed.
+    #[error(transparent)]
+    Start(#[from] portico_runtime::RuntimeError),
     /// PostgreSQL failed at start-up.
     #[error(transparent)]
     Storage(#[from] portico_storage::StorageError),
     /// NATS or JetStream failed.
     #[error(transparent)]
     Queue(#[from] portico_queue::QueueError),
-    /// Telemetry could not be installed.
-    #[error(transparent)]
-    Telemetry(#[from] portico_telemetry::TelemetryError),
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -132,21 +129,18 @@ pub async fn run(
 ) -> Result<(), DispatcherError> {
     config.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let metrics = portico_telemetry::metrics::install()?;
-    let pool = portico_storage::connect(
-        &config.common.database_url,
-        config.common.db_max_connections,
-    )
-    .await?;
+    let base = Foundation::connect(&config.common, "portico-webhook-dispatcher").await?;
+    let (pool, nats, js, topology) = (
+        base.pool.clone(),
+        base.nats.clone(),
+        base.jetstream.clone(),
+        base.topology.clone(),
+    );
     let events_pool = portico_storage::connect_async_commit(
         &config.common.database_url,
         config.dispatch_chunks.clamp(1, 16) as u32,
     )
     .await?;
-    let nats =
-        portico_queue::connect(&config.common.nats_url, "portico-webhook-dispatcher").await?;
-    let js = async_nats::jetstream::new(nats.clone());
-    let topology = Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
     let timeout = Duration::from_millis(config.delivery_timeout_ms);
     // PORTICO_ACK_WAIT_SECS bounds how long a crashed replica's jobs wait. A chunk
     // that takes longer (a slow endpoint) keeps its messages with in-progress acks
@@ -196,28 +190,17 @@ pub async fn run(
     });
     // Deliveries this replica had claimed before it last stopped (killed mid-attempt)
     // are due again now, not when their lease runs out.
-    match store::reclaim_own_leases(&pool, &dispatcher.replica_id).await {
+    match portico_storage::deliveries::reclaim_own_leases(&pool, &dispatcher.replica_id).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(deliveries = n, "taking back deliveries claimed before a restart"),
         Err(err) => tracing::warn!(%err, "could not take back earlier claims; their leases expire"),
     }
 
-    let readiness = Arc::new(DependencyReadiness {
-        pool: pool.clone(),
-        jetstream: js.clone(),
-        stream: topology.jobs_stream(),
-        schema_version: portico_storage::schema_version(),
-    });
     let invalidations = nats
         .subscribe(topology.invalidation_subject("webhooks"))
         .await
         .map_err(|e| portico_queue::QueueError::Connect(e.to_string()))?;
-    tracing::info!(http = %admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-    let admin = tokio::spawn(portico_telemetry::admin::serve(
-        admin_listener,
-        portico_telemetry::admin::router(readiness, metrics),
-        shutdown.clone(),
-    ));
+    let admin = base.spawn_admin(admin_listener, shutdown.clone());
     let background = shutdown.child_token();
     let mut side_tasks = tokio::task::JoinSet::new();
     side_tasks.spawn(watch_invalidations(
@@ -236,14 +219,7 @@ pub async fn run(
         ],
         background.clone(),
     ));
-    let relay = tokio::spawn(
-        OutboxRelay::new(
-            pool.clone(),
-            JobPublisher::new(js.clone(), topology.clone()),
-            outbox,
-        )
-        .run(background.clone()),
-    );
+    let relay = base.spawn_relay(outbox, background.clone());
     let poller = tokio::spawn(retries::run(
         dispatcher.clone(),
         consumer.clone(),

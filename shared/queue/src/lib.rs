@@ -11,7 +11,6 @@
 //! - [`consumer`]: [`consumer::JobMessage`] owns a delivered message and turns the job's
 //!   typed [`consumer::Outcome`] into ack, nak-with-delay or term; dropping it unacked
 //!   naks it, so acking cannot be forgotten.
-//! - [`readiness`]: the `/readyz` check (PostgreSQL and JetStream answer).
 //! - [`outbox`]: the transactional outbox: jobs committed in the same PostgreSQL
 //!   transaction as the state that needs them, published by a relay.
 //! - [`failpoint`]: named crash points, so tests can kill a process exactly between a
@@ -22,7 +21,6 @@ pub mod failpoint;
 pub mod jobs;
 pub mod outbox;
 pub mod publisher;
-pub mod readiness;
 pub mod setup;
 pub mod topology;
 

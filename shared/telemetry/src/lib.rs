@@ -1,4 +1,4 @@
-//! Observability and process plumbing every Portico service shares.
+//! Observability every Portico service shares: logs, traces and metrics.
 //!
 //! # Layout
 //! - [`logging`]: structured JSON logs and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
@@ -7,16 +7,12 @@
 //!   dashboards and alerts have a single source.
 //! - [`propagation`]: W3C `traceparent` carried in NATS message headers, so one trace runs
 //!   from a gateway request through JetStream into a worker.
-//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`, served by every service.
-//! - [`service_config`]: settings every service shares (database, NATS, stream prefix, logs).
-//! - [`shutdown`]: SIGTERM/SIGINT turned into a cancellation token.
+//!
+//! Configuration, readiness, the admin server and shutdown live in `portico-runtime`.
 
-pub mod admin;
 pub mod logging;
 pub mod metrics;
 pub mod propagation;
-pub mod service_config;
-pub mod shutdown;
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use portico_proto::v1::bulk_order_service_server::BulkOrderServiceServer;
 use portico_proto::v1::event_service_server::EventServiceServer;
 use portico_proto::v1::integration_service_server::IntegrationServiceServer;
 use portico_proto::v1::webhook_service_server::WebhookServiceServer;
-use portico_telemetry::admin::ReadinessCheck;
+use portico_runtime::admin::ReadinessCheck;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::logging::LogFormat;
+use portico_telemetry::logging::LogFormat;
 
 /// Connection and runtime settings common to the gateway and both workers.
 #[derive(Debug, Clone, clap::Args)]

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use portico_telemetry::admin::ReadinessCheck;
+use crate::admin::ReadinessCheck;
 use sqlx::PgPool;
 
 /// The longest a readiness probe waits for one dependency.
