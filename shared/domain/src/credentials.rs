@@ -146,33 +146,11 @@ fn checksum_text(data: &[u8]) -> String {
         .collect()
 }
 
-/// CRC-32 (IEEE 802.3, the zlib/PNG polynomial), table-driven; the table is built at
-/// compile time.
+/// CRC-32 (IEEE 802.3, the zlib/PNG polynomial: what `crc32` in zlib, Python's
+/// `zlib.crc32` and secret scanners compute), from the `crc` crate.
 pub fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = 0xFFFF_FFFFu32;
-    for b in data {
-        crc = TABLE[((crc ^ u32::from(*b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    crc ^ 0xFFFF_FFFF
+    const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    CRC32.checksum(data)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::webhooks::RetryPolicy;
 
@@ -43,15 +43,7 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return value.parse::<u64>().ok().map(Duration::from_secs);
     }
-    let at = DateTime::parse_from_rfc2822(value)
-        .map(|d| d.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
-                .map(|n| n.and_utc())
-        })?;
+    let at: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
