@@ -14,6 +14,9 @@ use crate::state::AppState;
 
 pub use portico_domain::webhooks::{MAX_EVENT_TYPE_LEN, validate_event_type};
 
+/// Most events in one batch publish (both doors).
+pub const MAX_EVENTS_PER_BATCH: usize = 1000;
+
 /// Longest idempotency or ordering key, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -117,6 +120,13 @@ pub async fn publish_many(
     events: Vec<NewEvent>,
 ) -> Result<Vec<AcceptedEvent>, ApiError> {
     caller.require_service()?;
+    if events.is_empty() || events.len() > MAX_EVENTS_PER_BATCH {
+        return Err(ApiError::field(
+            "invalid_batch_size",
+            "/events",
+            format!("send between 1 and {MAX_EVENTS_PER_BATCH} events"),
+        ));
+    }
     let mut errors = Vec::new();
     for (i, event) in events.iter().enumerate() {
         errors.extend(validate(

@@ -64,17 +64,6 @@ impl EventService for GrpcEventService {
     ) -> Result<Response<PublishEventsResponse>, Status> {
         let caller = caller(&self.state, &request).await?;
         let requests = request.into_inner().events;
-        if requests.is_empty() || requests.len() > crate::rest::events::MAX_BATCH {
-            return Err(ApiError::field(
-                "invalid_batch_size",
-                "/events",
-                format!(
-                    "send between 1 and {} events",
-                    crate::rest::events::MAX_BATCH
-                ),
-            )
-            .into());
-        }
         let parsed = requests
             .into_iter()
             .enumerate()

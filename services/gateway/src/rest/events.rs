@@ -60,8 +60,6 @@ pub struct PublishedEventsBody {
     pub data: Vec<PublishedEventBody>,
 }
 
-/// Largest number of events in one batch request.
-pub const MAX_BATCH: usize = 1000;
 
 impl From<PublishEventBody> for NewEvent {
     fn from(b: PublishEventBody) -> Self {
@@ -120,13 +118,6 @@ pub async fn publish_events(
     caller: Caller,
     ApiJson(body): ApiJson<PublishEventsBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if body.events.is_empty() || body.events.len() > MAX_BATCH {
-        return Err(ApiError::field(
-            "invalid_batch_size",
-            "/events",
-            format!("send between 1 and {MAX_BATCH} events"),
-        ));
-    }
     let accepted = events::publish_many(
         &state,
         &caller,
