@@ -1376,3 +1376,69 @@ async fn grpc_manages_integrations_like_rest() -> anyhow::Result<()> {
     app.cleanup().await;
     Ok(())
 }
+
+/// Partner calls over gRPC are written to the usage log like REST calls (route: the
+/// gRPC method; status: the matching HTTP status), a wrong secret too, and a partner
+/// without the scope is refused PERMISSION_DENIED and logged 403.
+#[tokio::test]
+async fn grpc_partner_calls_are_logged_like_rest() -> anyhow::Result<()> {
+    use portico_proto::v1::bulk_order_service_client::BulkOrderServiceClient;
+    use portico_proto::v1::webhook_service_client::WebhookServiceClient;
+    let app = gateway_only().await?;
+    let created = create(
+        &app,
+        OWNER,
+        json!({"name": "gRPC partner", "type": "erp", "scopes": ["bulk_orders:read"]}),
+    )
+    .await?;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let (key, secret) = keys(&created);
+    let authed = |message, secret: &str| {
+        let mut r = tonic::Request::new(message);
+        if let Ok(v) = basic(&key, secret).parse() {
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    };
+    let mut bulk = BulkOrderServiceClient::connect(app.grpc_url()).await?;
+    bulk.list_batches(authed(Default::default(), &secret))
+        .await?;
+    // A well-formed secret that is not this key's (another integration's).
+    let other = create(&app, OWNER, json!({"name": "other", "type": "erp"})).await?;
+    let (_, other_secret) = keys(&other);
+    let wrong = bulk
+        .list_batches(authed(Default::default(), &other_secret))
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(wrong, Some(tonic::Code::Unauthenticated));
+    let mut webhooks = WebhookServiceClient::connect(app.grpc_url()).await?;
+    let mut request = tonic::Request::new(Default::default());
+    if let Ok(v) = basic(&key, &secret).parse() {
+        request.metadata_mut().insert("authorization", v);
+    }
+    let denied = webhooks
+        .list_webhooks(request)
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(denied, Some(tonic::Code::PermissionDenied));
+
+    wait_for_usage_rows(&app, &id, 3).await?;
+    let rows: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT route, status FROM integration_usage_logs WHERE integration_id = $1 ORDER BY occurred_at",
+    )
+    .bind(id.parse::<uuid::Uuid>()?)
+    .fetch_all(&app.pool)
+    .await?;
+    assert_eq!(
+        rows,
+        [
+            ("/portico.v1.BulkOrderService/ListBatches".to_owned(), 200),
+            ("/portico.v1.BulkOrderService/ListBatches".to_owned(), 401),
+            ("/portico.v1.WebhookService/ListWebhooks".to_owned(), 403),
+        ]
+    );
+    app.cleanup().await;
+    Ok(())
+}

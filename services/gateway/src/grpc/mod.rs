@@ -7,6 +7,7 @@ pub mod bulk_orders;
 pub mod events;
 pub mod integrations;
 pub mod observe;
+pub mod partner_calls;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -29,7 +30,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Authenticates a gRPC call from its metadata, exactly as REST does from headers.
+/// A partner call was authenticated (and is logged) by [`partner_calls`] already.
 pub async fn caller<T>(state: &AppState, request: &Request<T>) -> Result<Caller, ApiError> {
+    if let Some(partner) = request.extensions().get::<Caller>() {
+        return Ok(partner.clone());
+    }
     let headers = request.metadata().clone().into_headers();
     authenticate(state, &headers).await
 }
@@ -103,7 +108,8 @@ pub async fn serve(
     let timeout = Duration::from_millis(state.config().request_timeout_ms);
     let mut builder = tonic::transport::Server::builder()
         .timeout(timeout)
-        .layer(observe::ObserveLayer);
+        .layer(observe::ObserveLayer)
+        .layer(partner_calls::PartnerCallsLayer::new(state.clone()));
     let router = builder
         .add_service(health_service)
         .add_service(events::server(state.clone()))
