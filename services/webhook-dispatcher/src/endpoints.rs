@@ -18,6 +18,7 @@ use http::header::{HeaderName, HeaderValue};
 use portico_domain::webhooks::RetryPolicy;
 use portico_signing::secret_box::SecretsKey;
 use portico_signing::standard_webhooks::{WebhookSecret, signature_header};
+use portico_storage::webhooks::EndpointRow;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -128,22 +129,6 @@ pub struct EndpointCache {
     epoch: AtomicU64,
 }
 
-type WebhookRow = (
-    Uuid,
-    String,
-    String,
-    Vec<String>,
-    serde_json::Value,
-    i32,
-    i64,
-    i64,
-    bool,
-    Option<i32>,
-    Option<i32>,
-    Vec<Vec<u8>>,
-    Vec<Option<DateTime<Utc>>>,
-);
-
 impl EndpointCache {
     /// An empty cache reading from `pool` and opening secrets with `key`.
     pub fn new(pool: PgPool, key: SecretsKey) -> Self {
@@ -227,23 +212,7 @@ impl EndpointCache {
     }
 
     async fn load(&self, users: &[&str]) -> Result<HashMap<String, UserEndpoints>, sqlx::Error> {
-        let rows: Vec<WebhookRow> = sqlx::query_as(
-            "SELECT w.id, w.user_id, w.url, w.events, w.headers, w.max_retries, w.base_delay_ms,
-                    w.max_delay_ms, w.ordering_enabled, w.rate_limit_per_second, w.max_concurrency,
-                    coalesce(array_agg(s.ciphertext ORDER BY s.created_at DESC, s.id DESC)
-                             FILTER (WHERE s.id IS NOT NULL), '{}'),
-                    coalesce(array_agg(s.expires_at ORDER BY s.created_at DESC, s.id DESC)
-                             FILTER (WHERE s.id IS NOT NULL), '{}')
-             FROM webhooks w
-             LEFT JOIN webhook_secrets s
-                    ON s.webhook_id = w.id AND (s.expires_at IS NULL OR s.expires_at > now())
-             WHERE w.user_id = ANY($1) AND w.active
-             GROUP BY w.id
-             ORDER BY w.created_at, w.id",
-        )
-        .bind(users)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = portico_storage::webhooks::active_endpoints(&self.pool, users).await?;
         let mut by_user: HashMap<String, Vec<Arc<Endpoint>>> = users
             .iter()
             .map(|u| ((*u).to_owned(), Vec::new()))
@@ -262,8 +231,8 @@ impl EndpointCache {
             .collect())
     }
 
-    fn endpoint_from_row(&self, row: WebhookRow) -> Option<Endpoint> {
-        let (
+    fn endpoint_from_row(&self, row: EndpointRow) -> Option<Endpoint> {
+        let EndpointRow {
             id,
             user_id,
             url,
@@ -273,11 +242,12 @@ impl EndpointCache {
             base_delay_ms,
             max_delay_ms,
             ordering_enabled,
-            rate,
-            concurrency,
+            rate_limit_per_second: rate,
+            max_concurrency: concurrency,
             ciphertexts,
             expiries,
-        ) = row;
+        } = row;
+        let id = id.as_uuid();
         let url = match reqwest::Url::parse(&url) {
             Ok(u) => u,
             Err(err) => {

@@ -13,9 +13,11 @@
 
 use std::time::Duration;
 
+use portico_domain::ids::RetryJobId;
 use portico_domain::webhooks::RetryJobFilters;
 use portico_queue::consumer::{JobMessage, Outcome};
 use portico_queue::jobs::Job;
+use portico_storage::retry_jobs::{self, DeliveryMatch};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -50,119 +52,70 @@ pub async fn handle(pool: &PgPool, message: &JobMessage, shutdown: &Cancellation
     }
 }
 
-type JobRow = (String, Uuid, serde_json::Value, Option<i32>, bool);
-
 async fn run_retry_job(
     pool: &PgPool,
     job_id: Uuid,
     message: &JobMessage,
     shutdown: &CancellationToken,
 ) -> Result<(), Interrupted> {
-    let row: Option<JobRow> = sqlx::query_as(
-        "SELECT status, webhook_id, filters, max_retries, dry_run FROM webhook_retry_jobs WHERE id = $1",
-    )
-    .bind(job_id)
-    .fetch_optional(pool)
-    .await?;
+    let job_id = RetryJobId::from(job_id);
     // Gone (its webhook was deleted) or already finished: nothing to do.
-    let Some((status, webhook_id, filters, max_retries, dry_run)) = row else {
+    let Some(job) = retry_jobs::load_for_run(pool, job_id).await? else {
         return Ok(());
     };
-    if !matches!(status.as_str(), "pending" | "running") {
+    if !matches!(job.status.as_str(), "pending" | "running") {
         return Ok(());
     }
-    let filters: RetryJobFilters = match serde_json::from_value(filters) {
+    let filters: RetryJobFilters = match serde_json::from_value(job.filters) {
         Ok(f) => f,
         Err(err) => {
             tracing::error!(%err, job = %job_id, "unreadable retry job filters; failing the job");
-            sqlx::query(
-                "UPDATE webhook_retry_jobs SET status = 'failed', updated_at = now() WHERE id = $1",
-            )
-            .bind(job_id)
-            .execute(pool)
-            .await?;
+            retry_jobs::mark_failed(pool, job_id).await?;
             return Ok(());
         }
     };
     // In-flight (`delivering`) and not-yet-attempted (`pending`, possibly held back by
     // ordering) deliveries are never touched, whatever the filter says.
-    let statuses: Vec<&str> = filters
+    let statuses: Vec<String> = filters
         .statuses
         .iter()
         .filter(|s| s.is_retryable())
-        .map(|s| s.as_str())
+        .map(|s| s.as_str().to_owned())
         .collect();
+    let matching = DeliveryMatch {
+        statuses: &statuses,
+        event_type: filters.event_type.as_deref(),
+        since: filters.since,
+        until: filters.until,
+    };
 
     // The gateway counted `total` when it created the job.
-    sqlx::query(
-        "UPDATE webhook_retry_jobs SET status = 'running', updated_at = now()
-         WHERE id = $1 AND status IN ('pending', 'running')",
-    )
-    .bind(job_id)
-    .execute(pool)
-    .await?;
-    if dry_run {
-        sqlx::query(
-            "UPDATE webhook_retry_jobs SET status = 'completed', updated_at = now()
-             WHERE id = $1 AND status = 'running'",
-        )
-        .bind(job_id)
-        .execute(pool)
-        .await?;
+    retry_jobs::mark_running(pool, job_id).await?;
+    if job.dry_run {
+        retry_jobs::mark_completed(pool, job_id).await?;
         return Ok(());
     }
 
     loop {
         let mut tx = pool.begin().await?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM webhook_retry_jobs WHERE id = $1 FOR UPDATE")
-                .bind(job_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let status = retry_jobs::lock_status(&mut tx, job_id).await?;
         if status.as_deref() != Some("running") {
             // Cancelled (or deleted with its webhook): stop where we are.
             tx.commit().await?;
             tracing::info!(job = %job_id, ?status, "retry-failed job stopped");
             return Ok(());
         }
-        let requeued = sqlx::query(
-            "WITH picked AS (
-                 SELECT d.id FROM webhook_deliveries d
-                 WHERE d.webhook_id = $2 AND d.status = ANY($3)
-                   AND ($4::text IS NULL OR d.event_type = $4)
-                   AND ($5::timestamptz IS NULL OR d.created_at >= $5)
-                   AND ($6::timestamptz IS NULL OR d.created_at < $6)
-                   AND d.last_retry_job_id IS DISTINCT FROM $1
-                 ORDER BY d.created_at, d.id
-                 LIMIT $8
-                 FOR UPDATE OF d SKIP LOCKED)
-             UPDATE webhook_deliveries d SET
-                 status = 'retrying', next_attempt_at = now(), lease_until = NULL, lease_owner = NULL,
-                 last_retry_job_id = $1,
-                 max_retries = d.attempts + coalesce($7, w.max_retries),
-                 updated_at = now()
-             FROM picked, webhooks w
-             WHERE d.id = picked.id AND w.id = d.webhook_id",
+        let requeued = retry_jobs::requeue_chunk(
+            &mut tx,
+            job_id,
+            job.webhook_id,
+            &matching,
+            job.max_retries,
+            CHUNK,
         )
-        .bind(job_id)
-        .bind(webhook_id)
-        .bind(&statuses)
-        .bind(&filters.event_type)
-        .bind(filters.since)
-        .bind(filters.until)
-        .bind(max_retries)
-        .bind(CHUNK)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .await?;
         if requeued > 0 {
-            sqlx::query(
-                "UPDATE webhook_retry_jobs SET processed = processed + $2, updated_at = now() WHERE id = $1",
-            )
-            .bind(job_id)
-            .bind(requeued as i64)
-            .execute(&mut *tx)
-            .await?;
+            retry_jobs::add_processed(&mut tx, job_id, requeued as i64).await?;
         }
         tx.commit().await?;
         portico_queue::failpoint::hit("retry_job_after_chunk");
@@ -178,13 +131,7 @@ async fn run_retry_job(
         // Let the poller take a share of the database between chunks.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    sqlx::query(
-        "UPDATE webhook_retry_jobs SET status = 'completed', updated_at = now()
-         WHERE id = $1 AND status = 'running'",
-    )
-    .bind(job_id)
-    .execute(pool)
-    .await?;
+    retry_jobs::mark_completed(pool, job_id).await?;
     tracing::info!(job = %job_id, "retry-failed job completed");
     Ok(())
 }

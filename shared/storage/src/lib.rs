@@ -5,6 +5,10 @@
 //! - feature modules (webhooks, deliveries, bulk orders, integrations) hold the SQL of
 //!   their tables; set-based statements (`unnest`) wherever rows come in numbers.
 //! - [`bulk_orders`]: the batch row both the gateway and the batch-processor read.
+//! - [`webhooks`]: webhook endpoints and their sealed signing secrets; the owner's row
+//!   (gateway) and the active-endpoint view with secrets (dispatcher).
+//! - [`retry_jobs`]: retry-failed jobs, from creation (gateway) to re-queueing the
+//!   matching deliveries chunk by chunk (dispatcher).
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches.
 //!
@@ -13,6 +17,8 @@
 
 pub mod bulk_orders;
 pub mod retention;
+pub mod retry_jobs;
+pub mod webhooks;
 
 use std::time::Duration;
 

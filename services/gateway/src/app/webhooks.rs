@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use portico_domain::ids::WebhookId;
 use portico_domain::network::Allowlist;
 use portico_domain::webhooks::{
     NewWebhook, RetryPolicy, TEST_EVENT_TYPE, ValidWebhook, WebhookPatch,
@@ -19,8 +20,8 @@ use portico_domain::webhooks::{
 use portico_domain::{FieldError, pagination};
 use portico_queue::jobs::{EventDispatch, Job};
 use portico_signing::standard_webhooks::WebhookSecret;
+use portico_storage::webhooks::{self as store, WebhookRow, WebhookValues};
 use serde_json::value::RawValue;
-use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::app::ssrf_guard;
@@ -121,38 +122,10 @@ pub struct SecretView {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
-/// Columns of [`WebhookRow`], in one place for every query.
-macro_rules! webhook_columns {
-    () => {
-        "id, url, events, description, active, disabled_reason, max_retries, base_delay_ms, \
-         max_delay_ms, headers, ordering_enabled, rate_limit_per_second, max_concurrency, \
-         created_at, updated_at"
-    };
-}
-
-#[derive(sqlx::FromRow)]
-struct WebhookRow {
-    id: Uuid,
-    url: String,
-    events: Vec<String>,
-    description: Option<String>,
-    active: bool,
-    disabled_reason: Option<String>,
-    max_retries: i32,
-    base_delay_ms: i64,
-    max_delay_ms: i64,
-    headers: Json<BTreeMap<String, String>>,
-    ordering_enabled: bool,
-    rate_limit_per_second: Option<i32>,
-    max_concurrency: Option<i32>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
 impl From<WebhookRow> for Webhook {
     fn from(r: WebhookRow) -> Self {
         Webhook {
-            id: r.id,
+            id: r.id.as_uuid(),
             url: r.url,
             events: r.events,
             description: r.description,
@@ -207,16 +180,10 @@ async fn guard(state: &AppState, url: &url::Url) -> Result<(), ApiError> {
 
 /// Loads one of the caller's webhooks, or answers not found.
 async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Webhook, ApiError> {
-    let row: Option<WebhookRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        webhook_columns!(),
-        " FROM webhooks WHERE id = $1 AND user_id = $2"
-    ))
-    .bind(id)
-    .bind(caller.user_id())
-    .fetch_optional(state.pool())
-    .await?;
-    row.map(Webhook::from).ok_or(ApiError::NotFound("webhook"))
+    store::get(state.pool(), caller.user_id(), WebhookId::from(id))
+        .await?
+        .map(Webhook::from)
+        .ok_or(ApiError::NotFound("webhook"))
 }
 
 /// Creates a webhook with a fresh signing secret. Nothing is written unless every
@@ -237,59 +204,30 @@ pub async fn create(
         .secrets_key()
         .seal(secret.as_bytes())
         .map_err(ApiError::internal)?;
-    let id = portico_domain::ids::new_id();
-    // The webhook and its first secret in one statement (one round trip, atomic on
-    // its own): the secret's foreign key is checked at the end of the statement, when
-    // the webhook row exists.
-    let row: WebhookRow = sqlx::query_as(concat!(
-        "WITH w AS (INSERT INTO webhooks (id, user_id, url, events, description, max_retries, \
-         base_delay_ms, max_delay_ms, headers, ordering_enabled, rate_limit_per_second, \
-         max_concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING ",
-        webhook_columns!(),
-        "), s AS (INSERT INTO webhook_secrets (id, webhook_id, ciphertext) \
-         SELECT $13, w.id, $14 FROM w) SELECT * FROM w"
-    ))
-    .bind(id)
-    .bind(caller.user_id())
-    .bind(valid.url.as_str())
-    .bind(&valid.events)
-    .bind(&valid.description)
-    .bind(to_i32(valid.retry_policy.max_retries))
-    .bind(to_i64(valid.retry_policy.base_delay_ms))
-    .bind(to_i64(valid.retry_policy.max_delay_ms))
-    .bind(Json(&valid.headers))
-    .bind(valid.ordering_enabled)
-    .bind(valid.rate_limit_per_second.map(to_i32))
-    .bind(valid.max_concurrency.map(to_i32))
-    .bind(portico_domain::ids::new_id())
-    .bind(sealed)
-    .fetch_one(state.pool())
+    // The webhook and its first secret in one statement (one round trip, atomic).
+    let row = store::insert_with_secret(
+        state.pool(),
+        caller.user_id(),
+        &WebhookValues {
+            url: valid.url.as_str(),
+            events: &valid.events,
+            description: valid.description.as_deref(),
+            max_retries: to_i32(valid.retry_policy.max_retries),
+            base_delay_ms: to_i64(valid.retry_policy.base_delay_ms),
+            max_delay_ms: to_i64(valid.retry_policy.max_delay_ms),
+            headers: &valid.headers,
+            ordering_enabled: valid.ordering_enabled,
+            rate_limit_per_second: valid.rate_limit_per_second.map(to_i32),
+            max_concurrency: valid.max_concurrency.map(to_i32),
+        },
+        &sealed,
+    )
     .await?;
     invalidate(state, caller.user_id()).await;
     Ok(CreatedWebhook {
         webhook: row.into(),
         secret: secret.to_whsec(),
     })
-}
-
-async fn insert_secret(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    state: &AppState,
-    webhook_id: Uuid,
-    secret: &WebhookSecret,
-) -> Result<(), ApiError> {
-    // Only the sealed raw key is stored, never the whsec_ text.
-    let sealed = state
-        .secrets_key()
-        .seal(secret.as_bytes())
-        .map_err(ApiError::internal)?;
-    sqlx::query("INSERT INTO webhook_secrets (id, webhook_id, ciphertext) VALUES ($1, $2, $3)")
-        .bind(portico_domain::ids::new_id())
-        .bind(webhook_id)
-        .bind(sealed)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// One page of the caller's webhooks, newest first.
@@ -299,18 +237,12 @@ pub async fn list(
     page: pagination::PageRequest,
 ) -> Result<(Vec<Webhook>, Option<String>), ApiError> {
     caller.require(Scope::WebhooksRead)?;
-    let rows: Vec<WebhookRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        webhook_columns!(),
-        " FROM webhooks WHERE user_id = $1
-           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
-         ORDER BY created_at DESC, id DESC LIMIT $4"
-    ))
-    .bind(caller.user_id())
-    .bind(page.after.map(|c| c.created_at))
-    .bind(page.after.map(|c| c.id))
-    .bind(page.fetch_limit())
-    .fetch_all(state.pool())
+    let rows = store::list(
+        state.pool(),
+        caller.user_id(),
+        page.after.map(|c| (c.created_at, WebhookId::from(c.id))),
+        page.fetch_limit(),
+    )
     .await?;
     let webhooks: Vec<Webhook> = rows.into_iter().map(Webhook::from).collect();
     Ok(pagination::finish_page(webhooks, &page, |w| {
@@ -342,17 +274,10 @@ pub async fn update(
         guard(state, url).await?;
     }
     let mut tx = state.pool().begin().await?;
-    let current: Webhook = sqlx::query_as::<_, WebhookRow>(concat!(
-        "SELECT ",
-        webhook_columns!(),
-        " FROM webhooks WHERE id = $1 AND user_id = $2 FOR UPDATE"
-    ))
-    .bind(id)
-    .bind(caller.user_id())
-    .fetch_optional(&mut *tx)
-    .await?
-    .map(Webhook::from)
-    .ok_or(ApiError::NotFound("webhook"))?;
+    let current: Webhook = store::get_for_update(&mut tx, caller.user_id(), WebhookId::from(id))
+        .await?
+        .map(Webhook::from)
+        .ok_or(ApiError::NotFound("webhook"))?;
     let retry_policy = match &patch.retry_policy {
         Some(p) => p
             .apply(current.retry_policy, "/retryPolicy")
@@ -373,34 +298,26 @@ pub async fn update(
         .rate_limit_per_second
         .unwrap_or(current.rate_limit_per_second);
     let concurrency = patch.max_concurrency.unwrap_or(current.max_concurrency);
-    // In SET, column names denote the old row: `$6 AND NOT active` is "re-enabled now".
-    let row: WebhookRow = sqlx::query_as(concat!(
-        "UPDATE webhooks SET url = $3, events = $4, description = $5, active = $6,
-           max_retries = $7, base_delay_ms = $8, max_delay_ms = $9, headers = $10,
-           ordering_enabled = $11, rate_limit_per_second = $12, max_concurrency = $13,
-           disabled_reason = CASE WHEN $6 <> active THEN NULL ELSE disabled_reason END,
-           disabled_at = CASE WHEN $6 AND NOT active THEN NULL
-                              WHEN NOT $6 AND active THEN now() ELSE disabled_at END,
-           consecutive_failures = CASE WHEN $6 AND NOT active THEN 0 ELSE consecutive_failures END,
-           updated_at = now()
-         WHERE id = $1 AND user_id = $2 RETURNING ",
-        webhook_columns!()
-    ))
-    .bind(id)
-    .bind(caller.user_id())
-    .bind(url)
-    .bind(events)
-    .bind(description)
-    .bind(active)
-    .bind(to_i32(retry_policy.max_retries))
-    .bind(to_i64(retry_policy.base_delay_ms))
-    .bind(to_i64(retry_policy.max_delay_ms))
-    .bind(Json(headers))
-    .bind(ordering_enabled)
-    .bind(rate.map(to_i32))
-    .bind(concurrency.map(to_i32))
-    .fetch_one(&mut *tx)
-    .await?;
+    let row = store::update(
+        &mut *tx,
+        caller.user_id(),
+        WebhookId::from(id),
+        &WebhookValues {
+            url: &url,
+            events: &events,
+            description: description.as_deref(),
+            max_retries: to_i32(retry_policy.max_retries),
+            base_delay_ms: to_i64(retry_policy.base_delay_ms),
+            max_delay_ms: to_i64(retry_policy.max_delay_ms),
+            headers: &headers,
+            ordering_enabled,
+            rate_limit_per_second: rate.map(to_i32),
+            max_concurrency: concurrency.map(to_i32),
+        },
+        active,
+    )
+    .await?
+    .ok_or(ApiError::NotFound("webhook"))?;
     tx.commit().await?;
     invalidate(state, caller.user_id()).await;
     Ok(row.into())
@@ -409,13 +326,7 @@ pub async fn update(
 /// Deletes a webhook with its secrets, deliveries and attempts (cascade).
 pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    let deleted = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND user_id = $2")
-        .bind(id)
-        .bind(caller.user_id())
-        .execute(state.pool())
-        .await?
-        .rows_affected();
-    if deleted == 0 {
+    if !store::delete(state.pool(), caller.user_id(), WebhookId::from(id)).await? {
         return Err(ApiError::NotFound("webhook"));
     }
     invalidate(state, caller.user_id()).await;
@@ -438,26 +349,16 @@ pub async fn get_secret(
     id: Uuid,
 ) -> Result<SecretView, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    let rows: Vec<(Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT s.ciphertext, s.expires_at FROM webhook_secrets s
-           JOIN webhooks w ON w.id = s.webhook_id
-         WHERE w.id = $1 AND w.user_id = $2
-           AND (s.expires_at IS NULL OR s.expires_at > now())
-         ORDER BY s.created_at DESC, s.id DESC",
-    )
-    .bind(id)
-    .bind(caller.user_id())
-    .fetch_all(state.pool())
-    .await?;
-    let Some(((current, _), previous)) = rows.split_first() else {
+    let rows = store::active_secrets(state.pool(), caller.user_id(), WebhookId::from(id)).await?;
+    let Some((current, previous)) = rows.split_first() else {
         load(state, caller, id).await?;
         return Err(ApiError::Internal(format!(
             "webhook {id} has no active signing secret"
         )));
     };
     Ok(SecretView {
-        secret: open_secret(state, current)?,
-        previous_secret_expires_at: previous.iter().filter_map(|(_, e)| *e).max(),
+        secret: open_secret(state, &current.ciphertext)?,
+        previous_secret_expires_at: previous.iter().filter_map(|s| s.expires_at).max(),
     })
 }
 
@@ -481,40 +382,17 @@ pub async fn rotate_secret(
         .into());
     }
     let secret = WebhookSecret::generate().map_err(ApiError::internal)?;
+    let id = WebhookId::from(id);
     let mut tx = state.pool().begin().await?;
-    let owned: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM webhooks WHERE id = $1 AND user_id = $2 FOR UPDATE")
-            .bind(id)
-            .bind(caller.user_id())
-            .fetch_optional(&mut *tx)
-            .await?;
-    if owned.is_none() {
+    if !store::lock(&mut tx, caller.user_id(), id).await? {
         return Err(ApiError::NotFound("webhook"));
     }
-    // Secrets past their expiry sign nothing any more; dropping them keeps the table
-    // at a handful of rows per webhook however often it is rotated.
-    sqlx::query("DELETE FROM webhook_secrets WHERE webhook_id = $1 AND expires_at <= now()")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "UPDATE webhook_secrets
-            SET expires_at = LEAST(COALESCE(expires_at, 'infinity'::timestamptz),
-                                   now() + $2::bigint * interval '1 second')
-          WHERE webhook_id = $1 AND (expires_at IS NULL OR expires_at > now())",
-    )
-    .bind(id)
-    .bind(grace)
-    .execute(&mut *tx)
-    .await?;
-    // now() is the transaction's start, so with grace 0 the old rows are already expired.
-    let previous: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT max(expires_at) FROM webhook_secrets WHERE webhook_id = $1 AND expires_at > now()",
-    )
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
-    insert_secret(&mut tx, state, id, &secret).await?;
+    // Only the sealed raw key is stored, never the whsec_ text.
+    let sealed = state
+        .secrets_key()
+        .seal(secret.as_bytes())
+        .map_err(ApiError::internal)?;
+    let previous = store::rotate_secret(&mut tx, id, grace, &sealed).await?;
     tx.commit().await?;
     invalidate(state, caller.user_id()).await;
     Ok(SecretView {
