@@ -9,6 +9,9 @@
 //!   (gateway) and the active-endpoint view with secrets (dispatcher).
 //! - [`retry_jobs`]: retry-failed jobs, from creation (gateway) to re-queueing the
 //!   matching deliveries chunk by chunk (dispatcher).
+//! - [`integrations`]: partner integrations, their credentials (api keys, secret
+//!   hashes, rotation) and their daily call counters.
+//! - [`usage`]: the partner usage log (batched writes, keyset pages, grouped totals).
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches.
 //!
@@ -16,8 +19,10 @@
 //! applied by `portico-gateway migrate` (or at gateway start when configured).
 
 pub mod bulk_orders;
+pub mod integrations;
 pub mod retention;
 pub mod retry_jobs;
+pub mod usage;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -288,66 +288,28 @@ impl CredentialService {
     }
 
     async fn load(&self, api_key: &str) -> Result<Option<CachedCredential>, ApiError> {
-        type Row = (
-            Uuid,
-            Uuid,
-            String,
-            Vec<String>,
-            Vec<u8>,
-            bool,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<i32>,
-            Option<i32>,
-            Option<i64>,
-        );
         let day: NaiveDate = Utc::now().date_naive();
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT c.id, c.integration_id, i.user_id, i.scopes, c.secret_hash, i.active,
-                    i.expires_at, c.expires_at, c.revoked_at, i.rate_limit_per_second,
-                    i.daily_quota,
-                    (SELECT d.calls FROM integration_daily_usage d
-                      WHERE d.integration_id = i.id AND d.day = $2)
-             FROM integration_credentials c
-             JOIN integrations i ON i.id = c.integration_id
-             WHERE c.api_key = $1",
-        )
-        .bind(api_key)
-        .bind(day)
-        .fetch_optional(&self.inner.pool)
-        .await?;
-        Ok(row.map(
-            |(
-                credential_id,
-                integration_id,
-                user_id,
-                scopes,
-                secret_hash,
-                active,
-                integration_expires_at,
-                credential_expires_at,
-                revoked_at,
-                rate,
-                quota,
-                calls,
-            )| CachedCredential {
-                credential_id,
-                integration_id,
-                user_id,
-                scopes: Scope::from_stored(&scopes),
-                secret_hash,
-                active,
-                integration_expires_at,
-                credential_expires_at,
-                revoked_at,
-                rate_limit_per_second: rate
-                    .map_or(self.inner.default_rate_limit, |r| r.max(0) as u32),
-                daily_quota: quota.map_or(self.inner.default_daily_quota, |q| q.max(0) as u64),
-                calls_today: calls.map_or(0, |c| c.max(0) as u64),
-                day,
-            },
-        ))
+        let row =
+            portico_storage::integrations::find_credential(&self.inner.pool, api_key, day).await?;
+        Ok(row.map(|r| CachedCredential {
+            credential_id: r.credential_id,
+            integration_id: r.integration_id.as_uuid(),
+            user_id: r.user_id,
+            scopes: Scope::from_stored(&r.scopes),
+            secret_hash: r.secret_hash,
+            active: r.active,
+            integration_expires_at: r.integration_expires_at,
+            credential_expires_at: r.credential_expires_at,
+            revoked_at: r.revoked_at,
+            rate_limit_per_second: r
+                .rate_limit_per_second
+                .map_or(self.inner.default_rate_limit, |r| r.max(0) as u32),
+            daily_quota: r
+                .daily_quota
+                .map_or(self.inner.default_daily_quota, |q| q.max(0) as u64),
+            calls_today: r.calls_on_day.map_or(0, |c| c.max(0) as u64),
+            day,
+        }))
     }
 
     /// Subscribes to the invalidation subject and evicts what other replicas changed.

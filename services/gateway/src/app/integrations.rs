@@ -13,10 +13,12 @@
 use chrono::{DateTime, Duration, Utc};
 use portico_domain::FieldError;
 use portico_domain::credentials::{self, IssuedCredentials};
+use portico_domain::ids::IntegrationId;
 use portico_domain::integrations::{IntegrationType, Scope, validate_name};
 use portico_domain::pagination::{Cursor, PageRequest, finish_page};
 use portico_queue::jobs::{EventDispatch, Job};
-use sqlx::{Postgres, Transaction};
+use portico_storage::integrations::{self as store, IntegrationChanges, IntegrationRow};
+use portico_storage::usage;
 use uuid::Uuid;
 
 use crate::app::ssrf_guard;
@@ -132,24 +134,8 @@ pub struct Verification {
     pub scopes: Vec<Scope>,
 }
 
-/// One usage-log row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UsageRecord {
-    /// Row id (pagination tie-breaker).
-    pub id: i64,
-    /// HTTP method.
-    pub method: String,
-    /// Route template.
-    pub route: String,
-    /// Status answered.
-    pub status: i32,
-    /// Microseconds to the response head.
-    pub latency_us: i64,
-    /// Client address.
-    pub client_ip: Option<String>,
-    /// When the call arrived.
-    pub occurred_at: DateTime<Utc>,
-}
+/// One usage-log row (the storage row as it is: the doors render it).
+pub use portico_storage::usage::UsageRecord;
 
 /// Totals over a usage range (all pages).
 #[derive(Debug, Default, Clone)]
@@ -186,53 +172,28 @@ pub struct UsageQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    name: String,
-    integration_type: String,
-    webhook_url: Option<String>,
-    scopes: Vec<String>,
-    active: bool,
-    api_key: Option<String>,
-    expires_at: Option<DateTime<Utc>>,
-    rate_limit_per_second: Option<i32>,
-    daily_quota: Option<i32>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-}
-
-const COLUMNS: &str = "i.id, i.name, i.integration_type, i.webhook_url, i.scopes, i.active,
-    (SELECT c.api_key FROM integration_credentials c
-      WHERE c.integration_id = i.id AND c.revoked_at IS NULL
-      ORDER BY c.created_at DESC, c.id DESC LIMIT 1) AS api_key,
-    i.expires_at, i.rate_limit_per_second, i.daily_quota, i.created_at, i.updated_at,
-    i.last_used_at";
-
-impl Row {
-    fn into_integration(self, state: &AppState) -> Integration {
-        let config = state.config();
-        Integration {
-            id: self.id,
-            name: self.name,
-            integration_type: IntegrationType::parse(&self.integration_type, "")
-                .unwrap_or(IntegrationType::Custom),
-            webhook_url: self.webhook_url,
-            scopes: Scope::from_stored(&self.scopes),
-            active: self.active,
-            api_key: self.api_key,
-            expires_at: self.expires_at,
-            rate_limit_per_second: self
-                .rate_limit_per_second
-                .map_or(config.default_partner_rate_limit, |r| r.max(0) as u32),
-            daily_quota: self
-                .daily_quota
-                .map_or(config.default_partner_daily_quota, |q| q.max(0) as u64),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            last_used_at: self.last_used_at,
-        }
+/// The owner's view of a stored row: typed names, the server defaults for unset limits.
+fn into_integration(row: IntegrationRow, state: &AppState) -> Integration {
+    let config = state.config();
+    Integration {
+        id: row.id.as_uuid(),
+        name: row.name,
+        integration_type: IntegrationType::parse(&row.integration_type, "")
+            .unwrap_or(IntegrationType::Custom),
+        webhook_url: row.webhook_url,
+        scopes: Scope::from_stored(&row.scopes),
+        active: row.active,
+        api_key: row.api_key,
+        expires_at: row.expires_at,
+        rate_limit_per_second: row
+            .rate_limit_per_second
+            .map_or(config.default_partner_rate_limit, |r| r.max(0) as u32),
+        daily_quota: row
+            .daily_quota
+            .map_or(config.default_partner_daily_quota, |q| q.max(0) as u64),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        last_used_at: row.last_used_at,
     }
 }
 
@@ -293,35 +254,21 @@ fn issue() -> Result<IssuedCredentials, ApiError> {
     credentials::generate().map_err(ApiError::internal)
 }
 
+/// Stores `issued` for an integration, its secret only as the keyed hash.
 async fn insert_credential(
-    tx: &mut Transaction<'_, Postgres>,
+    executor: impl sqlx::PgExecutor<'_>,
     state: &AppState,
-    integration_id: Uuid,
+    integration_id: IntegrationId,
     issued: &IssuedCredentials,
 ) -> Result<Uuid, ApiError> {
-    let id = portico_domain::ids::new_id();
-    sqlx::query(
-        "INSERT INTO integration_credentials (id, integration_id, api_key, secret_hash)
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(id)
-    .bind(integration_id)
-    .bind(&issued.api_key)
-    .bind(state.credentials().hash_secret(&issued.api_secret))
-    .execute(&mut **tx)
-    .await?;
-    Ok(id)
+    let hash = state.credentials().hash_secret(&issued.api_secret);
+    Ok(store::insert_credential(executor, integration_id, &issued.api_key, &hash).await?)
 }
 
 async fn fetch(state: &AppState, user_id: &str, id: Uuid) -> Result<Integration, ApiError> {
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM integrations i WHERE i.id = $1 AND i.user_id = $2"
-    )))
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(state.pool())
-    .await?;
-    row.map(|r| r.into_integration(state))
+    store::fetch(state.pool(), user_id, IntegrationId::from(id))
+        .await?
+        .map(|r| into_integration(r, state))
         .ok_or(ApiError::NotFound("integration"))
 }
 
@@ -386,28 +333,28 @@ pub async fn create(
     let quota = input
         .daily_quota
         .unwrap_or(config.default_partner_daily_quota);
-    let id = portico_domain::ids::new_id();
+    let id = IntegrationId::generate();
     let issued = issue()?;
+    let scopes = scope_names(&scopes);
     let mut tx = state.pool().begin().await?;
-    sqlx::query(
-        "INSERT INTO integrations (id, user_id, name, integration_type, webhook_url, scopes,
-             expires_at, rate_limit_per_second, daily_quota)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    store::insert(
+        &mut *tx,
+        &store::NewIntegration {
+            id,
+            user_id: caller.user_id(),
+            name: input.name.trim(),
+            integration_type: integration_type.as_str(),
+            webhook_url: webhook_url.as_deref(),
+            scopes: &scopes,
+            expires_at: input.expires_at,
+            rate_limit_per_second: i32::try_from(rate).unwrap_or(i32::MAX),
+            daily_quota: i32::try_from(quota).unwrap_or(i32::MAX),
+        },
     )
-    .bind(id)
-    .bind(caller.user_id())
-    .bind(input.name.trim())
-    .bind(integration_type.as_str())
-    .bind(&webhook_url)
-    .bind(scope_names(&scopes))
-    .bind(input.expires_at)
-    .bind(i32::try_from(rate).unwrap_or(i32::MAX))
-    .bind(i32::try_from(quota).unwrap_or(i32::MAX))
-    .execute(&mut *tx)
     .await?;
-    insert_credential(&mut tx, state, id, &issued).await?;
+    insert_credential(&mut *tx, state, id, &issued).await?;
     tx.commit().await?;
-    let integration = fetch(state, caller.user_id(), id).await?;
+    let integration = fetch(state, caller.user_id(), id.as_uuid()).await?;
     Ok(WithCredentials {
         integration,
         credentials: issued,
@@ -429,28 +376,22 @@ pub async fn list(
         .filter(|t| !t.is_empty())
         .map(|t| IntegrationType::parse(t, "/type"))
         .transpose()?;
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM integrations i
-         WHERE i.user_id = $1
-           AND ($2::text IS NULL OR i.integration_type = $2)
-           AND ($3::timestamptz IS NULL OR (i.created_at, i.id) < ($3, $4))
-         ORDER BY i.created_at DESC, i.id DESC
-         LIMIT $5"
-    )))
-    .bind(caller.user_id())
-    .bind(integration_type.map(IntegrationType::as_str))
-    .bind(page.after.map(|c| c.created_at))
-    .bind(page.after.map(|c| c.id))
-    .bind(page.fetch_limit())
-    .fetch_all(state.pool())
+    let rows = store::list(
+        state.pool(),
+        caller.user_id(),
+        integration_type.map(IntegrationType::as_str),
+        page.after
+            .map(|c| (c.created_at, IntegrationId::from(c.id))),
+        page.fetch_limit(),
+    )
     .await?;
     let (rows, next) = finish_page(rows, &page, |r| Cursor {
         created_at: r.created_at,
-        id: r.id,
+        id: r.id.as_uuid(),
     });
     Ok((
         rows.into_iter()
-            .map(|r| r.into_integration(state))
+            .map(|r| into_integration(r, state))
             .collect(),
         next,
     ))
@@ -510,43 +451,28 @@ pub async fn update(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let updated: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE integrations SET
-             name = COALESCE($3, name),
-             integration_type = COALESCE($4, integration_type),
-             webhook_url = CASE WHEN $5 THEN $6 ELSE webhook_url END,
-             scopes = COALESCE($7, scopes),
-             active = COALESCE($8, active),
-             expires_at = CASE WHEN $9 THEN $10 ELSE expires_at END,
-             rate_limit_per_second = COALESCE($11, rate_limit_per_second),
-             daily_quota = COALESCE($12, daily_quota),
-             updated_at = now()
-         WHERE id = $1 AND user_id = $2
-         RETURNING id",
-    )
-    .bind(id)
-    .bind(caller.user_id())
-    .bind(patch.name.as_deref().map(str::trim))
-    .bind(integration_type.map(IntegrationType::as_str))
-    .bind(webhook_url.is_some())
-    .bind(webhook_url.flatten())
-    .bind(scopes)
-    .bind(patch.active)
-    .bind(patch.expires_at.is_some())
-    .bind(patch.expires_at.flatten())
-    .bind(
-        patch
+    let changes = IntegrationChanges {
+        name: patch.name.as_deref().map(str::trim),
+        integration_type: integration_type.map(IntegrationType::as_str),
+        webhook_url: webhook_url.as_ref().map(Option::as_deref),
+        scopes,
+        active: patch.active,
+        expires_at: patch.expires_at,
+        rate_limit_per_second: patch
             .rate_limit_per_second
             .map(|r| i32::try_from(r).unwrap_or(i32::MAX)),
-    )
-    .bind(
-        patch
+        daily_quota: patch
             .daily_quota
             .map(|q| i32::try_from(q).unwrap_or(i32::MAX)),
+    };
+    let updated = store::update(
+        state.pool(),
+        caller.user_id(),
+        IntegrationId::from(id),
+        &changes,
     )
-    .fetch_optional(state.pool())
     .await?;
-    if updated.is_none() {
+    if !updated {
         return Err(ApiError::NotFound("integration"));
     }
     invalidate(state, id).await;
@@ -557,13 +483,8 @@ pub async fn update(
 /// working at once on every replica.
 pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
     caller.require_user_or_service()?;
-    let deleted = sqlx::query("DELETE FROM integrations WHERE id = $1 AND user_id = $2")
-        .bind(id)
-        .bind(caller.user_id())
-        .execute(state.pool())
-        .await?
-        .rows_affected();
-    if deleted == 0 {
+    let deleted = store::delete(state.pool(), caller.user_id(), IntegrationId::from(id)).await?;
+    if !deleted {
         return Err(ApiError::NotFound("integration"));
     }
     state.credentials().forget_integration(id);
@@ -591,54 +512,21 @@ pub async fn regenerate(
         ));
     }
     let issued = issue()?;
+    let integration_id = IntegrationId::from(id);
     let mut tx = state.pool().begin().await?;
     // Locks the integration: concurrent regenerations of one integration serialize.
-    let found: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE integrations SET updated_at = now() WHERE id = $1 AND user_id = $2 RETURNING id",
-    )
-    .bind(id)
-    .bind(caller.user_id())
-    .fetch_optional(&mut *tx)
-    .await?;
-    if found.is_none() {
+    if !store::lock_for_rotation(&mut *tx, caller.user_id(), integration_id).await? {
         return Err(ApiError::NotFound("integration"));
     }
-    sqlx::query(
-        "DELETE FROM integration_credentials
-         WHERE integration_id = $1
-           AND (revoked_at < now() - make_interval(days => $2::int)
-                OR expires_at < now() - make_interval(days => $2::int))",
-    )
-    .bind(id)
-    .bind(KEEP_RETIRED_DAYS as i32)
-    .execute(&mut *tx)
-    .await?;
+    store::prune_retired_credentials(&mut *tx, integration_id, KEEP_RETIRED_DAYS as i32).await?;
     let previous_expires_at: Option<DateTime<Utc>> = if grace == 0 {
-        sqlx::query(
-            "UPDATE integration_credentials SET revoked_at = now()
-             WHERE integration_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        store::revoke_credentials(&mut *tx, integration_id).await?;
         None
     } else {
         let until = Utc::now() + Duration::seconds(i64::from(grace));
-        sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
-            "WITH retired AS (
-                 UPDATE integration_credentials
-                 SET expires_at = LEAST(COALESCE(expires_at, 'infinity'::timestamptz), $2)
-                 WHERE integration_id = $1 AND revoked_at IS NULL
-                   AND (expires_at IS NULL OR expires_at > now())
-                 RETURNING expires_at)
-             SELECT max(expires_at) FROM retired",
-        )
-        .bind(id)
-        .bind(until)
-        .fetch_one(&mut *tx)
-        .await?
+        store::retire_credentials(&mut *tx, integration_id, until).await?
     };
-    insert_credential(&mut tx, state, id, &issued).await?;
+    insert_credential(&mut *tx, state, integration_id, &issued).await?;
     let data = serde_json::json!({
         "integrationId": id,
         "apiKey": issued.api_key,
@@ -751,13 +639,7 @@ pub async fn usage(
     query: UsageQuery,
 ) -> Result<UsagePage, ApiError> {
     caller.require_user_or_service()?;
-    let owned: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM integrations WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(caller.user_id())
-            .fetch_optional(state.pool())
-            .await?;
-    if owned.is_none() {
+    if !store::exists(state.pool(), caller.user_id(), IntegrationId::from(id)).await? {
         return Err(ApiError::NotFound("integration"));
     }
     read_usage(state, id, query).await
@@ -781,23 +663,14 @@ async fn read_usage(
     let after_id = page
         .after
         .map(|c| i64::try_from(c.id.as_u64_pair().1).unwrap_or(i64::MAX));
-    let entries: Vec<UsageRecord> = sqlx::query_as(
-        "SELECT id, method, route, status, latency_us, client_ip, occurred_at
-         FROM integration_usage_logs
-         WHERE integration_id = $1
-           AND ($2::timestamptz IS NULL OR occurred_at >= $2)
-           AND ($3::timestamptz IS NULL OR occurred_at < $3)
-           AND ($4::timestamptz IS NULL OR (occurred_at, id) < ($4, $5))
-         ORDER BY occurred_at DESC, id DESC
-         LIMIT $6",
+    let entries = usage::page(
+        state.pool(),
+        IntegrationId::from(integration_id),
+        query.from,
+        query.to,
+        page.after.map(|c| c.created_at).zip(after_id),
+        page.fetch_limit(),
     )
-    .bind(integration_id)
-    .bind(query.from)
-    .bind(query.to)
-    .bind(page.after.map(|c| c.created_at))
-    .bind(after_id)
-    .bind(page.fetch_limit())
-    .fetch_all(state.pool())
     .await?;
     let (entries, next_cursor) = finish_page(entries, &page, |e| Cursor {
         created_at: e.occurred_at,
@@ -818,25 +691,11 @@ async fn usage_totals(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> Result<UsageTotals, ApiError> {
-    /// (status, method, route, count); the grouped-away columns are NULL.
-    type Group = (Option<i32>, Option<String>, Option<String>, i64);
-    let groups: Vec<Group> = sqlx::query_as(
-        "SELECT status, method, route, count(*)
-         FROM integration_usage_logs
-         WHERE integration_id = $1
-           AND ($2::timestamptz IS NULL OR occurred_at >= $2)
-           AND ($3::timestamptz IS NULL OR occurred_at < $3)
-         GROUP BY GROUPING SETS ((status), (method, route), ())",
-    )
-    .bind(integration_id)
-    .bind(from)
-    .bind(to)
-    .fetch_all(state.pool())
-    .await?;
+    let groups = usage::totals(state.pool(), IntegrationId::from(integration_id), from, to).await?;
     let mut totals = UsageTotals::default();
-    for (status, method, route, count) in groups {
-        let count = u64::try_from(count).unwrap_or(0);
-        match (status, method, route) {
+    for group in groups {
+        let count = u64::try_from(group.calls).unwrap_or(0);
+        match (group.status, group.method, group.route) {
             (Some(status), _, _) => {
                 totals.by_status.insert(status.to_string(), count);
             }

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use portico_domain::ids::IntegrationId;
+use portico_storage::integrations::{self, DailyCalls};
+use portico_storage::usage::{self, NewUsageLog};
 use portico_telemetry::metrics::{USAGE_LOG_BUFFER, USAGE_LOG_DROPPED};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -219,96 +222,59 @@ fn admitted_per_day(batch: &[UsageEntry]) -> HashMap<(Uuid, NaiveDate), u64> {
     counts
 }
 
-/// Writes one batch; returns the daily totals PostgreSQL now holds for the
+/// Writes one batch in one transaction (the log rows, then `last_used_at`, then the
+/// daily counters); returns the daily totals PostgreSQL now holds for the
 /// (integration, day) pairs it counted.
 async fn write_batch(
     pool: &PgPool,
     batch: &[UsageEntry],
 ) -> Result<Vec<(Uuid, NaiveDate, u64)>, sqlx::Error> {
-    let n = batch.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut methods = Vec::with_capacity(n);
-    let mut routes = Vec::with_capacity(n);
-    let mut statuses = Vec::with_capacity(n);
-    let mut latencies = Vec::with_capacity(n);
-    let mut ips = Vec::with_capacity(n);
-    let mut times = Vec::with_capacity(n);
     let mut last_used: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    let mut logs = Vec::with_capacity(batch.len());
     for e in batch {
-        ids.push(e.integration_id);
-        methods.push(e.method.as_str());
-        routes.push(e.route.as_str());
-        statuses.push(i32::from(e.status));
-        latencies.push(i64::try_from(e.latency_us).unwrap_or(i64::MAX));
-        ips.push(e.client_ip.as_deref());
-        times.push(e.occurred_at);
+        logs.push(NewUsageLog {
+            integration_id: IntegrationId::from(e.integration_id),
+            method: &e.method,
+            route: &e.route,
+            status: i32::from(e.status),
+            latency_us: i64::try_from(e.latency_us).unwrap_or(i64::MAX),
+            client_ip: e.client_ip.as_deref(),
+            occurred_at: e.occurred_at,
+        });
         if e.admitted {
             let t = last_used.entry(e.integration_id).or_insert(e.occurred_at);
             *t = (*t).max(e.occurred_at);
         }
     }
     // Sorted so concurrent writers on several replicas lock rows in the same order.
-    let mut used: Vec<(Uuid, DateTime<Utc>)> = last_used.into_iter().collect();
+    let mut used: Vec<(IntegrationId, DateTime<Utc>)> = last_used
+        .into_iter()
+        .map(|(id, at)| (IntegrationId::from(id), at))
+        .collect();
     used.sort_unstable_by_key(|(id, _)| *id);
-    let mut counts: Vec<((Uuid, NaiveDate), u64)> = admitted_per_day(batch).into_iter().collect();
-    counts.sort_unstable_by_key(|(k, _)| *k);
+    let mut counts: Vec<DailyCalls> = admitted_per_day(batch)
+        .into_iter()
+        .map(|((id, day), n)| DailyCalls {
+            integration_id: IntegrationId::from(id),
+            day,
+            calls: i64::try_from(n).unwrap_or(i64::MAX),
+        })
+        .collect();
+    counts.sort_unstable_by_key(|c| (c.integration_id, c.day));
 
     let mut tx = pool.begin().await?;
     // Entries of an integration deleted meanwhile are skipped (its log went with it).
-    sqlx::query(
-        "INSERT INTO integration_usage_logs
-             (integration_id, method, route, status, latency_us, client_ip, occurred_at)
-         SELECT u.integration_id, u.method, u.route, u.status, u.latency_us, u.client_ip, u.occurred_at
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::text[], $7::timestamptz[])
-              AS u(integration_id, method, route, status, latency_us, client_ip, occurred_at)
-         WHERE EXISTS (SELECT 1 FROM integrations i WHERE i.id = u.integration_id)",
-    )
-    .bind(&ids)
-    .bind(&methods)
-    .bind(&routes)
-    .bind(&statuses)
-    .bind(&latencies)
-    .bind(&ips)
-    .bind(&times)
-    .execute(&mut *tx)
-    .await?;
+    usage::insert_logs(&mut *tx, &logs).await?;
     let mut totals = Vec::new();
     if !used.is_empty() {
-        let (used_ids, used_at): (Vec<Uuid>, Vec<DateTime<Utc>>) = used.into_iter().unzip();
-        sqlx::query(
-            "UPDATE integrations i SET last_used_at = GREATEST(i.last_used_at, u.used_at)
-             FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, used_at)
-             WHERE i.id = u.id",
-        )
-        .bind(&used_ids)
-        .bind(&used_at)
-        .execute(&mut *tx)
-        .await?;
-        let mut count_ids = Vec::with_capacity(counts.len());
-        let mut days = Vec::with_capacity(counts.len());
-        let mut calls = Vec::with_capacity(counts.len());
-        for ((id, day), n) in counts {
-            count_ids.push(id);
-            days.push(day);
-            calls.push(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-        let rows: Vec<(Uuid, NaiveDate, i64)> = sqlx::query_as(
-            "INSERT INTO integration_daily_usage (integration_id, day, calls)
-             SELECT u.id, u.day, u.calls
-             FROM unnest($1::uuid[], $2::date[], $3::int8[]) AS u(id, day, calls)
-             WHERE EXISTS (SELECT 1 FROM integrations i WHERE i.id = u.id)
-             ON CONFLICT (integration_id, day)
-             DO UPDATE SET calls = integration_daily_usage.calls + excluded.calls
-             RETURNING integration_id, day, calls",
-        )
-        .bind(&count_ids)
-        .bind(&days)
-        .bind(&calls)
-        .fetch_all(&mut *tx)
-        .await?;
-        totals = rows
+        integrations::touch_last_used(&mut *tx, &used).await?;
+        totals = integrations::add_daily_calls(&mut *tx, &counts)
+            .await?
             .into_iter()
-            .map(|(id, day, n)| (id, day, u64::try_from(n).unwrap_or(0)))
+            .map(|c| {
+                let calls = u64::try_from(c.calls).unwrap_or(0);
+                (c.integration_id.as_uuid(), c.day, calls)
+            })
             .collect();
     }
     tx.commit().await?;
