@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use portico_domain::retry::{clamp_retry_after, may_retry};
-use portico_domain::webhooks::RetryPolicy;
+use portico_domain::webhooks::{DeliveryStatus, RetryPolicy};
 use portico_telemetry::metrics as names;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -56,12 +56,12 @@ pub enum Next {
 }
 
 impl Next {
-    /// The stored status.
-    pub fn status(self) -> &'static str {
+    /// The status the delivery row takes.
+    pub fn status(self) -> DeliveryStatus {
         match self {
-            Next::Succeeded => "succeeded",
-            Next::Retry(_) => "retrying",
-            Next::Failed(_) => "failed",
+            Next::Succeeded => DeliveryStatus::Succeeded,
+            Next::Retry(_) => DeliveryStatus::Retrying,
+            Next::Failed(_) => DeliveryStatus::Failed,
         }
     }
 }
@@ -154,7 +154,7 @@ pub async fn run_one(transport: &Transport, global: &Arc<Semaphore>, p: &Planned
     }
     let now = Utc::now();
     let next = decide(&record, number, p.max_retries, &p.endpoint.policy, now);
-    metrics::counter!(names::DELIVERIES, "outcome" => next.status(), "status_class" => record.status_class())
+    metrics::counter!(names::DELIVERIES, "outcome" => next.status().as_str(), "status_class" => record.status_class())
         .increment(1);
     metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION).record(record.latency.as_secs_f64());
     if next == Next::Succeeded {

@@ -15,15 +15,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use portico_domain::ids::{DeliveryId, EventId, WebhookId};
+use portico_domain::webhooks::DeliveryStatus;
 use portico_queue::consumer::{JobMessage, Outcome};
 use portico_queue::jobs::{EventDispatch, Job};
-use uuid::Uuid;
+use portico_storage::deliveries::{self, IdArray, NewDelivery, NewDeliveryRows};
+use portico_storage::events::{NewEvent, NewEvents};
 
 use crate::Dispatcher;
 use crate::delivery::{self, Handled, Planned};
 use crate::envelope::PreparedEvent;
 use crate::record::{self, BatchResults, Rows};
-use crate::store::{self, NewDeliveryRows};
 
 /// Why a chunk could not be committed.
 #[derive(Debug, thiserror::Error)]
@@ -190,13 +192,25 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
         return Ok(());
     }
     let events: Vec<&EventDispatch> = jobs.iter().map(|(e, _)| *e).collect();
-    let new_events = store::insert_events(&dispatcher.events_pool, &events).await?;
-    let replayed: Vec<Uuid> = events
+    let mut records = NewEvents::with_capacity(events.len());
+    for e in &events {
+        records.push(NewEvent {
+            id: EventId(e.event_id),
+            user_id: &e.user_id,
+            event_type: &e.event_type,
+            payload: e.data.get(),
+            idempotency_key: &e.idempotency_key,
+            ordering_key: e.ordering_key.as_deref(),
+            accepted_at: e.accepted_at,
+        });
+    }
+    let new_events = portico_storage::events::insert(&dispatcher.events_pool, &records).await?;
+    let replayed: IdArray<EventId> = events
         .iter()
-        .map(|e| e.event_id)
+        .map(|e| EventId(e.event_id))
         .filter(|id| !new_events.contains(id))
         .collect();
-    let existing = store::existing_deliveries(&dispatcher.pool, &replayed).await?;
+    let existing = deliveries::existing(&dispatcher.pool, &replayed).await?;
     let endpoints = dispatcher
         .cache
         .for_users(events.iter().map(|e| e.user_id.as_str()))
@@ -214,7 +228,7 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
                 Some(only) => endpoint.id == only,
                 None => endpoint.matches(&e.event_type),
             };
-            if !wanted || existing.contains(&(endpoint.id, e.event_id)) {
+            if !wanted || existing.contains(&(WebhookId(endpoint.id), EventId(e.event_id))) {
                 continue;
             }
             let event = prepared
@@ -230,10 +244,9 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
                     endpoint.id,
                     &event,
                     endpoint.policy.max_retries,
+                    Some(m.stream_sequence.min(i64::MAX as u64) as i64),
                     None,
                 );
-                let last = waiting.ordering_seq.len() - 1;
-                waiting.ordering_seq[last] = Some(m.stream_sequence.min(i64::MAX as u64) as i64);
                 continue;
             }
             planned.push(Planned {
@@ -258,10 +271,11 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
             p.endpoint.id,
             &p.event,
             p.max_retries,
+            None,
             Some(&state),
         );
     }
-    if rows.id.is_empty() {
+    if rows.is_empty() {
         return Ok(());
     }
     record::commit(dispatcher, Rows::New(rows), results).await?;
@@ -285,37 +299,40 @@ fn prepare(e: &EventDispatch, m: &JobMessage) -> PreparedEvent {
     event
 }
 
+/// Adds one delivery row: `None` for `state` is an ordered delivery waiting for its
+/// turn (pending, no attempt), with its stream sequence in `ordering_seq`.
 fn push_row(
     rows: &mut NewDeliveryRows,
-    id: Uuid,
-    webhook_id: Uuid,
+    id: uuid::Uuid,
+    webhook_id: uuid::Uuid,
     event: &PreparedEvent,
     max_retries: u32,
+    ordering_seq: Option<i64>,
     state: Option<&record::RowState>,
 ) {
-    rows.id.push(id);
-    rows.webhook_id.push(webhook_id);
-    rows.event_id.push(event.id);
-    rows.user_id.push(event.user_id.clone());
-    rows.event_type.push(event.event_type.clone());
-    rows.ordering_key.push(event.ordering_key.clone());
-    rows.ordering_seq.push(None);
-    rows.max_retries
-        .push(max_retries.min(i32::MAX as u32) as i32);
-    match state {
-        None => {
-            rows.status.push("pending");
-            rows.attempts.push(0);
-            rows.next_attempt_at.push(None);
-            rows.last_status_code.push(None);
-            rows.last_error.push(None);
-        }
-        Some(s) => {
-            rows.status.push(s.status);
-            rows.attempts.push(s.attempts);
-            rows.next_attempt_at.push(s.next_attempt_at);
-            rows.last_status_code.push(s.last_status_code);
-            rows.last_error.push(s.last_error.clone());
-        }
-    }
+    let (status, attempts, next_attempt_at, last_status_code, last_error) = match state {
+        None => (DeliveryStatus::Pending, 0, None, None, None),
+        Some(s) => (
+            s.status,
+            s.attempts,
+            s.next_attempt_at,
+            s.last_status_code,
+            s.last_error.clone(),
+        ),
+    };
+    rows.push(NewDelivery {
+        id: DeliveryId(id),
+        webhook_id: WebhookId(webhook_id),
+        event_id: EventId(event.id),
+        user_id: event.user_id.clone(),
+        event_type: event.event_type.clone(),
+        ordering_key: event.ordering_key.clone(),
+        ordering_seq,
+        status,
+        attempts,
+        max_retries: max_retries.min(i32::MAX as u32) as i32,
+        next_attempt_at,
+        last_status_code,
+        last_error,
+    });
 }

@@ -6,20 +6,25 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use portico_domain::ids::{DeliveryId, WebhookId};
+use portico_domain::webhooks::DeliveryStatus;
 use portico_queue::jobs::Job;
+use portico_storage::deliveries::{
+    self, AttemptRows, ClaimedUpdates, HealthDelta, HealthDeltas, IdArray, NewAttempt,
+    NewDeliveryRows,
+};
 use portico_telemetry::metrics as names;
 use uuid::Uuid;
 
 use crate::Dispatcher;
 use crate::delivery::{FailReason, Handled, Next, Planned};
 use crate::operational::{self, DeliveryFacts};
-use crate::store::{self, AttemptRows, ClaimedUpdates, HealthDeltas, NewDeliveryRows};
 
 /// The state a delivery row takes after its handling.
 #[derive(Debug, Clone)]
 pub struct RowState {
     /// `pending`, `retrying`, `succeeded` or `failed`.
-    pub status: &'static str,
+    pub status: DeliveryStatus,
     /// Attempts made in total.
     pub attempts: i32,
     /// When to try next.
@@ -35,8 +40,8 @@ pub struct RowState {
 /// One attempt's contribution to its endpoint's health, in completion order.
 #[derive(Debug)]
 struct HealthEntry {
-    webhook_id: Uuid,
-    delivery_id: Uuid,
+    webhook_id: WebhookId,
+    delivery_id: DeliveryId,
     success: bool,
     gone: bool,
 }
@@ -46,8 +51,8 @@ struct HealthEntry {
 pub struct BatchResults {
     attempts: AttemptRows,
     health: Vec<HealthEntry>,
-    /// Owner, delivery and job of each delivery-level operational event.
-    delivery_events: Vec<(Uuid, Job)>,
+    /// Delivery and job of each delivery-level operational event.
+    delivery_events: Vec<(DeliveryId, Job)>,
     /// Latest facts per webhook (what tipped it, for webhook-level events).
     facts: HashMap<Uuid, (String, DeliveryFacts)>,
 }
@@ -61,9 +66,9 @@ impl BatchResults {
             Handled::Deferred(at) => {
                 return RowState {
                     status: if p.attempts_before == 0 {
-                        "pending"
+                        DeliveryStatus::Pending
                     } else {
-                        "retrying"
+                        DeliveryStatus::Retrying
                     },
                     attempts: p.attempts_before as i32,
                     next_attempt_at: Some(at),
@@ -109,7 +114,7 @@ impl BatchResults {
             };
             for kind in kinds {
                 if let Some(job) = operational::delivery_event(kind, &p.endpoint.user_id, &facts) {
-                    self.delivery_events.push((p.delivery_id, job));
+                    self.delivery_events.push((DeliveryId(p.delivery_id), job));
                 }
             }
             if !success {
@@ -118,22 +123,22 @@ impl BatchResults {
             }
         }
         self.health.push(HealthEntry {
-            webhook_id: p.endpoint.id,
-            delivery_id: p.delivery_id,
+            webhook_id: WebhookId(p.endpoint.id),
+            delivery_id: DeliveryId(p.delivery_id),
             success,
             gone: next == Next::Failed(FailReason::Gone),
         });
-        let a = &mut self.attempts;
-        a.delivery_id.push(p.delivery_id);
-        a.number.push(record.number);
-        a.headers.push(record.request_headers);
-        a.status.push(record.status.map(i32::from));
-        a.body.push(record.response_body);
-        a.latency_ms
-            .push(record.latency.as_millis().min(i32::MAX as u128) as i32);
-        a.error_kind.push(error_kind);
-        a.error_message.push(last_error.clone());
-        a.started_at.push(record.started_at);
+        self.attempts.push(NewAttempt {
+            delivery_id: DeliveryId(p.delivery_id),
+            number: record.number,
+            headers: record.request_headers,
+            status: record.status.map(i32::from),
+            body: record.response_body,
+            latency_ms: record.latency.as_millis().min(i32::MAX as u128) as i32,
+            error_kind,
+            error_message: last_error.clone(),
+            started_at: record.started_at,
+        });
         RowState {
             status: next.status(),
             attempts: record.number,
@@ -165,16 +170,15 @@ impl BatchResults {
 
     /// The webhooks that answered, sorted and without repeats (the order in which
     /// their rows are locked, the same in every statement).
-    fn healed_webhooks(&self) -> Vec<Uuid> {
-        let mut ids: Vec<Uuid> = self.health.iter().map(|e| e.webhook_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
+    fn healed_webhooks(&self) -> IdArray<WebhookId> {
+        let mut ids: IdArray<WebhookId> = self.health.iter().map(|e| e.webhook_id).collect();
+        ids.sort_unique();
         ids
     }
 
-    fn health_deltas(&self, written: &HashSet<Uuid>) -> HealthDeltas {
-        let mut order: Vec<Uuid> = Vec::new();
-        let mut acc: HashMap<Uuid, (i32, bool, bool)> = HashMap::new();
+    fn health_deltas(&self, written: &HashSet<DeliveryId>) -> HealthDeltas {
+        let mut order: Vec<WebhookId> = Vec::new();
+        let mut acc: HashMap<WebhookId, (i32, bool, bool)> = HashMap::new();
         for e in self
             .health
             .iter()
@@ -196,10 +200,12 @@ impl BatchResults {
         order.sort();
         for id in order {
             let (failures, success, gone) = acc[&id];
-            d.webhook_id.push(id);
-            d.trailing_failures.push(failures);
-            d.had_success.push(success);
-            d.gone.push(gone);
+            d.push(HealthDelta {
+                webhook_id: id,
+                trailing_failures: failures,
+                had_success: success,
+                gone,
+            });
         }
         d
     }
@@ -253,17 +259,20 @@ async fn commit_once(
         // The common case: nothing failed, so no counter grows, no endpoint is
         // disabled and no operational event is due. One statement, one round trip.
         let healed = results.healed_webhooks();
-        store::insert_deliveries(&dispatcher.pool, d, &results.attempts, &healed).await?;
+        deliveries::insert_deliveries(&dispatcher.pool, d, &results.attempts, &healed).await?;
         return Ok(());
     }
     let disable_after = dispatcher.disable_after;
     let mut tx = dispatcher.pool.begin().await?;
     let written = match rows {
-        Rows::New(d) => store::insert_deliveries(&mut *tx, d, &results.attempts, &[]).await?,
-        Rows::Claimed(u) => store::update_claimed(&mut tx, u, &results.attempts).await?,
+        Rows::New(d) => {
+            deliveries::insert_deliveries(&mut *tx, d, &results.attempts, &IdArray::default())
+                .await?
+        }
+        Rows::Claimed(u) => deliveries::update_claimed(&mut *tx, u, &results.attempts).await?,
     };
     let deltas = results.health_deltas(&written);
-    let changes = store::update_health(&mut tx, &deltas, disable_after).await?;
+    let changes = deliveries::update_health(&mut *tx, &deltas, disable_after).await?;
     let mut jobs: Vec<Job> = results
         .delivery_events
         .iter()
@@ -273,7 +282,7 @@ async fn commit_once(
     let mut disabled: Vec<(String, String)> = Vec::new();
     let warn_at = operational::warning_threshold(disable_after);
     for change in &changes {
-        let Some((owner, facts)) = results.facts.get(&change.webhook_id) else {
+        let Some((owner, facts)) = results.facts.get(&change.webhook_id.as_uuid()) else {
             continue;
         };
         // The warning at 80 % comes first, also when one batch jumps past it straight

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
+use portico_storage::deliveries::{self, ClaimedRow, ClaimedUpdate, ClaimedUpdates};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +26,6 @@ use crate::Dispatcher;
 use crate::delivery::{self, Planned};
 use crate::envelope::PreparedEvent;
 use crate::record::{self, BatchResults, Rows};
-use crate::store::{self, ClaimedRow, ClaimedUpdates};
 
 /// Rows claimed per statement.
 pub const CLAIM_BATCH: i64 = 500;
@@ -58,13 +58,14 @@ pub async fn run(
                 break;
             };
             let owner = format!("{}/{}", dispatcher.replica_id, uuid::Uuid::now_v7());
-            let claimed = match store::claim_due(&dispatcher.pool, CLAIM_BATCH, &owner, LEASE).await {
-                Ok(rows) => rows,
-                Err(err) => {
-                    tracing::warn!(%err, "claiming due deliveries failed; will retry");
-                    break;
-                }
-            };
+            let claimed =
+                match deliveries::claim_due(&dispatcher.pool, CLAIM_BATCH, &owner, LEASE).await {
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        tracing::warn!(%err, "claiming due deliveries failed; will retry");
+                        break;
+                    }
+                };
             let full = claimed.len() as i64 == CLAIM_BATCH;
             if !claimed.is_empty() {
                 let d = dispatcher.clone();
@@ -90,7 +91,7 @@ async fn release_ordered(dispatcher: &Dispatcher, consumer: &PullConsumer) {
             return;
         }
     };
-    match store::release_ordered(&dispatcher.pool, floor.min(i64::MAX as u64) as i64).await {
+    match deliveries::release_ordered(&dispatcher.pool, floor.min(i64::MAX as u64) as i64).await {
         Ok(n) if n > 0 => tracing::debug!(released = n, "ordered deliveries released"),
         Ok(_) => {}
         Err(err) => tracing::warn!(%err, "releasing ordered deliveries failed; will retry"),
@@ -98,14 +99,18 @@ async fn release_ordered(dispatcher: &Dispatcher, consumer: &PullConsumer) {
 }
 
 /// Runs `work` while renewing the lease of `owner`'s claim every [`RENEW_EVERY`].
-async fn renewing(dispatcher: &Dispatcher, owner: &str, work: impl std::future::Future<Output = ()>) {
+async fn renewing(
+    dispatcher: &Dispatcher,
+    owner: &str,
+    work: impl std::future::Future<Output = ()>,
+) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
     tokio::pin!(work);
     loop {
         tokio::select! {
             () = &mut work => return,
             _ = tick.tick() => {
-                if let Err(err) = store::renew_leases(&dispatcher.pool, owner, LEASE).await {
+                if let Err(err) = deliveries::renew_leases(&dispatcher.pool, owner, LEASE).await {
                     tracing::warn!(%err, "renewing delivery leases failed; they may be attempted again elsewhere");
                 }
             }
@@ -130,7 +135,7 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
     for row in &claimed {
         let known = endpoints
             .get(&row.user_id)
-            .is_some_and(|eps| eps.iter().any(|e| e.id == row.webhook_id));
+            .is_some_and(|eps| eps.iter().any(|e| e.id == row.webhook_id.as_uuid()));
         if !known && !reloaded.contains(&row.user_id) {
             reloaded.push(row.user_id.clone());
             if let Ok(fresh) = dispatcher.cache.reload(&row.user_id).await {
@@ -146,7 +151,7 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
     for row in &claimed {
         let endpoint = endpoints
             .get(&row.user_id)
-            .and_then(|eps| eps.iter().find(|e| e.id == row.webhook_id))
+            .and_then(|eps| eps.iter().find(|e| e.id == row.webhook_id.as_uuid()))
             .cloned();
         let Some(endpoint) = endpoint else {
             push_update(
@@ -157,10 +162,10 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
             continue;
         };
         let event = events
-            .entry(row.event_id)
+            .entry(row.event_id.as_uuid())
             .or_insert_with(|| {
                 Arc::new(PreparedEvent::new(
-                    row.event_id,
+                    row.event_id.as_uuid(),
                     row.user_id.clone(),
                     row.event_type.clone(),
                     row.accepted_at,
@@ -169,7 +174,7 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
             })
             .clone();
         planned.push(Planned {
-            delivery_id: row.id,
+            delivery_id: row.id.as_uuid(),
             endpoint,
             event,
             attempts_before: row.attempts.max(0) as u32,
@@ -189,12 +194,14 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
 }
 
 fn push_update(u: &mut ClaimedUpdates, row: &ClaimedRow, state: record::RowState) {
-    u.id.push(row.id);
-    u.lease_owner.push(row.lease_owner.clone());
-    u.status.push(state.status);
-    u.attempts.push(state.attempts);
-    u.next_attempt_at.push(state.next_attempt_at);
-    u.last_status_code.push(state.last_status_code);
-    u.last_error.push(state.last_error);
-    u.attempted.push(state.attempted);
+    u.push(ClaimedUpdate {
+        id: row.id,
+        lease_owner: row.lease_owner.clone(),
+        status: state.status,
+        attempts: state.attempts,
+        next_attempt_at: state.next_attempt_at,
+        last_status_code: state.last_status_code,
+        last_error: state.last_error,
+        attempted: state.attempted,
+    });
 }

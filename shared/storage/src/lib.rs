@@ -12,6 +12,10 @@
 //! - [`integrations`]: partner integrations, their credentials (api keys, secret
 //!   hashes, rotation) and their daily call counters.
 //! - [`usage`]: the partner usage log (batched writes, keyset pages, grouped totals).
+//! - [`deliveries`]: webhook deliveries and their attempts: the dispatcher's set-based
+//!   hot path (record, claim, write results, endpoint health) and the gateway's reads
+//!   and manual retry.
+//! - [`events`]: the record of every published event, written a chunk at a time.
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches.
 //!
@@ -19,6 +23,8 @@
 //! applied by `portico-gateway migrate` (or at gateway start when configured).
 
 pub mod bulk_orders;
+pub mod deliveries;
+pub mod events;
 pub mod integrations;
 pub mod retention;
 pub mod retry_jobs;

@@ -1,0 +1,107 @@
+//! Events (`events`): the record of every published event, written by the dispatcher
+//! before it delivers them. Deliveries refer to their event, and a claimed retry reads
+//! its payload back from here ([`crate::deliveries::claim_due`]).
+//!
+//! Events arrive in chunks of hundreds; [`insert`] records a whole chunk in one
+//! statement (`unnest` of column arrays) from borrowed text, so recording them copies
+//! nothing the caller already holds.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use portico_domain::ids::EventId;
+use uuid::Uuid;
+
+/// One event to record, borrowing its text from the caller's job.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// Deterministic from (user, idempotency key): a re-published event maps to one row.
+    pub id: EventId,
+    /// The owner.
+    pub user_id: &'a str,
+    /// The event's type.
+    pub event_type: &'a str,
+    /// The event's data, as JSON text (stored verbatim as `json`).
+    pub payload: &'a str,
+    /// The publisher's idempotency key.
+    pub idempotency_key: &'a str,
+    /// Opt-in ordering key.
+    pub ordering_key: Option<&'a str>,
+    /// When the gateway accepted it.
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// Events to record, column by column, as [`insert`] binds them.
+#[derive(Debug, Default)]
+pub struct NewEvents<'a> {
+    id: Vec<Uuid>,
+    user_id: Vec<&'a str>,
+    event_type: Vec<&'a str>,
+    payload: Vec<&'a str>,
+    idempotency_key: Vec<&'a str>,
+    ordering_key: Vec<Option<&'a str>>,
+    accepted_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> NewEvents<'a> {
+    /// Room for `n` events without reallocating.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            user_id: Vec::with_capacity(n),
+            event_type: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            idempotency_key: Vec::with_capacity(n),
+            ordering_key: Vec::with_capacity(n),
+            accepted_at: Vec::with_capacity(n),
+        }
+    }
+
+    /// Adds one event.
+    pub fn push(&mut self, e: NewEvent<'a>) {
+        self.id.push(e.id.as_uuid());
+        self.user_id.push(e.user_id);
+        self.event_type.push(e.event_type);
+        self.payload.push(e.payload);
+        self.idempotency_key.push(e.idempotency_key);
+        self.ordering_key.push(e.ordering_key);
+        self.accepted_at.push(e.accepted_at);
+    }
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+}
+
+/// Inserts events; one already recorded (a redelivered job, a re-published
+/// idempotency key) is left as it is. Returns the ids that were new.
+pub async fn insert(
+    executor: impl sqlx::PgExecutor<'_>,
+    events: &NewEvents<'_>,
+) -> Result<HashSet<EventId>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let inserted = sqlx::query_scalar!(
+        "INSERT INTO events (id, user_id, event_type, payload, idempotency_key, ordering_key, accepted_at)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]::json[], $5::text[], $6::text[], $7::timestamptz[])
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+        &events.id,
+        &events.user_id as &[&str],
+        &events.event_type as &[&str],
+        &events.payload as &[&str],
+        &events.idempotency_key as &[&str],
+        &events.ordering_key as &[Option<&str>],
+        &events.accepted_at
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(inserted.into_iter().map(EventId).collect())
+}
