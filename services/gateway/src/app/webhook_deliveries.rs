@@ -11,10 +11,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use portico_domain::ids::{DeliveryId, RetryJobId, WebhookId};
 use portico_domain::webhooks::{DeliveryStatus, MAX_RETRIES_LIMIT, RetryJobFilters};
 use portico_domain::{FieldError, pagination};
 use portico_queue::jobs::Job;
-use sqlx::types::Json;
+use portico_storage::deliveries::{self, AttemptRow, DeliveryRow};
+use portico_storage::retry_jobs::{self, DeliveryMatch, RetryJobRow};
 use uuid::Uuid;
 
 use crate::auth::{Caller, Scope};
@@ -74,18 +76,8 @@ pub struct DeliveryAttempt {
     pub started_at: DateTime<Utc>,
 }
 
-/// Filters of the delivery list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryFilter {
-    /// Only this status.
-    pub status: Option<DeliveryStatus>,
-    /// Only this exact event type.
-    pub event_type: Option<String>,
-    /// Created at or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Created before.
-    pub until: Option<DateTime<Utc>>,
-}
+/// Filters of the delivery list (the storage's own parameter type).
+pub use portico_storage::deliveries::DeliveryFilter;
 
 /// A durable bulk retry of one webhook's deliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,36 +137,6 @@ pub enum RetryFailedOutcome {
     Existing(RetryJob),
 }
 
-macro_rules! delivery_columns {
-    () => {
-        "d.id, d.webhook_id, d.event_id, d.event_type, d.status, d.attempts, d.max_retries, \
-         d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.updated_at"
-    };
-}
-
-macro_rules! job_columns {
-    () => {
-        "id, webhook_id, status, dry_run, filters, max_retries, total, processed, created_at, \
-         updated_at"
-    };
-}
-
-#[derive(sqlx::FromRow)]
-struct DeliveryRow {
-    id: Uuid,
-    webhook_id: Uuid,
-    event_id: Uuid,
-    event_type: String,
-    status: String,
-    attempts: i32,
-    max_retries: i32,
-    next_attempt_at: Option<DateTime<Utc>>,
-    last_status_code: Option<i32>,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
 impl TryFrom<DeliveryRow> for Delivery {
     type Error = ApiError;
 
@@ -183,9 +145,9 @@ impl TryFrom<DeliveryRow> for Delivery {
             ApiError::Internal(format!("delivery {} has unknown status {}", r.id, r.status))
         })?;
         Ok(Delivery {
-            id: r.id,
-            webhook_id: r.webhook_id,
-            event_id: r.event_id,
+            id: r.id.as_uuid(),
+            webhook_id: r.webhook_id.as_uuid(),
+            event_id: r.event_id.as_uuid(),
             event_type: r.event_type,
             status,
             attempts: u32::try_from(r.attempts).unwrap_or(0),
@@ -199,21 +161,9 @@ impl TryFrom<DeliveryRow> for Delivery {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct AttemptRow {
-    attempt_number: i32,
-    request_headers: Json<serde_json::Value>,
-    response_status: Option<i32>,
-    response_body: Option<String>,
-    latency_ms: i32,
-    error_kind: Option<String>,
-    error_message: Option<String>,
-    started_at: DateTime<Utc>,
-}
-
 impl From<AttemptRow> for DeliveryAttempt {
     fn from(r: AttemptRow) -> Self {
-        let request_headers = match r.request_headers.0 {
+        let request_headers = match r.request_headers {
             serde_json::Value::Object(map) => map
                 .into_iter()
                 .map(|(k, v)| match v {
@@ -236,30 +186,16 @@ impl From<AttemptRow> for DeliveryAttempt {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct JobRow {
-    id: Uuid,
-    webhook_id: Uuid,
-    status: String,
-    dry_run: bool,
-    filters: Json<serde_json::Value>,
-    max_retries: Option<i32>,
-    total: i64,
-    processed: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl TryFrom<JobRow> for RetryJob {
+impl TryFrom<RetryJobRow> for RetryJob {
     type Error = ApiError;
 
-    fn try_from(r: JobRow) -> Result<Self, ApiError> {
-        let filters: RetryJobFilters = serde_json::from_value(r.filters.0).map_err(|e| {
+    fn try_from(r: RetryJobRow) -> Result<Self, ApiError> {
+        let filters: RetryJobFilters = serde_json::from_value(r.filters).map_err(|e| {
             ApiError::Internal(format!("retry job {} has unreadable filters: {e}", r.id))
         })?;
         Ok(RetryJob {
-            id: r.id,
-            webhook_id: r.webhook_id,
+            id: r.id.as_uuid(),
+            webhook_id: r.webhook_id.as_uuid(),
             status: r.status,
             dry_run: r.dry_run,
             total: u64::try_from(r.total).unwrap_or(0),
@@ -278,10 +214,7 @@ async fn owned_webhook_max_retries(
     caller: &Caller,
     webhook_id: Uuid,
 ) -> Result<i32, ApiError> {
-    sqlx::query_scalar("SELECT max_retries FROM webhooks WHERE id = $1 AND user_id = $2")
-        .bind(webhook_id)
-        .bind(caller.user_id())
-        .fetch_optional(state.pool())
+    portico_storage::webhooks::max_retries(state.pool(), caller.user_id(), WebhookId(webhook_id))
         .await?
         .ok_or(ApiError::NotFound("webhook"))
 }
@@ -312,28 +245,7 @@ pub async fn list(
         portico_domain::webhooks::validate_event_type(t, "/eventType")?;
     }
     owned_webhook_max_retries(state, caller, webhook_id).await?;
-    let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        delivery_columns!(),
-        " FROM webhook_deliveries d
-         WHERE d.webhook_id = $1
-           AND ($2::text IS NULL OR d.status = $2)
-           AND ($3::text IS NULL OR d.event_type = $3)
-           AND ($4::timestamptz IS NULL OR d.created_at >= $4)
-           AND ($5::timestamptz IS NULL OR d.created_at < $5)
-           AND ($6::timestamptz IS NULL OR (d.created_at, d.id) < ($6, $7))
-         ORDER BY d.created_at DESC, d.id DESC LIMIT $8"
-    ))
-    .bind(webhook_id)
-    .bind(filter.status.map(DeliveryStatus::as_str))
-    .bind(&filter.event_type)
-    .bind(filter.since)
-    .bind(filter.until)
-    .bind(page.after.map(|c| c.created_at))
-    .bind(page.after.map(|c| c.id))
-    .bind(page.fetch_limit())
-    .fetch_all(state.pool())
-    .await?;
+    let rows = deliveries::list(state.pool(), WebhookId(webhook_id), &filter, &page).await?;
     let deliveries = rows
         .into_iter()
         .map(Delivery::try_from)
@@ -352,16 +264,12 @@ async fn load_delivery(
     webhook_id: Uuid,
     delivery_id: Uuid,
 ) -> Result<Delivery, ApiError> {
-    let row: Option<DeliveryRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        delivery_columns!(),
-        " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-         WHERE d.id = $1 AND d.webhook_id = $2 AND w.user_id = $3"
-    ))
-    .bind(delivery_id)
-    .bind(webhook_id)
-    .bind(caller.user_id())
-    .fetch_optional(state.pool())
+    let row = deliveries::get(
+        state.pool(),
+        caller.user_id(),
+        WebhookId(webhook_id),
+        DeliveryId(delivery_id),
+    )
     .await?;
     row.ok_or(ApiError::NotFound("delivery"))?.try_into()
 }
@@ -375,14 +283,7 @@ pub async fn get(
 ) -> Result<(Delivery, Vec<DeliveryAttempt>), ApiError> {
     caller.require(Scope::WebhooksRead)?;
     let delivery = load_delivery(state, caller, webhook_id, delivery_id).await?;
-    let attempts: Vec<AttemptRow> = sqlx::query_as(
-        "SELECT attempt_number, request_headers, response_status, response_body, latency_ms,
-                error_kind, error_message, started_at
-           FROM webhook_delivery_attempts WHERE delivery_id = $1 ORDER BY attempt_number",
-    )
-    .bind(delivery_id)
-    .fetch_all(state.pool())
-    .await?;
+    let attempts = deliveries::attempts(state.pool(), DeliveryId(delivery_id)).await?;
     Ok((delivery, attempts.into_iter().map(Into::into).collect()))
 }
 
@@ -397,21 +298,13 @@ pub async fn retry(
 ) -> Result<Delivery, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
     let max_retries = check_max_retries(max_retries)?;
-    let row: Option<DeliveryRow> = sqlx::query_as(concat!(
-        "UPDATE webhook_deliveries d
-            SET status = 'retrying', next_attempt_at = now(), lease_until = NULL, lease_owner = NULL,
-                max_retries = d.attempts + COALESCE($4, w.max_retries), updated_at = now()
-           FROM webhooks w
-          WHERE d.id = $1 AND d.webhook_id = $2 AND w.id = d.webhook_id AND w.user_id = $3
-            AND d.status IN ('failed', 'retrying')
-          RETURNING ",
-        delivery_columns!()
-    ))
-    .bind(delivery_id)
-    .bind(webhook_id)
-    .bind(caller.user_id())
-    .bind(max_retries)
-    .fetch_optional(state.pool())
+    let row = deliveries::retry_now(
+        state.pool(),
+        caller.user_id(),
+        WebhookId(webhook_id),
+        DeliveryId(delivery_id),
+        max_retries,
+    )
     .await?;
     match row {
         Some(row) => row.try_into(),
@@ -430,20 +323,14 @@ async fn count_matching(
     webhook_id: Uuid,
     filters: &RetryJobFilters,
 ) -> Result<u64, ApiError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM webhook_deliveries
-          WHERE webhook_id = $1 AND status = ANY($2)
-            AND ($3::text IS NULL OR event_type = $3)
-            AND ($4::timestamptz IS NULL OR created_at >= $4)
-            AND ($5::timestamptz IS NULL OR created_at < $5)",
-    )
-    .bind(webhook_id)
-    .bind(filters.status_names())
-    .bind(&filters.event_type)
-    .bind(filters.since)
-    .bind(filters.until)
-    .fetch_one(executor)
-    .await?;
+    let statuses = filters.status_names();
+    let matching = DeliveryMatch {
+        statuses: &statuses,
+        event_type: filters.event_type.as_deref(),
+        since: filters.since,
+        until: filters.until,
+    };
+    let n = retry_jobs::count_matching(executor, WebhookId(webhook_id), &matching).await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
@@ -453,16 +340,9 @@ async fn job_by_key(
     webhook_id: Uuid,
     key: &str,
 ) -> Result<Option<RetryJob>, ApiError> {
-    let row: Option<JobRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM webhook_retry_jobs WHERE webhook_id = $1 AND user_id = $2 AND idempotency_key = $3"
-    ))
-    .bind(webhook_id)
-    .bind(caller.user_id())
-    .bind(key)
-    .fetch_optional(state.pool())
-    .await?;
+    let row =
+        retry_jobs::by_idempotency_key(state.pool(), caller.user_id(), WebhookId(webhook_id), key)
+            .await?;
     row.map(RetryJob::try_from).transpose()
 }
 
@@ -533,22 +413,15 @@ pub async fn retry_failed(
     let filters_json = serde_json::to_value(&filters).map_err(ApiError::internal)?;
     let mut tx = state.pool().begin().await?;
     let total = count_matching(&mut *tx, webhook_id, &filters).await?;
-    let row: Option<JobRow> = sqlx::query_as(concat!(
-        "INSERT INTO webhook_retry_jobs
-           (id, webhook_id, user_id, idempotency_key, status, dry_run, filters, max_retries, total)
-         VALUES ($1, $2, $3, $4, 'pending', false, $5, $6, $7)
-         ON CONFLICT (webhook_id, idempotency_key) DO NOTHING
-         RETURNING ",
-        job_columns!()
-    ))
-    .bind(portico_domain::ids::new_id())
-    .bind(webhook_id)
-    .bind(caller.user_id())
-    .bind(&request.idempotency_key)
-    .bind(Json(filters_json))
-    .bind(max_retries)
-    .bind(i64::try_from(total).unwrap_or(i64::MAX))
-    .fetch_optional(&mut *tx)
+    let row = retry_jobs::insert(
+        &mut *tx,
+        caller.user_id(),
+        WebhookId(webhook_id),
+        request.idempotency_key.as_deref(),
+        &filters_json,
+        max_retries,
+        i64::try_from(total).unwrap_or(i64::MAX),
+    )
     .await?;
     let Some(row) = row else {
         // A concurrent request with the same key won the insert: answer with its job.
@@ -589,15 +462,12 @@ async fn load_job(
     webhook_id: Uuid,
     job_id: Uuid,
 ) -> Result<RetryJob, ApiError> {
-    let row: Option<JobRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM webhook_retry_jobs WHERE id = $1 AND webhook_id = $2 AND user_id = $3"
-    ))
-    .bind(job_id)
-    .bind(webhook_id)
-    .bind(caller.user_id())
-    .fetch_optional(state.pool())
+    let row = retry_jobs::get(
+        state.pool(),
+        caller.user_id(),
+        WebhookId(webhook_id),
+        RetryJobId(job_id),
+    )
     .await?;
     row.ok_or(ApiError::NotFound("retry job"))?.try_into()
 }
@@ -611,16 +481,12 @@ pub async fn cancel_retry_job(
     job_id: Uuid,
 ) -> Result<RetryJob, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    let row: Option<JobRow> = sqlx::query_as(concat!(
-        "UPDATE webhook_retry_jobs SET status = 'cancelled', updated_at = now()
-          WHERE id = $1 AND webhook_id = $2 AND user_id = $3 AND status IN ('pending', 'running')
-          RETURNING ",
-        job_columns!()
-    ))
-    .bind(job_id)
-    .bind(webhook_id)
-    .bind(caller.user_id())
-    .fetch_optional(state.pool())
+    let row = retry_jobs::cancel(
+        state.pool(),
+        caller.user_id(),
+        WebhookId(webhook_id),
+        RetryJobId(job_id),
+    )
     .await?;
     match row {
         Some(row) => row.try_into(),
