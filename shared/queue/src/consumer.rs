@@ -207,7 +207,9 @@ pub async fn record_dead_letter(
 /// Records, inside the caller's transaction, a decoded job that failed for good: its
 /// owner, message id, payload and the reason, so operators can inspect and replay it.
 /// Recording the same job twice (its termination was lost and it came back) keeps the
-/// first record. The caller commits, then terminates the message.
+/// first record; a job an operator replayed (or discarded) that fails for good again
+/// reopens its record with the new reason, so it waits for an operator once more. The
+/// caller commits, then terminates the message.
 pub async fn dead_letter_job(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     consumer: &str,
@@ -222,7 +224,9 @@ pub async fn dead_letter_job(
     sqlx::query(
         "INSERT INTO job_dead_letters (consumer, subject, payload, reason, user_id, message_id)
          VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (consumer, message_id) WHERE message_id IS NOT NULL DO NOTHING",
+         ON CONFLICT (consumer, message_id) WHERE message_id IS NOT NULL DO UPDATE
+             SET reason = EXCLUDED.reason, resolved_at = NULL, resolution = NULL
+             WHERE job_dead_letters.resolved_at IS NOT NULL",
     )
     .bind(consumer)
     .bind(topology.subject(job.kind()))

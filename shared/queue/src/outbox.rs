@@ -30,11 +30,23 @@ pub async fn enqueue(
     publisher_topology: &crate::Topology,
     job: &Job,
 ) -> Result<(), QueueError> {
+    enqueue_as(tx, publisher_topology, job, &job.message_id()).await
+}
+
+/// Adds `job` to the outbox under an explicit `Nats-Msg-Id` instead of the job's own:
+/// a replayed dead letter must not reuse the id JetStream may still hold in its
+/// duplicate window, or the replay would be dropped as a duplicate.
+pub async fn enqueue_as(
+    tx: &mut Transaction<'_, Postgres>,
+    publisher_topology: &crate::Topology,
+    job: &Job,
+    message_id: &str,
+) -> Result<(), QueueError> {
     sqlx::query(
         "INSERT INTO outbox (subject, message_id, payload, headers) VALUES ($1, $2, $3, $4)",
     )
     .bind(publisher_topology.subject(job.kind()))
-    .bind(job.message_id())
+    .bind(message_id)
     .bind(job.encode()?)
     .bind(current_headers_json())
     .execute(&mut **tx)
