@@ -11,6 +11,7 @@ export PORTICO_DEV_MODE="${PORTICO_DEV_MODE:-true}"
 export PORTICO_LOG_FORMAT="${PORTICO_LOG_FORMAT:-pretty}"
 export PORTICO_JWT_SECRET="${PORTICO_JWT_SECRET:-portico-dev-jwt-secret}"
 export PORTICO_SERVICE_TOKEN="${PORTICO_SERVICE_TOKEN:-portico-dev-service-token}"
+export PORTICO_OPERATOR_TOKEN="${PORTICO_OPERATOR_TOKEN:-portico-dev-operator-token}"
 bash deploy/local/ensure-deps.sh
 
 cargo build --release --locked -p portico-gateway -p portico-batch-processor -p portico-webhook-dispatcher
@@ -30,6 +31,7 @@ Portico is up (dev mode):
   gRPC     ${PORTICO_GRPC_ADDR:-127.0.0.1:50051}
   metrics  http://${PORTICO_HTTP_ADDR:-127.0.0.1:8080}/metrics, :8081/metrics, :8082/metrics
   service token: $PORTICO_SERVICE_TOKEN
+  operator token: $PORTICO_OPERATOR_TOKEN   (admin API: /api/admin/dead-letters)
 Ctrl-C stops everything.
 TXT
 wait -n "${pids[@]}"

@@ -54,7 +54,8 @@ RUST_DIRS = [ROOT / "services", ROOT / "shared"]
 EXPECTED_ALERTS = {
     "GatewayHighErrorRate", "GatewayHighLatency", "DeliveryFailureRateHigh",
     "DeliveriesExhausted", "WebhookEndpointDisabled", "QueueBacklogGrowing",
-    "JobsRedeliveredOften", "OutboxStuck", "BatchStalled", "UsageLogDropping", "ServiceDown",
+    "JobsRedeliveredOften", "OutboxStuck", "DeadLettersPresent", "BatchStalled",
+    "UsageLogDropping", "ServiceDown",
     "DeliverySuccessBudgetBurnFast", "DeliverySuccessBudgetBurnSlow",
     "DeliveryLatencyBudgetBurnFast", "DeliveryLatencyBudgetBurnSlow",
 }

@@ -32,6 +32,8 @@ use tokio::process::{Child, Command};
 pub const JWT_SECRET: &str = "e2e-jwt-secret";
 /// Service token every test gateway accepts.
 pub const SERVICE_TOKEN: &str = "e2e-service-token";
+/// Operator token every test gateway accepts on the admin API.
+pub const OPERATOR_TOKEN: &str = "e2e-operator-token-0123456789";
 /// Secrets key (base64 of 32 bytes) every test service uses.
 pub const SECRETS_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// API key pepper every test gateway uses.
@@ -251,6 +253,7 @@ impl TestApp {
             .env("PORTICO_GRPC_ADDR", "127.0.0.1:0")
             .env("PORTICO_JWT_SECRET", JWT_SECRET)
             .env("PORTICO_SERVICE_TOKEN", SERVICE_TOKEN)
+            .env("PORTICO_OPERATOR_TOKEN", OPERATOR_TOKEN)
             .env("PORTICO_SECRETS_KEY", SECRETS_KEY)
             .env("PORTICO_API_KEY_PEPPER", API_KEY_PEPPER)
             .env("PORTICO_WEBHOOK_ALLOWLIST", "127.0.0.0/8,::1/128")

@@ -4,6 +4,10 @@
 //! Batches still in progress are kept until they finish. The same loop purges the
 //! other history tables past their retention ([`portico_storage::retention`]): this
 //! worker is where every retention rule runs, so there is one schedule to watch.
+//!
+//! The loop also counts the dead letters that wait for an operator
+//! (`portico_dead_letters_unresolved`, which the `DeadLettersPresent` alert watches),
+//! every [`DEAD_LETTER_COUNT_INTERVAL`] or every retention round if that is more often.
 
 use std::time::Duration;
 
@@ -13,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 /// Batches deleted per statement, so one purge never holds a huge transaction.
 const DELETE_BATCH: i64 = 100;
 
+/// How often the unresolved dead letters are counted.
+pub const DEAD_LETTER_COUNT_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Purges expired batches every `interval` until `shutdown`. Several replicas may run
 /// it at once: each statement deletes what it finds, and a row already gone is skipped.
 pub async fn run(
@@ -21,11 +28,18 @@ pub async fn run(
     history: portico_storage::retention::Retention,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    let interval = interval.max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut count_tick = tokio::time::interval(interval.min(DEAD_LETTER_COUNT_INTERVAL));
+    count_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = count_tick.tick() => {
+                report_unresolved_dead_letters(&pool).await;
+                continue;
+            }
             _ = tick.tick() => {}
         }
         match purge_expired(&pool).await {
@@ -40,6 +54,22 @@ pub async fn run(
             Err(err) => tracing::warn!(%err, "history retention purge failed; will retry next round"),
         }
     }
+}
+
+/// Sets `portico_dead_letters_unresolved` from the database; on failure the gauge keeps
+/// its last value (a warning is logged) rather than pretending there is none.
+pub async fn report_unresolved_dead_letters(pool: &PgPool) {
+    match count_unresolved_dead_letters(pool).await {
+        Ok(n) => metrics::gauge!(portico_telemetry::metrics::DEAD_LETTERS_UNRESOLVED).set(n as f64),
+        Err(err) => tracing::warn!(%err, "counting unresolved dead letters failed; will retry"),
+    }
+}
+
+/// Dead letters no operator has replayed or discarded (read from a partial index).
+pub async fn count_unresolved_dead_letters(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM job_dead_letters WHERE resolved_at IS NULL")
+        .fetch_one(pool)
+        .await
 }
 
 /// Deletes every expired, finished batch; returns how many.

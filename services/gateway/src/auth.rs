@@ -215,6 +215,117 @@ impl FromRequestParts<AppState> for Caller {
 #[derive(Debug, Clone, Copy)]
 pub struct AuthFailed;
 
+/// Header in which an operator names themselves for the audit record. The operator
+/// token is shared, so the name is recorded as given, not verified.
+pub const OPERATOR_HEADER: &str = "x-portico-operator";
+
+/// The name recorded when an operator gives none.
+pub const UNNAMED_OPERATOR: &str = "operator";
+
+/// An operator calling the admin API (`/api/admin/...`). Operators are not users: they
+/// authenticate with `PORTICO_OPERATOR_TOKEN` and nothing else, so no user JWT, partner
+/// credential or service token reaches an admin route, and the operator token is no
+/// credential anywhere else (it is neither the service token nor a JWT).
+#[derive(Debug, Clone)]
+pub struct Operator {
+    /// From `x-portico-operator`, or [`UNNAMED_OPERATOR`].
+    pub name: String,
+    /// The request's `x-request-id` (set by the gateway when the client sent none).
+    pub request_id: Option<String>,
+    /// The peer address (or the first `X-Forwarded-For` hop when trusted).
+    pub client_addr: Option<String>,
+}
+
+/// Longest request id kept in an audit record, in bytes.
+const MAX_REQUEST_ID_BYTES: usize = 200;
+
+/// Checks that `headers` carry the operator token and returns the operator's name.
+///
+/// - no token configured: 404 `operator_access_disabled`, whatever the credentials
+///   (the admin API does not exist on this gateway);
+/// - anything but `Authorization: Bearer <operator token>` (none, a JWT, the service
+///   token, Basic credentials, a wrong token): 401 `unauthenticated`;
+/// - an `x-portico-operator` that is not 1-255 bytes of text without control
+///   characters: 400 `invalid_operator`.
+pub fn authenticate_operator(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(expected) = state.config().operator_token() else {
+        return Err(ApiError::Specific {
+            status: axum::http::StatusCode::NOT_FOUND,
+            code: "operator_access_disabled",
+            message:
+                "the admin API is disabled on this gateway (PORTICO_OPERATOR_TOKEN is not set)"
+                    .into(),
+        });
+    };
+    let refused = || {
+        ApiError::Unauthenticated(
+            "the admin API accepts only the operator token (Authorization: Bearer <PORTICO_OPERATOR_TOKEN>)"
+                .into(),
+        )
+    };
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(refused)?;
+    let (scheme, credentials) = value.split_once(' ').ok_or_else(refused)?;
+    if !scheme.eq_ignore_ascii_case("bearer")
+        || !portico_signing::constant_time_eq(credentials.trim().as_bytes(), expected.as_bytes())
+    {
+        return Err(refused());
+    }
+    let path = "/headers/x-portico-operator";
+    let name = match headers.get(OPERATOR_HEADER) {
+        None => return Ok(UNNAMED_OPERATOR.to_owned()),
+        Some(v) => std::str::from_utf8(v.as_bytes())
+            .map_err(|_| {
+                ApiError::field(
+                    "invalid_operator",
+                    path,
+                    "x-portico-operator must be UTF-8 text",
+                )
+            })?
+            .trim_matches([' ', '\t']),
+    };
+    if name.is_empty() {
+        return Ok(UNNAMED_OPERATOR.to_owned());
+    }
+    check_user_id(name).map_err(|e| {
+        ApiError::field(
+            "invalid_operator",
+            path,
+            format!("x-portico-operator: {}", e.replace("user id", "name")),
+        )
+    })?;
+    Ok(name.to_owned())
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let name = authenticate_operator(state, &parts.headers)?;
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES)
+            .map(str::to_owned);
+        let client_addr = crate::rest::partner_calls::peer_address(
+            &parts.headers,
+            &parts.extensions,
+            state.config().trust_forwarded_for,
+        );
+        Ok(Operator {
+            name,
+            request_id,
+            client_addr,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,12 @@ pub struct GatewayConfig {
     #[arg(long, env = "PORTICO_SERVICE_TOKEN", hide_env_values = true)]
     pub service_token: Option<String>,
 
+    /// Bearer token of operators: the admin API (`/api/admin/...`, e.g. dead letters)
+    /// accepts it and nothing else. Without it, the admin routes answer 404. At least
+    /// 16 bytes, and not the service token.
+    #[arg(long, env = "PORTICO_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+
     /// Base64 of 32 bytes; encrypts webhook signing secrets at rest. Required outside dev mode.
     #[arg(long, env = "PORTICO_SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<String>,
@@ -163,6 +169,7 @@ impl GatewayConfig {
     /// Refuses to start without secrets outside dev mode, so a forgotten variable
     /// never silently runs production with a public default key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_operator_token()?;
         if self.common.dev_mode {
             return Ok(());
         }
@@ -182,5 +189,62 @@ impl GatewayConfig {
                 missing.join(", ")
             )))
         }
+    }
+    /// The operator token, when one is configured (an empty value means none).
+    pub fn operator_token(&self) -> Option<&str> {
+        self.operator_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// An operator token must be hard to guess and must not be the service token: an
+    /// internal caller must never become an operator (checked in dev mode too).
+    fn validate_operator_token(&self) -> Result<(), ConfigError> {
+        let Some(token) = self.operator_token() else {
+            return Ok(());
+        };
+        if token.len() < MIN_OPERATOR_TOKEN_BYTES {
+            return Err(ConfigError(format!(
+                "PORTICO_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN_BYTES} bytes"
+            )));
+        }
+        if self.service_token.as_deref() == Some(token) {
+            return Err(ConfigError(
+                "PORTICO_OPERATOR_TOKEN must differ from PORTICO_SERVICE_TOKEN".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Shortest operator token accepted at start-up.
+pub const MIN_OPERATOR_TOKEN_BYTES: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> GatewayConfig {
+        let mut argv = vec!["portico-gateway", "--dev-mode"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("the flags parse").config
+    }
+
+    /// The operator token is optional, long enough when set, and never the service token.
+    #[test]
+    fn operator_token_is_checked() {
+        assert!(config(&[]).validate().is_ok());
+        assert_eq!(config(&["--operator-token", ""]).operator_token(), None);
+        let ok = config(&["--operator-token", "operator-token-0123456789"]);
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.operator_token(), Some("operator-token-0123456789"));
+        assert!(config(&["--operator-token", "short"]).validate().is_err());
+        let same = config(&[
+            "--operator-token",
+            "shared-token-0123456789",
+            "--service-token",
+            "shared-token-0123456789",
+        ]);
+        assert!(same.validate().is_err());
     }
 }

@@ -64,6 +64,18 @@ pub enum ApiError {
     /// A dependency is unavailable; the request changed nothing and can be retried.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// An answer with its own stable code under a status of the kinds above (e.g. 409
+    /// `dead_letter_resolved`, 404 `operator_access_disabled`): the status gives the
+    /// class, the code the exact reason.
+    #[error("{message}")]
+    Specific {
+        /// The HTTP status (a 4xx; gRPC maps 404 to NOT_FOUND, 409 to FAILED_PRECONDITION).
+        status: StatusCode,
+        /// The stable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The capability is not built yet.
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
@@ -99,6 +111,7 @@ impl ApiError {
             ApiError::FailedPrecondition(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Specific { status, .. } => *status,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -121,6 +134,7 @@ impl ApiError {
             ApiError::FailedPrecondition(_) => "failed_precondition",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Specific { code, .. } => code,
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Internal(_) => "internal",
         }
@@ -224,6 +238,13 @@ impl From<ApiError> for tonic::Status {
             ApiError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             ApiError::RateLimited { .. } => tonic::Code::ResourceExhausted,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
+            ApiError::Specific { status, .. } => match *status {
+                StatusCode::NOT_FOUND => tonic::Code::NotFound,
+                StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+                StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
+                StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
+                _ => tonic::Code::FailedPrecondition,
+            },
             ApiError::Internal(_) => tonic::Code::Internal,
         };
         let mut status = tonic::Status::new(code, message);

@@ -29,6 +29,9 @@ pub const JOBS: &str = "portico_jobs_total";
 pub const JOBS_REDELIVERED: &str = "portico_jobs_redelivered_total";
 /// Jobs recorded in `job_dead_letters` (undecodable, or failing for good), by consumer.
 pub const JOBS_DEAD_LETTERED: &str = "portico_jobs_dead_lettered_total";
+/// Dead letters no operator has replayed or discarded yet (`job_dead_letters` rows with
+/// `resolved_at` unset), set by the batch-processor.
+pub const DEAD_LETTERS_UNRESOLVED: &str = "portico_dead_letters_unresolved";
 /// Messages waiting in a durable consumer.
 pub const QUEUE_PENDING: &str = "portico_queue_pending";
 /// Outbox rows not yet published.

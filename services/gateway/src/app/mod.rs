@@ -4,6 +4,7 @@
 
 pub mod bulk_orders;
 pub mod credentials;
+pub mod dead_letters;
 pub mod events;
 pub mod integrations;
 pub mod ssrf_guard;

@@ -2,6 +2,7 @@
 //! or problem+json. The same router is mounted under `/api` and `/api/v1`; the OpenAPI
 //! document is generated from the handlers' annotations, so it cannot drift.
 
+pub mod admin;
 pub mod bulk_orders;
 pub mod events;
 pub mod integrations;
@@ -41,6 +42,7 @@ use crate::state::AppState;
         (name = "bulk-orders", description = "Bulk order batches"),
         (name = "orders", description = "Orders"),
         (name = "integrations", description = "Partner integrations and credentials"),
+        (name = "admin", description = "Operators only (PORTICO_OPERATOR_TOKEN): dead letters"),
     )
 )]
 struct ApiDoc;
@@ -67,6 +69,10 @@ impl utoipa::Modify for SecuritySchemes {
             "partnerBasic",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
+        components.add_security_scheme(
+            "operatorToken",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -78,6 +84,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(webhooks::routes())
         .merge(bulk_orders::routes())
         .merge(integrations::routes())
+        .merge(admin::routes())
         .split_for_parts();
     openapi::add_common_responses(&mut doc);
     (router, doc)

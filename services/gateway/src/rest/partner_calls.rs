@@ -75,9 +75,17 @@ fn basic_credentials(headers: &HeaderMap) -> Option<String> {
 /// The peer address, or the first `X-Forwarded-For` hop when the operator says a
 /// trusted proxy sets it.
 fn client_ip(request: &Request, trust_forwarded_for: bool) -> Option<String> {
+    peer_address(request.headers(), request.extensions(), trust_forwarded_for)
+}
+
+/// [`client_ip`] from a request's parts (extractors see parts, not the request).
+pub(crate) fn peer_address(
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+    trust_forwarded_for: bool,
+) -> Option<String> {
     if trust_forwarded_for
-        && let Some(first) = request
-            .headers()
+        && let Some(first) = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
@@ -86,8 +94,7 @@ fn client_ip(request: &Request, trust_forwarded_for: bool) -> Option<String> {
     {
         return Some(first.to_owned());
     }
-    request
-        .extensions()
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip().to_string())
 }

@@ -1,0 +1,370 @@
+//! The admin API, for operators only (`Authorization: Bearer <PORTICO_OPERATOR_TOKEN>`,
+//! see [`crate::auth::Operator`]): dead letters, listed, inspected, replayed and
+//! discarded. Thin adapters over [`crate::app::dead_letters`].
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use portico_domain::FieldError;
+use portico_queue::jobs::Job;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::dead_letters::{
+    self, DeadLetter, DeadLetterAction, DeadLetterDetail, DeadLetterFilter, DeadLetterPage,
+    Resolution, ResolutionFilter,
+};
+use crate::auth::Operator;
+use crate::error::{ApiError, Problem};
+use crate::rest::json::ApiJson;
+use crate::state::AppState;
+
+/// The routes, with their OpenAPI descriptions.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(get_dead_letter))
+        .routes(routes!(replay_dead_letter))
+        .routes(routes!(discard_dead_letter))
+}
+
+fn parse_id(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::field("invalid_id", "/id", "id must be a positive integer"))
+}
+
+fn parse_time(text: Option<&str>, path: &str) -> Result<Option<DateTime<Utc>>, FieldError> {
+    text.filter(|t| !t.is_empty())
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|_| {
+                    FieldError::new(
+                        "invalid_timestamp",
+                        path,
+                        format!("{t:?} is not an RFC 3339 timestamp (e.g. 2026-01-31T12:00:00Z)"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// Query parameters of the dead-letter list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterQuery {
+    /// Only this consumer, e.g. `webhook-dispatcher.events`.
+    pub consumer: Option<String>,
+    /// Only jobs of this owner.
+    pub user_id: Option<String>,
+    /// RFC 3339; recorded at or after.
+    pub since: Option<String>,
+    /// RFC 3339; recorded before.
+    pub until: Option<String>,
+    /// unresolved, replayed or discarded; absent = all.
+    pub status: Option<String>,
+    /// 1..=500, default 50.
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A dead-lettered job, without its payload.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterBody {
+    /// Id (grows in recording order).
+    pub id: i64,
+    /// The consumer that gave up on the job.
+    pub consumer: String,
+    /// The JetStream subject the job arrived on.
+    pub subject: String,
+    /// Why it was dead-lettered (its latest failure).
+    pub reason: String,
+    /// The job's owner, when known.
+    pub user_id: Option<String>,
+    /// The job's own message id, when it decoded.
+    pub message_id: Option<String>,
+    /// Size of the recorded payload, in bytes.
+    pub payload_bytes: i64,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When an operator resolved it; null while it waits for one.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// replayed or discarded; null while unresolved.
+    pub resolution: Option<String>,
+}
+
+impl From<DeadLetter> for DeadLetterBody {
+    fn from(d: DeadLetter) -> Self {
+        Self {
+            id: d.id,
+            consumer: d.consumer,
+            subject: d.subject,
+            reason: d.reason,
+            user_id: d.user_id,
+            message_id: d.message_id,
+            payload_bytes: d.payload_bytes,
+            created_at: d.created_at,
+            resolved_at: d.resolved_at,
+            resolution: d.resolution,
+        }
+    }
+}
+
+/// One page of dead letters.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterListBody {
+    /// Newest first.
+    pub data: Vec<DeadLetterBody>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One audited operator action.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterActionBody {
+    /// replayed or discarded.
+    pub action: String,
+    /// The operator's name from `x-portico-operator` (`operator` when none was given).
+    pub operator: String,
+    /// The request's `x-request-id`.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub client_addr: Option<String>,
+    /// The reason given.
+    pub reason: String,
+    /// A replay's `Nats-Msg-Id`.
+    pub replay_message_id: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl From<DeadLetterAction> for DeadLetterActionBody {
+    fn from(a: DeadLetterAction) -> Self {
+        Self {
+            action: a.action,
+            operator: a.operator,
+            request_id: a.request_id,
+            client_addr: a.client_addr,
+            reason: a.reason,
+            replay_message_id: a.replay_message_id,
+            at: a.at,
+        }
+    }
+}
+
+/// A dead letter with its job and its audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterDetailBody {
+    /// Id.
+    pub id: i64,
+    /// The consumer that gave up on the job.
+    pub consumer: String,
+    /// The JetStream subject the job arrived on.
+    pub subject: String,
+    /// Why it was dead-lettered (its latest failure).
+    pub reason: String,
+    /// The job's owner, when known.
+    pub user_id: Option<String>,
+    /// The job's own message id, when it decoded.
+    pub message_id: Option<String>,
+    /// Size of the recorded payload, in bytes.
+    pub payload_bytes: i64,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When an operator resolved it; null while it waits for one.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// replayed or discarded; null while unresolved.
+    pub resolution: Option<String>,
+    /// The decoded job (`{"type": "event_dispatch.v1", "job": {...}}`) when the payload
+    /// is a job this gateway understands; null otherwise.
+    #[schema(value_type = Option<Object>)]
+    pub job: Option<serde_json::Value>,
+    /// The payload, base64 (standard alphabet), when it is not a decodable job; null otherwise.
+    pub payload_base64: Option<String>,
+    /// Why the payload does not decode; null when it does.
+    pub decode_error: Option<String>,
+    /// Every operator action on it, oldest first.
+    pub actions: Vec<DeadLetterActionBody>,
+}
+
+impl From<DeadLetterDetail> for DeadLetterDetailBody {
+    fn from(d: DeadLetterDetail) -> Self {
+        let decoded = Job::decode(&d.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|_| serde_json::from_slice(&d.payload).map_err(|e| e.to_string()));
+        let (job, payload_base64, decode_error) = match decoded {
+            Ok(job) => (Some(job), None, None),
+            Err(e) => (None, Some(STANDARD.encode(&d.payload)), Some(e)),
+        };
+        let l = d.dead_letter;
+        Self {
+            id: l.id,
+            consumer: l.consumer,
+            subject: l.subject,
+            reason: l.reason,
+            user_id: l.user_id,
+            message_id: l.message_id,
+            payload_bytes: l.payload_bytes,
+            created_at: l.created_at,
+            resolved_at: l.resolved_at,
+            resolution: l.resolution,
+            job,
+            payload_base64,
+            decode_error,
+            actions: d.actions.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Why an operator replays or discards a dead letter; kept in the audit record.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResolveDeadLetterBody {
+    /// 1-1,000 characters, e.g. "fixed by release 1.4.2" or "test data".
+    pub reason: String,
+}
+
+/// List dead letters, newest first, with filters (operators only).
+#[utoipa::path(get, path = "/admin/dead-letters", tag = "admin",
+    params(DeadLetterQuery),
+    responses(
+        (status = 200, description = "One page", body = DeadLetterListBody),
+        (status = 400, description = "Invalid filter (invalid_timestamp, invalid_status, invalid_consumer, invalid_user_id, invalid_cursor, invalid_limit; invalid_operator)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The admin API is disabled: no PORTICO_OPERATOR_TOKEN (operator_access_disabled)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("operatorToken" = [])))]
+pub async fn list_dead_letters(
+    State(state): State<AppState>,
+    _operator: Operator,
+    params: Result<Query<DeadLetterQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(params) =
+        params.map_err(|e| ApiError::field("invalid_query", "/query", e.body_text()))?;
+    let mut errors = Vec::new();
+    let status = params
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(ResolutionFilter::parse)
+        .transpose()
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let since = parse_time(params.since.as_deref(), "/since")
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let until = parse_time(params.until.as_deref(), "/until")
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let page = DeadLetterPage::parse(params.limit, params.cursor.as_deref())
+        .map_err(|e| errors.push(e))
+        .ok();
+    let filter = DeadLetterFilter {
+        consumer: params.consumer.filter(|c| !c.is_empty()),
+        user_id: params.user_id.filter(|u| !u.is_empty()),
+        since,
+        until,
+        status,
+    };
+    if let Err(mut invalid) = filter.validate() {
+        errors.append(&mut invalid);
+    }
+    let Some(page) = page.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let (items, next_cursor) = dead_letters::list(&state, &filter, page).await?;
+    Ok(axum::Json(DeadLetterListBody {
+        data: items.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+/// One dead letter: the decoded job (or the raw payload) and its audit trail.
+#[utoipa::path(get, path = "/admin/dead-letters/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "Dead letter id")),
+    responses(
+        (status = 200, description = "The dead letter", body = DeadLetterDetailBody),
+        (status = 400, description = "invalid_id: the id is not a positive integer", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dead letter (not_found), or the admin API is disabled (operator_access_disabled)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("operatorToken" = [])))]
+pub async fn get_dead_letter(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let detail = dead_letters::get(&state, id).await?;
+    Ok(axum::Json(DeadLetterDetailBody::from(detail)))
+}
+
+/// Replay a dead letter: re-publish its job with a fresh message id, once.
+#[utoipa::path(post, path = "/admin/dead-letters/{id}/replay", tag = "admin",
+    params(("id" = i64, Path, description = "Dead letter id"),
+        ("x-portico-operator" = Option<String>, Header, description = "Who is acting, for the audit record")),
+    request_body = ResolveDeadLetterBody,
+    responses(
+        (status = 202, description = "Committed with its audit record; the job reaches JetStream through the outbox within moments", body = DeadLetterDetailBody),
+        (status = 400, description = "invalid_reason, invalid_operator", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dead letter (not_found), or the admin API is disabled (operator_access_disabled)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already replayed or discarded (dead_letter_resolved); the payload is no job this gateway can decode (dead_letter_undecodable)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("operatorToken" = [])))]
+pub async fn replay_dead_letter(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResolveDeadLetterBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let detail =
+        dead_letters::resolve(&state, &operator, id, Resolution::Replay, &body.reason).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(DeadLetterDetailBody::from(detail)),
+    ))
+}
+
+/// Discard a dead letter: publish nothing, keep the record, once.
+#[utoipa::path(post, path = "/admin/dead-letters/{id}/discard", tag = "admin",
+    params(("id" = i64, Path, description = "Dead letter id"),
+        ("x-portico-operator" = Option<String>, Header, description = "Who is acting, for the audit record")),
+    request_body = ResolveDeadLetterBody,
+    responses(
+        (status = 200, description = "Discarded, with its audit record", body = DeadLetterDetailBody),
+        (status = 400, description = "invalid_reason, invalid_operator", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dead letter (not_found), or the admin API is disabled (operator_access_disabled)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already replayed or discarded (dead_letter_resolved)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("operatorToken" = [])))]
+pub async fn discard_dead_letter(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResolveDeadLetterBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let detail =
+        dead_letters::resolve(&state, &operator, id, Resolution::Discard, &body.reason).await?;
+    Ok(axum::Json(DeadLetterDetailBody::from(detail)))
+}
