@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portico_domain::bulk_orders::BatchStatus;
+use portico_domain::ids::{BatchId, IntegrationId};
 use portico_queue::Topology;
 use portico_queue::consumer::{JobMessage, Outcome};
 use portico_queue::outbox::OutboxSignal;
-use portico_storage::batch_columns;
-use portico_storage::bulk_orders::BatchRow;
+use portico_storage::bulk_orders as store;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -57,11 +57,11 @@ pub struct Processor {
 #[derive(Debug, Clone)]
 pub struct BatchRef {
     /// The batch.
-    pub id: Uuid,
+    pub id: BatchId,
     /// Its owner; every order is created for this user.
     pub user_id: String,
     /// The integration that submitted it, recorded on every order.
-    pub integration_id: Option<Uuid>,
+    pub integration_id: Option<IntegrationId>,
 }
 
 /// Why processing stopped short.
@@ -121,6 +121,7 @@ pub async fn process(
     message: &JobMessage,
     shutdown: &CancellationToken,
 ) -> Outcome {
+    let batch_id = BatchId(batch_id);
     match run(processor, batch_id, message, shutdown).await {
         Ok(outcome) => outcome,
         Err(err) if message.delivered >= GIVE_UP_AFTER_DELIVERIES => {
@@ -144,20 +145,17 @@ pub async fn process(
 
 async fn run(
     processor: &Arc<Processor>,
-    batch_id: Uuid,
+    batch_id: BatchId,
     message: &JobMessage,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, ProcessError> {
-    let claimed: Option<(String, Option<Uuid>, bool)> = sqlx::query_as(
-        "UPDATE bulk_order_batches
-         SET status = 'processing', started_at = COALESCE(started_at, now()), updated_at = now()
-         WHERE id = $1 AND status IN ('pending', 'processing')
-         RETURNING user_id, integration_id, cancel_requested",
-    )
-    .bind(batch_id)
-    .fetch_optional(&processor.pool)
-    .await?;
-    let Some((user_id, integration_id, cancel_requested)) = claimed else {
+    let claimed = store::claim(&processor.pool, batch_id).await?;
+    let Some(store::ClaimedBatch {
+        user_id,
+        integration_id,
+        cancel_requested,
+    }) = claimed
+    else {
         tracing::info!(%batch_id, "batch already finished or gone; acking the redelivered job");
         return Ok(Outcome::Done);
     };
@@ -172,13 +170,7 @@ async fn run(
     let stop = if cancel_requested {
         Stop::Cancelled
     } else {
-        let chunks: Vec<i32> = sqlx::query_scalar(
-            "SELECT chunk_index FROM bulk_order_batch_chunks
-             WHERE batch_id = $1 AND NOT processed ORDER BY chunk_index",
-        )
-        .bind(batch_id)
-        .fetch_all(&processor.pool)
-        .await?;
+        let chunks = store::unprocessed_chunks(&processor.pool, batch_id).await?;
         run_chunks(processor, &batch, chunks, message, shutdown).await?
     };
     match stop {
@@ -277,29 +269,16 @@ async fn run_chunks(
 }
 
 /// Writes the final status (from the counts) and the completion event, once.
-async fn finish(processor: &Processor, batch_id: Uuid) -> Result<(), ProcessError> {
+async fn finish(processor: &Processor, batch_id: BatchId) -> Result<(), ProcessError> {
     let mut tx = processor.pool.begin().await?;
-    let remaining: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM bulk_order_batch_chunks WHERE batch_id = $1 AND NOT processed",
-    )
-    .bind(batch_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let remaining = store::count_unprocessed_chunks(&mut *tx, batch_id).await?;
     if remaining > 0 {
         // Another replica still holds a chunk; it (or a redelivery) finishes the batch.
         return Err(ProcessError::Corrupt(format!(
             "{remaining} chunks still unprocessed at finish"
         )));
     }
-    let row: Option<BatchRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        batch_columns!(),
-        " FROM bulk_order_batches WHERE id = $1 AND status = 'processing' FOR UPDATE"
-    ))
-    .bind(batch_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    let Some(row) = store::lock_processing(&mut *tx, batch_id).await? else {
         return Ok(());
     };
     let status = BatchStatus::finished(&row.counts());
@@ -316,26 +295,12 @@ async fn finish(processor: &Processor, batch_id: Uuid) -> Result<(), ProcessErro
 /// in flight elsewhere finishes before this looks at it.
 pub async fn finish_unprocessed(
     processor: &Processor,
-    batch_id: Uuid,
+    batch_id: BatchId,
     status: BatchStatus,
 ) -> Result<(), ProcessError> {
     let mut tx = processor.pool.begin().await?;
-    let chunks: Vec<i32> = sqlx::query_scalar(
-        "SELECT chunk_index FROM bulk_order_batch_chunks
-         WHERE batch_id = $1 AND NOT processed ORDER BY chunk_index FOR UPDATE",
-    )
-    .bind(batch_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let row: Option<BatchRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        batch_columns!(),
-        " FROM bulk_order_batches WHERE id = $1 AND status IN ('pending', 'processing') FOR UPDATE"
-    ))
-    .bind(batch_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    let chunks = store::lock_unprocessed_chunks(&mut *tx, batch_id).await?;
+    let Some(row) = store::lock_unfinished(&mut *tx, batch_id).await? else {
         return Ok(());
     };
     if chunks.is_empty() {
@@ -344,37 +309,9 @@ pub async fn finish_unprocessed(
         let status = BatchStatus::finished(&row.counts());
         return complete(processor, tx, batch_id, status).await;
     }
-    let written = sqlx::query(
-        "INSERT INTO bulk_order_results (batch_id, order_index, client_order_ref, status)
-         SELECT c.batch_id, c.first_index + (e.ord::int - 1),
-                CASE WHEN jsonb_typeof(e.value -> 'clientOrderRef') = 'string'
-                     THEN left(e.value ->> 'clientOrderRef', 100) END,
-                'unprocessed'
-         FROM bulk_order_batch_chunks c
-         CROSS JOIN LATERAL jsonb_array_elements(c.orders) WITH ORDINALITY AS e(value, ord)
-         WHERE c.batch_id = $1 AND c.chunk_index = ANY($2)
-         ON CONFLICT (batch_id, order_index) DO NOTHING",
-    )
-    .bind(batch_id)
-    .bind(&chunks)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query(
-        "UPDATE bulk_order_batch_chunks SET processed = true
-         WHERE batch_id = $1 AND chunk_index = ANY($2)",
-    )
-    .bind(batch_id)
-    .bind(&chunks)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE bulk_order_batches SET unprocessed = unprocessed + $2, updated_at = now() WHERE id = $1",
-    )
-    .bind(batch_id)
-    .bind(written as i32)
-    .execute(&mut *tx)
-    .await?;
+    let written = store::write_unprocessed_results(&mut *tx, batch_id, &chunks).await?;
+    store::mark_chunks_processed(&mut *tx, batch_id, &chunks).await?;
+    store::add_unprocessed(&mut *tx, batch_id, written as i32).await?;
     if written > 0 {
         metrics::counter!(portico_telemetry::metrics::BATCH_ORDERS, "outcome" => "unprocessed")
             .increment(written);
@@ -387,18 +324,10 @@ pub async fn finish_unprocessed(
 async fn complete(
     processor: &Processor,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    batch_id: Uuid,
+    batch_id: BatchId,
     status: BatchStatus,
 ) -> Result<(), ProcessError> {
-    let row: BatchRow = sqlx::query_as(concat!(
-        "UPDATE bulk_order_batches SET status = $2, completed_at = now(), updated_at = now()
-         WHERE id = $1 RETURNING ",
-        batch_columns!()
-    ))
-    .bind(batch_id)
-    .bind(status.as_str())
-    .fetch_one(&mut *tx)
-    .await?;
+    let row = store::complete(&mut *tx, batch_id, status).await?;
     let job = events::batch_completed(&row).map_err(ProcessError::encoding)?;
     portico_queue::outbox::enqueue(&mut tx, &processor.topology, &job).await?;
     tx.commit().await?;

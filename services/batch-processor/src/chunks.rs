@@ -17,11 +17,13 @@ use std::sync::Arc;
 
 use portico_domain::FieldError;
 use portico_domain::bulk_orders::ResultStatus;
+use portico_domain::ids::OrderId;
 use portico_domain::orders::{Order, parse_order};
 use portico_queue::jobs::Job;
+use portico_storage::bulk_orders::{self as store, ChunkCounts, NewResults};
+use portico_storage::orders::{self, NewLineItem, NewOrder, NewOrders, OrderOwner};
 use serde_json::value::RawValue;
-use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
+use sqlx::{Acquire, Postgres, Transaction};
 
 use crate::batches::{BatchRef, ProcessError, Processor};
 use crate::events;
@@ -63,7 +65,7 @@ pub enum ChunkOutcome {
 #[allow(clippy::large_enum_variant)]
 enum Decision<'a> {
     /// Create it, with this new id.
-    Create(Uuid, Order<'a>),
+    Create(OrderId, Order<'a>),
     /// Same clientOrderRef as an earlier order of this chunk (by position).
     SameAsEarlier(usize),
     /// Invalid.
@@ -170,16 +172,11 @@ async fn process_chunk_with(
     inserts: Inserts,
 ) -> Result<ChunkOutcome, ProcessError> {
     let mut tx = processor.pool.begin().await?;
-    let row: Option<(i32, String)> = sqlx::query_as(
-        "SELECT first_index, orders::text FROM bulk_order_batch_chunks
-         WHERE batch_id = $1 AND chunk_index = $2 AND NOT processed
-         FOR UPDATE",
-    )
-    .bind(batch.id)
-    .bind(chunk_index)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((first_index, text)) = row else {
+    let Some(store::LockedChunk {
+        first_index,
+        orders: text,
+    }) = store::lock_chunk(&mut *tx, batch.id, chunk_index).await?
+    else {
         tx.rollback().await?;
         return Ok(ChunkOutcome::AlreadyProcessed);
     };
@@ -198,7 +195,7 @@ async fn process_chunk_with(
                 Some(&earlier) => Decision::SameAsEarlier(earlier),
                 None => {
                     first_by_ref.insert(order.client_order_ref.clone(), position);
-                    Decision::Create(Uuid::now_v7(), order)
+                    Decision::Create(OrderId::generate(), order)
                 }
             },
         };
@@ -243,15 +240,11 @@ async fn process_chunk_with(
 
     // One result per order, in input order.
     let n = decisions.len();
-    let mut indexes = Vec::with_capacity(n);
-    let mut result_refs: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut statuses = Vec::with_capacity(n);
-    let mut order_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
-    let mut errors_json: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut results = NewResults::with_capacity(n);
     let mut tally = ChunkTally::default();
     let mut summary: HashMap<&str, i64> = HashMap::new();
-    let mut new_orders: Vec<(Uuid, &Order<'_>)> = Vec::new();
-    let mut resolved: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    let mut new_orders: Vec<(OrderId, &Order<'_>)> = Vec::new();
+    let mut resolved: Vec<Option<OrderId>> = Vec::with_capacity(n);
     for (position, decision) in decisions.iter().enumerate() {
         let (status, order_id, errors) = match decision {
             Decision::Create(id, order) if created.contains(id) => {
@@ -288,35 +281,16 @@ async fn process_chunk_with(
             _ => tally.duplicate += 1,
         }
         resolved.push(order_id);
-        indexes.push(first_index + position as i32);
-        result_refs.push(refs[position].as_deref());
-        statuses.push(status.as_str());
-        order_ids.push(order_id);
-        errors_json.push(errors);
+        results.push(
+            first_index + position as i32,
+            refs[position].as_deref(),
+            status,
+            order_id,
+            errors,
+        );
     }
-    sqlx::query(
-        "INSERT INTO bulk_order_results (batch_id, order_index, client_order_ref, status, order_id, errors)
-         SELECT $1, t.idx, t.ref, t.status, t.order_id, COALESCE(t.errors::jsonb, '[]'::jsonb)
-         FROM unnest($2::int4[], $3::text[], $4::text[], $5::uuid[], $6::text[])
-             AS t(idx, ref, status, order_id, errors)
-         ON CONFLICT (batch_id, order_index) DO NOTHING",
-    )
-    .bind(batch.id)
-    .bind(&indexes)
-    .bind(&result_refs)
-    .bind(&statuses)
-    .bind(&order_ids)
-    .bind(&errors_json)
-    .execute(&mut *tx)
-    .await?;
-
-    sqlx::query(
-        "UPDATE bulk_order_batch_chunks SET processed = true WHERE batch_id = $1 AND chunk_index = $2",
-    )
-    .bind(batch.id)
-    .bind(chunk_index)
-    .execute(&mut *tx)
-    .await?;
+    store::insert_results(&mut *tx, batch.id, &results).await?;
+    store::mark_chunk_processed(&mut *tx, batch.id, chunk_index).await?;
 
     // order.created, only when the owner has a webhook that wants it; committed with
     // the orders, so an order and its event cannot diverge.
@@ -334,32 +308,14 @@ async fn process_chunk_with(
     // waits on it) only from here to the commit, not while the chunk's other
     // statements run.
     let summary_json = serde_json::to_string(&summary).map_err(ProcessError::encoding)?;
-    let (cancel_requested,): (bool,) = sqlx::query_as(
-        "UPDATE bulk_order_batches SET
-             processed = processed + $2,
-             succeeded = succeeded + $3,
-             failed = failed + $4,
-             duplicate = duplicate + $5,
-             error_summary = CASE WHEN $6::jsonb = '{}'::jsonb THEN error_summary ELSE (
-                 SELECT COALESCE(jsonb_object_agg(code, n), '{}'::jsonb) FROM (
-                     SELECT code, sum(n::bigint) AS n FROM (
-                         SELECT key AS code, value AS n FROM jsonb_each_text(error_summary)
-                         UNION ALL
-                         SELECT key, value FROM jsonb_each_text($6::jsonb)
-                     ) AS both_summaries GROUP BY code
-                 ) AS merged) END,
-             updated_at = now()
-         WHERE id = $1
-         RETURNING cancel_requested",
-    )
-    .bind(batch.id)
-    .bind(tally.processed())
-    .bind(tally.succeeded)
-    .bind(tally.failed)
-    .bind(tally.duplicate)
-    .bind(&summary_json)
-    .fetch_one(&mut *tx)
-    .await?;
+    let counts = ChunkCounts {
+        processed: tally.processed(),
+        succeeded: tally.succeeded,
+        failed: tally.failed,
+        duplicate: tally.duplicate,
+    };
+    let cancel_requested =
+        store::add_chunk_counts(&mut *tx, batch.id, counts, &summary_json).await?;
     tx.commit().await?;
     if enqueued {
         processor.outbox.notify();
@@ -371,25 +327,15 @@ async fn process_chunk_with(
     })
 }
 
-/// The ids of this owner's orders with these references: one index probe per
-/// reference (a scalar subquery runs per row, so a stale row estimate can never turn
-/// it into a scan of all the owner's orders).
+/// The ids of this owner's orders with these references ([`orders::find_by_refs`]).
 async fn existing_orders(
     tx: &mut Transaction<'_, Postgres>,
     user_id: &str,
     refs: &[&str],
-) -> Result<HashMap<String, Uuid>, sqlx::Error> {
-    let rows: Vec<(String, Option<Uuid>)> = sqlx::query_as(
-        "SELECT r.ref, (SELECT o.id FROM orders o WHERE o.user_id = $1 AND o.client_order_ref = r.ref)
-         FROM unnest($2::text[]) AS r(ref)",
-    )
-    .bind(user_id)
-    .bind(refs)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
+) -> Result<HashMap<String, OrderId>, sqlx::Error> {
+    Ok(orders::find_by_refs(&mut **tx, user_id, refs)
+        .await?
         .into_iter()
-        .filter_map(|(r, id)| id.map(|id| (r, id)))
         .collect())
 }
 
@@ -399,8 +345,8 @@ async fn insert_orders(
     tx: &mut Transaction<'_, Postgres>,
     batch: &BatchRef,
     decisions: &[Decision<'_>],
-) -> Result<std::collections::HashSet<Uuid>, ProcessError> {
-    let to_create: Vec<(Uuid, &Order<'_>)> = decisions
+) -> Result<HashSet<OrderId>, ProcessError> {
+    let to_create: Vec<(OrderId, &Order<'_>)> = decisions
         .iter()
         .filter_map(|d| match d {
             Decision::Create(id, order) => Some((*id, order)),
@@ -410,101 +356,62 @@ async fn insert_orders(
     if to_create.is_empty() {
         return Ok(Default::default());
     }
-    let n = to_create.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut refs = Vec::with_capacity(n);
-    let mut currencies = Vec::with_capacity(n);
-    let mut customers = Vec::with_capacity(n);
-    let mut addresses = Vec::with_capacity(n);
-    let mut totals = Vec::with_capacity(n);
-    let mut metadata: Vec<Option<&str>> = Vec::with_capacity(n);
     let items = to_create.iter().map(|(_, o)| o.line_items.len()).sum();
-    let mut item_orders = Vec::with_capacity(items);
-    let mut item_lines = Vec::with_capacity(items);
-    let mut item_skus: Vec<&str> = Vec::with_capacity(items);
-    let mut item_quantities = Vec::with_capacity(items);
-    let mut item_prices = Vec::with_capacity(items);
+    let mut new_orders = NewOrders::with_capacity(to_create.len(), items);
     for (id, order) in &to_create {
-        ids.push(*id);
-        refs.push(order.client_order_ref.as_ref());
-        currencies.push(order.currency.code);
-        customers.push(serde_json::to_string(&order.customer).map_err(ProcessError::encoding)?);
-        addresses
-            .push(serde_json::to_string(&order.shipping_address).map_err(ProcessError::encoding)?);
-        totals.push(order.total_minor);
-        metadata.push(order.metadata.map(RawValue::get));
-        for (line, item) in order.line_items.iter().enumerate() {
-            item_orders.push(*id);
-            item_lines.push(line as i32 + 1);
-            item_skus.push(item.sku.as_ref());
-            item_quantities.push(item.quantity);
-            item_prices.push(item.unit_price_minor);
-        }
+        let row = NewOrder {
+            id: *id,
+            client_order_ref: order.client_order_ref.as_ref(),
+            currency: order.currency.code,
+            customer: serde_json::to_string(&order.customer).map_err(ProcessError::encoding)?,
+            shipping_address: serde_json::to_string(&order.shipping_address)
+                .map_err(ProcessError::encoding)?,
+            total_minor: order.total_minor,
+            metadata: order.metadata.map(RawValue::get),
+        };
+        let items = order
+            .line_items
+            .iter()
+            .enumerate()
+            .map(|(line, item)| NewLineItem {
+                line_number: line as i32 + 1,
+                sku: item.sku.as_ref(),
+                quantity: item.quantity,
+                unit_price_minor: item.unit_price_minor,
+            });
+        new_orders.push(row, items);
     }
-    let inserted: Vec<(Uuid,)> = sqlx::query_as(
-        "WITH new_orders AS (
-             INSERT INTO orders (id, user_id, batch_id, integration_id, client_order_ref, currency,
-                                 customer, shipping_address, total_minor, metadata)
-             SELECT t.id, $1, $2, $3, t.ref, t.currency, t.customer::jsonb, t.address::jsonb,
-                    t.total, t.metadata::jsonb
-             FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::text[])
-                 AS t(id, ref, currency, customer, address, total, metadata)
-             ON CONFLICT (user_id, client_order_ref) DO NOTHING
-             RETURNING id
-         ), new_items AS (
-             INSERT INTO order_items (order_id, line_number, sku, quantity, unit_price_minor)
-             SELECT i.order_id, i.line_number, i.sku, i.quantity, i.price
-             FROM unnest($11::uuid[], $12::int4[], $13::text[], $14::int4[], $15::int8[])
-                 AS i(order_id, line_number, sku, quantity, price)
-             WHERE i.order_id IN (SELECT id FROM new_orders)
-         )
-         SELECT id FROM new_orders",
-    )
-    .bind(&batch.user_id)
-    .bind(batch.id)
-    .bind(batch.integration_id)
-    .bind(&ids)
-    .bind(&refs)
-    .bind(&currencies)
-    .bind(&customers)
-    .bind(&addresses)
-    .bind(&totals)
-    .bind(&metadata)
-    .bind(&item_orders)
-    .bind(&item_lines)
-    .bind(&item_skus)
-    .bind(&item_quantities)
-    .bind(&item_prices)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(inserted.into_iter().map(|(id,)| id).collect())
+    let owner = OrderOwner {
+        user_id: &batch.user_id,
+        batch_id: batch.id,
+        integration_id: batch.integration_id,
+    };
+    let inserted = orders::insert(&mut **tx, &owner, &new_orders).await?;
+    Ok(inserted.into_iter().collect())
 }
 
-/// Inserts the chunk's new orders one at a time behind savepoints; an order that
+/// Inserts the chunk's new orders one at a time, each behind a savepoint (a nested
+/// transaction: `SAVEPOINT`, then `RELEASE` or `ROLLBACK TO`); an order that
 /// PostgreSQL refuses for its data becomes a `Fail` decision (`unstorable_order`).
 async fn insert_orders_one_by_one(
     tx: &mut Transaction<'_, Postgres>,
     batch: &BatchRef,
     decisions: &mut [Decision<'_>],
-) -> Result<HashSet<Uuid>, ProcessError> {
+) -> Result<HashSet<OrderId>, ProcessError> {
     let mut created = HashSet::new();
     for position in 0..decisions.len() {
         if !matches!(decisions[position], Decision::Create(..)) {
             continue;
         }
-        sqlx::query("SAVEPOINT one_order").execute(&mut **tx).await?;
-        let single = insert_orders(tx, batch, &decisions[position..=position]).await;
+        let mut savepoint = tx.begin().await?;
+        let single = insert_orders(&mut savepoint, batch, &decisions[position..=position]).await;
         match single {
             Ok(ids) => {
-                sqlx::query("RELEASE SAVEPOINT one_order")
-                    .execute(&mut **tx)
-                    .await?;
+                savepoint.commit().await?;
                 created.extend(ids);
             }
             Err(ProcessError::Database(err)) if portico_storage::is_data_error(&err) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT one_order")
-                    .execute(&mut **tx)
-                    .await?;
+                savepoint.rollback().await?;
                 let message = err
                     .as_database_error()
                     .map(|d| d.message().replace('\0', ""))

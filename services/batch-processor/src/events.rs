@@ -8,12 +8,12 @@
 //! re-run after a crash lands on the same event and is delivered once.
 
 use chrono::Utc;
+use portico_domain::ids::OrderId;
 use portico_domain::orders::{Order, format_minor};
 use portico_queue::jobs::{EventDispatch, Job};
 use portico_storage::bulk_orders::BatchRow;
 use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
 
 use crate::batches::BatchRef;
 
@@ -42,13 +42,11 @@ pub async fn wants_order_created(
     tx: &mut Transaction<'_, Postgres>,
     user_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM webhooks
-                        WHERE user_id = $1 AND active AND events && $2::text[])",
+    portico_storage::webhooks::any_active_matching(
+        &mut **tx,
+        user_id,
+        &matching_filters(ORDER_CREATED),
     )
-    .bind(user_id)
-    .bind(matching_filters(ORDER_CREATED))
-    .fetch_one(&mut **tx)
     .await
 }
 
@@ -74,7 +72,7 @@ fn event(
 /// The `order.created` event of one order.
 pub fn order_created(
     batch: &BatchRef,
-    order_id: Uuid,
+    order_id: OrderId,
     order: &Order<'_>,
 ) -> Result<Job, serde_json::Error> {
     let data = json!({

@@ -76,17 +76,7 @@ pub async fn count_unresolved_dead_letters(pool: &PgPool) -> Result<i64, sqlx::E
 pub async fn purge_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
-        let deleted = sqlx::query(
-            "DELETE FROM bulk_order_batches WHERE id IN (
-                 SELECT id FROM bulk_order_batches
-                 WHERE expires_at < now() AND status NOT IN ('pending', 'processing')
-                 ORDER BY expires_at LIMIT $1
-                 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(DELETE_BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
+        let deleted = portico_storage::bulk_orders::delete_expired(pool, DELETE_BATCH).await?;
         total += deleted;
         if deleted < DELETE_BATCH as u64 {
             return Ok(total);

@@ -4,7 +4,11 @@
 //! - this module: connecting, the embedded migrations, and creating a database.
 //! - feature modules (webhooks, deliveries, bulk orders, integrations) hold the SQL of
 //!   their tables; set-based statements (`unnest`) wherever rows come in numbers.
-//! - [`bulk_orders`]: the batch row both the gateway and the batch-processor read.
+//! - [`bulk_orders`]: bulk-order batches, their chunks of raw orders and per-order
+//!   results: submission and reads (gateway), claim, chunks, finish and expiry
+//!   (batch-processor); one batch row type both read.
+//! - [`orders`]: orders and their line items, created a chunk at a time
+//!   (batch-processor) and read back (gateway).
 //! - [`webhooks`]: webhook endpoints and their sealed signing secrets; the owner's row
 //!   (gateway) and the active-endpoint view with secrets (dispatcher).
 //! - [`retry_jobs`]: retry-failed jobs, from creation (gateway) to re-queueing the
@@ -26,6 +30,7 @@ pub mod bulk_orders;
 pub mod deliveries;
 pub mod events;
 pub mod integrations;
+pub mod orders;
 pub mod retention;
 pub mod retry_jobs;
 pub mod usage;

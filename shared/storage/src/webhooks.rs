@@ -430,3 +430,22 @@ pub async fn active_endpoints(
     .fetch_all(executor)
     .await
 }
+
+/// True when `user_id` has an active webhook whose event filters include one of
+/// `filters` (an array overlap; the caller lists every filter that matches its event
+/// type). The batch-processor asks before emitting `order.created` for a chunk:
+/// creating a thousand events nobody receives would only cost write throughput.
+pub async fn any_active_matching(
+    executor: impl sqlx::PgExecutor<'_>,
+    user_id: &str,
+    filters: &[String],
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM webhooks
+                          WHERE user_id = $1 AND active AND events && $2::text[]) AS "exists!""#,
+        user_id,
+        filters
+    )
+    .fetch_one(executor)
+    .await
+}

@@ -18,17 +18,18 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use portico_domain::FieldError;
 use portico_domain::bulk_orders::{
     BatchStatus, IndexCursor, ORDERS_PER_CHUNK, ResultStatus, contains_nul_escape,
 };
+use portico_domain::ids::{BatchId, IntegrationId, OrderId};
 use portico_domain::orders::parse_order;
 use portico_domain::pagination::{self, Cursor, PageRequest};
 use portico_queue::jobs::Job;
-use portico_storage::batch_columns;
-use portico_storage::bulk_orders::BatchRow;
+use portico_storage::bulk_orders::{self as store, BatchRow, NewBatch, NewChunks};
+use portico_storage::orders;
+pub use portico_storage::orders::{StoredLineItem, StoredOrder};
 use serde_json::value::RawValue;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -91,45 +92,6 @@ pub struct OrderResult {
     pub order_id: Option<Uuid>,
     /// Why it failed.
     pub errors: Vec<FieldError>,
-}
-
-/// A stored order with its line items.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct StoredOrder {
-    /// The order id.
-    pub id: Uuid,
-    /// The batch that created it (until the batch's retention ends).
-    pub batch_id: Option<Uuid>,
-    /// The integration whose batch created it.
-    pub integration_id: Option<Uuid>,
-    /// The client's reference.
-    pub client_order_ref: String,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// `{"email","name","phone"?}`.
-    pub customer: serde_json::Value,
-    /// `{"line1","line2"?,"city","region"?,"postalCode","country"}`.
-    pub shipping_address: serde_json::Value,
-    /// Sum of the lines, in minor units.
-    pub total_minor: i64,
-    /// The client's free-form object.
-    pub metadata: Option<serde_json::Value>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// The lines, in order.
-    #[sqlx(skip)]
-    pub line_items: Vec<StoredLineItem>,
-}
-
-/// One line of a stored order.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct StoredLineItem {
-    /// Stock-keeping unit.
-    pub sku: String,
-    /// Units ordered.
-    pub quantity: i32,
-    /// Price of one unit, in minor units.
-    pub unit_price_minor: i64,
 }
 
 /// Download formats of a batch's results.
@@ -292,46 +254,26 @@ impl ChunkWriter {
     }
 
     /// Hands over the completed chunks, if any.
-    fn take_ready(&mut self) -> Option<ReadyChunks> {
+    fn take_ready(&mut self) -> Option<NewChunks> {
         if self.ready_orders.is_empty() {
             return None;
         }
-        Some(ReadyChunks {
-            indexes: std::mem::take(&mut self.ready_indexes),
-            firsts: std::mem::take(&mut self.ready_firsts),
-            orders: std::mem::take(&mut self.ready_orders),
-        })
+        let mut chunks = NewChunks::default();
+        let orders = std::mem::take(&mut self.ready_orders);
+        for ((index, first), orders) in self
+            .ready_indexes
+            .drain(..)
+            .zip(self.ready_firsts.drain(..))
+            .zip(orders)
+        {
+            chunks.push(index, first, orders);
+        }
+        Some(chunks)
     }
 
     fn finish_hash(self) -> Vec<u8> {
         self.hasher.finish().as_ref().to_vec()
     }
-}
-
-/// Completed chunk rows, written with one statement.
-struct ReadyChunks {
-    indexes: Vec<i32>,
-    firsts: Vec<i32>,
-    orders: Vec<String>,
-}
-
-async fn insert_chunks(
-    tx: &mut Transaction<'static, Postgres>,
-    batch_id: Uuid,
-    chunks: ReadyChunks,
-) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO bulk_order_batch_chunks (batch_id, chunk_index, first_index, orders)
-         SELECT $1, t.chunk_index, t.first_index, t.orders::jsonb
-         FROM unnest($2::int4[], $3::int4[], $4::text[]) AS t(chunk_index, first_index, orders)",
-    )
-    .bind(batch_id)
-    .bind(&chunks.indexes)
-    .bind(&chunks.firsts)
-    .bind(&chunks.orders)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// Writes chunks in a task of its own that owns the batch's transaction, so the
@@ -340,16 +282,16 @@ async fn insert_chunks(
 /// two sets of chunks wait in the channel, which bounds memory whatever the upload size.
 /// If the request is abandoned, the task ends and drops the transaction: rolled back.
 struct ChunkInserter {
-    sender: tokio::sync::mpsc::Sender<ReadyChunks>,
+    sender: tokio::sync::mpsc::Sender<NewChunks>,
     task: tokio::task::JoinHandle<Result<Transaction<'static, Postgres>, ApiError>>,
 }
 
 impl ChunkInserter {
-    fn start(mut tx: Transaction<'static, Postgres>, batch_id: Uuid) -> Self {
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<ReadyChunks>(2);
+    fn start(mut tx: Transaction<'static, Postgres>, batch_id: BatchId) -> Self {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<NewChunks>(2);
         let task = tokio::spawn(async move {
             while let Some(chunks) = receiver.recv().await {
-                insert_chunks(&mut tx, batch_id, chunks).await?;
+                store::insert_chunks(&mut *tx, batch_id, &chunks).await?;
             }
             Ok(tx)
         });
@@ -358,7 +300,7 @@ impl ChunkInserter {
 
     /// Queues chunks; fails (with the insert's error, via [`Self::finish`]) when the
     /// writer stopped.
-    async fn send(&self, chunks: ReadyChunks) -> bool {
+    async fn send(&self, chunks: NewChunks) -> bool {
         self.sender.send(chunks).await.is_ok()
     }
 
@@ -373,7 +315,7 @@ impl ChunkInserter {
 enum Begun {
     Fresh {
         tx: Transaction<'static, Postgres>,
-        batch_id: Uuid,
+        batch_id: BatchId,
     },
     Existing(BatchRow),
 }
@@ -383,24 +325,7 @@ async fn find_by_key(
     user_id: &str,
     key: &str,
 ) -> Result<Option<BatchRow>, ApiError> {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        batch_columns!(),
-        " FROM bulk_order_batches WHERE user_id = $1 AND idempotency_key = $2"
-    ))
-    .bind(user_id)
-    .bind(key)
-    .fetch_optional(state.pool())
-    .await?)
-}
-
-async fn request_hash_of(state: &AppState, batch_id: Uuid) -> Result<Option<Vec<u8>>, ApiError> {
-    Ok(
-        sqlx::query_scalar("SELECT request_hash FROM bulk_order_batches WHERE id = $1")
-            .bind(batch_id)
-            .fetch_one(state.pool())
-            .await?,
-    )
+    Ok(store::find_by_idempotency_key(state.pool(), user_id, key).await?)
 }
 
 /// Opens the transaction of a new batch and inserts its row; if the idempotency key is
@@ -409,7 +334,7 @@ async fn begin_batch(
     state: &AppState,
     caller: &Caller,
     key: Option<&str>,
-    parent_batch_id: Option<Uuid>,
+    parent_batch_id: Option<BatchId>,
 ) -> Result<Begun, ApiError> {
     if let Some(key) = key
         && let Some(existing) = find_by_key(state, caller.user_id(), key).await?
@@ -417,23 +342,16 @@ async fn begin_batch(
         return Ok(Begun::Existing(existing));
     }
     let mut tx = state.pool().begin().await?;
-    let batch_id = portico_domain::ids::new_id();
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO bulk_order_batches
-             (id, user_id, integration_id, parent_batch_id, status, idempotency_key, total, expires_at)
-         VALUES ($1, $2, $3, $4, 'pending', $5, 0, now() + make_interval(days => $6))
-         ON CONFLICT (user_id, idempotency_key) DO NOTHING
-         RETURNING id",
-    )
-    .bind(batch_id)
-    .bind(caller.user_id())
-    .bind(caller.integration_id())
-    .bind(parent_batch_id)
-    .bind(key)
-    .bind(i32::try_from(state.config().results_retention_days).unwrap_or(i32::MAX))
-    .fetch_optional(&mut *tx)
-    .await?;
-    if inserted.is_some() {
+    let batch_id = BatchId::generate();
+    let batch = NewBatch {
+        id: batch_id,
+        user_id: caller.user_id(),
+        integration_id: caller.integration_id().map(IntegrationId::from),
+        parent_batch_id,
+        idempotency_key: key,
+        retention_days: i32::try_from(state.config().results_retention_days).unwrap_or(i32::MAX),
+    };
+    if store::insert_pending(&mut *tx, &batch).await? {
         return Ok(Begun::Fresh { tx, batch_id });
     }
     tx.rollback().await?;
@@ -448,7 +366,7 @@ async fn begin_batch(
 
 /// An idempotent replay: the same orders return the earlier batch, others conflict.
 async fn replay(state: &AppState, existing: BatchRow, hash: &[u8]) -> Result<Submitted, ApiError> {
-    let stored = request_hash_of(state, existing.id).await?;
+    let stored = store::request_hash(state.pool(), existing.id).await?;
     if stored.as_deref() == Some(hash) {
         Ok(Submitted::Accepted {
             batch: existing,
@@ -466,24 +384,18 @@ async fn replay(state: &AppState, existing: BatchRow, hash: &[u8]) -> Result<Sub
 async fn commit_batch(
     state: &AppState,
     mut tx: Transaction<'static, Postgres>,
-    batch_id: Uuid,
+    batch_id: BatchId,
     total: usize,
     hash: &[u8],
 ) -> Result<BatchRow, ApiError> {
     let total = i32::try_from(total).map_err(ApiError::internal)?;
-    let row: BatchRow = sqlx::query_as(concat!(
-        "UPDATE bulk_order_batches SET total = $2, request_hash = $3 WHERE id = $1 RETURNING ",
-        batch_columns!()
-    ))
-    .bind(batch_id)
-    .bind(total)
-    .bind(hash)
-    .fetch_one(&mut *tx)
-    .await?;
+    let row = store::seal(&mut *tx, batch_id, total, hash).await?;
     portico_queue::outbox::enqueue(
         &mut tx,
         state.publisher().topology(),
-        &Job::BulkOrderBatchV1 { batch_id },
+        &Job::BulkOrderBatchV1 {
+            batch_id: batch_id.as_uuid(),
+        },
     )
     .await?;
     tx.commit().await?;
@@ -741,23 +653,16 @@ fn push_line(
 // Reading
 // ---------------------------------------------------------------------------
 
-async fn get_batch_row(state: &AppState, user_id: &str, id: Uuid) -> Result<BatchRow, ApiError> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        batch_columns!(),
-        " FROM bulk_order_batches WHERE id = $1 AND user_id = $2"
-    ))
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(state.pool())
-    .await?
-    .ok_or(ApiError::NotFound("batch"))
+async fn get_batch_row(state: &AppState, user_id: &str, id: BatchId) -> Result<BatchRow, ApiError> {
+    store::get_for_user(state.pool(), user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("batch"))
 }
 
 /// One batch of the caller's user, with its progress (also mid-run).
 pub async fn get_batch(state: &AppState, caller: &Caller, id: Uuid) -> Result<BatchRow, ApiError> {
     caller.require(Scope::BulkOrdersRead)?;
-    get_batch_row(state, caller.user_id(), id).await
+    get_batch_row(state, caller.user_id(), BatchId(id)).await
 }
 
 /// Parses a batch status filter.
@@ -790,24 +695,17 @@ pub async fn list_batches(
     page: PageRequest,
 ) -> Result<(Vec<BatchRow>, Option<String>), ApiError> {
     caller.require(Scope::BulkOrdersRead)?;
-    let rows: Vec<BatchRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        batch_columns!(),
-        " FROM bulk_order_batches
-         WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
-           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-         ORDER BY created_at DESC, id DESC LIMIT $5"
-    ))
-    .bind(caller.user_id())
-    .bind(status.map(BatchStatus::as_str))
-    .bind(page.after.map(|c| c.created_at))
-    .bind(page.after.map(|c| c.id))
-    .bind(page.fetch_limit())
-    .fetch_all(state.pool())
+    let rows = store::list_for_user(
+        state.pool(),
+        caller.user_id(),
+        status,
+        page.after.map(|c| (c.created_at, BatchId(c.id))),
+        page.fetch_limit(),
+    )
     .await?;
     Ok(pagination::finish_page(rows, &page, |r| Cursor {
         created_at: r.created_at,
-        id: r.id,
+        id: r.id.as_uuid(),
     }))
 }
 
@@ -832,38 +730,25 @@ impl ResultsPage {
     }
 }
 
-type ResultRow = (i32, Option<String>, String, Option<Uuid>, serde_json::Value);
-
-fn to_result(row: ResultRow) -> OrderResult {
-    let (index, client_order_ref, status, order_id, errors) = row;
+fn to_result(row: store::ResultRow) -> OrderResult {
     OrderResult {
-        index: i64::from(index),
-        client_order_ref,
-        status: ResultStatus::parse(&status).unwrap_or(ResultStatus::Failed),
-        order_id,
-        errors: serde_json::from_value(errors).unwrap_or_default(),
+        index: i64::from(row.order_index),
+        status: row.status(),
+        client_order_ref: row.client_order_ref,
+        order_id: row.order_id.map(OrderId::as_uuid),
+        errors: serde_json::from_value(row.errors).unwrap_or_default(),
     }
 }
 
 async fn fetch_results(
     state: &AppState,
-    batch_id: Uuid,
+    batch_id: BatchId,
     status: Option<ResultStatus>,
     after: Option<i32>,
     limit: i64,
 ) -> Result<Vec<OrderResult>, ApiError> {
-    let rows: Vec<ResultRow> = sqlx::query_as(
-        "SELECT order_index, client_order_ref, status, order_id, errors
-         FROM bulk_order_results
-         WHERE batch_id = $1 AND ($2::text IS NULL OR status = $2) AND order_index > $3
-         ORDER BY order_index LIMIT $4",
-    )
-    .bind(batch_id)
-    .bind(status.map(ResultStatus::as_str))
-    .bind(after.unwrap_or(-1))
-    .bind(limit)
-    .fetch_all(state.pool())
-    .await?;
+    let rows =
+        store::list_results(state.pool(), batch_id, status, after.unwrap_or(-1), limit).await?;
     Ok(rows.into_iter().map(to_result).collect())
 }
 
@@ -876,6 +761,7 @@ pub async fn list_results(
     page: ResultsPage,
 ) -> Result<(Vec<OrderResult>, Option<String>), ApiError> {
     caller.require(Scope::BulkOrdersRead)?;
+    let batch_id = BatchId(batch_id);
     get_batch_row(state, caller.user_id(), batch_id).await?;
     let mut rows = fetch_results(
         state,
@@ -904,6 +790,7 @@ pub async fn stream_results(
     status: Option<ResultStatus>,
 ) -> Result<impl Stream<Item = Result<Vec<OrderResult>, ApiError>> + Send + 'static, ApiError> {
     caller.require(Scope::BulkOrdersRead)?;
+    let batch_id = BatchId(batch_id);
     get_batch_row(state, caller.user_id(), batch_id).await?;
     let state = state.clone();
     Ok(futures::stream::unfold(Some(-1), move |after| {
@@ -932,17 +819,8 @@ pub async fn stream_results(
 /// flight and reports the rest `unprocessed`. A finished batch cannot be cancelled.
 pub async fn cancel(state: &AppState, caller: &Caller, id: Uuid) -> Result<BatchRow, ApiError> {
     caller.require(Scope::BulkOrdersWrite)?;
-    let row: Option<BatchRow> = sqlx::query_as(concat!(
-        "UPDATE bulk_order_batches SET cancel_requested = true, updated_at = now()
-         WHERE id = $1 AND user_id = $2 AND status IN ('pending', 'processing')
-         RETURNING ",
-        batch_columns!()
-    ))
-    .bind(id)
-    .bind(caller.user_id())
-    .fetch_optional(state.pool())
-    .await?;
-    match row {
+    let id = BatchId(id);
+    match store::request_cancel(state.pool(), caller.user_id(), id).await? {
         Some(row) => Ok(row),
         None => {
             let existing = get_batch_row(state, caller.user_id(), id).await?;
@@ -963,6 +841,7 @@ pub async fn retry_failed(
     idempotency_key: Option<String>,
 ) -> Result<(BatchRow, bool), ApiError> {
     caller.require(Scope::BulkOrdersWrite)?;
+    let id = BatchId(id);
     let parent = get_batch_row(state, caller.user_id(), id).await?;
     if !parent.status().is_final() {
         return Err(ApiError::FailedPrecondition(format!(
@@ -985,28 +864,7 @@ pub async fn retry_failed(
         }
         Begun::Fresh { tx, batch_id } => (tx, batch_id),
     };
-    let total: i64 = sqlx::query_scalar(
-        "WITH retried AS (
-             SELECT row_number() OVER (ORDER BY r.order_index) - 1 AS position,
-                    c.orders -> (r.order_index - c.first_index) AS order_json
-             FROM bulk_order_results r
-             JOIN bulk_order_batch_chunks c
-               ON c.batch_id = r.batch_id AND c.chunk_index = r.order_index / $3
-             WHERE r.batch_id = $2 AND r.status IN ('failed', 'unprocessed')
-         ), written AS (
-             INSERT INTO bulk_order_batch_chunks (batch_id, chunk_index, first_index, orders)
-             SELECT $1, (position / $3)::int, ((position / $3) * $3)::int,
-                    jsonb_agg(order_json ORDER BY position)
-             FROM retried GROUP BY position / $3
-             RETURNING jsonb_array_length(orders) AS n
-         )
-         SELECT COALESCE(sum(n), 0)::int8 FROM written",
-    )
-    .bind(child_id)
-    .bind(id)
-    .bind(ORDERS_PER_CHUNK as i64)
-    .fetch_one(&mut *tx)
-    .await?;
+    let total = store::copy_retried_orders(&mut *tx, child_id, id).await?;
     if total == 0 {
         tx.rollback().await?;
         return Err(ApiError::FailedPrecondition(
@@ -1028,23 +886,11 @@ pub async fn get_order(
     id: Uuid,
 ) -> Result<StoredOrder, ApiError> {
     caller.require(Scope::OrdersRead)?;
-    let mut order: StoredOrder = sqlx::query_as(
-        "SELECT id, batch_id, integration_id, client_order_ref, currency, customer,
-                shipping_address, total_minor, metadata, created_at
-         FROM orders WHERE id = $1 AND user_id = $2",
-    )
-    .bind(id)
-    .bind(caller.user_id())
-    .fetch_optional(state.pool())
-    .await?
-    .ok_or(ApiError::NotFound("order"))?;
-    order.line_items = sqlx::query_as(
-        "SELECT sku, quantity, unit_price_minor FROM order_items
-         WHERE order_id = $1 ORDER BY line_number",
-    )
-    .bind(id)
-    .fetch_all(state.pool())
-    .await?;
+    let id = OrderId(id);
+    let mut order = orders::get_for_user(state.pool(), caller.user_id(), id)
+        .await?
+        .ok_or(ApiError::NotFound("order"))?;
+    order.line_items = orders::line_items(state.pool(), id).await?;
     Ok(order)
 }
 

@@ -175,7 +175,7 @@ impl From<BatchRow> for BatchBody {
         let counts = row.counts();
         Self {
             error_summary: app::error_summary_map(&row),
-            id: row.id,
+            id: row.id.as_uuid(),
             status: row.status,
             counts: CountsBody {
                 total: counts.total,
@@ -185,8 +185,8 @@ impl From<BatchRow> for BatchBody {
                 duplicate: counts.duplicate,
                 unprocessed: counts.unprocessed,
             },
-            parent_batch_id: row.parent_batch_id,
-            integration_id: row.integration_id,
+            parent_batch_id: row.parent_batch_id.map(Into::into),
+            integration_id: row.integration_id.map(Into::into),
             cancel_requested: row.cancel_requested,
             created_at: row.created_at,
             started_at: row.started_at,
@@ -326,9 +326,9 @@ impl From<StoredOrder> for OrderBody {
         let exponent = currency(&o.currency).map(|c| c.exponent).unwrap_or(2);
         Self {
             total: format_minor(o.total_minor, exponent),
-            id: o.id,
-            batch_id: o.batch_id,
-            integration_id: o.integration_id,
+            id: o.id.as_uuid(),
+            batch_id: o.batch_id.map(Into::into),
+            integration_id: o.integration_id.map(Into::into),
             client_order_ref: o.client_order_ref,
             currency: o.currency,
             customer: o.customer,
