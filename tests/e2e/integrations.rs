@@ -1426,7 +1426,7 @@ async fn grpc_partner_calls_are_logged_like_rest() -> anyhow::Result<()> {
 
     wait_for_usage_rows(&app, &id, 3).await?;
     let rows: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT route, status FROM integration_usage_logs WHERE integration_id = $1 ORDER BY occurred_at",
+        "SELECT route, status FROM integration_usage_logs WHERE integration_id = $1 ORDER BY status",
     )
     .bind(id.parse::<uuid::Uuid>()?)
     .fetch_all(&app.pool)

@@ -166,10 +166,16 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Calle
             });
         }
         let now = chrono::Utc::now().timestamp();
-        let claims = state
-            .jwt()
-            .verify(credentials, now)
-            .map_err(|e| ApiError::Unauthenticated(format!("invalid token: {e}")))?;
+        let mut verified = state.jwt().verify(credentials, now);
+        // A key id we do not know yet: the platform may have rotated its keys.
+        if verified.is_err()
+            && let Some(jwks) = state.jwks()
+            && jwks.refresh_for(credentials).await
+        {
+            verified = state.jwt().verify(credentials, now);
+        }
+        let claims =
+            verified.map_err(|e| ApiError::Unauthenticated(format!("invalid token: {e}")))?;
         check_user_id(&claims.sub).map_err(|e| ApiError::UnauthenticatedAs {
             code: "invalid_token_subject",
             message: format!("the token's sub is not a user id: {e}"),

@@ -45,9 +45,32 @@ pub struct GatewayConfig {
     #[arg(long, env = "PORTICO_GRPC_ADDR", default_value = "127.0.0.1:50051", value_parser = parse_addr)]
     pub grpc_addr: SocketAddr,
 
-    /// HS256 secret of user JWTs. Required outside dev mode.
+    /// HS256 secret of user JWTs. Outside dev mode, this or `PORTICO_JWKS_URL` is
+    /// required; without it (and with a JWKS), HS256 tokens are refused.
     #[arg(long, env = "PORTICO_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// URL of the platform's JSON Web Key Set: user tokens signed RS256 or ES256 with
+    /// one of its keys are accepted. Fetched at start, every
+    /// `PORTICO_JWKS_REFRESH_SECS`, and when a token names an unknown key id.
+    #[arg(long, env = "PORTICO_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// How often the JWKS is fetched again, in seconds.
+    #[arg(long, env = "PORTICO_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+
+    /// When set, user tokens must carry this `iss`.
+    #[arg(long, env = "PORTICO_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, user tokens' `aud` must be or contain this.
+    #[arg(long, env = "PORTICO_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// When above 0, user tokens may live at most this many seconds (`exp - iat`).
+    #[arg(long, env = "PORTICO_JWT_MAX_LIFETIME_SECS", default_value_t = 0)]
+    pub jwt_max_lifetime_secs: i64,
 
     /// Bearer token of internal services. Without it, internal callers are refused.
     #[arg(long, env = "PORTICO_SERVICE_TOKEN", hide_env_values = true)]
@@ -174,7 +197,10 @@ impl GatewayConfig {
             return Ok(());
         }
         let missing: Vec<&str> = [
-            ("PORTICO_JWT_SECRET", self.jwt_secret.is_none()),
+            (
+                "PORTICO_JWT_SECRET (or PORTICO_JWKS_URL)",
+                self.jwt_secret().is_none() && self.jwks_url().is_none(),
+            ),
             ("PORTICO_SECRETS_KEY", self.secrets_key.is_none()),
             ("PORTICO_API_KEY_PEPPER", self.api_key_pepper.is_none()),
         ]
@@ -190,6 +216,27 @@ impl GatewayConfig {
             )))
         }
     }
+
+    /// The HS256 secret, when one is configured (an empty value means none).
+    pub fn jwt_secret(&self) -> Option<&str> {
+        self.jwt_secret.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// The JWKS URL, when one is configured (an empty value means none).
+    pub fn jwks_url(&self) -> Option<&str> {
+        self.jwks_url.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// The issuer, audience and lifetime rules of user tokens.
+    pub fn token_rules(&self) -> portico_signing::jwt::TokenRules {
+        portico_signing::jwt::TokenRules {
+            issuer: self.jwt_issuer.clone().filter(|t| !t.is_empty()),
+            audience: self.jwt_audience.clone().filter(|t| !t.is_empty()),
+            max_lifetime_secs: (self.jwt_max_lifetime_secs > 0)
+                .then_some(self.jwt_max_lifetime_secs),
+        }
+    }
+
     /// The operator token, when one is configured (an empty value means none).
     pub fn operator_token(&self) -> Option<&str> {
         self.operator_token.as_deref().filter(|t| !t.is_empty())

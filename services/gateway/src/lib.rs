@@ -18,9 +18,9 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod jwks;
 pub mod rest;
 pub mod state;
-
 
 use portico_queue::outbox::{OutboxRelay, OutboxSignal};
 use portico_queue::publisher::JobPublisher;
@@ -111,6 +111,15 @@ pub async fn run(
 
     let relay =
         tokio::spawn(OutboxRelay::new(pool.clone(), publisher, outbox).run(shutdown.child_token()));
+    let jwks = {
+        let state = state.clone();
+        let stop = shutdown.child_token();
+        tokio::spawn(async move {
+            if let Some(source) = state.jwks() {
+                source.run(stop).await;
+            }
+        })
+    };
 
     let readiness = base.readiness();
     let admin = portico_runtime::admin::router(readiness.clone(), base.metrics.clone());
@@ -130,6 +139,7 @@ pub async fn run(
     usage_writer.finish().await;
     let _ = invalidations.await;
     let _ = relay.await;
+    let _ = jwks.await;
     nats.flush().await.ok();
     pool.close().await;
     http_result.map_err(|e| GatewayError::Serve(e.to_string()))?;

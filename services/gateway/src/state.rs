@@ -18,6 +18,7 @@ use crate::config::GatewayConfig;
 pub struct AppState(Arc<Inner>);
 
 struct Inner {
+    jwks: Option<crate::jwks::JwksSource>,
     pool: PgPool,
     nats: async_nats::Client,
     publisher: JobPublisher,
@@ -53,17 +54,30 @@ pub struct StateParts {
 impl AppState {
     /// Builds the state; dev mode substitutes a fixed JWT secret when none is configured.
     pub fn new(parts: StateParts) -> Self {
-        let jwt_secret = parts
-            .config
-            .jwt_secret
-            .clone()
-            .unwrap_or_else(|| "portico-dev-jwt-secret".to_owned());
+        // HS256 with the configured secret; with only a JWKS, no HS256 at all; in dev
+        // mode without either, a fixed development secret.
+        let jwt = match (parts.config.jwt_secret(), parts.config.jwks_url()) {
+            (Some(secret), _) => JwtVerifier::new(secret.as_bytes()),
+            (None, Some(_)) => JwtVerifier::jwks_only(),
+            (None, None) => JwtVerifier::new(b"portico-dev-jwt-secret"),
+        }
+        .with_rules(parts.config.token_rules());
+        let jwks = parts.config.jwks_url().and_then(|url| {
+            crate::jwks::JwksSource::new(
+                url.to_owned(),
+                jwt.clone(),
+                std::time::Duration::from_secs(parts.config.jwks_refresh_secs),
+            )
+            .map_err(|e| tracing::error!(%e, "JWKS client could not be built"))
+            .ok()
+        });
         Self(Arc::new(Inner {
             pool: parts.pool,
             nats: parts.nats,
             publisher: parts.publisher,
             outbox: parts.outbox,
-            jwt: JwtVerifier::new(jwt_secret.as_bytes()),
+            jwt,
+            jwks,
             service_token: parts.config.service_token.clone().filter(|t| !t.is_empty()),
             secrets_key: parts.secrets_key,
             credentials: parts.credentials,
@@ -92,7 +106,12 @@ impl AppState {
         &self.0.outbox
     }
 
-    /// User token verifier.
+    /// The platform's key set source, when `PORTICO_JWKS_URL` is configured.
+    pub fn jwks(&self) -> Option<&crate::jwks::JwksSource> {
+        self.0.jwks.as_ref()
+    }
+
+    /// The user-token verifier (HS256 secret and/or JWKS keys, and the rules).
     pub fn jwt(&self) -> &JwtVerifier {
         &self.0.jwt
     }

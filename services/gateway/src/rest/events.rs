@@ -60,7 +60,6 @@ pub struct PublishedEventsBody {
     pub data: Vec<PublishedEventBody>,
 }
 
-
 impl From<PublishEventBody> for NewEvent {
     fn from(b: PublishEventBody) -> Self {
         NewEvent {
