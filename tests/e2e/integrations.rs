@@ -1442,3 +1442,90 @@ async fn grpc_partner_calls_are_logged_like_rest() -> anyhow::Result<()> {
     app.cleanup().await;
     Ok(())
 }
+
+/// Guessing secrets is throttled per (key, client) and per client, without locking the
+/// partner out: a stranger's wrong secrets from one address get 401 ten times, then 429
+/// with Retry-After and no usage row; the partner's own address still gets in, with
+/// `RateLimit-*` headers; the verify route throttles a guessing user the same way.
+#[tokio::test]
+async fn guessing_secrets_is_throttled_without_locking_the_partner_out() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(
+        &[("PORTICO_TRUST_FORWARDED_FOR", "true")],
+        &[ServiceKind::Gateway],
+    )
+    .await?;
+    let created = create(
+        &app,
+        OWNER,
+        json!({"name": "guessed", "type": "erp", "rateLimitPerSecond": 5}),
+    )
+    .await?;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let (key, secret) = keys(&created);
+    let other = create(&app, OWNER, json!({"name": "other", "type": "erp"})).await?;
+    let (_, wrong) = keys(&other);
+    let call = |secret: String, from: &'static str| {
+        app.http
+            .get(app.api("/integrations/me"))
+            .header("authorization", basic(&key, &secret))
+            .header("x-forwarded-for", from)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let res = call(wrong.clone(), "203.0.113.9").await?;
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(res.headers().get("retry-after").is_some());
+        }
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(&statuses[..10], &[401; 10]);
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+
+    let res = call(secret.clone(), "198.51.100.7").await?;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the partner is not locked out"
+    );
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!(header("ratelimit-limit"), Some(10));
+    assert_eq!(header("ratelimit-remaining"), Some(9));
+    assert!(header("ratelimit-reset").is_some());
+    // Only the answered attempts were logged: ten 401s and the partner's 200.
+    wait_for_usage_rows(&app, &id, 11).await?;
+
+    // The verify route, as a user guessing someone's secret.
+    let mut verify = Vec::new();
+    for _ in 0..12 {
+        let res = as_user(
+            &app,
+            app.http.post(app.api("/integrations/verify")),
+            STRANGER,
+        )
+        .json(&json!({"apiKey": key, "apiSecret": wrong}))
+        .send()
+        .await?;
+        verify.push(res.status().as_u16());
+    }
+    assert_eq!(&verify[..10], &[200; 10], "answered valid: false");
+    assert_eq!(&verify[10..], &[429, 429]);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base_url()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("result=\"throttled\""),
+        "throttled attempts are counted"
+    );
+    app.cleanup().await;
+    Ok(())
+}

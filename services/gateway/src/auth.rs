@@ -184,7 +184,12 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Calle
             user_id: claims.sub,
         })
     } else if scheme.eq_ignore_ascii_case("basic") {
-        let identity = state.credentials().authenticate_basic(credentials).await?;
+        // Both doors authenticate partners in their partner-call layers with the
+        // client's address; this path only runs for a request they did not see.
+        let identity = state
+            .credentials()
+            .authenticate_basic(credentials, "-")
+            .await?;
         Ok(Caller::Partner(identity))
     } else {
         Err(ApiError::Unauthenticated(format!(

@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod limiter;
+pub mod throttle;
 pub mod usage_log;
 
 use std::sync::Arc;
@@ -79,10 +80,23 @@ pub type Checked = Result<Arc<CachedCredential>, (Rejection, Option<Arc<CachedCr
 /// when that is known, so even a failed attempt lands in that integration's usage log.
 #[derive(Debug)]
 pub struct Attempt {
-    /// The integration whose key was presented, if the key exists.
+    /// The integration whose key was presented, if the key exists (and the attempt was
+    /// not throttled before looking).
     pub integration_id: Option<Uuid>,
     /// The partner, or the error to answer.
     pub result: Result<PartnerIdentity, ApiError>,
+    /// Where the integration's rate limit stands, for the `RateLimit-*` headers.
+    pub rate: Option<limiter::RateState>,
+}
+
+impl Attempt {
+    fn refused(integration_id: Option<Uuid>, err: ApiError) -> Self {
+        Self {
+            integration_id,
+            result: Err(err),
+            rate: None,
+        }
+    }
 }
 
 /// Verifies partner credentials, enforces their limits and logs their usage. Cheap to
@@ -97,6 +111,7 @@ struct Inner {
     pepper: Pepper,
     cache: CredentialCache,
     limiter: Arc<Limiter>,
+    throttle: throttle::FailureThrottle,
     usage: UsageLog,
     default_rate_limit: u32,
     default_daily_quota: u64,
@@ -125,6 +140,7 @@ impl CredentialService {
                     config.credential_cache_ttl_seconds,
                 )),
                 limiter,
+                throttle: throttle::FailureThrottle::default(),
                 usage,
                 default_rate_limit: config.default_partner_rate_limit,
                 default_daily_quota: config.default_partner_daily_quota,
@@ -155,77 +171,118 @@ impl CredentialService {
     }
 
     /// Authenticates the base64 `apiKey:apiSecret` of an HTTP Basic header (the
-    /// generic [`crate::auth::authenticate`] path, used by gRPC).
-    pub async fn authenticate_basic(&self, encoded: &str) -> Result<PartnerIdentity, ApiError> {
-        self.authenticate(encoded).await.result
+    /// generic [`crate::auth::authenticate`] path) for `client`.
+    pub async fn authenticate_basic(
+        &self,
+        encoded: &str,
+        client: &str,
+    ) -> Result<PartnerIdentity, ApiError> {
+        self.authenticate(encoded, client).await.result
     }
 
-    /// Authenticates and admits one partner request.
-    pub async fn authenticate(&self, encoded: &str) -> Attempt {
+    /// Authenticates and admits one partner request from `client` (its address).
+    /// Wrong secrets are throttled per (key, client) and per client
+    /// ([`throttle`]): a throttled attempt is refused before any check and names no
+    /// integration (nothing is logged for it).
+    pub async fn authenticate(&self, encoded: &str, client: &str) -> Attempt {
         let (api_key, secret) = match decode_basic(encoded) {
             Ok(pair) => pair,
             Err(err) => {
                 record(Rejection::Malformed.label());
-                return Attempt {
-                    integration_id: None,
-                    result: Err(err),
-                };
+                self.inner.throttle.failed("", client, Instant::now());
+                return Attempt::refused(None, err);
             }
         };
-        let credential = match self.check(&api_key, &secret).await {
+        let credential = match self.check_from(&api_key, &secret, client).await {
             Ok(Ok(c)) => c,
             Ok(Err((rejection, credential))) => {
-                return Attempt {
-                    integration_id: credential.map(|c| c.integration_id),
-                    result: Err(rejection_error(rejection)),
-                };
+                return Attempt::refused(
+                    credential.map(|c| c.integration_id),
+                    rejection_error(rejection),
+                );
             }
-            Err(err) => {
-                return Attempt {
-                    integration_id: None,
-                    result: Err(err),
-                };
-            }
+            Err(err) => return Attempt::refused(None, err),
         };
         let integration_id = credential.integration_id;
-        let result = match self
+        let (result, rate) = match self
             .inner
             .limiter
             .admit(&credential, Instant::now(), Utc::now())
         {
-            Ok(()) => {
+            Ok(rate) => {
                 record("ok");
-                Ok(PartnerIdentity {
-                    integration_id,
-                    user_id: credential.user_id.clone(),
-                    scopes: credential.scopes.clone(),
-                })
+                (
+                    Ok(PartnerIdentity {
+                        integration_id,
+                        user_id: credential.user_id.clone(),
+                        scopes: credential.scopes.clone(),
+                    }),
+                    rate,
+                )
             }
-            Err(Refusal::RateLimited { retry_after_secs }) => {
+            Err(Refusal::RateLimited {
+                retry_after_secs,
+                state,
+            }) => {
                 record("rate_limited");
-                Err(ApiError::RateLimited {
-                    message: format!(
-                        "the integration's rate limit of {} requests per second is exceeded",
-                        credential.rate_limit_per_second
-                    ),
-                    retry_after_secs,
-                })
+                (
+                    Err(ApiError::RateLimited {
+                        message: format!(
+                            "the integration's rate limit of {} requests per second is exceeded",
+                            credential.rate_limit_per_second
+                        ),
+                        retry_after_secs,
+                    }),
+                    Some(state),
+                )
             }
             Err(Refusal::QuotaExhausted { retry_after_secs }) => {
                 record("quota_exhausted");
-                Err(ApiError::RateLimited {
-                    message: format!(
-                        "the integration's daily quota of {} calls is used up until 00:00 UTC",
-                        credential.daily_quota
-                    ),
-                    retry_after_secs,
-                })
+                (
+                    Err(ApiError::RateLimited {
+                        message: format!(
+                            "the integration's daily quota of {} calls is used up until 00:00 UTC",
+                            credential.daily_quota
+                        ),
+                        retry_after_secs,
+                    }),
+                    None,
+                )
             }
         };
         Attempt {
             integration_id: Some(integration_id),
             result,
+            rate,
         }
+    }
+
+    /// [`Self::check`] for `client`, throttling wrong secrets: refused with 429 while
+    /// the (key, client) pair or the client has used up its budget of wrong secrets,
+    /// and a wrong or malformed secret is charged to both. The verify route passes
+    /// `user:<id>` as the client.
+    pub async fn check_from(
+        &self,
+        api_key: &str,
+        secret: &str,
+        client: &str,
+    ) -> Result<Checked, ApiError> {
+        let now = Instant::now();
+        if let Err(retry_after_secs) = self.inner.throttle.check(api_key, client, now) {
+            record("throttled");
+            return Err(ApiError::RateLimited {
+                message: "too many wrong secrets from this client; wait before trying again".into(),
+                retry_after_secs,
+            });
+        }
+        let checked = self.check(api_key, secret).await;
+        if matches!(
+            checked,
+            Err(ApiError::Unauthenticated(_)) | Ok(Err((Rejection::Invalid, _)))
+        ) {
+            self.inner.throttle.failed(api_key, client, now);
+        }
+        checked
     }
 
     /// Checks a key and secret (format, HMAC, state) without admitting a call: the
@@ -431,17 +488,17 @@ mod tests {
         let service = service();
         let (key, secret) = warm(&service, 0);
         let ok = service
-            .authenticate(&STANDARD.encode(format!("{key}:{secret}")))
+            .authenticate(&STANDARD.encode(format!("{key}:{secret}")), "test")
             .await;
         assert!(ok.result.is_ok(), "{:?}", ok.result);
         let wrong = portico_domain::credentials::secret_from_random(&"x".repeat(32));
         let refused = service
-            .authenticate(&STANDARD.encode(format!("{key}:{wrong}")))
+            .authenticate(&STANDARD.encode(format!("{key}:{wrong}")), "test")
             .await;
         assert!(matches!(refused.result, Err(ApiError::Unauthenticated(_))));
         assert!(refused.integration_id.is_some());
         let garbage = service
-            .authenticate(&STANDARD.encode("ptk_nope:pts_nope"))
+            .authenticate(&STANDARD.encode("ptk_nope:pts_nope"), "test")
             .await;
         assert!(garbage.integration_id.is_none());
     }
@@ -458,7 +515,7 @@ mod tests {
         let mut samples = Vec::with_capacity(100_000);
         for _ in 0..100_000 {
             let started = Instant::now();
-            let attempt = service.authenticate(&encoded).await;
+            let attempt = service.authenticate(&encoded, "bench").await;
             samples.push(started.elapsed());
             assert!(attempt.result.is_ok());
         }

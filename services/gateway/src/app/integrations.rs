@@ -579,7 +579,14 @@ pub async fn verify(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    match state.credentials().check(api_key, api_secret).await {
+    // Guessing through this route is throttled per user like guessing over Basic is
+    // per address.
+    let client = format!("user:{}", caller.user_id());
+    match state
+        .credentials()
+        .check_from(api_key, api_secret, &client)
+        .await
+    {
         Ok(Ok(c)) if c.user_id == caller.user_id() => Ok(Verification {
             valid: true,
             integration_id: Some(c.integration_id),

@@ -114,14 +114,20 @@ where
                 .get::<tonic::transport::server::TcpConnectInfo>()
                 .and_then(|info| info.remote_addr())
                 .map(|addr| addr.ip().to_string());
-            let attempt = state.credentials().authenticate(&encoded).await;
-            let (result, admitted) = match attempt.result {
+            let attempt = state
+                .credentials()
+                .authenticate(&encoded, client_ip.as_deref().unwrap_or("-"))
+                .await;
+            let (mut result, admitted) = match attempt.result {
                 Ok(identity) => {
                     request.extensions_mut().insert(Caller::Partner(identity));
                     (inner.call(request).await, true)
                 }
                 Err(err) => (Ok(tonic::Status::from(err).into_http::<RB>()), false),
             };
+            if let (Some(rate), Ok(response)) = (attempt.rate, result.as_mut()) {
+                crate::rest::partner_calls::rate_limit_headers(response.headers_mut(), rate);
+            }
             if let Some(integration_id) = attempt.integration_id {
                 let code = match &result {
                     Ok(response) => response

@@ -37,14 +37,20 @@ pub async fn authenticate_and_log(
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let client_ip = client_ip(&request, state.config().trust_forwarded_for);
-    let attempt = state.credentials().authenticate(&encoded).await;
-    let (response, admitted) = match attempt.result {
+    let attempt = state
+        .credentials()
+        .authenticate(&encoded, client_ip.as_deref().unwrap_or("-"))
+        .await;
+    let (mut response, admitted) = match attempt.result {
         Ok(identity) => {
             request.extensions_mut().insert(Caller::Partner(identity));
             (next.run(request).await, true)
         }
         Err(err) => (err.into_response(), false),
     };
+    if let Some(rate) = attempt.rate {
+        rate_limit_headers(response.headers_mut(), rate);
+    }
     if let Some(integration_id) = attempt.integration_id {
         state.credentials().record_usage(UsageEntry {
             integration_id,
@@ -58,6 +64,22 @@ pub async fn authenticate_and_log(
         });
     }
     response
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the
+/// bucket is full), so a partner can pace itself before it is refused; both doors add
+/// them to every partner answer of a rate-limited integration.
+pub(crate) fn rate_limit_headers(
+    headers: &mut HeaderMap,
+    rate: crate::app::credentials::limiter::RateState,
+) {
+    for (name, value) in [
+        ("ratelimit-limit", rate.limit),
+        ("ratelimit-remaining", rate.remaining),
+        ("ratelimit-reset", rate.reset_secs),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from(value));
+    }
 }
 
 /// The credentials of a `Basic` Authorization header, if that is what was sent.

@@ -23,6 +23,18 @@ use super::cache::CachedCredential;
 
 const SHARDS: usize = 16;
 
+/// Where an integration's token bucket stands after a call, for the `RateLimit-Limit`,
+/// `RateLimit-Remaining` and `RateLimit-Reset` response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateState {
+    /// The bucket's size (the burst: twice the per-second rate).
+    pub limit: u64,
+    /// Calls that could be made right now.
+    pub remaining: u64,
+    /// Seconds until the bucket is full again.
+    pub reset_secs: u64,
+}
+
 /// Why a call was not admitted, with the seconds after which a retry can succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -30,6 +42,8 @@ pub enum Refusal {
     RateLimited {
         /// Seconds until a token is back.
         retry_after_secs: u64,
+        /// The bucket (remaining 0).
+        state: RateState,
     },
     /// Today's quota is used up.
     QuotaExhausted {
@@ -69,13 +83,14 @@ impl Limiter {
     }
 
     /// Admits one call of `credential`'s integration or says why not. An admitted call
-    /// takes a token and counts against today's quota.
+    /// takes a token and counts against today's quota; the answer says where the
+    /// bucket stands (`None` for an integration without a rate limit).
     pub fn admit(
         &self,
         credential: &CachedCredential,
         now: Instant,
         now_utc: DateTime<Utc>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<RateState>, Refusal> {
         let today = now_utc.date_naive();
         let rate = f64::from(credential.rate_limit_per_second);
         let burst = rate * 2.0;
@@ -109,16 +124,24 @@ impl Limiter {
                 .as_secs_f64();
             counter.tokens = (counter.tokens + elapsed * rate).min(burst);
             counter.refilled = now;
+            let state = |tokens: f64| RateState {
+                limit: burst as u64,
+                remaining: tokens.max(0.0).floor() as u64,
+                reset_secs: ((burst - tokens) / rate).ceil().max(0.0) as u64,
+            };
             if counter.tokens < 1.0 {
                 let wait = (1.0 - counter.tokens) / rate;
                 return Err(Refusal::RateLimited {
                     retry_after_secs: (wait.ceil() as u64).max(1),
+                    state: state(counter.tokens),
                 });
             }
             counter.tokens -= 1.0;
+            counter.pending += 1;
+            return Ok(Some(state(counter.tokens)));
         }
         counter.pending += 1;
-        Ok(())
+        Ok(None)
     }
 
     /// After a flush: PostgreSQL now counts `total` calls for `day`, `flushed` of which
@@ -195,22 +218,29 @@ mod tests {
         let c = credential(2, 0, 0);
         let t0 = Instant::now();
         let now = Utc::now();
-        for _ in 0..4 {
-            assert_eq!(limiter.admit(&c, t0, now), Ok(()));
+        for left in (0..4).rev() {
+            let state = limiter.admit(&c, t0, now).ok().flatten();
+            assert_eq!(state.map(|s| (s.limit, s.remaining)), Some((4, left)));
         }
         assert_eq!(
             limiter.admit(&c, t0, now),
             Err(Refusal::RateLimited {
-                retry_after_secs: 1
+                retry_after_secs: 1,
+                state: RateState {
+                    limit: 4,
+                    remaining: 0,
+                    reset_secs: 2
+                }
             })
         );
-        assert_eq!(
-            limiter.admit(&c, t0 + Duration::from_millis(500), now),
-            Ok(())
+        assert!(
+            limiter
+                .admit(&c, t0 + Duration::from_millis(500), now)
+                .is_ok()
         );
         let unlimited = credential(0, 0, 0);
         for _ in 0..1000 {
-            assert_eq!(limiter.admit(&unlimited, t0, now), Ok(()));
+            assert_eq!(limiter.admit(&unlimited, t0, now), Ok(None));
         }
     }
 
@@ -222,8 +252,8 @@ mod tests {
         let c = credential(0, 5, 2);
         let t0 = Instant::now();
         let now = Utc::now();
-        assert_eq!(limiter.admit(&c, t0, now), Ok(()));
-        assert_eq!(limiter.admit(&c, t0, now), Ok(()));
+        assert_eq!(limiter.admit(&c, t0, now), Ok(None));
+        assert_eq!(limiter.admit(&c, t0, now), Ok(None));
         // Another replica made one more call; the flush of our two reports 5 in total.
         limiter.synced(c.integration_id, now.date_naive(), 5, 2);
         match limiter.admit(&c, t0, now) {

@@ -1,0 +1,199 @@
+//! Throttling of credential guessing: wrong secrets cost tokens from two buckets, one
+//! for the (API key, client) pair and one for the client alone, and a client whose
+//! bucket is empty is answered 429 with `Retry-After` before its secret is even
+//! checked (no hash, no lookup, no usage-log row).
+//!
+//! Nothing is throttled per API key alone: API keys are public (they appear in logs),
+//! so a stranger who knows a partner's key and sends wrong secrets from elsewhere must
+//! not lock the partner out. The partner's own address keeps its full budget; only the
+//! guesser's address (and, for `POST /api/integrations/verify`, the guessing user) is
+//! slowed down. A client is the TCP peer (or the trusted `X-Forwarded-For` hop), or
+//! `user:<id>` for the verify route.
+//!
+//! State is in this process (per gateway replica, like the partner rate limits),
+//! sharded, and bounded: a shard that grows past its share of [`MAX_ENTRIES`] forgets
+//! the buckets that have refilled, and if that is not enough, all of them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Wrong secrets a (key, client) pair may send at once before being slowed down.
+pub const PAIR_BURST: f64 = 10.0;
+/// Wrong secrets per second a (key, client) pair earns back (one every 6 s).
+pub const PAIR_REFILL_PER_SEC: f64 = 1.0 / 6.0;
+/// Wrong secrets (for any keys) a client may send at once.
+pub const CLIENT_BURST: f64 = 30.0;
+/// Wrong secrets per second a client earns back (one every 2 s).
+pub const CLIENT_REFILL_PER_SEC: f64 = 0.5;
+/// Buckets kept at most (all shards together).
+pub const MAX_ENTRIES: usize = 100_000;
+
+const SHARDS: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn refilled(self, now: Instant, burst: f64, rate: f64) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * rate).min(burst)
+    }
+}
+
+/// The guessing throttle of one gateway.
+pub struct FailureThrottle {
+    shards: Vec<Mutex<HashMap<String, Bucket>>>,
+}
+
+impl Default for FailureThrottle {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+fn pair_key(api_key: &str, client: &str) -> String {
+    format!("k:{api_key}\u{0}{client}")
+}
+
+fn client_key(client: &str) -> String {
+    format!("c:{client}")
+}
+
+impl FailureThrottle {
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Bucket>> {
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        self.shards[(hash % SHARDS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tokens left in one bucket (a full bucket for a key never seen).
+    fn tokens(&self, key: &str, burst: f64, rate: f64, now: Instant) -> f64 {
+        self.shard(key)
+            .get(key)
+            .map_or(burst, |b| b.refilled(now, burst, rate))
+    }
+
+    /// `Err(seconds)` when `client` may not try `api_key` now: the pair's or the
+    /// client's budget of wrong secrets is used up.
+    pub fn check(&self, api_key: &str, client: &str, now: Instant) -> Result<(), u64> {
+        let waits = [
+            (pair_key(api_key, client), PAIR_BURST, PAIR_REFILL_PER_SEC),
+            (client_key(client), CLIENT_BURST, CLIENT_REFILL_PER_SEC),
+        ]
+        .into_iter()
+        .filter_map(|(key, burst, rate)| {
+            let tokens = self.tokens(&key, burst, rate, now);
+            (tokens < 1.0).then(|| ((1.0 - tokens) / rate).ceil() as u64)
+        })
+        .max();
+        match waits {
+            Some(wait) => Err(wait.max(1)),
+            None => Ok(()),
+        }
+    }
+
+    /// Charges one wrong secret to the pair and to the client.
+    pub fn failed(&self, api_key: &str, client: &str, now: Instant) {
+        for (key, burst, rate) in [
+            (pair_key(api_key, client), PAIR_BURST, PAIR_REFILL_PER_SEC),
+            (client_key(client), CLIENT_BURST, CLIENT_REFILL_PER_SEC),
+        ] {
+            let mut shard = self.shard(&key);
+            if shard.len() >= MAX_ENTRIES / SHARDS {
+                shard.retain(|k, b| {
+                    let (burst, rate) = if k.starts_with("k:") {
+                        (PAIR_BURST, PAIR_REFILL_PER_SEC)
+                    } else {
+                        (CLIENT_BURST, CLIENT_REFILL_PER_SEC)
+                    };
+                    b.refilled(now, burst, rate) < burst
+                });
+                if shard.len() >= MAX_ENTRIES / SHARDS {
+                    shard.clear();
+                }
+            }
+            let tokens = shard
+                .get(&key)
+                .map_or(burst, |b| b.refilled(now, burst, rate));
+            shard.insert(
+                key,
+                Bucket {
+                    tokens: (tokens - 1.0).max(0.0),
+                    at: now,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Ten wrong secrets from one address are answered; the eleventh is throttled for
+    /// about six seconds, and then one more try is allowed.
+    #[test]
+    fn a_pair_is_slowed_after_its_burst() {
+        let t = FailureThrottle::default();
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(t.check("ptk_a", "10.0.0.1", now), Ok(()));
+            t.failed("ptk_a", "10.0.0.1", now);
+        }
+        assert_eq!(t.check("ptk_a", "10.0.0.1", now), Err(6));
+        assert_eq!(
+            t.check("ptk_a", "10.0.0.1", now + Duration::from_secs(6)),
+            Ok(())
+        );
+    }
+
+    /// A stranger guessing a partner's key does not lock the partner's own address out.
+    #[test]
+    fn a_stranger_cannot_lock_out_the_partner() {
+        let t = FailureThrottle::default();
+        let now = Instant::now();
+        for _ in 0..100 {
+            t.failed("ptk_partner", "203.0.113.9", now);
+        }
+        assert!(t.check("ptk_partner", "203.0.113.9", now).is_err());
+        assert_eq!(t.check("ptk_partner", "198.51.100.7", now), Ok(()));
+    }
+
+    /// Spreading guesses over many keys still exhausts the client's own budget.
+    #[test]
+    fn a_client_guessing_many_keys_is_slowed() {
+        let t = FailureThrottle::default();
+        let now = Instant::now();
+        for i in 0..30 {
+            t.failed(&format!("ptk_{i}"), "10.0.0.2", now);
+        }
+        assert_eq!(t.check("ptk_new", "10.0.0.2", now), Err(2));
+    }
+
+    /// Memory stays bounded however many clients guess.
+    #[test]
+    fn state_is_bounded() {
+        let t = FailureThrottle::default();
+        let now = Instant::now();
+        for i in 0..(MAX_ENTRIES + 5_000) {
+            t.failed("ptk_x", &format!("client-{i}"), now);
+        }
+        let total: usize = t
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum();
+        assert!(total <= MAX_ENTRIES, "{total}");
+    }
+}
