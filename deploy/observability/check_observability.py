@@ -55,7 +55,7 @@ EXPECTED_ALERTS = {
     "GatewayHighErrorRate", "GatewayHighLatency", "DeliveryFailureRateHigh",
     "DeliveriesExhausted", "WebhookEndpointDisabled", "QueueBacklogGrowing",
     "JobsRedeliveredOften", "OutboxStuck", "DeadLettersPresent", "BatchStalled",
-    "UsageLogDropping", "ServiceDown",
+    "UsageLogDropping", "CredentialGuessing", "ServiceDown",
     "DeliverySuccessBudgetBurnFast", "DeliverySuccessBudgetBurnSlow",
     "DeliveryLatencyBudgetBurnFast", "DeliveryLatencyBudgetBurnSlow",
 }
