@@ -355,6 +355,53 @@ async fn readiness_follows_nats() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With PostgreSQL down every service reports not ready within seconds (naming
+/// PostgreSQL), and ready again once it is back; nothing restarts.
+#[tokio::test]
+async fn readiness_follows_postgres() -> anyhow::Result<()> {
+    let pg = portico_e2e::servers::PrivatePostgres::start().await?;
+    let (_, nats) = portico_e2e::server_urls();
+    let mut app = TestApp::prepare_on(&pg.url(), &nats).await?;
+    let kinds = [
+        ServiceKind::Gateway,
+        ServiceKind::WebhookDispatcher,
+        ServiceKind::BatchProcessor,
+    ];
+    for kind in kinds {
+        app.start(kind).await?;
+    }
+    let outage = pg.crash_and_restart(Duration::from_secs(8));
+    let observed = async {
+        for kind in kinds {
+            let a = &app;
+            wait_for(
+                Duration::from_secs(6),
+                || async move { !ready(a, kind).await.0 },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{kind:?} stayed ready without PostgreSQL: {e}"))?;
+            let body = ready(a, kind).await.1;
+            anyhow::ensure!(body.contains("postgresql"), "{kind:?}: {body}");
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let (restarted, seen) = tokio::join!(outage, observed);
+    restarted?;
+    seen?;
+    for kind in kinds {
+        let a = &app;
+        wait_for(
+            Duration::from_secs(30),
+            || async move { ready(a, kind).await.0 },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{kind:?} did not recover: {e}"))?;
+    }
+    app.cleanup().await;
+    pg.remove().await;
+    Ok(())
+}
+
 /// A schema older than the binary (a gateway started before `migrate`) is not ready,
 /// and says why; after migrating it is.
 #[tokio::test]
