@@ -883,6 +883,65 @@ async fn retry_after_is_honoured_within_bounds() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With `PORTICO_RETRY_JITTER=0.5` the dispatcher schedules each failed delivery's
+/// next attempt within `[0.5·d, d]` after its attempt (`d` = the schedule's delay, here
+/// the 60 s base delay), the draws differ between deliveries (no synchronised retry
+/// storm), and a jitter outside `0.0..=1.0` stops the dispatcher at start.
+#[tokio::test]
+async fn retry_jitter_spreads_next_attempts_within_the_window() -> anyhow::Result<()> {
+    let mut app = TestApp::spawn_with(
+        &[("PORTICO_RETRY_JITTER", "0.5")],
+        &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
+    )
+    .await?;
+    let sink = Sink::start().await?;
+    sink.set_default(Reply::status(500));
+    let hook = create_webhook(
+        &app,
+        "jules",
+        &Hook::new(sink.url("/hook"), &["*"]).retries(1, 60_000, 60_000),
+    )
+    .await?;
+    let events = (0..8)
+        .map(|i| json!({"type": "a.b", "data": {"i": i}}))
+        .collect();
+    publish_many(&app, "jules", events).await?;
+    wait_deliveries(&app, hook.id, |r| {
+        r.len() == 8 && r.iter().all(|d| d.status == "retrying")
+    })
+    .await?;
+    // The next attempt time against the first attempt's start: the attempt's latency
+    // (a local 500, milliseconds) plus the drawn delay.
+    let offsets: Vec<i64> = sqlx::query_scalar(
+        "SELECT (EXTRACT(EPOCH FROM d.next_attempt_at - a.started_at) * 1000)::bigint
+         FROM webhook_deliveries d
+         JOIN webhook_delivery_attempts a ON a.delivery_id = d.id AND a.attempt_number = 1
+         WHERE d.webhook_id = $1",
+    )
+    .bind(hook.id)
+    .fetch_all(&app.pool)
+    .await?;
+    assert_eq!(offsets.len(), 8, "{offsets:?}");
+    for ms in &offsets {
+        assert!(
+            (29_999..=65_000).contains(ms),
+            "next attempt {ms} ms after the first, outside [30 s, 60 s + latency]"
+        );
+    }
+    let spread = offsets.iter().max().unwrap_or(&0) - offsets.iter().min().unwrap_or(&0);
+    // Eight uniform draws over 30 s all within one second of each other: never.
+    assert!(spread > 1_000, "no jitter visible: {offsets:?}");
+
+    let mut broken = app.spawn_unready(
+        ServiceKind::WebhookDispatcher,
+        &[("PORTICO_RETRY_JITTER", "1.5")],
+    )?;
+    let exit = tokio::time::timeout(Duration::from_secs(30), broken.wait()).await??;
+    assert!(!exit.success(), "a jitter of 1.5 must stop the dispatcher");
+    app.cleanup().await;
+    Ok(())
+}
+
 /// `410 Gone` fails the delivery at once and disables the endpoint (its owner sees
 /// `active: false` and `disabledReason: gone`); later events are not sent to it.
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use portico_domain::retry::RetryJitter;
 use portico_runtime::config::{CommonConfig, parse_addr};
 
 /// Everything the webhook-dispatcher reads at start-up.
@@ -62,6 +63,13 @@ pub struct DispatcherConfig {
     /// How often due retries are claimed, in milliseconds.
     #[arg(long, env = "PORTICO_RETRY_POLL_MS", default_value_t = 200)]
     pub retry_poll_ms: u64,
+
+    /// Share of each scheduled retry delay taken off at random, 0.0 to 1.0: with 0.2 a
+    /// delay `d` becomes a draw from `[0.8·d, d]`, so deliveries failed together by an
+    /// outage do not all come back together. 0 (the default) keeps the exact schedule;
+    /// `Retry-After` is never jittered.
+    #[arg(long, env = "PORTICO_RETRY_JITTER", default_value_t = 0.0)]
+    pub retry_jitter: f64,
 }
 
 /// A configuration that cannot run.
@@ -71,8 +79,9 @@ pub struct ConfigError(pub String);
 
 impl DispatcherConfig {
     /// Refuses to start without the secrets key outside dev mode, and with settings
-    /// that cannot work (an unparsable allowlist, a zero timeout).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// that cannot work (an unparsable allowlist, a zero timeout, a jitter outside
+    /// 0.0..=1.0). Returns the checked jitter.
+    pub fn validate(&self) -> Result<RetryJitter, ConfigError> {
         if !self.common.dev_mode && self.secrets_key.is_none() {
             return Err(ConfigError(
                 "PORTICO_SECRETS_KEY must be set outside dev mode (PORTICO_DEV_MODE=true)".into(),
@@ -85,6 +94,45 @@ impl DispatcherConfig {
                 "PORTICO_DELIVERY_TIMEOUT_MS must be positive".into(),
             ));
         }
-        Ok(())
+        RetryJitter::new(self.retry_jitter)
+            .map_err(|e| ConfigError(format!("PORTICO_RETRY_JITTER {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn with_jitter(value: &str) -> Result<RetryJitter, ConfigError> {
+        let flag = format!("--retry-jitter={value}");
+        DispatcherConfig::try_parse_from(["portico-webhook-dispatcher", "--dev-mode", &flag])
+            .expect("the flags parse")
+            .validate()
+    }
+
+    /// No jitter by default; a fraction from 0 to 1 is taken; anything else stops the
+    /// dispatcher at start with an error that names the setting.
+    #[test]
+    fn retry_jitter_is_checked_at_start() {
+        let defaults =
+            DispatcherConfig::try_parse_from(["portico-webhook-dispatcher", "--dev-mode"])
+                .expect("defaults parse");
+        assert_eq!(defaults.validate().ok(), Some(RetryJitter::NONE));
+        assert_eq!(
+            with_jitter("0.2").ok().map(RetryJitter::fraction),
+            Some(0.2)
+        );
+        assert_eq!(with_jitter("1").ok().map(RetryJitter::fraction), Some(1.0));
+        for bad in ["1.5", "-0.1", "NaN", "inf"] {
+            let err = with_jitter(bad).expect_err(bad).to_string();
+            assert!(
+                err.starts_with(
+                    "configuration: PORTICO_RETRY_JITTER must be a fraction from 0.0 to 1.0"
+                ),
+                "{err}"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use portico_domain::retry::{clamp_retry_after, may_retry};
+use portico_domain::retry::{RetryJitter, clamp_retry_after, may_retry, scheduled_delay};
 use portico_domain::webhooks::{DeliveryStatus, RetryPolicy};
 use portico_telemetry::metrics as names;
 use tokio::sync::Semaphore;
@@ -82,12 +82,15 @@ pub enum Handled {
 
 /// Decides the state after the `attempts_made`-th attempt: 2xx succeeds; 410 fails and
 /// disables the endpoint; otherwise retry while the budget lasts, after `Retry-After`
-/// (429/503, clamped to the policy's bounds) or the exponential schedule.
+/// (429/503, clamped to the policy's bounds, never jittered: the receiver chose it) or
+/// the exponential schedule, shortened at random by up to `jitter` of itself
+/// (`PORTICO_RETRY_JITTER`, none by default).
 pub fn decide(
     record: &AttemptRecord,
     attempts_made: u32,
     max_retries: u32,
     policy: &RetryPolicy,
+    jitter: RetryJitter,
     now: DateTime<Utc>,
 ) -> Next {
     if record.succeeded() {
@@ -101,24 +104,36 @@ pub fn decide(
     }
     let delay = match record.retry_after {
         Some(wait) if matches!(record.status, Some(429 | 503)) => clamp_retry_after(policy, wait),
-        _ => policy.delay_for(attempts_made),
+        _ => scheduled_delay(policy, attempts_made, jitter),
     };
     Next::Retry(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
 }
 
 /// Runs planned deliveries concurrently: each waits for its endpoint's limits (or is
-/// deferred), then for a slot of the replica-wide cap, then sends. Results come back in
-/// the order of `planned`.
+/// deferred), then for a slot of the replica-wide cap, then sends; a failure's next
+/// attempt is scheduled with `jitter` ([`decide`]). Results come back in the order of
+/// `planned`.
 pub async fn run_all(
     transport: &Transport,
     global: &Arc<Semaphore>,
+    jitter: RetryJitter,
     planned: &[Planned],
 ) -> Vec<Handled> {
-    futures::future::join_all(planned.iter().map(|p| run_one(transport, global, p))).await
+    futures::future::join_all(
+        planned
+            .iter()
+            .map(|p| run_one(transport, global, jitter, p)),
+    )
+    .await
 }
 
 /// Runs one planned delivery.
-pub async fn run_one(transport: &Transport, global: &Arc<Semaphore>, p: &Planned) -> Handled {
+pub async fn run_one(
+    transport: &Transport,
+    global: &Arc<Semaphore>,
+    jitter: RetryJitter,
+    p: &Planned,
+) -> Handled {
     let _endpoint_permit = match p.endpoint.limiter.admit(ADMISSION_BUDGET).await {
         Admission::Go(permit) => permit,
         Admission::Defer(wait) => {
@@ -153,7 +168,14 @@ pub async fn run_one(transport: &Transport, global: &Arc<Semaphore>, p: &Planned
         span.record("error.kind", kind.as_str());
     }
     let now = Utc::now();
-    let next = decide(&record, number, p.max_retries, &p.endpoint.policy, now);
+    let next = decide(
+        &record,
+        number,
+        p.max_retries,
+        &p.endpoint.policy,
+        jitter,
+        now,
+    );
     metrics::counter!(names::DELIVERIES, "outcome" => next.status().as_str(), "status_class" => record.status_class())
         .increment(1);
     metrics::histogram!(names::DELIVERY_ATTEMPT_DURATION).record(record.latency.as_secs_f64());
@@ -195,36 +217,54 @@ mod tests {
     fn decisions_follow_http_etiquette() {
         let p = portico_domain::retry::policy_from_columns(5, 1000, 300_000);
         let now = Utc::now();
+        let after =
+            |r: AttemptRecord, attempts: u32| decide(&r, attempts, 5, &p, RetryJitter::NONE, now);
         let secs = |n: Next| match n {
             Next::Retry(at) => (at - now).num_seconds(),
             other => panic!("{other:?}"),
         };
+        assert_eq!(after(record(Some(204), None), 1), Next::Succeeded);
         assert_eq!(
-            decide(&record(Some(204), None), 1, 5, &p, now),
-            Next::Succeeded
-        );
-        assert_eq!(
-            decide(&record(Some(410), None), 1, 5, &p, now),
+            after(record(Some(410), None), 1),
             Next::Failed(FailReason::Gone)
         );
-        assert_eq!(secs(decide(&record(Some(500), None), 1, 5, &p, now)), 1);
-        assert_eq!(secs(decide(&record(None, None), 3, 5, &p, now)), 4);
+        assert_eq!(secs(after(record(Some(500), None), 1)), 1);
+        assert_eq!(secs(after(record(None, None), 3)), 4);
         assert_eq!(
-            decide(&record(Some(500), None), 6, 5, &p, now),
+            after(record(Some(500), None), 6),
             Next::Failed(FailReason::Exhausted)
         );
-        assert_eq!(
-            secs(decide(&record(Some(429), Some(30)), 1, 5, &p, now)),
-            30
-        );
-        assert_eq!(secs(decide(&record(Some(503), Some(0)), 1, 5, &p, now)), 1);
-        assert_eq!(
-            secs(decide(&record(Some(429), Some(99_999)), 1, 5, &p, now)),
-            300
-        );
+        assert_eq!(secs(after(record(Some(429), Some(30)), 1)), 30);
+        assert_eq!(secs(after(record(Some(503), Some(0)), 1)), 1);
+        assert_eq!(secs(after(record(Some(429), Some(99_999)), 1)), 300);
         // Retry-After on another status is ignored.
-        assert_eq!(secs(decide(&record(Some(500), Some(30)), 2, 5, &p, now)), 2);
+        assert_eq!(secs(after(record(Some(500), Some(30)), 2)), 2);
         // A 302 is a failure like any other.
-        assert_eq!(secs(decide(&record(Some(302), None), 1, 5, &p, now)), 1);
+        assert_eq!(secs(after(record(Some(302), None), 1)), 1);
+    }
+
+    /// With jitter, a failure's next attempt falls within `[d·(1-j), d]` of the
+    /// schedule's delay `d` (the cap included); `Retry-After` is still taken exactly
+    /// as the receiver sent it (within the policy's bounds).
+    #[test]
+    fn jitter_shortens_the_schedule_but_not_retry_after() {
+        let p = portico_domain::retry::policy_from_columns(30, 1000, 300_000);
+        let jitter = RetryJitter::new(0.5).expect("in range");
+        let now = Utc::now();
+        let ms = |r: AttemptRecord, attempts: u32| match decide(&r, attempts, 30, &p, jitter, now) {
+            Next::Retry(at) => (at - now).num_milliseconds(),
+            other => panic!("{other:?}"),
+        };
+        let (mut lowest, mut highest) = (i64::MAX, 0);
+        for _ in 0..500 {
+            let got = ms(record(Some(500), None), 4);
+            assert!((4_000..=8_000).contains(&got), "{got}");
+            lowest = lowest.min(got);
+            highest = highest.max(got);
+            let got = ms(record(None, None), 20);
+            assert!((150_000..=300_000).contains(&got), "{got}");
+            assert_eq!(ms(record(Some(429), Some(30)), 1), 30_000);
+        }
+        assert!(lowest < 5_000 && highest > 7_000, "{lowest}..{highest}");
     }
 }

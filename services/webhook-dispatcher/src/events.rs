@@ -259,7 +259,13 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
         }
     }
 
-    let handled = delivery::run_all(&dispatcher.transport, &dispatcher.global, &planned).await;
+    let handled = delivery::run_all(
+        &dispatcher.transport,
+        &dispatcher.global,
+        dispatcher.retry_jitter,
+        &planned,
+    )
+    .await;
     let deferred = handled.iter().any(|h| matches!(h, Handled::Deferred(_)));
     let mut results = BatchResults::default();
     let mut rows = waiting;

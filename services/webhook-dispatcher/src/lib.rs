@@ -35,12 +35,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use portico_domain::retry::RetryJitter;
 use portico_queue::Topology;
 use portico_queue::consumer::{JobStream, run_bounded};
 use portico_queue::outbox::OutboxSignal;
-use portico_runtime::Foundation;
 use portico_queue::setup::{ConsumerSettings, ensure_consumer};
 use portico_queue::topology::JobKind;
+use portico_runtime::Foundation;
 use portico_signing::secret_box::SecretsKey;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -107,6 +108,9 @@ pub struct Dispatcher {
     /// This replica's stable name; its delivery leases carry it, so that after a
     /// restart it takes back what it had claimed.
     pub replica_id: String,
+    /// `PORTICO_RETRY_JITTER`: how much of each scheduled retry delay may be taken
+    /// off at random (none by default).
+    pub retry_jitter: RetryJitter,
 }
 
 impl Dispatcher {
@@ -127,7 +131,7 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), DispatcherError> {
-    config.validate()?;
+    let retry_jitter = config.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let base = Foundation::connect(&config.common, "portico-webhook-dispatcher").await?;
     let (pool, nats, js, topology) = (
@@ -187,12 +191,16 @@ pub async fn run(
         max_deliver: events_settings.max_deliver,
         ack_wait,
         replica_id: config.common.replica_id(),
+        retry_jitter,
     });
     // Deliveries this replica had claimed before it last stopped (killed mid-attempt)
     // are due again now, not when their lease runs out.
     match portico_storage::deliveries::reclaim_own_leases(&pool, &dispatcher.replica_id).await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(deliveries = n, "taking back deliveries claimed before a restart"),
+        Ok(n) => tracing::warn!(
+            deliveries = n,
+            "taking back deliveries claimed before a restart"
+        ),
         Err(err) => tracing::warn!(%err, "could not take back earlier claims; their leases expire"),
     }
 

@@ -182,7 +182,13 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
         });
         planned_rows.push(row);
     }
-    let handled = delivery::run_all(&dispatcher.transport, &dispatcher.global, &planned).await;
+    let handled = delivery::run_all(
+        &dispatcher.transport,
+        &dispatcher.global,
+        dispatcher.retry_jitter,
+        &planned,
+    )
+    .await;
     let mut results = BatchResults::default();
     for ((p, row), h) in planned.iter().zip(planned_rows).zip(handled) {
         let state = results.add(p, h);
