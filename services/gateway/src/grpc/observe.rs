@@ -57,18 +57,7 @@ where
         let started = Instant::now();
         Box::pin(async move {
             let result = inner.call(request).instrument(span.clone()).await;
-            // Unary errors are trailers-only responses: grpc-status sits in the headers.
-            // A success carries it in the trailers, so its absence here means OK.
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map(tonic::Code::from_i32)
-                    .unwrap_or(tonic::Code::Ok),
-                Err(_) => tonic::Code::Unavailable,
-            };
+            let code = status_code(&result);
             span.record("rpc.grpc.status_code", code as i32);
             let code_name = format!("{code:?}");
             metrics::counter!(portico_telemetry::metrics::GRPC_REQUESTS,
@@ -78,5 +67,21 @@ where
                 .record(started.elapsed().as_secs_f64());
             result
         })
+    }
+}
+
+/// The gRPC status of a call as its response head shows it. Unary errors are
+/// trailers-only responses: `grpc-status` sits in the headers. A success carries it in
+/// the trailers, so its absence here means OK; a transport error is UNAVAILABLE.
+pub fn status_code<RB, E>(result: &Result<http::Response<RB>, E>) -> tonic::Code {
+    match result {
+        Ok(response) => response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(tonic::Code::from_i32)
+            .unwrap_or(tonic::Code::Ok),
+        Err(_) => tonic::Code::Unavailable,
     }
 }

@@ -129,16 +129,7 @@ where
                 crate::rest::partner_calls::rate_limit_headers(response.headers_mut(), rate);
             }
             if let Some(integration_id) = attempt.integration_id {
-                let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map(tonic::Code::from_i32)
-                        .unwrap_or(tonic::Code::Ok),
-                    Err(_) => tonic::Code::Unavailable,
-                };
+                let code = super::observe::status_code(&result);
                 state.credentials().record_usage(UsageEntry {
                     integration_id,
                     method: "POST".to_owned(),
