@@ -49,9 +49,17 @@ pub async fn run(
         }
         match portico_storage::retention::purge(&pool, &history).await {
             Ok(p) if p == Default::default() => {}
-            Ok(p) => tracing::info!(deliveries = p.deliveries, attempts = p.attempts, events = p.events,
-                usage_logs = p.usage_logs, dead_letters = p.dead_letters, "deleted history past its retention"),
-            Err(err) => tracing::warn!(%err, "history retention purge failed; will retry next round"),
+            Ok(p) => tracing::info!(
+                deliveries = p.deliveries,
+                attempts = p.attempts,
+                events = p.events,
+                usage_logs = p.usage_logs,
+                dead_letters = p.dead_letters,
+                "deleted history past its retention"
+            ),
+            Err(err) => {
+                tracing::warn!(%err, "history retention purge failed; will retry next round")
+            }
         }
     }
 }
@@ -59,17 +67,10 @@ pub async fn run(
 /// Sets `portico_dead_letters_unresolved` from the database; on failure the gauge keeps
 /// its last value (a warning is logged) rather than pretending there is none.
 pub async fn report_unresolved_dead_letters(pool: &PgPool) {
-    match count_unresolved_dead_letters(pool).await {
+    match portico_storage::dead_letters::count_unresolved(pool).await {
         Ok(n) => metrics::gauge!(portico_telemetry::metrics::DEAD_LETTERS_UNRESOLVED).set(n as f64),
         Err(err) => tracing::warn!(%err, "counting unresolved dead letters failed; will retry"),
     }
-}
-
-/// Dead letters no operator has replayed or discarded (read from a partial index).
-pub async fn count_unresolved_dead_letters(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM job_dead_letters WHERE resolved_at IS NULL")
-        .fetch_one(pool)
-        .await
 }
 
 /// Deletes every expired, finished batch; returns how many.

@@ -4,7 +4,8 @@
 //! [`Outcome`] only after its result is committed, and [`JobMessage::finish`] turns
 //! that into ack, nak-with-delay or term. A message dropped without a decision
 //! (a panic, an early return) is nak'ed so it comes back at once instead of after
-//! `ack_wait`. Undecodable messages are recorded in `job_dead_letters` and terminated.
+//! `ack_wait`. Undecodable messages are recorded in `job_dead_letters` (through
+//! [`portico_storage::dead_letters`]) and terminated.
 
 use std::time::Duration;
 
@@ -190,15 +191,7 @@ pub async fn record_dead_letter(
     payload: &[u8],
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO job_dead_letters (consumer, subject, payload, reason) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(consumer)
-    .bind(subject)
-    .bind(payload)
-    .bind(reason)
-    .execute(pool)
-    .await?;
+    portico_storage::dead_letters::record(pool, consumer, subject, payload, reason).await?;
     metrics::counter!(portico_telemetry::metrics::JOBS_DEAD_LETTERED, "consumer" => consumer.to_owned())
         .increment(1);
     Ok(())
@@ -221,20 +214,18 @@ pub async fn dead_letter_job(
         Job::EventDispatchV1(e) => Some(e.user_id.replace('\0', "")),
         _ => None,
     };
-    sqlx::query(
-        "INSERT INTO job_dead_letters (consumer, subject, payload, reason, user_id, message_id)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (consumer, message_id) WHERE message_id IS NOT NULL DO UPDATE
-             SET reason = EXCLUDED.reason, resolved_at = NULL, resolution = NULL
-             WHERE job_dead_letters.resolved_at IS NOT NULL",
+    let reason = reason.replace('\0', "\u{FFFD}");
+    portico_storage::dead_letters::record_job(
+        &mut **tx,
+        &portico_storage::dead_letters::NewDeadLetter {
+            consumer,
+            subject: &topology.subject(job.kind()),
+            payload: &job.encode()?,
+            reason: &reason,
+            user_id: user_id.as_deref(),
+            message_id: &job.message_id(),
+        },
     )
-    .bind(consumer)
-    .bind(topology.subject(job.kind()))
-    .bind(job.encode()?)
-    .bind(reason.replace('\0', "\u{FFFD}"))
-    .bind(user_id)
-    .bind(job.message_id())
-    .execute(&mut **tx)
     .await?;
     metrics::counter!(portico_telemetry::metrics::JOBS_DEAD_LETTERED, "consumer" => consumer.to_owned())
         .increment(1);

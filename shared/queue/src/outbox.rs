@@ -6,11 +6,14 @@
 //! with `Nats-Msg-Id` = the row's message id and deletes them only after JetStream
 //! acknowledged; a crash in between re-publishes, and JetStream drops the duplicate.
 //! Several relays (one per replica) share the table through `FOR UPDATE SKIP LOCKED`.
+//! The statements are [`portico_storage::outbox`]'s; this module decides what a row
+//! holds (subject, message id, encoded job, trace headers) and publishes it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use portico_storage::outbox::{NewOutboxRow, NewOutboxRows};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -42,14 +45,13 @@ pub async fn enqueue_as(
     job: &Job,
     message_id: &str,
 ) -> Result<(), QueueError> {
-    sqlx::query(
-        "INSERT INTO outbox (subject, message_id, payload, headers) VALUES ($1, $2, $3, $4)",
+    portico_storage::outbox::insert(
+        &mut **tx,
+        &publisher_topology.subject(job.kind()),
+        message_id,
+        &job.encode()?,
+        &current_headers_json(),
     )
-    .bind(publisher_topology.subject(job.kind()))
-    .bind(message_id)
-    .bind(job.encode()?)
-    .bind(current_headers_json())
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }
@@ -64,25 +66,15 @@ pub async fn enqueue_all(
     if jobs.is_empty() {
         return Ok(());
     }
-    let mut subjects = Vec::with_capacity(jobs.len());
-    let mut message_ids = Vec::with_capacity(jobs.len());
-    let mut payloads = Vec::with_capacity(jobs.len());
+    let mut rows = NewOutboxRows::with_capacity(jobs.len());
     for job in jobs {
-        subjects.push(publisher_topology.subject(job.kind()));
-        message_ids.push(job.message_id());
-        payloads.push(job.encode()?);
+        rows.push(NewOutboxRow {
+            subject: publisher_topology.subject(job.kind()),
+            message_id: job.message_id(),
+            payload: job.encode()?,
+        });
     }
-    sqlx::query(
-        "INSERT INTO outbox (subject, message_id, payload, headers)
-         SELECT subject, message_id, payload, $4 FROM unnest($1::text[], $2::text[], $3::bytea[])
-             AS t(subject, message_id, payload)",
-    )
-    .bind(&subjects)
-    .bind(&message_ids)
-    .bind(&payloads)
-    .bind(current_headers_json())
-    .execute(&mut **tx)
-    .await?;
+    portico_storage::outbox::insert_all(&mut **tx, &rows, &current_headers_json()).await?;
     Ok(())
 }
 
@@ -157,21 +149,15 @@ impl OutboxRelay {
     /// Publishes one round of rows; returns how many were published.
     pub async fn drain_once(&self) -> Result<usize, QueueError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, String, String, Vec<u8>, serde_json::Value)> = sqlx::query_as(
-            "SELECT id, subject, message_id, payload, headers FROM outbox
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = portico_storage::outbox::claim(&mut *tx, BATCH).await?;
         if rows.is_empty() {
             return Ok(0);
         }
         let mut acks = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
-        for (id, subject, message_id, payload, headers_json) in rows {
+        for row in rows {
             let mut headers = HeaderMap::new();
-            if let serde_json::Value::Object(map) = headers_json {
+            if let serde_json::Value::Object(map) = row.headers {
                 for (k, v) in map {
                     if let serde_json::Value::String(v) = v {
                         headers.insert(k.as_str(), v.as_str());
@@ -180,30 +166,22 @@ impl OutboxRelay {
             }
             acks.push(confirm(
                 self.publisher
-                    .publish_raw(subject, &message_id, payload, headers)
+                    .publish_raw(row.subject, &row.message_id, row.payload, headers)
                     .await?,
             ));
-            ids.push(id);
+            ids.push(row.id);
         }
         futures::future::try_join_all(acks).await?;
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        portico_storage::outbox::delete(&mut *tx, &ids).await?;
         tx.commit().await?;
         Ok(ids.len())
     }
 
     async fn report_backlog(&self) {
-        let row: Result<(i64, Option<f64>), _> = sqlx::query_as(
-            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox",
-        )
-        .fetch_one(&self.pool)
-        .await;
-        if let Ok((pending, oldest)) = row {
-            metrics::gauge!(portico_telemetry::metrics::OUTBOX_PENDING).set(pending as f64);
+        if let Ok(backlog) = portico_storage::outbox::backlog(&self.pool).await {
+            metrics::gauge!(portico_telemetry::metrics::OUTBOX_PENDING).set(backlog.pending as f64);
             metrics::gauge!(portico_telemetry::metrics::OUTBOX_OLDEST_AGE)
-                .set(oldest.unwrap_or(0.0));
+                .set(backlog.oldest_age_secs.unwrap_or(0.0));
         }
     }
 }

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::admin::ReadinessCheck;
+use portico_storage::AppliedSchema;
 use sqlx::PgPool;
 
 /// The longest a readiness probe waits for one dependency.
@@ -31,21 +32,15 @@ pub struct DependencyReadiness {
 
 /// PostgreSQL's part of the check: `None` when ready, else the reason.
 async fn database(pool: &PgPool, want: i64) -> Option<String> {
-    let applied = tokio::time::timeout(
-        CHECK_TIMEOUT,
-        sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT max(version) FROM _sqlx_migrations WHERE success",
-        )
-        .fetch_one(pool),
-    )
-    .await;
+    let applied =
+        tokio::time::timeout(CHECK_TIMEOUT, portico_storage::applied_schema_version(pool)).await;
     match applied {
-        Ok(Ok(Some(v))) if v >= want => None,
-        Ok(Ok(v)) => Some(format!(
+        Ok(Ok(AppliedSchema::Applied(Some(v)))) if v >= want => None,
+        Ok(Ok(AppliedSchema::Applied(v))) => Some(format!(
             "schema (migration {} applied, {want} needed: run `portico-gateway migrate`)",
             v.unwrap_or(0)
         )),
-        Ok(Err(e)) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P01") => {
+        Ok(Ok(AppliedSchema::NotMigrated)) => {
             Some("schema (not migrated: run `portico-gateway migrate`)".to_owned())
         }
         Ok(Err(_)) | Err(_) => Some("postgresql".to_owned()),

@@ -1,9 +1,10 @@
 //! PostgreSQL access for every Portico service.
 //!
 //! # Layout
-//! - this module: connecting, the embedded migrations, and creating a database.
-//! - feature modules (webhooks, deliveries, bulk orders, integrations) hold the SQL of
-//!   their tables; set-based statements (`unnest`) wherever rows come in numbers.
+//! - this module: connecting, the embedded migrations, the applied schema version
+//!   (readiness), and creating a database.
+//! - one module per table family below holds every statement of its tables, checked at
+//!   compile time; set-based statements (`unnest`) wherever rows come in numbers.
 //! - [`bulk_orders`]: bulk-order batches, their chunks of raw orders and per-order
 //!   results: submission and reads (gateway), claim, chunks, finish and expiry
 //!   (batch-processor); one batch row type both read.
@@ -20,6 +21,10 @@
 //!   hot path (record, claim, write results, endpoint health) and the gateway's reads
 //!   and manual retry.
 //! - [`events`]: the record of every published event, written a chunk at a time.
+//! - [`outbox`]: the transactional outbox: jobs added inside the producer's
+//!   transaction, claimed, published and deleted by the relay, and its backlog.
+//! - [`dead_letters`]: jobs the workers gave up on, and the operators' list, inspection,
+//!   replay and discard with their audit rows.
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches.
 //!
@@ -27,10 +32,12 @@
 //! applied by `portico-gateway migrate` (or at gateway start when configured).
 
 pub mod bulk_orders;
+pub mod dead_letters;
 pub mod deliveries;
 pub mod events;
 pub mod integrations;
 pub mod orders;
+pub mod outbox;
 pub mod retention;
 pub mod retry_jobs;
 pub mod usage;
@@ -49,6 +56,40 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// schema is older, so no replica serves traffic it would answer with 500s.
 pub fn schema_version() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// What the database says about its schema, for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppliedSchema {
+    /// No migration was ever applied: the migrator's table does not exist.
+    NotMigrated,
+    /// The newest migration applied successfully; `None` when none succeeded yet.
+    Applied(Option<i64>),
+}
+
+/// The newest migration the database has applied successfully, compared with
+/// [`schema_version`] by readiness. A database never migrated is told apart from a
+/// failed read, so readiness can say which step is missing.
+///
+/// The one runtime-checked statement here: `_sqlx_migrations` belongs to the sqlx
+/// migrator, not to `migrations/`, so the scratch database the query cache is
+/// generated from (migrated with `psql`) has no such table to check it against.
+pub async fn applied_schema_version(
+    executor: impl sqlx::PgExecutor<'_>,
+) -> Result<AppliedSchema, sqlx::Error> {
+    let applied = sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT max(version) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(executor)
+    .await;
+    match applied {
+        Ok(version) => Ok(AppliedSchema::Applied(version)),
+        // undefined_table
+        Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P01") => {
+            Ok(AppliedSchema::NotMigrated)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Why a storage operation failed.

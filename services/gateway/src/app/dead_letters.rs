@@ -5,7 +5,7 @@
 //! cannot swallow it) or **discard** (nothing is published; the record stays). The
 //! resolution, the outbox row of a replay and the audit record (`dead_letter_actions`)
 //! are committed in one transaction, so an answered replay is never lost and no change
-//! goes unaudited.
+//! goes unaudited. The statements are [`portico_storage::dead_letters`]'s.
 //!
 //! Dead letters belong to no caller: only [`crate::auth::Operator`]s reach this module.
 
@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use portico_domain::text::{Lines, has_forbidden_control, validate_key};
 use portico_domain::{FieldError, pagination};
 use portico_queue::jobs::Job;
+use portico_storage::dead_letters as storage;
 
 use crate::auth::Operator;
 use crate::error::ApiError;
@@ -26,51 +27,11 @@ pub const MAX_ACTION_REASON_CHARS: usize = 1_000;
 /// Longest `consumer` or `userId` filter, in bytes.
 const MAX_FILTER_BYTES: usize = 255;
 
-/// A recorded dead letter, without its payload.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct DeadLetter {
-    /// Id (ascending in recording order).
-    pub id: i64,
-    /// The consumer that gave up on the job, e.g. `webhook-dispatcher.events`.
-    pub consumer: String,
-    /// The JetStream subject the job arrived on.
-    pub subject: String,
-    /// Why it was dead-lettered (its latest failure).
-    pub reason: String,
-    /// The job's owner, when known.
-    pub user_id: Option<String>,
-    /// The job's own `Nats-Msg-Id`, when it decoded.
-    pub message_id: Option<String>,
-    /// Size of the recorded payload.
-    pub payload_bytes: i64,
-    /// When it was recorded.
-    pub created_at: DateTime<Utc>,
-    /// When an operator resolved it; `None` while it waits for one.
-    pub resolved_at: Option<DateTime<Utc>>,
-    /// `replayed` or `discarded`; `None` while unresolved.
-    pub resolution: Option<String>,
-}
+/// A recorded dead letter, without its payload (the storage's row).
+pub use portico_storage::dead_letters::DeadLetterRow as DeadLetter;
 
-/// One operator action on a dead letter, as audited.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct DeadLetterAction {
-    /// Id.
-    pub id: i64,
-    /// `replayed` or `discarded`.
-    pub action: String,
-    /// The operator's name as given in `x-portico-operator` (or `operator`).
-    pub operator: String,
-    /// The request's `x-request-id`.
-    pub request_id: Option<String>,
-    /// The client's address.
-    pub client_addr: Option<String>,
-    /// The reason given in the request.
-    pub reason: String,
-    /// A replay's `Nats-Msg-Id`.
-    pub replay_message_id: Option<String>,
-    /// When.
-    pub at: DateTime<Utc>,
-}
+/// One operator action on a dead letter, as audited (the storage's row).
+pub use portico_storage::dead_letters::ActionRow as DeadLetterAction;
 
 /// A dead letter with its payload and every action taken on it, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,11 +70,12 @@ impl ResolutionFilter {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    /// The storage's filter.
+    fn stored(self) -> storage::StatusFilter {
         match self {
-            Self::Unresolved => "unresolved",
-            Self::Replayed => "replayed",
-            Self::Discarded => "discarded",
+            Self::Unresolved => storage::StatusFilter::Unresolved,
+            Self::Replayed => storage::StatusFilter::Resolved(storage::Resolution::Replayed),
+            Self::Discarded => storage::StatusFilter::Resolved(storage::Resolution::Discarded),
         }
     }
 }
@@ -215,9 +177,14 @@ pub enum Resolution {
 impl Resolution {
     /// The recorded word (`replayed`, `discarded`).
     pub fn as_str(self) -> &'static str {
+        self.stored().as_str()
+    }
+
+    /// How the storage records it.
+    fn stored(self) -> storage::Resolution {
         match self {
-            Resolution::Replay => "replayed",
-            Resolution::Discard => "discarded",
+            Resolution::Replay => storage::Resolution::Replayed,
+            Resolution::Discard => storage::Resolution::Discarded,
         }
     }
 }
@@ -240,13 +207,6 @@ pub fn validate_reason(reason: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-macro_rules! dead_letter_columns {
-    () => {
-        "id, consumer, subject, reason, user_id, message_id, \
-         octet_length(payload)::bigint AS payload_bytes, created_at, resolved_at, resolution"
-    };
-}
-
 /// One page of dead letters, newest first.
 pub async fn list(
     state: &AppState,
@@ -254,28 +214,19 @@ pub async fn list(
     page: DeadLetterPage,
 ) -> Result<(Vec<DeadLetter>, Option<String>), ApiError> {
     filter.validate().map_err(ApiError::Validation)?;
-    let mut rows: Vec<DeadLetter> = sqlx::query_as(concat!(
-        "SELECT ",
-        dead_letter_columns!(),
-        " FROM job_dead_letters
-         WHERE ($1::text IS NULL OR consumer = $1)
-           AND ($2::text IS NULL OR user_id = $2)
-           AND ($3::timestamptz IS NULL OR created_at >= $3)
-           AND ($4::timestamptz IS NULL OR created_at < $4)
-           AND ($5::text IS NULL
-                OR ($5 = 'unresolved' AND resolved_at IS NULL)
-                OR resolution = $5)
-           AND ($6::bigint IS NULL OR id < $6)
-         ORDER BY id DESC LIMIT $7"
-    ))
-    .bind(&filter.consumer)
-    .bind(&filter.user_id)
-    .bind(filter.since)
-    .bind(filter.until)
-    .bind(filter.status.map(ResolutionFilter::as_str))
-    .bind(page.before_id)
-    .bind(i64::from(page.limit) + 1)
-    .fetch_all(state.pool())
+    let stored = storage::DeadLetterFilter {
+        consumer: filter.consumer.as_deref(),
+        user_id: filter.user_id.as_deref(),
+        since: filter.since,
+        until: filter.until,
+        status: filter.status.map(ResolutionFilter::stored),
+    };
+    let mut rows = storage::list(
+        state.pool(),
+        &stored,
+        page.before_id,
+        i64::from(page.limit) + 1,
+    )
     .await?;
     if rows.len() > page.limit as usize {
         rows.truncate(page.limit as usize);
@@ -288,42 +239,15 @@ pub async fn list(
 
 /// One dead letter with its payload and audit trail.
 pub async fn get(state: &AppState, id: i64) -> Result<DeadLetterDetail, ApiError> {
-    let found: Option<DeadLetterWithPayload> = sqlx::query_as(concat!(
-        "SELECT ",
-        dead_letter_columns!(),
-        ", payload FROM job_dead_letters WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(state.pool())
-    .await?;
-    let found = found.ok_or(ApiError::NotFound("dead letter"))?;
-    let actions: Vec<DeadLetterAction> = sqlx::query_as(
-        "SELECT id, action, operator, request_id, client_addr, reason, replay_message_id, at
-           FROM dead_letter_actions WHERE dead_letter_id = $1 ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(state.pool())
-    .await?;
+    let found = storage::get(state.pool(), id)
+        .await?
+        .ok_or(ApiError::NotFound("dead letter"))?;
+    let actions = storage::actions(state.pool(), id).await?;
     Ok(DeadLetterDetail {
-        dead_letter: found.dead_letter,
+        dead_letter: found.record,
         payload: found.payload,
         actions,
     })
-}
-
-#[derive(sqlx::FromRow)]
-struct DeadLetterWithPayload {
-    #[sqlx(flatten)]
-    dead_letter: DeadLetter,
-    payload: Vec<u8>,
-}
-
-/// The parts of a dead letter a resolution reads, under its row lock.
-#[derive(sqlx::FromRow)]
-struct LockedDeadLetter {
-    payload: Vec<u8>,
-    resolution: Option<String>,
-    resolved_at: Option<DateTime<Utc>>,
 }
 
 /// Replays or discards a dead letter, once: 404 `not_found` for no such record, 409
@@ -342,17 +266,13 @@ pub async fn resolve(
 ) -> Result<DeadLetterDetail, ApiError> {
     validate_reason(reason)?;
     let mut tx = state.pool().begin().await?;
-    let current: Option<LockedDeadLetter> = sqlx::query_as(
-        "SELECT payload, resolution, resolved_at FROM job_dead_letters WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let LockedDeadLetter {
+    let storage::LockedDeadLetter {
         payload,
         resolution: resolved_as,
         resolved_at,
-    } = current.ok_or(ApiError::NotFound("dead letter"))?;
+    } = storage::lock(&mut *tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("dead letter"))?;
     if let Some(done) = resolved_as {
         let when = resolved_at
             .map(|t| format!(" at {}", t.to_rfc3339()))
@@ -375,13 +295,7 @@ pub async fn resolve(
                     "dead letter {id} holds no job this gateway can decode ({e}); discard it"
                 ),
             })?;
-            let replays: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM dead_letter_actions
-                  WHERE dead_letter_id = $1 AND action = 'replayed'",
-            )
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let replays = storage::count_replays(&mut *tx, id).await?;
             let message_id = format!("{}:replay:{id}.{}", job.message_id(), replays + 1);
             portico_queue::outbox::enqueue_as(
                 &mut tx,
@@ -393,24 +307,18 @@ pub async fn resolve(
             Some(message_id)
         }
     };
-    sqlx::query("UPDATE job_dead_letters SET resolved_at = now(), resolution = $2 WHERE id = $1")
-        .bind(id)
-        .bind(resolution.as_str())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO dead_letter_actions
-             (dead_letter_id, action, operator, request_id, client_addr, reason, replay_message_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    storage::resolve(
+        &mut tx,
+        id,
+        resolution.stored(),
+        &storage::Audit {
+            operator: &operator.name,
+            request_id: operator.request_id.as_deref(),
+            client_addr: operator.client_addr.as_deref(),
+            reason,
+            replay_message_id: replay_message_id.as_deref(),
+        },
     )
-    .bind(id)
-    .bind(resolution.as_str())
-    .bind(&operator.name)
-    .bind(&operator.request_id)
-    .bind(&operator.client_addr)
-    .bind(reason)
-    .bind(&replay_message_id)
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     if replay_message_id.is_some() {
