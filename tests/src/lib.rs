@@ -261,7 +261,10 @@ impl TestApp {
             .env("PORTICO_DB_MAX_CONNECTIONS", "8")
             // The same name after a restart (it takes back its own claims); extra
             // replicas get their own (start_extra).
-            .env("PORTICO_REPLICA_ID", format!("{}-{}", self.id, kind.binary()))
+            .env(
+                "PORTICO_REPLICA_ID",
+                format!("{}-{}", self.id, kind.binary()),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("PORTICO_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -403,7 +406,12 @@ impl TestApp {
         extra: &[(&str, &str)],
     ) -> anyhow::Result<Service> {
         let existing = self.services.remove(&kind);
-        let replica = format!("{}-{}-{}", self.id, kind.binary(), uuid::Uuid::new_v4().simple());
+        let replica = format!(
+            "{}-{}-{}",
+            self.id,
+            kind.binary(),
+            uuid::Uuid::new_v4().simple()
+        );
         let mut extra = extra.to_vec();
         if !extra.iter().any(|(k, _)| *k == "PORTICO_REPLICA_ID") {
             extra.push(("PORTICO_REPLICA_ID", &replica));

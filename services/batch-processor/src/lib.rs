@@ -26,8 +26,8 @@ use portico_queue::consumer::{JobStream, Outcome, run_bounded};
 use portico_queue::jobs::Job;
 use portico_queue::outbox::OutboxSignal;
 use portico_queue::setup::{ConsumerSettings, ensure_consumer};
-use portico_runtime::Foundation;
 use portico_queue::topology::JobKind;
+use portico_runtime::Foundation;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -64,17 +64,15 @@ pub async fn ensure_consumer(
     // Create, or update an existing durable consumer to these settings (an upgrade
     // that shortens the ack wait takes effect without deleting the consumer).
     stream
-        .create_consumer(
-            pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: topology.subject(kind),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: settings.ack_wait,
-                max_deliver: settings.max_deliver,
-                max_ack_pending: settings.max_ack_pending,
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: topology.subject(kind),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            max_deliver: settings.max_deliver,
+            max_ack_pending: settings.max_ack_pending,
+            ..Default::default()
+        })
         .await
         .map_err(|e| QueueError::Setup(e.to_string()))
 }
