@@ -5,57 +5,17 @@
 //! Server: `PORTICO_TEST_DATABASE_URL` (any database on it; default
 //! `postgres://postgres@127.0.0.1:5432/postgres`).
 
-use std::future::Future;
-
 use chrono::{Duration, Utc};
 use portico_storage::dead_letters::{
     self, Audit, DeadLetterFilter, NewDeadLetter, Resolution, StatusFilter,
 };
-use sqlx::{Connection, PgPool};
-use uuid::Uuid;
+use sqlx::Connection;
+
+mod common;
+use common::with_database;
 
 const EVENTS: &str = "webhook-dispatcher.events";
 const BATCHES: &str = "batch-processor.batches";
-
-/// Runs `body` against a fresh migrated database, then drops the database whether
-/// the body passed or panicked.
-async fn with_database<F, Fut>(body: F)
-where
-    F: FnOnce(PgPool) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let server = std::env::var("PORTICO_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let admin_options = portico_storage::parse_url(&server).expect("server url");
-    let name = format!(
-        "portico_storage_dead_letters_{}",
-        Uuid::now_v7().simple().to_string().to_lowercase()
-    );
-    let mut admin = sqlx::PgConnection::connect_with(&admin_options)
-        .await
-        .expect("connect to the test server");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(admin_options.clone().database(&name))
-        .await
-        .expect("connect to the test database");
-    portico_storage::MIGRATOR.run(&pool).await.expect("migrate");
-    let outcome = tokio::spawn(body(pool.clone())).await;
-    pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .expect("drop database");
-    if let Err(err) = outcome {
-        std::panic::resume_unwind(err.into_panic());
-    }
-}
 
 fn job<'a>(
     consumer: &'a str,

@@ -6,7 +6,6 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`).
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,49 +17,14 @@ use portico_storage::deliveries::{
     IdArray, NewAttempt, NewDelivery, NewDeliveryRows,
 };
 use portico_storage::events::{self, NewEvent, NewEvents};
-use sqlx::{Connection, PgPool};
-use uuid::Uuid;
+use sqlx::PgPool;
+
+mod common;
+use common::with_database;
 
 const ALICE: &str = "alice";
 const BOB: &str = "bob";
 const LEASE: Duration = Duration::from_secs(15);
-
-/// Runs `body` against a fresh migrated database, then drops the database whether
-/// the body passed or panicked.
-async fn with_database<F, Fut>(body: F)
-where
-    F: FnOnce(PgPool) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let server = std::env::var("PORTICO_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let admin_options = portico_storage::parse_url(&server).expect("server url");
-    let name = format!("portico_storage_deliveries_{}", Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect_with(&admin_options)
-        .await
-        .expect("connect to the test server");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(admin_options.clone().database(&name))
-        .await
-        .expect("connect to the test database");
-    portico_storage::MIGRATOR.run(&pool).await.expect("migrate");
-    let outcome = tokio::spawn(body(pool.clone())).await;
-    pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .expect("drop database");
-    if let Err(err) = outcome {
-        std::panic::resume_unwind(err.into_panic());
-    }
-}
 
 /// A webhook row to hang deliveries on (the webhooks family owns its statements; a
 /// fixture needs only the columns without defaults).

@@ -6,56 +6,9 @@ use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use portico_domain::ids::IntegrationId;
 use portico_storage::integrations::{self, DailyCalls, IntegrationChanges, NewIntegration};
 use portico_storage::usage::{self, NewUsageLog};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 
-/// A scratch database, dropped by [`TestDb::drop`].
-struct TestDb {
-    server: String,
-    name: String,
-    pool: PgPool,
-}
-
-impl TestDb {
-    async fn create(label: &str) -> Self {
-        let server = std::env::var("PORTICO_TEST_SERVER_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos();
-        let name = format!("portico_storage_{label}_{}_{nanos}", std::process::id());
-        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
-            .await
-            .expect("PostgreSQL reachable");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        admin.close().await.ok();
-        let pool = PgPool::connect(&format!("{server}/{name}"))
-            .await
-            .expect("connect");
-        portico_storage::MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrations");
-        Self { server, name, pool }
-    }
-
-    async fn drop(self) {
-        self.pool.close().await;
-        let mut admin = PgConnection::connect(&format!("{}/postgres", self.server))
-            .await
-            .expect("PostgreSQL reachable");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("drop database");
-    }
-}
+mod common;
 
 async fn add(pool: &PgPool, user_id: &str, name: &str, integration_type: &str) -> IntegrationId {
     let id = IntegrationId::generate();
@@ -83,122 +36,123 @@ async fn add(pool: &PgPool, user_id: &str, name: &str, integration_type: &str) -
 /// owner statement sees only the owner's rows.
 #[tokio::test]
 async fn integrations_are_scoped_to_their_owner() {
-    let db = TestDb::create("integrations").await;
-    let pool = &db.pool;
-    let erp = add(pool, "alice", "ERP", "erp").await;
-    let shop = add(pool, "alice", "Shop", "marketplace").await;
-    let other = add(pool, "bob", "Bob's", "erp").await;
+    common::with_database(|pool| async move {
+        let pool = &pool;
+        let erp = add(pool, "alice", "ERP", "erp").await;
+        let shop = add(pool, "alice", "Shop", "marketplace").await;
+        let other = add(pool, "bob", "Bob's", "erp").await;
 
-    let row = integrations::fetch(pool, "alice", erp)
-        .await
-        .unwrap()
-        .expect("own integration");
-    assert_eq!(row.id, erp);
-    assert_eq!(row.name, "ERP");
-    assert_eq!(row.integration_type, "erp");
-    assert_eq!(row.webhook_url.as_deref(), Some("https://example.com/hook"));
-    assert_eq!(row.scopes, vec!["webhooks:read".to_owned()]);
-    assert!(row.active);
-    assert_eq!(row.api_key, None, "no credential yet");
-    assert_eq!(
-        (row.rate_limit_per_second, row.daily_quota),
-        (Some(10), Some(1000))
-    );
-    assert!(
-        integrations::fetch(pool, "alice", other)
+        let row = integrations::fetch(pool, "alice", erp)
             .await
             .unwrap()
-            .is_none()
-    );
-    assert!(integrations::exists(pool, "bob", other).await.unwrap());
-    assert!(!integrations::exists(pool, "alice", other).await.unwrap());
+            .expect("own integration");
+        assert_eq!(row.id, erp);
+        assert_eq!(row.name, "ERP");
+        assert_eq!(row.integration_type, "erp");
+        assert_eq!(row.webhook_url.as_deref(), Some("https://example.com/hook"));
+        assert_eq!(row.scopes, vec!["webhooks:read".to_owned()]);
+        assert!(row.active);
+        assert_eq!(row.api_key, None, "no credential yet");
+        assert_eq!(
+            (row.rate_limit_per_second, row.daily_quota),
+            (Some(10), Some(1000))
+        );
+        assert!(
+            integrations::fetch(pool, "alice", other)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(integrations::exists(pool, "bob", other).await.unwrap());
+        assert!(!integrations::exists(pool, "alice", other).await.unwrap());
 
-    // Newest first, only alice's; the type filter; the keyset continues after a row.
-    let all = integrations::list(pool, "alice", None, None, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        all.iter().map(|r| r.id).collect::<Vec<_>>(),
-        vec![shop, erp]
-    );
-    let erps = integrations::list(pool, "alice", Some("erp"), None, 10)
-        .await
-        .unwrap();
-    assert_eq!(erps.iter().map(|r| r.id).collect::<Vec<_>>(), vec![erp]);
-    let after = integrations::list(pool, "alice", None, Some((all[0].created_at, shop)), 10)
-        .await
-        .unwrap();
-    assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), vec![erp]);
-    assert_eq!(
-        integrations::list(pool, "alice", None, None, 1)
+        // Newest first, only alice's; the type filter; the keyset continues after a row.
+        let all = integrations::list(pool, "alice", None, None, 10)
             .await
-            .unwrap()
-            .len(),
-        1
-    );
+            .unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![shop, erp]
+        );
+        let erps = integrations::list(pool, "alice", Some("erp"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(erps.iter().map(|r| r.id).collect::<Vec<_>>(), vec![erp]);
+        let after = integrations::list(pool, "alice", None, Some((all[0].created_at, shop)), 10)
+            .await
+            .unwrap();
+        assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), vec![erp]);
+        assert_eq!(
+            integrations::list(pool, "alice", None, None, 1)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
 
-    // A partial update: set some columns, clear the nullable ones, keep the rest.
-    let expiry = Utc::now() + Duration::days(3);
-    let changes = IntegrationChanges {
-        name: Some("ERP 2"),
-        webhook_url: Some(None),
-        active: Some(false),
-        expires_at: Some(Some(expiry)),
-        daily_quota: Some(0),
-        ..IntegrationChanges::default()
-    };
-    assert!(
-        integrations::update(pool, "alice", erp, &changes)
+        // A partial update: set some columns, clear the nullable ones, keep the rest.
+        let expiry = Utc::now() + Duration::days(3);
+        let changes = IntegrationChanges {
+            name: Some("ERP 2"),
+            webhook_url: Some(None),
+            active: Some(false),
+            expires_at: Some(Some(expiry)),
+            daily_quota: Some(0),
+            ..IntegrationChanges::default()
+        };
+        assert!(
+            integrations::update(pool, "alice", erp, &changes)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !integrations::update(pool, "alice", other, &changes)
+                .await
+                .unwrap()
+        );
+        let row = integrations::fetch(pool, "alice", erp)
             .await
             .unwrap()
-    );
-    assert!(
-        !integrations::update(pool, "alice", other, &changes)
+            .unwrap();
+        assert_eq!(row.name, "ERP 2");
+        assert_eq!(row.integration_type, "erp");
+        assert_eq!(row.webhook_url, None);
+        assert!(!row.active);
+        assert_eq!(
+            row.expires_at.map(|t| t.timestamp_micros()),
+            Some(expiry.timestamp_micros())
+        );
+        assert_eq!(
+            (row.rate_limit_per_second, row.daily_quota),
+            (Some(10), Some(0))
+        );
+        assert!(row.updated_at >= row.created_at);
+        let untouched = integrations::fetch(pool, "bob", other)
             .await
             .unwrap()
-    );
-    let row = integrations::fetch(pool, "alice", erp)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(row.name, "ERP 2");
-    assert_eq!(row.integration_type, "erp");
-    assert_eq!(row.webhook_url, None);
-    assert!(!row.active);
-    assert_eq!(
-        row.expires_at.map(|t| t.timestamp_micros()),
-        Some(expiry.timestamp_micros())
-    );
-    assert_eq!(
-        (row.rate_limit_per_second, row.daily_quota),
-        (Some(10), Some(0))
-    );
-    assert!(row.updated_at >= row.created_at);
-    let untouched = integrations::fetch(pool, "bob", other)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(untouched.name, "Bob's");
-    assert!(untouched.active);
+            .unwrap();
+        assert_eq!(untouched.name, "Bob's");
+        assert!(untouched.active);
 
-    assert!(!integrations::delete(pool, "alice", other).await.unwrap());
-    assert!(integrations::delete(pool, "alice", erp).await.unwrap());
-    assert!(
-        integrations::fetch(pool, "alice", erp)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(integrations::exists(pool, "bob", other).await.unwrap());
-    db.drop().await;
+        assert!(!integrations::delete(pool, "alice", other).await.unwrap());
+        assert!(integrations::delete(pool, "alice", erp).await.unwrap());
+        assert!(
+            integrations::fetch(pool, "alice", erp)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(integrations::exists(pool, "bob", other).await.unwrap());
+    })
+    .await;
 }
 
 /// Credentials: the current key, lookup by key with today's count, rotation with and
 /// without grace, pruning, and the daily counters' upsert.
 #[tokio::test]
 async fn credentials_rotate_and_count() {
-    let db = TestDb::create("credentials").await;
-    let pool = &db.pool;
+    common::with_database(|pool| async move {
+    let pool = &pool;
     let id = add(pool, "alice", "ERP", "erp").await;
     let other = add(pool, "bob", "Bob's", "erp").await;
     let first = integrations::insert_credential(pool, id, "ptk_first", b"hash-1")
@@ -365,114 +319,116 @@ async fn credentials_rotate_and_count() {
         .unwrap()
         .unwrap();
     assert_eq!(row.last_used_at, Some(t1));
-    db.drop().await;
+    })
+    .await;
 }
 
 /// The usage log: a batch insert (skipping deleted integrations), keyset pages within
 /// a range, the grouped totals, and one integration's log never showing another's.
 #[tokio::test]
 async fn usage_log_pages_and_totals() {
-    let db = TestDb::create("usage").await;
-    let pool = &db.pool;
-    let id = add(pool, "alice", "ERP", "erp").await;
-    let other = add(pool, "bob", "Bob's", "erp").await;
-    let base = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
-    let entry = |integration_id, minute: i64, method, route, status| NewUsageLog {
-        integration_id,
-        method,
-        route,
-        status,
-        latency_us: 1_500,
-        client_ip: (status == 200).then_some("10.0.0.1"),
-        occurred_at: base + Duration::minutes(minute),
-    };
-    let entries = vec![
-        entry(id, 0, "GET", "/api/webhooks", 200),
-        entry(id, 1, "GET", "/api/webhooks", 200),
-        entry(id, 2, "POST", "/api/bulk-orders", 202),
-        entry(id, 3, "POST", "/api/bulk-orders", 429),
-        entry(other, 4, "GET", "/api/webhooks", 200),
-        entry(IntegrationId::generate(), 5, "GET", "/api/webhooks", 200),
-    ];
-    assert_eq!(usage::insert_logs(pool, &entries).await.unwrap(), 5);
+    common::with_database(|pool| async move {
+        let pool = &pool;
+        let id = add(pool, "alice", "ERP", "erp").await;
+        let other = add(pool, "bob", "Bob's", "erp").await;
+        let base = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        let entry = |integration_id, minute: i64, method, route, status| NewUsageLog {
+            integration_id,
+            method,
+            route,
+            status,
+            latency_us: 1_500,
+            client_ip: (status == 200).then_some("10.0.0.1"),
+            occurred_at: base + Duration::minutes(minute),
+        };
+        let entries = vec![
+            entry(id, 0, "GET", "/api/webhooks", 200),
+            entry(id, 1, "GET", "/api/webhooks", 200),
+            entry(id, 2, "POST", "/api/bulk-orders", 202),
+            entry(id, 3, "POST", "/api/bulk-orders", 429),
+            entry(other, 4, "GET", "/api/webhooks", 200),
+            entry(IntegrationId::generate(), 5, "GET", "/api/webhooks", 200),
+        ];
+        assert_eq!(usage::insert_logs(pool, &entries).await.unwrap(), 5);
 
-    let page = usage::page(pool, id, None, None, None, 3).await.unwrap();
-    let minutes: Vec<i64> = page
-        .iter()
-        .map(|r| (r.occurred_at - base).num_minutes())
-        .collect();
-    assert_eq!(minutes, vec![3, 2, 1]);
-    assert_eq!(page[0].status, 429);
-    assert_eq!(page[0].method, "POST");
-    assert_eq!(page[0].route, "/api/bulk-orders");
-    assert_eq!(page[0].latency_us, 1_500);
-    assert_eq!(page[0].client_ip, None);
-    assert_eq!(page[2].client_ip.as_deref(), Some("10.0.0.1"));
-    let last = &page[2];
-    let rest = usage::page(pool, id, None, None, Some((last.occurred_at, last.id)), 3)
-        .await
-        .unwrap();
-    assert_eq!(rest.len(), 1);
-    assert_eq!((rest[0].occurred_at - base).num_minutes(), 0);
-    let ranged = usage::page(
-        pool,
-        id,
-        Some(base + Duration::minutes(1)),
-        Some(base + Duration::minutes(3)),
-        None,
-        10,
-    )
-    .await
-    .unwrap();
-    assert_eq!(ranged.len(), 2);
-
-    let mut groups = usage::totals(pool, id, None, None).await.unwrap();
-    groups.sort_by_key(|g| (g.status, g.method.clone(), g.route.clone()));
-    let grand = groups
-        .iter()
-        .find(|g| g.status.is_none() && g.method.is_none())
-        .expect("grand total");
-    assert_eq!(grand.calls, 4);
-    let by_status: Vec<(i32, i64)> = groups
-        .iter()
-        .filter_map(|g| g.status.map(|s| (s, g.calls)))
-        .collect();
-    assert_eq!(by_status, vec![(200, 2), (202, 1), (429, 1)]);
-    let by_route: Vec<(&str, &str, i64)> = groups
-        .iter()
-        .filter_map(|g| Some((g.method.as_deref()?, g.route.as_deref()?, g.calls)))
-        .collect();
-    assert_eq!(
-        by_route,
-        vec![("GET", "/api/webhooks", 2), ("POST", "/api/bulk-orders", 2)]
-    );
-    let from_two = usage::totals(pool, id, Some(base + Duration::minutes(2)), None)
-        .await
-        .unwrap();
-    assert!(
-        from_two
+        let page = usage::page(pool, id, None, None, None, 3).await.unwrap();
+        let minutes: Vec<i64> = page
             .iter()
-            .any(|g| g.status.is_none() && g.method.is_none() && g.calls == 2)
-    );
-
-    let theirs = usage::page(pool, other, None, None, None, 10)
-        .await
-        .unwrap();
-    assert_eq!(theirs.len(), 1);
-    // An empty range still has its grand total row.
-    let none = usage::totals(pool, id, Some(base + Duration::days(1)), None)
-        .await
-        .unwrap();
-    assert_eq!(none.len(), 1);
-    assert_eq!(none[0].calls, 0);
-
-    // The log goes with its integration.
-    assert!(integrations::delete(pool, "alice", id).await.unwrap());
-    assert!(
-        usage::page(pool, id, None, None, None, 10)
+            .map(|r| (r.occurred_at - base).num_minutes())
+            .collect();
+        assert_eq!(minutes, vec![3, 2, 1]);
+        assert_eq!(page[0].status, 429);
+        assert_eq!(page[0].method, "POST");
+        assert_eq!(page[0].route, "/api/bulk-orders");
+        assert_eq!(page[0].latency_us, 1_500);
+        assert_eq!(page[0].client_ip, None);
+        assert_eq!(page[2].client_ip.as_deref(), Some("10.0.0.1"));
+        let last = &page[2];
+        let rest = usage::page(pool, id, None, None, Some((last.occurred_at, last.id)), 3)
             .await
-            .unwrap()
-            .is_empty()
-    );
-    db.drop().await;
+            .unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].occurred_at - base).num_minutes(), 0);
+        let ranged = usage::page(
+            pool,
+            id,
+            Some(base + Duration::minutes(1)),
+            Some(base + Duration::minutes(3)),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ranged.len(), 2);
+
+        let mut groups = usage::totals(pool, id, None, None).await.unwrap();
+        groups.sort_by_key(|g| (g.status, g.method.clone(), g.route.clone()));
+        let grand = groups
+            .iter()
+            .find(|g| g.status.is_none() && g.method.is_none())
+            .expect("grand total");
+        assert_eq!(grand.calls, 4);
+        let by_status: Vec<(i32, i64)> = groups
+            .iter()
+            .filter_map(|g| g.status.map(|s| (s, g.calls)))
+            .collect();
+        assert_eq!(by_status, vec![(200, 2), (202, 1), (429, 1)]);
+        let by_route: Vec<(&str, &str, i64)> = groups
+            .iter()
+            .filter_map(|g| Some((g.method.as_deref()?, g.route.as_deref()?, g.calls)))
+            .collect();
+        assert_eq!(
+            by_route,
+            vec![("GET", "/api/webhooks", 2), ("POST", "/api/bulk-orders", 2)]
+        );
+        let from_two = usage::totals(pool, id, Some(base + Duration::minutes(2)), None)
+            .await
+            .unwrap();
+        assert!(
+            from_two
+                .iter()
+                .any(|g| g.status.is_none() && g.method.is_none() && g.calls == 2)
+        );
+
+        let theirs = usage::page(pool, other, None, None, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(theirs.len(), 1);
+        // An empty range still has its grand total row.
+        let none = usage::totals(pool, id, Some(base + Duration::days(1)), None)
+            .await
+            .unwrap();
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].calls, 0);
+
+        // The log goes with its integration.
+        assert!(integrations::delete(pool, "alice", id).await.unwrap());
+        assert!(
+            usage::page(pool, id, None, None, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
 }
