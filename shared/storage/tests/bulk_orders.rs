@@ -10,7 +10,7 @@ use portico_domain::ids::{BatchId, OrderId};
 use portico_storage::bulk_orders::{self as store, ChunkCounts, NewBatch, NewChunks, NewResults};
 use portico_storage::orders::{self, NewLineItem, NewOrder, NewOrders, OrderOwner};
 use portico_storage::webhooks;
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 mod common;

@@ -7,7 +7,6 @@
 
 use portico_storage::AppliedSchema;
 use portico_storage::outbox::{self, NewOutboxRow, NewOutboxRows};
-use sqlx::Connection;
 
 mod common;
 use common::with_database_migrated as with_database;
