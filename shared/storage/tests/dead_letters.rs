@@ -9,7 +9,6 @@ use chrono::{Duration, Utc};
 use portico_storage::dead_letters::{
     self, Audit, DeadLetterFilter, NewDeadLetter, Resolution, StatusFilter,
 };
-use sqlx::Connection;
 
 mod common;
 use common::with_database;
