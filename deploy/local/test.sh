@@ -10,6 +10,19 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/portico}
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 bash deploy/local/ensure-deps.sh
 
+# The chaos and readiness tests start, kill and restart private PostgreSQL and NATS
+# servers of their own (never the shared ones), and the query-cache check uses psql:
+# the server binaries must be installed even when the shared servers run elsewhere.
+missing=()
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+if ((${#missing[@]})); then
+  echo "test.sh: installing ${missing[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 # Tests create one database per test on this server and one stream prefix per test.
 export PORTICO_TEST_DATABASE_URL="${PORTICO_TEST_DATABASE_URL:-${DATABASE_URL%/*}/postgres}"
 export PORTICO_TEST_NATS_URL="${PORTICO_TEST_NATS_URL:-$NATS_URL}"
