@@ -14,7 +14,9 @@ use crate::FieldError;
 pub const ORDERS_PER_CHUNK: usize = 1000;
 
 /// Where a batch is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum BatchStatus {
     /// Committed and queued; no order processed yet.
     Pending,
@@ -77,7 +79,9 @@ impl BatchStatus {
 }
 
 /// The outcome of one order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum ResultStatus {
     /// The order was created (or, in a validation report, is valid).
     Succeeded,
@@ -188,9 +192,11 @@ mod tests {
     #[test]
     fn statuses_round_trip() {
         for s in BatchStatus::ALL {
+            assert_eq!(serde_json::json!(s), s.as_str());
             assert_eq!(BatchStatus::parse(s.as_str()), Some(s));
         }
         for s in ResultStatus::ALL {
+            assert_eq!(serde_json::json!(s), s.as_str());
             assert_eq!(ResultStatus::parse(s.as_str()), Some(s));
         }
         assert!(BatchStatus::parse("done").is_none());

@@ -5,7 +5,9 @@ use crate::FieldError;
 
 /// What kind of partner system an integration connects. A fixed list, so owners and
 /// dashboards can group integrations, and an unknown value is a 400.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum IntegrationType {
     /// An ERP system.
     Erp,
@@ -59,17 +61,23 @@ impl IntegrationType {
 }
 
 /// A permission a partner's integration may hold. Users and internal services hold all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Scope {
     /// Submit and cancel bulk-order batches.
+    #[serde(rename = "bulk_orders:write")]
     BulkOrdersWrite,
     /// Read batches and their results.
+    #[serde(rename = "bulk_orders:read")]
     BulkOrdersRead,
     /// Manage webhooks.
+    #[serde(rename = "webhooks:write")]
     WebhooksWrite,
     /// Read webhooks and deliveries.
+    #[serde(rename = "webhooks:read")]
     WebhooksRead,
     /// Read orders.
+    #[serde(rename = "orders:read")]
     OrdersRead,
 }
 
@@ -176,6 +184,7 @@ mod tests {
     #[test]
     fn types_and_scopes_parse_from_fixed_lists() {
         for t in IntegrationType::ALL {
+            assert_eq!(serde_json::json!(t), t.as_str());
             assert_eq!(IntegrationType::parse(t.as_str(), "/type"), Ok(t));
         }
         let err = IntegrationType::parse("crm", "/type").unwrap_err();
@@ -184,6 +193,7 @@ mod tests {
             ("invalid_type", "/type")
         );
         for s in Scope::ALL {
+            assert_eq!(serde_json::json!(s), s.as_str());
             assert_eq!(Scope::parse(s.as_str()), Some(s));
         }
         let parsed =

@@ -619,6 +619,7 @@ impl WebhookPatch {
 /// The state of one delivery (one event on its way to one webhook).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum DeliveryStatus {
     /// Accepted, first attempt not started yet.
     Pending,

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use portico_domain::FieldError;
+use portico_domain::bulk_orders::{BatchStatus, ResultStatus};
 use portico_domain::orders::{currency, format_minor};
 use portico_domain::pagination::PageRequest;
 use portico_storage::bulk_orders::BatchRow;
@@ -146,8 +147,8 @@ pub struct CountsBody {
 pub struct BatchBody {
     /// The batch id.
     pub id: Uuid,
-    /// pending, processing, completed, completed_with_errors, failed or cancelled.
-    pub status: String,
+    /// Where the batch is in its life.
+    pub status: BatchStatus,
     /// Progress, visible while the batch runs.
     pub counts: CountsBody,
     /// Failed orders per error code (an order counts once per distinct code).
@@ -176,7 +177,7 @@ impl From<BatchRow> for BatchBody {
         Self {
             error_summary: app::error_summary_map(&row),
             id: row.id.as_uuid(),
-            status: row.status,
+            status: row.status(),
             counts: CountsBody {
                 total: counts.total,
                 processed: counts.processed,
@@ -205,8 +206,8 @@ pub struct ResultBody {
     pub index: i64,
     /// The order's reference, when it had one.
     pub client_order_ref: Option<String>,
-    /// succeeded, failed, duplicate or unprocessed (validate-only: succeeded = valid).
-    pub status: String,
+    /// The order's outcome (validate-only: succeeded = valid).
+    pub status: ResultStatus,
     /// The created order (succeeded) or the existing one (duplicate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<Uuid>,
@@ -220,7 +221,7 @@ impl From<OrderResult> for ResultBody {
         Self {
             index: r.index,
             client_order_ref: r.client_order_ref,
-            status: r.status.as_str().to_owned(),
+            status: r.status,
             order_id: r.order_id,
             errors: r.errors,
         }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use portico_domain::integrations::{IntegrationType, Scope};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -48,13 +49,13 @@ pub struct IntegrationBody {
     pub id: Uuid,
     /// Display name.
     pub name: String,
-    /// One of erp, marketplace, shipping, accounting, custom.
+    /// What kind of partner system it connects.
     #[serde(rename = "type")]
-    pub integration_type: String,
+    pub integration_type: IntegrationType,
     /// Where the partner wants events.
     pub webhook_url: Option<String>,
     /// What its credentials may do.
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     /// False when deactivated (its credentials are refused).
     pub active: bool,
     /// The current public key id (`ptk_...`).
@@ -78,9 +79,9 @@ impl From<Integration> for IntegrationBody {
         Self {
             id: i.id,
             name: i.name,
-            integration_type: i.integration_type.as_str().to_owned(),
+            integration_type: i.integration_type,
             webhook_url: i.webhook_url,
-            scopes: i.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            scopes: i.scopes,
             active: i.active,
             api_key: i.api_key,
             expires_at: i.expires_at,
@@ -217,7 +218,7 @@ pub struct VerifyResultBody {
     pub integration_id: Option<Uuid>,
     /// Set when valid.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scopes: Option<Vec<String>>,
+    pub scopes: Option<Vec<Scope>>,
 }
 
 /// A page of integrations.
@@ -541,9 +542,7 @@ pub async fn verify_credentials(
     Ok(axum::Json(VerifyResultBody {
         valid: v.valid,
         integration_id: v.integration_id,
-        scopes: v
-            .valid
-            .then(|| v.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
+        scopes: v.valid.then_some(v.scopes),
     }))
 }
 

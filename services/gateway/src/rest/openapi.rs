@@ -207,4 +207,52 @@ mod tests {
         );
         assert!(statuses(&doc, "/events/batch", "post").contains(&"403".to_owned()));
     }
+
+    /// The enums clients rely on are schemas listing their wire names, and the bodies
+    /// that carry them refer to those schemas.
+    #[test]
+    fn enums_list_their_values() {
+        use portico_domain::bulk_orders::{BatchStatus, ResultStatus};
+        use portico_domain::integrations::{IntegrationType, Scope};
+        use portico_domain::webhooks::DeliveryStatus;
+
+        let (_, doc) = crate::rest::api();
+        let doc = serde_json::to_value(&doc).expect("the document serialises");
+        let schemas = &doc["components"]["schemas"];
+        let expected: [(&str, Vec<&str>); 5] = [
+            (
+                "DeliveryStatus",
+                DeliveryStatus::ALL.map(DeliveryStatus::as_str).to_vec(),
+            ),
+            (
+                "BatchStatus",
+                BatchStatus::ALL.map(BatchStatus::as_str).to_vec(),
+            ),
+            (
+                "ResultStatus",
+                ResultStatus::ALL.map(ResultStatus::as_str).to_vec(),
+            ),
+            (
+                "IntegrationType",
+                IntegrationType::ALL.map(IntegrationType::as_str).to_vec(),
+            ),
+            ("Scope", Scope::ALL.map(Scope::as_str).to_vec()),
+        ];
+        for (name, values) in expected {
+            assert_eq!(schemas[name]["enum"], serde_json::json!(values), "{name}");
+        }
+        for (body, field, schema) in [
+            ("DeliveryBody", "status", "DeliveryStatus"),
+            ("DeliveryDetailBody", "status", "DeliveryStatus"),
+            ("BatchBody", "status", "BatchStatus"),
+            ("ResultBody", "status", "ResultStatus"),
+            ("IntegrationBody", "type", "IntegrationType"),
+        ] {
+            assert_eq!(
+                schemas[body]["properties"][field]["$ref"],
+                format!("#/components/schemas/{schema}"),
+                "{body}.{field}"
+            );
+        }
+    }
 }

@@ -420,8 +420,8 @@ pub struct DeliveryBody {
     pub event_id: Uuid,
     /// Event type.
     pub event_type: String,
-    /// pending, delivering, succeeded, retrying or failed.
-    pub status: String,
+    /// Where the delivery is.
+    pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: u32,
     /// Retry budget in force.
@@ -445,7 +445,7 @@ impl From<Delivery> for DeliveryBody {
             webhook_id: d.webhook_id,
             event_id: d.event_id,
             event_type: d.event_type,
-            status: d.status.as_str().to_owned(),
+            status: d.status,
             attempts: d.attempts,
             max_retries: d.max_retries,
             next_attempt_at: d.next_attempt_at,
@@ -517,8 +517,8 @@ pub struct DeliveryDetailBody {
     pub event_id: Uuid,
     /// Event type.
     pub event_type: String,
-    /// pending, delivering, succeeded, retrying or failed.
-    pub status: String,
+    /// Where the delivery is.
+    pub status: DeliveryStatus,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptBody>,
     /// Attempts made so far.
@@ -585,7 +585,7 @@ pub enum RetryableStatus {
 #[serde(rename_all = "camelCase")]
 pub struct RetryJobFiltersBody {
     /// Statuses retried.
-    pub statuses: Vec<String>,
+    pub statuses: Vec<DeliveryStatus>,
     /// Exact event type, or null for any.
     pub event_type: Option<String>,
     /// Lower bound on createdAt (inclusive).
@@ -630,7 +630,7 @@ impl From<RetryJob> for RetryJobBody {
             total: j.total,
             processed: j.processed,
             filters: RetryJobFiltersBody {
-                statuses: j.filters.status_names(),
+                statuses: j.filters.statuses,
                 event_type: j.filters.event_type,
                 since: j.filters.since,
                 until: j.filters.until,
@@ -903,7 +903,7 @@ pub async fn get_delivery(
         webhook_id: d.webhook_id,
         event_id: d.event_id,
         event_type: d.event_type,
-        status: d.status.as_str().to_owned(),
+        status: d.status,
         attempts: attempts.into_iter().map(Into::into).collect(),
         attempt_count: d.attempts,
         max_retries: d.max_retries,
