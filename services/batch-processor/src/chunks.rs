@@ -25,7 +25,7 @@ use portico_storage::orders::{self, NewLineItem, NewOrder, NewOrders, OrderOwner
 use serde_json::value::RawValue;
 use sqlx::{Acquire, Postgres, Transaction};
 
-use crate::batches::{BatchRef, ProcessError, Processor};
+use crate::context::{BatchRef, ProcessError, Processor};
 use crate::events;
 
 /// What one chunk contributed.

@@ -15,7 +15,7 @@ use portico_storage::bulk_orders::BatchRow;
 use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 
-use crate::batches::BatchRef;
+use crate::context::BatchRef;
 
 /// Emitted once per created order.
 pub const ORDER_CREATED: &str = "order.created";

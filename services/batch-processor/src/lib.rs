@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment.
+//! - [`context`]: what the steps below share: the [`context::Processor`], the batch
+//!   being processed ([`context::BatchRef`]) and [`context::ProcessError`].
 //! - [`batches`]: processing one batch: claim, chunks, cancel, finish.
 //! - [`chunks`]: one chunk of orders in one transaction (validate, dedupe, insert).
 //! - [`events`]: `order.created` and `bulk_order.completed`, through the outbox.
@@ -17,6 +19,7 @@
 pub mod batches;
 pub mod chunks;
 pub mod config;
+pub mod context;
 pub mod events;
 pub mod retention;
 
@@ -31,8 +34,8 @@ use portico_runtime::Foundation;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::batches::Processor;
 use crate::config::ProcessorConfig;
+use crate::context::Processor;
 
 /// Why the processor stopped with an error.
 #[derive(Debug, thiserror::Error)]
