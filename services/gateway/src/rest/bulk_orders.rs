@@ -355,6 +355,7 @@ impl From<StoredOrder> for OrderBody {
 #[into_params(parameter_in = Query)]
 pub struct ListBatchesQuery {
     /// Only batches in this status.
+    #[param(value_type = Option<BatchStatus>)]
     status: Option<String>,
     /// Page size (default 50, at most 500).
     limit: Option<u32>,
@@ -366,7 +367,8 @@ pub struct ListBatchesQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ResultsQuery {
-    /// Only results with this status: succeeded, failed, duplicate or unprocessed.
+    /// Only results with this status.
+    #[param(value_type = Option<ResultStatus>)]
     status: Option<String>,
     /// Page size (default 50, at most 500).
     limit: Option<u32>,
@@ -381,6 +383,7 @@ pub struct DownloadQuery {
     /// `ndjson` (default) or `csv`.
     format: Option<String>,
     /// Only results with this status.
+    #[param(value_type = Option<ResultStatus>)]
     status: Option<String>,
 }
 

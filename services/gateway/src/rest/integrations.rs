@@ -138,12 +138,14 @@ pub struct CreateIntegrationBody {
     /// 1-200 characters, not blank, no control characters.
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
-    /// One of erp, marketplace, shipping, accounting, custom.
+    /// What kind of partner system it connects.
     #[serde(rename = "type")]
+    #[schema(value_type = IntegrationType)]
     pub integration_type: String,
     /// Optional http(s) URL.
     pub webhook_url: Option<String>,
     /// Default: bulk_orders:write, bulk_orders:read, orders:read.
+    #[schema(value_type = Option<Vec<Scope>>)]
     pub scopes: Option<Vec<String>>,
     /// When the credentials stop working; must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
@@ -161,12 +163,14 @@ pub struct UpdateIntegrationBody {
     pub name: Option<String>,
     /// New type.
     #[serde(rename = "type")]
+    #[schema(value_type = Option<IntegrationType>)]
     pub integration_type: Option<String>,
     /// New webhook URL; null removes it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub webhook_url: Option<Option<String>>,
     /// Replaces every scope.
+    #[schema(value_type = Option<Vec<Scope>>)]
     pub scopes: Option<Vec<String>>,
     /// Activate or deactivate the credentials.
     pub active: Option<bool>,
@@ -237,6 +241,7 @@ pub struct IntegrationListBody {
 pub struct ListParams {
     /// Only integrations of this type.
     #[serde(rename = "type")]
+    #[param(value_type = Option<IntegrationType>)]
     pub integration_type: Option<String>,
     /// Page size (default 50, at most 500).
     pub limit: Option<u32>,

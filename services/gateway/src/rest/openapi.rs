@@ -254,5 +254,51 @@ mod tests {
                 "{body}.{field}"
             );
         }
+        // Request bodies and filters are documented with the same schemas; their
+        // values are still parsed by the application, so unknown ones keep their codes.
+        for (body, field, schema) in [
+            ("CreateIntegrationBody", "type", "IntegrationType"),
+            ("UpdateIntegrationBody", "type", "IntegrationType"),
+        ] {
+            assert!(
+                schemas[body]["properties"][field]
+                    .to_string()
+                    .contains(&format!("#/components/schemas/{schema}")),
+                "{body}.{field}: {}",
+                schemas[body]["properties"][field]
+            );
+        }
+        for body in ["CreateIntegrationBody", "UpdateIntegrationBody"] {
+            assert!(
+                schemas[body]["properties"]["scopes"]
+                    .to_string()
+                    .contains("#/components/schemas/Scope"),
+                "{body}.scopes: {}",
+                schemas[body]["properties"]["scopes"]
+            );
+        }
+        for (path, name, schema) in [
+            ("/bulk-orders", "status", "BatchStatus"),
+            ("/bulk-orders/{id}/results", "status", "ResultStatus"),
+            (
+                "/bulk-orders/{id}/results/download",
+                "status",
+                "ResultStatus",
+            ),
+            ("/webhooks/{id}/deliveries", "status", "DeliveryStatus"),
+            ("/integrations", "type", "IntegrationType"),
+        ] {
+            let parameter = doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+                .unwrap_or_else(|| panic!("{path} ?{name}"));
+            assert_eq!(parameter["required"], false, "{path} ?{name}");
+            assert!(
+                parameter["schema"]
+                    .to_string()
+                    .contains(&format!("#/components/schemas/{schema}")),
+                "{path} ?{name}: {parameter}"
+            );
+        }
     }
 }

@@ -391,7 +391,8 @@ pub struct TestEventBody {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
-    /// pending, delivering, succeeded, retrying or failed.
+    /// Only deliveries in this status.
+    #[param(value_type = Option<DeliveryStatus>)]
     pub status: Option<String>,
     /// Exact event type.
     pub event_type: Option<String>,
