@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use portico_domain::network::Allowlist;
+use portico_domain::webhooks::RetryPolicy;
 use portico_runtime::config::{CommonConfig, parse_addr};
 
 /// The command line: `portico-gateway [serve]` or `portico-gateway migrate`.
@@ -264,6 +266,44 @@ impl GatewayConfig {
 
 /// Shortest operator token accepted at start-up.
 pub const MIN_OPERATOR_TOKEN_BYTES: usize = 16;
+
+/// Webhook settings read once at start-up: the SSRF allowlist and the retry policy of
+/// webhooks that set none.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Networks webhook URLs may reach despite the SSRF guard.
+    pub allowlist: Allowlist,
+    /// Retry policy used for fields a creator leaves unset.
+    pub default_retry_policy: RetryPolicy,
+}
+
+impl WebhookSettings {
+    /// Parses the allowlist and checks the default policy; a bad CIDR or an
+    /// out-of-range default stops the gateway at start-up instead of misbehaving later.
+    pub fn from_config(config: &GatewayConfig) -> Result<Self, ConfigError> {
+        let allowlist = Allowlist::parse(&config.webhook_allowlist)
+            .map_err(|e| ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
+        let default_retry_policy = RetryPolicy {
+            max_retries: config.default_max_retries,
+            base_delay_ms: config.default_base_delay_ms,
+            max_delay_ms: config.default_max_delay_ms,
+        };
+        default_retry_policy.validate("").map_err(|errors| {
+            ConfigError(format!(
+                "PORTICO_DEFAULT_MAX_RETRIES / PORTICO_DEFAULT_BASE_DELAY_MS / PORTICO_DEFAULT_MAX_DELAY_MS: {}",
+                errors
+                    .iter()
+                    .map(|e| e.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
+        Ok(Self {
+            allowlist,
+            default_retry_policy,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

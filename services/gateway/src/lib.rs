@@ -3,10 +3,18 @@
 //! (deliveries, batch processing) always happens in the workers.
 //!
 //! # Layout
-//! - [`config`]: flags and environment.
+//! From the bottom up: a module uses only modules above it (and `app`, `rest` and
+//! `grpc` their own sub-modules), with one exception, `auth` reading the client address
+//! with `rest::partner_calls::peer_address` (that module uses nothing of `auth`), so
+//! the graph of modules has no circle.
+//! - [`config`]: flags and environment, and the webhook settings parsed from them.
+//! - [`error`]: one error type, mapped to problem+json and to gRPC status codes.
+//! - [`identity`]: who is calling once authenticated ([`identity::Caller`],
+//!   [`identity::Operator`]), shared by `auth`, `app` and both doors.
+//! - [`jwks`]: the JWKS source user JWTs may be verified against.
+//! - [`credentials`]: partner credentials: verification, limits and the usage log.
 //! - [`state`]: pools and clients shared by every request.
 //! - [`auth`]: user JWTs, the service token and partner credentials, for both doors.
-//! - [`error`]: one error type, mapped to problem+json and to gRPC status codes.
 //! - [`app`]: the domain operations both doors call.
 //! - [`rest`]: axum router, JSON extraction, middleware, OpenAPI.
 //! - [`grpc`]: tonic services, health and reflection.
@@ -16,8 +24,10 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod grpc;
+pub mod identity;
 pub mod jwks;
 pub mod rest;
 pub mod state;
@@ -29,8 +39,8 @@ use portico_signing::secret_box::SecretsKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::credentials::CredentialService;
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, WebhookSettings};
+use crate::credentials::CredentialService;
 use crate::state::{AppState, StateParts};
 
 /// Why the gateway stopped with an error.
@@ -69,7 +79,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     config.validate()?;
-    let webhooks = app::webhooks::WebhookSettings::from_config(&config)?;
+    let webhooks = WebhookSettings::from_config(&config)?;
     portico_storage::ensure_database(&config.common.database_url).await?;
     let base = Foundation::connect(&config.common, "portico-gateway").await?;
     let (pool, nats, js, topology) = (

@@ -9,9 +9,8 @@ use portico_signing::jwt::JwtVerifier;
 use portico_signing::secret_box::SecretsKey;
 use sqlx::PgPool;
 
-use crate::app::credentials::CredentialService;
-use crate::app::webhooks::WebhookSettings;
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, WebhookSettings};
+use crate::credentials::CredentialService;
 
 /// Cheap to clone: one `Arc` around everything.
 #[derive(Clone)]

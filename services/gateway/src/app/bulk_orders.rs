@@ -34,8 +34,8 @@ use serde_json::value::RawValue;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
+use crate::identity::{Caller, Scope};
 use crate::state::AppState;
 
 /// Longest `Idempotency-Key`.

@@ -7,7 +7,7 @@
 //! are committed in one transaction, so an answered replay is never lost and no change
 //! goes unaudited. The statements are [`portico_storage::dead_letters`]'s.
 //!
-//! Dead letters belong to no caller: only [`crate::auth::Operator`]s reach this module.
+//! Dead letters belong to no caller: only [`crate::identity::Operator`]s reach this module.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,8 +17,8 @@ use portico_domain::{FieldError, pagination};
 use portico_queue::jobs::Job;
 use portico_storage::dead_letters as storage;
 
-use crate::auth::Operator;
 use crate::error::ApiError;
+use crate::identity::Operator;
 use crate::state::AppState;
 
 /// Longest `reason` of an action, in characters.

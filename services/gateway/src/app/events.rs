@@ -8,8 +8,8 @@ use portico_queue::jobs::{EventDispatch, Job};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::identity::Caller;
 use crate::state::AppState;
 
 pub use portico_domain::webhooks::{MAX_EVENT_TYPE_LEN, validate_event_type};

@@ -22,8 +22,8 @@ use portico_storage::usage;
 use uuid::Uuid;
 
 use crate::app::ssrf_guard;
-use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::identity::Caller;
 use crate::state::AppState;
 
 /// Topic of the credential cache's invalidation subject (`<prefix>.invalidate.credentials`).

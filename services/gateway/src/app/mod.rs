@@ -1,9 +1,8 @@
 //! The domain operations behind both doors. REST handlers and gRPC methods parse their
-//! input, call one function here with the authenticated [`crate::auth::Caller`], and
+//! input, call one function here with the authenticated [`crate::identity::Caller`], and
 //! render its result; validation, authorisation and persistence live here, once.
 
 pub mod bulk_orders;
-pub mod credentials;
 pub mod dead_letters;
 pub mod events;
 pub mod integrations;

@@ -19,8 +19,8 @@ use portico_storage::deliveries::{self, AttemptRow, DeliveryRow};
 use portico_storage::retry_jobs::{self, DeliveryMatch, RetryJobRow};
 use uuid::Uuid;
 
-use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
+use crate::identity::{Caller, Scope};
 use crate::state::AppState;
 
 /// Longest `Idempotency-Key`.

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use portico_domain::ids::WebhookId;
-use portico_domain::network::Allowlist;
 use portico_domain::webhooks::{
     NewWebhook, RetryPolicy, TEST_EVENT_TYPE, ValidWebhook, WebhookPatch,
 };
@@ -25,53 +24,14 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::app::ssrf_guard;
-use crate::auth::{Caller, Scope};
-use crate::config::{ConfigError, GatewayConfig};
 use crate::error::ApiError;
+use crate::identity::{Caller, Scope};
 use crate::state::AppState;
 
 /// How long a rotated-out secret keeps signing when the caller does not say.
 pub const DEFAULT_GRACE_PERIOD_SECS: i64 = 86_400;
 /// Longest grace period a rotation may ask for (30 days).
 pub const MAX_GRACE_PERIOD_SECS: i64 = 30 * 86_400;
-
-/// Webhook settings read once at start-up: the SSRF allowlist and the retry policy of
-/// webhooks that set none.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    /// Networks webhook URLs may reach despite the SSRF guard.
-    pub allowlist: Allowlist,
-    /// Retry policy used for fields a creator leaves unset.
-    pub default_retry_policy: RetryPolicy,
-}
-
-impl WebhookSettings {
-    /// Parses the allowlist and checks the default policy; a bad CIDR or an
-    /// out-of-range default stops the gateway at start-up instead of misbehaving later.
-    pub fn from_config(config: &GatewayConfig) -> Result<Self, ConfigError> {
-        let allowlist = Allowlist::parse(&config.webhook_allowlist)
-            .map_err(|e| ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
-        let default_retry_policy = RetryPolicy {
-            max_retries: config.default_max_retries,
-            base_delay_ms: config.default_base_delay_ms,
-            max_delay_ms: config.default_max_delay_ms,
-        };
-        default_retry_policy.validate("").map_err(|errors| {
-            ConfigError(format!(
-                "PORTICO_DEFAULT_MAX_RETRIES / PORTICO_DEFAULT_BASE_DELAY_MS / PORTICO_DEFAULT_MAX_DELAY_MS: {}",
-                errors
-                    .iter()
-                    .map(|e| e.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))
-        })?;
-        Ok(Self {
-            allowlist,
-            default_retry_policy,
-        })
-    }
-}
 
 /// A webhook as its owner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

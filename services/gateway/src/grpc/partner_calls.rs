@@ -17,8 +17,8 @@ use std::time::Instant;
 use chrono::Utc;
 use tower::{Layer, Service};
 
-use crate::app::credentials::usage_log::UsageEntry;
 use crate::auth::Caller;
+use crate::credentials::usage_log::UsageEntry;
 use crate::state::AppState;
 
 /// Authenticates and logs partner calls.

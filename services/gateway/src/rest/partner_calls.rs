@@ -16,8 +16,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
-use crate::app::credentials::usage_log::UsageEntry;
-use crate::auth::Caller;
+use crate::credentials::usage_log::UsageEntry;
+use crate::identity::Caller;
 use crate::state::AppState;
 
 /// The layer's function (`axum::middleware::from_fn_with_state`).
@@ -71,7 +71,7 @@ pub async fn authenticate_and_log(
 /// them to every partner answer of a rate-limited integration.
 pub(crate) fn rate_limit_headers(
     headers: &mut HeaderMap,
-    rate: crate::app::credentials::limiter::RateState,
+    rate: crate::credentials::limiter::RateState,
 ) {
     for (name, value) in [
         ("ratelimit-limit", rate.limit),

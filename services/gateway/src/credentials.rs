@@ -36,9 +36,9 @@ use uuid::Uuid;
 use self::cache::{CachedCredential, CredentialCache, Lookup};
 use self::limiter::{Limiter, Refusal};
 use self::usage_log::{UsageEntry, UsageLog, UsageWriter};
-use crate::auth::PartnerIdentity;
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
+use crate::identity::PartnerIdentity;
 
 /// The pepper used in dev mode when `PORTICO_API_KEY_PEPPER` is unset. Public, so
 /// never acceptable outside dev mode (config validation refuses to start without one).
