@@ -666,6 +666,50 @@ impl DeliveryStatus {
     }
 }
 
+/// Where a retry-failed job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub enum RetryJobStatus {
+    /// Stored; the dispatcher has not started it.
+    Pending,
+    /// The dispatcher is re-queueing its deliveries.
+    Running,
+    /// Every matching delivery was re-queued (a dry run answers this at once).
+    Completed,
+    /// Cancelled by its owner.
+    Cancelled,
+    /// Could not be carried out.
+    Failed,
+}
+
+impl RetryJobStatus {
+    /// Every status.
+    pub const ALL: [RetryJobStatus; 5] = [
+        RetryJobStatus::Pending,
+        RetryJobStatus::Running,
+        RetryJobStatus::Completed,
+        RetryJobStatus::Cancelled,
+        RetryJobStatus::Failed,
+    ];
+
+    /// The name stored in `webhook_retry_jobs.status` and used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryJobStatus::Pending => "pending",
+            RetryJobStatus::Running => "running",
+            RetryJobStatus::Completed => "completed",
+            RetryJobStatus::Cancelled => "cancelled",
+            RetryJobStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
 /// The filters of a retry-failed job, stored as `webhook_retry_jobs.filters`
 /// (`{"statuses": [...], "eventType": str|null, "since": rfc3339|null, "until": rfc3339|null}`)
 /// by the gateway and read back by the dispatcher that executes the job.
@@ -747,6 +791,20 @@ impl RetryJobFilters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Delivery and retry-job statuses: the serde names are the stored names.
+    #[test]
+    fn statuses_round_trip() {
+        for s in DeliveryStatus::ALL {
+            assert_eq!(serde_json::json!(s), s.as_str());
+            assert_eq!(DeliveryStatus::parse(s.as_str()), Some(s));
+        }
+        for s in RetryJobStatus::ALL {
+            assert_eq!(serde_json::json!(s), s.as_str());
+            assert_eq!(RetryJobStatus::parse(s.as_str()), Some(s));
+        }
+        assert!(RetryJobStatus::parse("done").is_none());
+    }
 
     fn defaults() -> RetryPolicy {
         RetryPolicy {

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use portico_domain::ids::{DeliveryId, RetryJobId, WebhookId};
-use portico_domain::webhooks::{DeliveryStatus, MAX_RETRIES_LIMIT, RetryJobFilters};
+use portico_domain::webhooks::{
+    DeliveryStatus, MAX_RETRIES_LIMIT, RetryJobFilters, RetryJobStatus,
+};
 use portico_domain::{FieldError, pagination};
 use portico_queue::jobs::Job;
 use portico_storage::deliveries::{self, AttemptRow, DeliveryRow};
@@ -86,8 +88,8 @@ pub struct RetryJob {
     pub id: Uuid,
     /// The webhook.
     pub webhook_id: Uuid,
-    /// pending, running, completed, cancelled or failed.
-    pub status: String,
+    /// Where the job is.
+    pub status: RetryJobStatus,
     /// Count-only job.
     pub dry_run: bool,
     /// Deliveries matching when the job was created.
@@ -196,7 +198,9 @@ impl TryFrom<RetryJobRow> for RetryJob {
         Ok(RetryJob {
             id: r.id.as_uuid(),
             webhook_id: r.webhook_id.as_uuid(),
-            status: r.status,
+            status: RetryJobStatus::parse(&r.status).ok_or_else(|| {
+                ApiError::Internal(format!("retry job {} has status {:?}", r.id, r.status))
+            })?,
             dry_run: r.dry_run,
             total: u64::try_from(r.total).unwrap_or(0),
             processed: u64::try_from(r.processed).unwrap_or(0),
@@ -494,7 +498,7 @@ pub async fn cancel_retry_job(
             let job = load_job(state, caller, webhook_id, job_id).await?;
             Err(ApiError::FailedPrecondition(format!(
                 "the retry job is {}; only pending or running jobs can be cancelled",
-                job.status
+                job.status.as_str()
             )))
         }
     }

@@ -10,7 +10,9 @@
 use chrono::{DateTime, Utc};
 use portico_domain::FieldError;
 use portico_domain::pagination;
-use portico_domain::webhooks::{DeliveryStatus, NewWebhook, RetryPolicyPatch, WebhookPatch};
+use portico_domain::webhooks::{
+    DeliveryStatus, NewWebhook, RetryJobStatus, RetryPolicyPatch, WebhookPatch,
+};
 use portico_proto::v1 as pb;
 use portico_proto::v1::webhook_service_server::{WebhookService, WebhookServiceServer};
 use tonic::{Request, Response, Status};
@@ -188,7 +190,7 @@ fn render_job(j: RetryJob) -> pb::RetryJob {
     pb::RetryJob {
         id: j.id.to_string(),
         webhook_id: j.webhook_id.to_string(),
-        status: j.status,
+        status: j.status.as_str().to_owned(),
         dry_run: j.dry_run,
         total: j.total,
         processed: j.processed,
@@ -409,7 +411,7 @@ impl WebhookService for GrpcWebhookService {
                 pb::RetryJob {
                     id: String::new(),
                     webhook_id: webhook_id.to_string(),
-                    status: "completed".into(),
+                    status: RetryJobStatus::Completed.as_str().to_owned(),
                     dry_run: true,
                     total: matched,
                     processed: 0,

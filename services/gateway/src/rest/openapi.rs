@@ -214,12 +214,12 @@ mod tests {
     fn enums_list_their_values() {
         use portico_domain::bulk_orders::{BatchStatus, ResultStatus};
         use portico_domain::integrations::{IntegrationType, Scope};
-        use portico_domain::webhooks::DeliveryStatus;
+        use portico_domain::webhooks::{DeliveryStatus, RetryJobStatus};
 
         let (_, doc) = crate::rest::api();
         let doc = serde_json::to_value(&doc).expect("the document serialises");
         let schemas = &doc["components"]["schemas"];
-        let expected: [(&str, Vec<&str>); 5] = [
+        let expected: [(&str, Vec<&str>); 6] = [
             (
                 "DeliveryStatus",
                 DeliveryStatus::ALL.map(DeliveryStatus::as_str).to_vec(),
@@ -237,6 +237,10 @@ mod tests {
                 IntegrationType::ALL.map(IntegrationType::as_str).to_vec(),
             ),
             ("Scope", Scope::ALL.map(Scope::as_str).to_vec()),
+            (
+                "RetryJobStatus",
+                RetryJobStatus::ALL.map(RetryJobStatus::as_str).to_vec(),
+            ),
         ];
         for (name, values) in expected {
             assert_eq!(schemas[name]["enum"], serde_json::json!(values), "{name}");
@@ -247,6 +251,7 @@ mod tests {
             ("BatchBody", "status", "BatchStatus"),
             ("ResultBody", "status", "ResultStatus"),
             ("IntegrationBody", "type", "IntegrationType"),
+            ("RetryJobBody", "status", "RetryJobStatus"),
         ] {
             assert_eq!(
                 schemas[body]["properties"][field]["$ref"],

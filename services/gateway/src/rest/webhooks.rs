@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use portico_domain::FieldError;
 use portico_domain::pagination::PageRequest;
-use portico_domain::webhooks::{DeliveryStatus, NewWebhook, RetryPolicyPatch, WebhookPatch};
+use portico_domain::webhooks::{
+    DeliveryStatus, NewWebhook, RetryJobStatus, RetryPolicyPatch, WebhookPatch,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -603,8 +605,8 @@ pub struct RetryJobBody {
     pub id: Uuid,
     /// The webhook.
     pub webhook_id: Uuid,
-    /// pending, running, completed, cancelled or failed.
-    pub status: String,
+    /// Where the job is.
+    pub status: RetryJobStatus,
     /// Always false for a stored job (dry runs store nothing).
     pub dry_run: bool,
     /// Deliveries matching when the job was created.
