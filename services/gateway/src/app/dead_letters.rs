@@ -45,7 +45,9 @@ pub struct DeadLetterDetail {
 }
 
 /// Which dead letters a list shows, by resolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = DeadLetterStatus)]
 pub enum ResolutionFilter {
     /// Waiting for an operator.
     Unresolved,
@@ -364,5 +366,13 @@ mod tests {
             Ok(ResolutionFilter::Replayed)
         );
         assert!(ResolutionFilter::parse("all").is_err());
+        for f in [
+            ResolutionFilter::Unresolved,
+            ResolutionFilter::Replayed,
+            ResolutionFilter::Discarded,
+        ] {
+            let name = serde_json::json!(f);
+            assert_eq!(ResolutionFilter::parse(name.as_str().unwrap()), Ok(f));
+        }
     }
 }

@@ -70,7 +70,8 @@ pub struct DeadLetterQuery {
     pub since: Option<String>,
     /// RFC 3339; recorded before.
     pub until: Option<String>,
-    /// unresolved, replayed or discarded; absent = all.
+    /// Only dead letters in this state; absent = all.
+    #[param(value_type = Option<ResolutionFilter>)]
     pub status: Option<String>,
     /// 1..=500, default 50.
     pub limit: Option<u32>,

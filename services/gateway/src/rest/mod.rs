@@ -36,6 +36,8 @@ use crate::state::AppState;
     info(title = "Portico API", description = "Signed webhooks, bulk order intake and partner credentials. Errors are application/problem+json (RFC 9457) with a stable `code`."),
     servers((url = "/api/v1", description = "Version 1"), (url = "/api", description = "Current version")),
     modifiers(&SecuritySchemes),
+    // Schemas only query parameters refer to (bodies bring their own).
+    components(schemas(crate::app::dead_letters::ResolutionFilter)),
     tags(
         (name = "events", description = "Events published by internal services"),
         (name = "webhooks", description = "Webhook endpoints, deliveries and retries"),

@@ -219,7 +219,7 @@ mod tests {
         let (_, doc) = crate::rest::api();
         let doc = serde_json::to_value(&doc).expect("the document serialises");
         let schemas = &doc["components"]["schemas"];
-        let expected: [(&str, Vec<&str>); 6] = [
+        let expected: [(&str, Vec<&str>); 7] = [
             (
                 "DeliveryStatus",
                 DeliveryStatus::ALL.map(DeliveryStatus::as_str).to_vec(),
@@ -240,6 +240,10 @@ mod tests {
             (
                 "RetryJobStatus",
                 RetryJobStatus::ALL.map(RetryJobStatus::as_str).to_vec(),
+            ),
+            (
+                "DeadLetterStatus",
+                vec!["unresolved", "replayed", "discarded"],
             ),
         ];
         for (name, values) in expected {
@@ -292,6 +296,7 @@ mod tests {
             ),
             ("/webhooks/{id}/deliveries", "status", "DeliveryStatus"),
             ("/integrations", "type", "IntegrationType"),
+            ("/admin/dead-letters", "status", "DeadLetterStatus"),
         ] {
             let parameter = doc["paths"][path]["get"]["parameters"]
                 .as_array()
