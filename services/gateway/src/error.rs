@@ -7,6 +7,10 @@ use axum::response::{IntoResponse, Response};
 use portico_domain::FieldError;
 use serde::Serialize;
 
+/// The media type of every error answer (RFC 9457), for the responses and for the
+/// OpenAPI document alike.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -196,10 +200,9 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let ApiError::RateLimited {
             retry_after_secs, ..
         } = &self

@@ -23,6 +23,7 @@ use crate::app::dead_letters::{
 use crate::auth::Operator;
 use crate::error::{ApiError, Problem};
 use crate::rest::json::ApiJson;
+use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
@@ -244,9 +245,9 @@ pub struct ResolveDeadLetterBody {
     params(DeadLetterQuery),
     responses(
         (status = 200, description = "One page", body = DeadLetterListBody),
-        (status = 400, description = "Invalid filter (invalid_timestamp, invalid_status, invalid_consumer, invalid_user_id, invalid_cursor, invalid_limit; invalid_operator)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The admin API is disabled: no PORTICO_OPERATOR_TOKEN (operator_access_disabled)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid filter (invalid_timestamp, invalid_status, invalid_consumer, invalid_user_id, invalid_cursor, invalid_limit; invalid_operator)", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "The admin API is disabled: no PORTICO_OPERATOR_TOKEN (operator_access_disabled)", body = Problem, content_type = PROBLEM),
     ),
     security(("operatorToken" = [])))]
 pub async fn list_dead_letters(
@@ -302,9 +303,9 @@ pub async fn list_dead_letters(
     params(("id" = i64, Path, description = "Dead letter id")),
     responses(
         (status = 200, description = "The dead letter", body = DeadLetterDetailBody),
-        (status = 400, description = "invalid_id: the id is not a positive integer", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (not_found), or the admin API is disabled (operator_access_disabled)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_id: the id is not a positive integer", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such dead letter (not_found), or the admin API is disabled (operator_access_disabled)", body = Problem, content_type = PROBLEM),
     ),
     security(("operatorToken" = [])))]
 pub async fn get_dead_letter(
@@ -324,10 +325,10 @@ pub async fn get_dead_letter(
     request_body = ResolveDeadLetterBody,
     responses(
         (status = 202, description = "Committed with its audit record; the job reaches JetStream through the outbox within moments", body = DeadLetterDetailBody),
-        (status = 400, description = "invalid_reason, invalid_operator", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (not_found), or the admin API is disabled (operator_access_disabled)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already replayed or discarded (dead_letter_resolved); the payload is no job this gateway can decode (dead_letter_undecodable)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_reason, invalid_operator", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such dead letter (not_found), or the admin API is disabled (operator_access_disabled)", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Already replayed or discarded (dead_letter_resolved); the payload is no job this gateway can decode (dead_letter_undecodable)", body = Problem, content_type = PROBLEM),
     ),
     security(("operatorToken" = [])))]
 pub async fn replay_dead_letter(
@@ -352,10 +353,10 @@ pub async fn replay_dead_letter(
     request_body = ResolveDeadLetterBody,
     responses(
         (status = 200, description = "Discarded, with its audit record", body = DeadLetterDetailBody),
-        (status = 400, description = "invalid_reason, invalid_operator", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (not_found), or the admin API is disabled (operator_access_disabled)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already replayed or discarded (dead_letter_resolved)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_reason, invalid_operator", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Not the operator token (unauthenticated)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such dead letter (not_found), or the admin API is disabled (operator_access_disabled)", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Already replayed or discarded (dead_letter_resolved)", body = Problem, content_type = PROBLEM),
     ),
     security(("operatorToken" = [])))]
 pub async fn discard_dead_letter(

@@ -37,6 +37,7 @@ use crate::app::bulk_orders::{
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
+use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
@@ -528,10 +529,10 @@ fn render_submitted(submitted: Submitted) -> Response {
     responses(
         (status = 202, description = "Committed and queued", body = BatchBody),
         (status = 200, description = "Idempotent replay (the earlier batch, with Idempotent-Replayed: true), or the validate-only report (`valid`, `results`)", body = SubmitOkBody),
-        (status = 400, description = "Malformed body, empty batch, too many orders, an order that is not an object", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Idempotency-Key reused with different orders", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither JSON nor NDJSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body, empty batch, too many orders, an order that is not an object", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Idempotency-Key reused with different orders", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Neither JSON nor NDJSON", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn submit_batch(
@@ -569,7 +570,7 @@ pub async fn submit_batch(
     params(ListBatchesQuery),
     responses(
         (status = 200, description = "A page of batches", body = BatchListBody),
-        (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn list_batches(
@@ -596,7 +597,7 @@ pub async fn list_batches(
     params(("id" = Uuid, Path, description = "Batch id")),
     responses(
         (status = 200, description = "The batch", body = BatchBody),
-        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn get_batch(
@@ -613,7 +614,7 @@ pub async fn get_batch(
     params(("id" = Uuid, Path, description = "Batch id"), ResultsQuery),
     responses(
         (status = 200, description = "A page of results", body = ResultListBody),
-        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn list_results(
@@ -708,7 +709,7 @@ fn encode_page(format: DownloadFormat, page: Vec<OrderResult>) -> Bytes {
             ("application/x-ndjson"),
             ("text/csv"),
         )),
-        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn download_results(
@@ -770,8 +771,8 @@ pub async fn download_results(
     params(("id" = Uuid, Path, description = "Batch id")),
     responses(
         (status = 202, description = "Cancel requested (cancelRequested: true)", body = BatchBody),
-        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The batch has already finished (failed_precondition)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The batch has already finished (failed_precondition)", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn cancel_batch(
@@ -792,8 +793,8 @@ pub async fn cancel_batch(
     responses(
         (status = 202, description = "The child batch, committed and queued", body = BatchBody),
         (status = 200, description = "Idempotent replay: the earlier child batch", body = BatchBody),
-        (status = 404, description = "No such batch for this user", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not finished, or nothing to retry (failed_precondition)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch for this user", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Not finished, or nothing to retry (failed_precondition)", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn retry_failed(
@@ -812,7 +813,7 @@ pub async fn retry_failed(
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = OrderBody),
-        (status = 404, description = "No such order for this user", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order for this user", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn get_order(

@@ -12,6 +12,7 @@ use crate::app::events::{self, AcceptedEvent, NewEvent};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::rest::json::ApiJson;
+use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
 
 /// An event to deliver to the owning user's webhooks.
@@ -85,9 +86,9 @@ impl From<AcceptedEvent> for PublishedEventBody {
     request_body = PublishEventBody,
     responses(
         (status = 202, description = "Stored in JetStream; delivery follows", body = PublishedEventBody),
-        (status = 400, description = "Invalid event", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an internal service", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid event", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Not an internal service", body = Problem, content_type = PROBLEM),
     ),
     security(("serviceToken" = [])))]
 pub async fn publish_event(
@@ -107,9 +108,9 @@ pub async fn publish_event(
     request_body = PublishEventsBody,
     responses(
         (status = 202, description = "All stored in JetStream", body = PublishedEventsBody),
-        (status = 400, description = "At least one invalid event, or not 1-1,000 of them (invalid_batch_size); none published", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an internal service (users and partners may not publish)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "At least one invalid event, or not 1-1,000 of them (invalid_batch_size); none published", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Not an internal service (users and partners may not publish)", body = Problem, content_type = PROBLEM),
     ),
     security(("serviceToken" = [])))]
 pub async fn publish_events(

@@ -23,6 +23,7 @@ use crate::app::integrations::{
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::rest::json::ApiJson;
+use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
@@ -370,8 +371,6 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::field("invalid_query", "/query", e.body_text()))
 }
-
-const PROBLEM: &str = "application/problem+json";
 
 /// Create an integration and its first credentials (the secret is shown only here).
 #[utoipa::path(post, path = "/integrations", tag = "integrations",

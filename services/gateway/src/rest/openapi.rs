@@ -18,8 +18,8 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr};
 
-/// Media type of every error answer.
-pub const PROBLEM: &str = "application/problem+json";
+/// Media type of every error answer (the responses' own constant).
+pub use crate::error::PROBLEM_JSON as PROBLEM;
 
 const UNAUTHENTICATED: &str = "Missing, malformed, expired or wrongly signed credentials \
     (unauthenticated); the service token without x-portico-user-id (missing_user_id); a \

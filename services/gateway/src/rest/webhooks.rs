@@ -29,6 +29,7 @@ use crate::app::webhooks::{self, SecretView, Webhook};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::rest::json::ApiJson;
+use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
@@ -675,8 +676,8 @@ pub enum RetryFailedOkBody {
     request_body = CreateWebhookBody,
     responses(
         (status = 201, description = "Created", body = CreatedWebhookBody),
-        (status = 400, description = "Invalid input (invalid_url, empty_events, invalid_event_filter, reserved_header, invalid_retry_policy, forbidden_address, unresolvable_host, ...)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid input (invalid_url, empty_events, invalid_event_filter, reserved_header, invalid_retry_policy, forbidden_address, unresolvable_host, ...)", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn create_webhook(
@@ -699,7 +700,7 @@ pub async fn create_webhook(
     params(PageQuery),
     responses(
         (status = 200, description = "One page", body = WebhookListBody),
-        (status = 400, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid limit or cursor", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn list_webhooks(
@@ -721,7 +722,7 @@ pub async fn list_webhooks(
     params(("id" = Uuid, Path, description = "Webhook id")),
     responses(
         (status = 200, description = "The webhook", body = WebhookBody),
-        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn get_webhook(
@@ -740,8 +741,8 @@ pub async fn get_webhook(
     request_body = UpdateWebhookBody,
     responses(
         (status = 200, description = "The updated webhook", body = WebhookBody),
-        (status = 400, description = "Invalid input; nothing changed", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid input; nothing changed", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn update_webhook(
@@ -760,7 +761,7 @@ pub async fn update_webhook(
     params(("id" = Uuid, Path, description = "Webhook id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn delete_webhook(
@@ -778,7 +779,7 @@ pub async fn delete_webhook(
     params(("id" = Uuid, Path, description = "Webhook id")),
     responses(
         (status = 200, description = "The secret", body = SecretBody),
-        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn get_secret(
@@ -797,8 +798,8 @@ pub async fn get_secret(
     request_body(content = Option<RotateSecretBody>, description = "Optional"),
     responses(
         (status = 200, description = "The new secret", body = SecretBody),
-        (status = 400, description = "invalid_grace_period", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_grace_period", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn rotate_secret(
@@ -817,8 +818,8 @@ pub async fn rotate_secret(
     params(("id" = Uuid, Path, description = "Webhook id")),
     responses(
         (status = 202, description = "Queued for delivery", body = TestEventBody),
-        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The webhook is disabled (failed_precondition)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The webhook is disabled (failed_precondition)", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn send_test_event(
@@ -836,8 +837,8 @@ pub async fn send_test_event(
     params(("id" = Uuid, Path, description = "Webhook id"), DeliveryQuery),
     responses(
         (status = 200, description = "One page", body = DeliveryListBody),
-        (status = 400, description = "Invalid filter (invalid_status, invalid_timestamp, invalid_event_type, invalid_cursor)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid filter (invalid_status, invalid_timestamp, invalid_event_type, invalid_cursor)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn list_deliveries(
@@ -890,7 +891,7 @@ pub async fn list_deliveries(
     params(("id" = Uuid, Path, description = "Webhook id"), ("deliveryId" = Uuid, Path, description = "Delivery id")),
     responses(
         (status = 200, description = "The delivery and its attempts", body = DeliveryDetailBody),
-        (status = 404, description = "No such delivery of this caller's webhook", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery of this caller's webhook", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn get_delivery(
@@ -924,9 +925,9 @@ pub async fn get_delivery(
     request_body(content = Option<RetryDeliveryBody>, description = "Optional"),
     responses(
         (status = 202, description = "Scheduled now", body = DeliveryBody),
-        (status = 400, description = "invalid_max_retries", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such delivery of this caller's webhook", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not failed or retrying (failed_precondition)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_max_retries", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such delivery of this caller's webhook", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Not failed or retrying (failed_precondition)", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn retry_delivery(
@@ -955,9 +956,9 @@ pub async fn retry_delivery(
     responses(
         (status = 202, description = "Job committed and queued", body = RetryJobBody),
         (status = 200, description = "Dry-run count, or the job this Idempotency-Key already started", body = RetryFailedOkBody),
-        (status = 400, description = "Invalid filters", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Idempotency-Key reused with different filters (conflict)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid filters", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Idempotency-Key reused with different filters (conflict)", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn retry_failed(
@@ -1039,7 +1040,7 @@ pub async fn retry_failed(
     params(("id" = Uuid, Path, description = "Webhook id"), ("jobId" = Uuid, Path, description = "Retry job id")),
     responses(
         (status = 200, description = "The job", body = RetryJobBody),
-        (status = 404, description = "No such job of this caller's webhook", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job of this caller's webhook", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn get_retry_job(
@@ -1058,8 +1059,8 @@ pub async fn get_retry_job(
     params(("id" = Uuid, Path, description = "Webhook id"), ("jobId" = Uuid, Path, description = "Retry job id")),
     responses(
         (status = 200, description = "Cancelled", body = RetryJobBody),
-        (status = 404, description = "No such job of this caller's webhook", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job already finished (failed_precondition)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job of this caller's webhook", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The job already finished (failed_precondition)", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
 pub async fn cancel_retry_job(
