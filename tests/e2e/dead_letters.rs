@@ -78,16 +78,21 @@ async fn unresolved_gauge(app: &TestApp) -> Option<f64> {
 }
 
 async fn wait_for_gauge(app: &TestApp, expected: f64) -> anyhow::Result<()> {
-    let mut last = None;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::time::Instant::now() < deadline {
-        last = unresolved_gauge(app).await;
-        if last == Some(expected) {
-            return Ok(());
+    let last = std::sync::Mutex::new(None);
+    wait_for(PATIENCE, || async {
+        let value = unresolved_gauge(app).await;
+        if let Ok(mut l) = last.lock() {
+            *l = value;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("portico_dead_letters_unresolved is {last:?}, expected {expected}")
+        value == Some(expected)
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "portico_dead_letters_unresolved is {:?}, expected {expected}",
+            last.lock().map(|l| *l).unwrap_or_default()
+        )
+    })
 }
 
 /// The whole operator flow, end to end.

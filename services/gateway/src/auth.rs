@@ -34,7 +34,7 @@ pub fn check_user_id(id: &str) -> Result<(), String> {
             id.len()
         ));
     }
-    if id.chars().any(char::is_control) {
+    if portico_domain::text::has_forbidden_control(id, portico_domain::text::Lines::Single) {
         return Err("a user id must not contain control characters".to_owned());
     }
     Ok(())

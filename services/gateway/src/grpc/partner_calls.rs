@@ -71,15 +71,6 @@ fn http_status(code: tonic::Code) -> u16 {
     }
 }
 
-/// The credentials of `authorization: Basic ...`, if that is what was sent.
-fn basic_credentials(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credentials) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("basic")
-        .then(|| credentials.trim().to_owned())
-}
-
 impl<S, RB> Service<http::Request<tonic::body::Body>> for PartnerCalls<S>
 where
     S: Service<http::Request<tonic::body::Body>, Response = http::Response<RB>>
@@ -101,7 +92,7 @@ where
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(encoded) = basic_credentials(request.headers()) else {
+        let Some(encoded) = crate::rest::partner_calls::basic_credentials(request.headers()) else {
             return Box::pin(inner.call(request));
         };
         let state = self.state.clone();

@@ -83,7 +83,7 @@ pub(crate) fn rate_limit_headers(
 }
 
 /// The credentials of a `Basic` Authorization header, if that is what was sent.
-fn basic_credentials(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<String> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
