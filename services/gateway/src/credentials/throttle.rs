@@ -15,6 +15,7 @@
 //! the buckets that have refilled, and if that is not enough, all of them.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -31,70 +32,89 @@ pub const MAX_ENTRIES: usize = 100_000;
 
 const SHARDS: usize = 16;
 
+/// Which budget a bucket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One (API key, client) pair.
+    Pair,
+    /// One client, whatever keys it tries.
+    Client,
+}
+
+impl Kind {
+    fn burst_and_rate(self) -> (f64, f64) {
+        match self {
+            Kind::Pair => (PAIR_BURST, PAIR_REFILL_PER_SEC),
+            Kind::Client => (CLIENT_BURST, CLIENT_REFILL_PER_SEC),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
+    kind: Kind,
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
-    fn refilled(self, now: Instant, burst: f64, rate: f64) -> f64 {
+    fn refilled(self, now: Instant) -> f64 {
+        let (burst, rate) = self.kind.burst_and_rate();
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         (self.tokens + elapsed * rate).min(burst)
     }
 }
 
-/// The guessing throttle of one gateway.
+/// The guessing throttle of one gateway. Buckets are keyed by a keyed 64-bit hash of
+/// (kind, key, client), so checking a partner request allocates nothing; the hash keys
+/// are random per process, so nobody can aim a collision at another client's bucket.
 pub struct FailureThrottle {
-    shards: Vec<Mutex<HashMap<String, Bucket>>>,
+    hasher: RandomState,
+    shards: Vec<Mutex<HashMap<u64, Bucket>>>,
 }
 
 impl Default for FailureThrottle {
     fn default() -> Self {
         Self {
+            hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
 }
 
-fn pair_key(api_key: &str, client: &str) -> String {
-    format!("k:{api_key}\u{0}{client}")
-}
-
-fn client_key(client: &str) -> String {
-    format!("c:{client}")
-}
-
 impl FailureThrottle {
-    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Bucket>> {
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        self.shards[(hash % SHARDS as u64) as usize]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// The buckets a `client` trying `api_key` draws on.
+    fn buckets(&self, api_key: &str, client: &str) -> [(Kind, u64); 2] {
+        [
+            (
+                Kind::Pair,
+                self.hasher.hash_one((Kind::Pair as u8, api_key, client)),
+            ),
+            (
+                Kind::Client,
+                self.hasher.hash_one((Kind::Client as u8, client)),
+            ),
+        ]
     }
 
-    /// Tokens left in one bucket (a full bucket for a key never seen).
-    fn tokens(&self, key: &str, burst: f64, rate: f64, now: Instant) -> f64 {
-        self.shard(key)
-            .get(key)
-            .map_or(burst, |b| b.refilled(now, burst, rate))
+    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Bucket>> {
+        self.shards[(key % SHARDS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// `Err(seconds)` when `client` may not try `api_key` now: the pair's or the
     /// client's budget of wrong secrets is used up.
     pub fn check(&self, api_key: &str, client: &str, now: Instant) -> Result<(), u64> {
-        let waits = [
-            (pair_key(api_key, client), PAIR_BURST, PAIR_REFILL_PER_SEC),
-            (client_key(client), CLIENT_BURST, CLIENT_REFILL_PER_SEC),
-        ]
-        .into_iter()
-        .filter_map(|(key, burst, rate)| {
-            let tokens = self.tokens(&key, burst, rate, now);
-            (tokens < 1.0).then(|| ((1.0 - tokens) / rate).ceil() as u64)
-        })
-        .max();
+        let waits = self
+            .buckets(api_key, client)
+            .into_iter()
+            .filter_map(|(kind, key)| {
+                let (burst, rate) = kind.burst_and_rate();
+                let tokens = self.shard(key).get(&key).map_or(burst, |b| b.refilled(now));
+                (tokens < 1.0).then(|| ((1.0 - tokens) / rate).ceil() as u64)
+            })
+            .max();
         match waits {
             Some(wait) => Err(wait.max(1)),
             None => Ok(()),
@@ -103,30 +123,20 @@ impl FailureThrottle {
 
     /// Charges one wrong secret to the pair and to the client.
     pub fn failed(&self, api_key: &str, client: &str, now: Instant) {
-        for (key, burst, rate) in [
-            (pair_key(api_key, client), PAIR_BURST, PAIR_REFILL_PER_SEC),
-            (client_key(client), CLIENT_BURST, CLIENT_REFILL_PER_SEC),
-        ] {
-            let mut shard = self.shard(&key);
+        for (kind, key) in self.buckets(api_key, client) {
+            let mut shard = self.shard(key);
             if shard.len() >= MAX_ENTRIES / SHARDS {
-                shard.retain(|k, b| {
-                    let (burst, rate) = if k.starts_with("k:") {
-                        (PAIR_BURST, PAIR_REFILL_PER_SEC)
-                    } else {
-                        (CLIENT_BURST, CLIENT_REFILL_PER_SEC)
-                    };
-                    b.refilled(now, burst, rate) < burst
-                });
+                shard.retain(|_, b| b.refilled(now) < b.kind.burst_and_rate().0);
                 if shard.len() >= MAX_ENTRIES / SHARDS {
                     shard.clear();
                 }
             }
-            let tokens = shard
-                .get(&key)
-                .map_or(burst, |b| b.refilled(now, burst, rate));
+            let (burst, _) = kind.burst_and_rate();
+            let tokens = shard.get(&key).map_or(burst, |b| b.refilled(now));
             shard.insert(
                 key,
                 Bucket {
+                    kind,
                     tokens: (tokens - 1.0).max(0.0),
                     at: now,
                 },
