@@ -85,6 +85,10 @@ uuid_id!(
     /// An order created from a batch.
     OrderId
 );
+uuid_id!(
+    /// A partner-portal session (its one-time login link and its browser session).
+    PortalSessionId
+);
 
 /// A new time-ordered id (UUIDv7): good B-tree locality for primary keys.
 pub fn new_id() -> Uuid {

@@ -25,6 +25,7 @@
 //!   transaction, claimed, published and deleted by the relay, and its backlog.
 //! - [`dead_letters`]: jobs the workers gave up on, and the operators' list, inspection,
 //!   replay and discard with their audit rows.
+//! - [`portal_sessions`]: partner-portal login links and browser sessions (hashes only).
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches.
 //!
@@ -38,6 +39,7 @@ pub mod events;
 pub mod integrations;
 pub mod orders;
 pub mod outbox;
+pub mod portal_sessions;
 pub mod retention;
 pub mod retry_jobs;
 pub mod usage;
