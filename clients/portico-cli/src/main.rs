@@ -1,0 +1,3 @@
+//! The `portico` command-line tool.
+
+fn main() {}
