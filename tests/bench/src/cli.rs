@@ -15,6 +15,7 @@ use crate::scenarios::credentials::{self, CredentialsArgs};
 use crate::scenarios::gateway::{self, GatewayArgs};
 use crate::scenarios::latency::{self, LatencyArgs};
 use crate::scenarios::limits::{self, LimitsArgs};
+use crate::scenarios::null_pipeline::{self, NullArgs};
 use crate::scenarios::rss::{self, RssArgs};
 use crate::scenarios::webhooks::{self, Mode, WebhooksArgs};
 use crate::scenarios::{Bench, Knobs};
@@ -146,6 +147,22 @@ pub enum Scenario {
         /// Skip measuring the machine limits.
         #[arg(long)]
         no_limits: bool,
+        /// Skip measuring the null pipeline (the design's ceiling) first.
+        #[arg(long)]
+        no_null: bool,
+    },
+    /// The design's ceiling: the same hops (HTTP in, JetStream, PostgreSQL rows, HTTP
+    /// out) with no business logic, with the same load client and sink.
+    NullPipeline {
+        /// Endpoints per event.
+        #[arg(long, default_value_t = 1)]
+        endpoints: usize,
+        /// Messages per chunk.
+        #[arg(long, default_value_t = 512)]
+        chunk: usize,
+        /// Chunks worked on at once.
+        #[arg(long, default_value_t = 16)]
+        chunks_in_flight: usize,
     },
     /// Sent-to-delivered latency at a fixed event rate.
     Latency {
@@ -224,6 +241,7 @@ impl Cli {
             batch_size: batch.0,
             batch_concurrency: batch.1,
             limits: Some(self.limits_args()),
+            null_pipeline: true,
         }
     }
 
@@ -293,12 +311,28 @@ async fn run_scenario(bench: &mut Bench, cli: &Cli, out: &mut Vec<Report>) -> an
             batch_size,
             batch_concurrency,
             no_limits,
+            no_null,
         } => {
             let mut args = cli.webhooks_args(*endpoints, *mode, (*batch_size, *batch_concurrency));
             if *no_limits {
                 args.limits = None;
             }
+            args.null_pipeline = !*no_null;
             emit(json, out, webhooks::run(bench, args).await?);
+        }
+        Scenario::NullPipeline {
+            endpoints,
+            chunk,
+            chunks_in_flight,
+        } => {
+            let args = NullArgs {
+                endpoints: *endpoints,
+                events: cli.events.unwrap_or(100_000),
+                concurrency: cli.concurrency.unwrap_or(64),
+                chunk: *chunk,
+                chunks_in_flight: *chunks_in_flight,
+            };
+            emit(json, out, vec![null_pipeline::run(bench, args).await?]);
         }
         Scenario::Latency {
             rate,
@@ -367,6 +401,7 @@ async fn run_scenario(bench: &mut Bench, cli: &Cli, out: &mut Vec<Report>) -> an
                 batch_size: 50,
                 batch_concurrency: 2,
                 limits: None,
+                null_pipeline: true,
             };
             emit(json, out, webhooks::run(bench, args).await?);
             let args = LatencyArgs {
@@ -481,6 +516,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunReport> {
             perf_dir: cli.perf.clone(),
         },
         limits: None,
+        null_rates: Vec::new(),
     };
     let mut reports = Vec::new();
     let result = tokio::select! {

@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod gateway;
 pub mod latency;
 pub mod limits;
+pub mod null_pipeline;
 pub mod rss;
 pub mod webhooks;
 
@@ -72,6 +73,9 @@ pub struct Bench {
     pub knobs: Knobs,
     /// Machine limits measured earlier in this run.
     pub limits: Option<limits::Limits>,
+    /// Deliveries/s of the null pipeline measured earlier in this run, by endpoints
+    /// per event: the ceiling Portico's figures are reported against.
+    pub null_rates: Vec<(usize, f64)>,
 }
 
 impl Bench {
@@ -140,6 +144,14 @@ impl Bench {
         // perf needs a moment to attach before the phase begins.
         std::thread::sleep(Duration::from_millis(300));
         Some(Profiler { children, files })
+    }
+
+    /// The null pipeline's rate for `endpoints`, when measured in this run.
+    pub fn null_rate(&self, endpoints: usize) -> Option<f64> {
+        self.null_rates
+            .iter()
+            .find(|(e, _)| *e == endpoints)
+            .map(|(_, r)| *r)
     }
 
     /// A fresh user id for one phase of this run.

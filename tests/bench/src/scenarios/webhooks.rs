@@ -16,7 +16,8 @@ use hyper::Method;
 use crate::client::{Target, Template, closed_loop};
 use crate::report::{Goal, Report};
 use crate::scenarios::{
-    Bench, delete_webhooks, event_json, limits, ms, wait_delivered, webhooks_for_new_user,
+    Bench, delete_webhooks, event_json, limits, ms, null_pipeline, wait_delivered,
+    webhooks_for_new_user,
 };
 use crate::sink::{Tracker, now_ns};
 
@@ -48,6 +49,9 @@ pub struct WebhooksArgs {
     pub batch_concurrency: usize,
     /// Measure the machine limits first (unless already measured in this run).
     pub limits: Option<limits::LimitsArgs>,
+    /// Measure the null pipeline first with the same endpoints, events and
+    /// connections (unless already measured in this run).
+    pub null_pipeline: bool,
 }
 
 /// The target and the leading server's figure for `endpoints`.
@@ -69,6 +73,16 @@ pub async fn run(bench: &mut Bench, args: WebhooksArgs) -> anyhow::Result<Vec<Re
         && let Some(l) = args.limits
     {
         reports.push(limits::run(bench, l).await?);
+    }
+    if args.null_pipeline && bench.null_rate(args.endpoints).is_none() {
+        let null = null_pipeline::NullArgs {
+            endpoints: args.endpoints,
+            events: args.events,
+            concurrency: args.concurrency,
+            chunk: 512,
+            chunks_in_flight: 16,
+        };
+        reports.push(null_pipeline::run(bench, null).await?);
     }
     let modes: &[Mode] = match args.mode {
         Mode::Both => &[Mode::Single, Mode::Batch],
@@ -264,6 +278,16 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
         ms(stats.service.quantile(0.99)),
         "ms",
     );
+    if let Some(null) = bench.null_rate(args.endpoints) {
+        report
+            .fig(
+                "fraction_of_null_pipeline",
+                "fraction of the null pipeline (the design's ceiling, same run)",
+                rate / null * 100.0,
+                "%",
+            )
+            .goal(Goal::AtLeast(60.0));
+    }
     if let Some(l) = bench.limits {
         let (name, value) = l.tightest();
         report
