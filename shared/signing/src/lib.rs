@@ -4,8 +4,10 @@
 //! - [`standard_webhooks`]: webhook signatures in the Standard Webhooks format
 //!   (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`), so partners
 //!   verify with any Standard Webhooks library, unchanged.
-//! - [`secret_box`]: AES-256-GCM encryption of signing secrets at rest, keyed by
-//!   `PORTICO_SECRETS_KEY`.
+//! - [`seal`]: AES-256-GCM encryption of secrets at rest under rotating keys
+//!   (`PORTICO_SECRETS_KEYS`), each value naming its key and bound to its record.
+//! - [`secret_box`]: the single-key sealing of before key rotation, kept for tools and
+//!   tests that read old values ([`seal`] opens them too).
 //! - [`keyed_hash`]: HMAC-SHA256 with a server-side pepper and constant-time comparison,
 //!   for API secrets that must never be stored in the clear.
 //! - [`jwt`]: HS256 JSON Web Tokens, the user tokens issued by the platform's login.
@@ -14,6 +16,7 @@
 
 pub mod jwt;
 pub mod keyed_hash;
+pub mod seal;
 pub mod secret_box;
 pub mod standard_webhooks;
 
