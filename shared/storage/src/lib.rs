@@ -16,6 +16,8 @@
 //!   matching deliveries chunk by chunk (dispatcher).
 //! - [`integrations`]: partner integrations, their credentials (api keys, secret
 //!   hashes, rotation) and their daily call counters.
+//! - [`integration_templates`]: integration templates users save (CRUD per owner),
+//!   and creating an integration with its credential and webhook in one transaction.
 //! - [`usage`]: the partner usage log (batched writes, keyset pages, grouped totals).
 //! - [`deliveries`]: webhook deliveries and their attempts: the dispatcher's set-based
 //!   hot path (record, claim, write results, endpoint health) and the gateway's reads
@@ -36,6 +38,7 @@ pub mod bulk_orders;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod events;
+pub mod integration_templates;
 pub mod integrations;
 pub mod orders;
 pub mod outbox;
