@@ -54,6 +54,20 @@ pub struct ProcessorConfig {
     /// Days a dead-letter record is kept; 0 = forever.
     #[arg(long, env = "PORTICO_DEAD_LETTER_RETENTION_DAYS", default_value_t = 90)]
     pub dead_letter_retention_days: u32,
+
+    /// Days hour and day delivery-analytics rollups are kept (longer than the raw
+    /// history they summarise); 0 = forever.
+    #[arg(long, env = "PORTICO_ROLLUP_RETENTION_DAYS", default_value_t = 400)]
+    pub rollup_retention_days: u32,
+
+    /// Days minute delivery-analytics rollups are kept (ranges older than this are
+    /// answered to the hour); 0 = forever.
+    #[arg(
+        long,
+        env = "PORTICO_ROLLUP_MINUTE_RETENTION_DAYS",
+        default_value_t = 14
+    )]
+    pub rollup_minute_retention_days: u32,
 }
 
 impl ProcessorConfig {
@@ -65,6 +79,14 @@ impl ProcessorConfig {
             event_days: self.event_retention_days,
             usage_log_days: self.usage_log_retention_days,
             dead_letter_days: self.dead_letter_retention_days,
+        }
+    }
+
+    /// The delivery-analytics rollup retention these settings ask for.
+    pub fn rollup_retention(&self) -> portico_storage::analytics::RollupRetention {
+        portico_storage::analytics::RollupRetention {
+            days: self.rollup_retention_days,
+            minute_days: self.rollup_minute_retention_days,
         }
     }
 }

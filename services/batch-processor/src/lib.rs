@@ -82,6 +82,7 @@ pub async fn run(
         pool.clone(),
         std::time::Duration::from_secs(config.retention_interval_secs),
         config.retention(),
+        config.rollup_retention(),
         shutdown.child_token(),
     ));
     let pending = tokio::spawn(portico_queue::consumer::report_pending(

@@ -2,7 +2,8 @@
 //! once their `expires_at` has passed (`PORTICO_RESULTS_RETENTION_DAYS` after
 //! submission, set by the gateway). Orders stay; they only lose the link to the batch.
 //! Batches still in progress are kept until they finish. The same loop purges the
-//! other history tables past their retention ([`portico_storage::retention`]): this
+//! other history tables past their retention ([`portico_storage::retention`]) and the
+//! delivery-analytics rollups past theirs ([`portico_storage::analytics::purge`]): this
 //! worker is where every retention rule runs, so there is one schedule to watch.
 //!
 //! The loop also counts the dead letters that wait for an operator
@@ -26,6 +27,7 @@ pub async fn run(
     pool: PgPool,
     interval: Duration,
     history: portico_storage::retention::Retention,
+    rollups: portico_storage::analytics::RollupRetention,
     shutdown: CancellationToken,
 ) {
     let interval = interval.max(Duration::from_secs(1));
@@ -59,6 +61,13 @@ pub async fn run(
             ),
             Err(err) => {
                 tracing::warn!(%err, "history retention purge failed; will retry next round")
+            }
+        }
+        match portico_storage::analytics::purge(&pool, &rollups).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "deleted delivery rollups past their retention"),
+            Err(err) => {
+                tracing::warn!(%err, "rollup retention purge failed; will retry next round")
             }
         }
     }

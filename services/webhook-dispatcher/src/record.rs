@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use portico_domain::ids::{DeliveryId, WebhookId};
 use portico_domain::webhooks::DeliveryStatus;
 use portico_queue::jobs::Job;
+use portico_storage::analytics::{self, Outcome, RollupEvent, RollupRows};
 use portico_storage::deliveries::{
-    self, AttemptRows, ClaimedUpdates, HealthDelta, HealthDeltas, IdArray, NewAttempt,
+    self, AttemptRows, ClaimedRow, ClaimedUpdates, HealthDelta, HealthDeltas, IdArray, NewAttempt,
     NewDeliveryRows,
 };
 use portico_telemetry::metrics as names;
@@ -46,10 +47,26 @@ struct HealthEntry {
     gone: bool,
 }
 
+/// One delivery's contribution to the analytics rollups, kept until the commit knows
+/// which rows were actually written (a redelivered pair another replica recorded first
+/// must not be counted twice).
+#[derive(Debug)]
+struct RollupEntry {
+    delivery_id: DeliveryId,
+    user_id: String,
+    webhook_id: WebhookId,
+    event_type: String,
+    at: DateTime<Utc>,
+    attempt_latency_ms: Option<i64>,
+    outcome: Outcome,
+}
+
 /// Accumulates the results of a batch in the shape the SQL wants.
 #[derive(Default)]
 pub struct BatchResults {
     attempts: AttemptRows,
+    /// Analytics contributions, one per delivery attempted or failed.
+    rollup: Vec<RollupEntry>,
     health: Vec<HealthEntry>,
     /// Delivery and job of each delivery-level operational event.
     delivery_events: Vec<(DeliveryId, Job)>,
@@ -128,13 +145,29 @@ impl BatchResults {
             success,
             gone: next == Next::Failed(FailReason::Gone),
         });
+        let latency_ms = record.latency.as_millis().min(i32::MAX as u128) as i32;
+        self.rollup.push(RollupEntry {
+            delivery_id: DeliveryId(p.delivery_id),
+            user_id: p.endpoint.user_id.clone(),
+            webhook_id: WebhookId(p.endpoint.id),
+            event_type: p.event.event_type.clone(),
+            at: record.started_at,
+            attempt_latency_ms: Some(i64::from(latency_ms)),
+            outcome: match next {
+                Next::Succeeded => Outcome::Succeeded,
+                Next::Retry(_) => Outcome::Retrying,
+                Next::Failed(reason) => Outcome::Failed {
+                    exhausted: reason == FailReason::Exhausted,
+                },
+            },
+        });
         self.attempts.push(NewAttempt {
             delivery_id: DeliveryId(p.delivery_id),
             number: record.number,
             headers: record.request_headers,
             status: record.status.map(i32::from),
             body: record.response_body,
-            latency_ms: record.latency.as_millis().min(i32::MAX as u128) as i32,
+            latency_ms,
             error_kind,
             error_message: last_error.clone(),
             started_at: record.started_at,
@@ -150,16 +183,43 @@ impl BatchResults {
     }
 
     /// Adds a claimed delivery whose endpoint is no longer active: it fails without an
-    /// attempt.
-    pub fn endpoint_inactive(attempts_before: i32) -> RowState {
+    /// attempt (counted as failed, not exhausted, in the analytics).
+    pub fn endpoint_inactive(&mut self, row: &ClaimedRow) -> RowState {
+        self.rollup.push(RollupEntry {
+            delivery_id: row.id,
+            user_id: row.user_id.clone(),
+            webhook_id: row.webhook_id,
+            event_type: row.event_type.clone(),
+            at: Utc::now(),
+            attempt_latency_ms: None,
+            outcome: Outcome::Failed { exhausted: false },
+        });
         RowState {
             status: Next::Failed(FailReason::EndpointInactive).status(),
-            attempts: attempts_before,
+            attempts: row.attempts,
             next_attempt_at: None,
             last_status_code: None,
             last_error: Some("the webhook is disabled or deleted".to_owned()),
             attempted: false,
         }
+    }
+
+    /// The rollup rows of the deliveries in `written` (all of them with `None`),
+    /// aggregated per (owner, width, bucket, webhook, event type).
+    fn rollups(&self, written: Option<&HashSet<DeliveryId>>) -> RollupRows {
+        RollupRows::from_events(
+            self.rollup
+                .iter()
+                .filter(|e| written.is_none_or(|w| w.contains(&e.delivery_id)))
+                .map(|e| RollupEvent {
+                    user_id: &e.user_id,
+                    webhook_id: e.webhook_id,
+                    event_type: &e.event_type,
+                    at: e.at,
+                    attempt_latency_ms: e.attempt_latency_ms,
+                    outcome: e.outcome,
+                }),
+        )
     }
 
     /// Every attempt succeeded and no operational event is due (deferred deliveries,
@@ -257,9 +317,24 @@ async fn commit_once(
         && results.all_succeeded()
     {
         // The common case: nothing failed, so no counter grows, no endpoint is
-        // disabled and no operational event is due. One statement, one round trip.
+        // disabled and no operational event is due. One statement, one round trip,
+        // the analytics rollups included.
         let healed = results.healed_webhooks();
-        deliveries::insert_deliveries(&dispatcher.pool, d, &results.attempts, &healed).await?;
+        let (written, rolled_up) = deliveries::insert_deliveries_with_rollups(
+            &dispatcher.pool,
+            d,
+            &results.attempts,
+            &healed,
+            &results.rollups(None),
+        )
+        .await?;
+        if !rolled_up {
+            // Another replica recorded some of these pairs first (a redelivered job):
+            // the statement left the rollups out, so add those of the rows it wrote.
+            // A second statement, so a crash right here loses these few counts; the
+            // rows themselves are committed and their job is not acked yet.
+            analytics::upsert(&dispatcher.pool, &results.rollups(Some(&written))).await?;
+        }
         return Ok(());
     }
     let disable_after = dispatcher.disable_after;
@@ -271,6 +346,7 @@ async fn commit_once(
         }
         Rows::Claimed(u) => deliveries::update_claimed(&mut *tx, u, &results.attempts).await?,
     };
+    analytics::upsert(&mut *tx, &results.rollups(Some(&written))).await?;
     let deltas = results.health_deltas(&written);
     let changes = deliveries::update_health(&mut *tx, &deltas, disable_after).await?;
     let mut jobs: Vec<Job> = results

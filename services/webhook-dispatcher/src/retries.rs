@@ -148,17 +148,14 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
     let mut planned: Vec<Planned> = Vec::with_capacity(claimed.len());
     let mut planned_rows: Vec<&ClaimedRow> = Vec::with_capacity(claimed.len());
     let mut updates = ClaimedUpdates::default();
+    let mut results = BatchResults::default();
     for row in &claimed {
         let endpoint = endpoints
             .get(&row.user_id)
             .and_then(|eps| eps.iter().find(|e| e.id == row.webhook_id.as_uuid()))
             .cloned();
         let Some(endpoint) = endpoint else {
-            push_update(
-                &mut updates,
-                row,
-                BatchResults::endpoint_inactive(row.attempts),
-            );
+            push_update(&mut updates, row, results.endpoint_inactive(row));
             continue;
         };
         let event = events
@@ -189,7 +186,6 @@ async fn attempt_claimed(dispatcher: &Dispatcher, claimed: Vec<ClaimedRow>) {
         &planned,
     )
     .await;
-    let mut results = BatchResults::default();
     for ((p, row), h) in planned.iter().zip(planned_rows).zip(handled) {
         let state = results.add(p, h);
         push_update(&mut updates, row, state);

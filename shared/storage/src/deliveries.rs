@@ -23,6 +23,8 @@ use portico_domain::pagination::PageRequest;
 use portico_domain::webhooks::DeliveryStatus;
 use uuid::Uuid;
 
+use crate::analytics::{HIST_LEN, RollupRows};
+
 /// Typed ids bound as one `uuid[]` parameter: built from ids of one kind, so a list of
 /// webhook ids cannot be passed where event ids are expected, and held as the UUID
 /// column itself, so binding it copies nothing.
@@ -317,10 +319,30 @@ pub async fn insert_deliveries(
     a: &AttemptRows,
     healed: &IdArray<WebhookId>,
 ) -> Result<HashSet<DeliveryId>, sqlx::Error> {
+    let (ids, _) =
+        insert_deliveries_with_rollups(executor, d, a, healed, &RollupRows::default()).await?;
+    Ok(ids)
+}
+
+/// [`insert_deliveries`] that also adds the chunk's delivery rollups
+/// ([`crate::analytics`]) in the same statement, so the dispatcher's common case stays
+/// one round trip and the rollups commit atomically with the attempts they count.
+/// `rollups` must describe every row of `d`: they are added only when every row was
+/// inserted (the second flag of the result). When a redelivered pair was skipped the
+/// rollups are not written, and the caller adds the rollups of the rows actually
+/// inserted ([`crate::analytics::upsert`]), so nothing is counted twice.
+pub async fn insert_deliveries_with_rollups(
+    executor: impl sqlx::PgExecutor<'_>,
+    d: &NewDeliveryRows,
+    a: &AttemptRows,
+    healed: &IdArray<WebhookId>,
+    rollups: &RollupRows,
+) -> Result<(HashSet<DeliveryId>, bool), sqlx::Error> {
     if d.is_empty() {
-        return Ok(HashSet::new());
+        return Ok((HashSet::new(), rollups.is_empty()));
     }
-    let ids = sqlx::query_scalar!(
+    let r = rollups.columns();
+    let ids = sqlx::query!(
         r#"WITH ins AS (
             INSERT INTO webhook_deliveries (id, webhook_id, event_id, user_id, event_type, ordering_key,
                 ordering_seq, status, attempts, max_retries, next_attempt_at, last_status_code, last_error)
@@ -339,8 +361,30 @@ pub async fn insert_deliveries(
          ), healed AS (
             UPDATE webhooks SET consecutive_failures = 0
             WHERE id = ANY($23) AND consecutive_failures <> 0
+         ), complete AS (
+            SELECT count(*) = cardinality($1::uuid[]) AS all_in FROM ins
+         ), rollup AS (
+            INSERT INTO delivery_rollups AS r (user_id, bucket_secs, bucket_start, webhook_id, event_type,
+                    attempts, succeeded, retrying, failed, exhausted, latency_sum_ms, latency_hist)
+            SELECT u.user_id, u.bucket_secs, u.bucket_start, u.webhook_id, u.event_type, u.attempts,
+                   u.succeeded, u.retrying, u.failed, u.exhausted, u.latency_sum_ms,
+                   ($35::int8[])[(u.n - 1) * $36 + 1 : u.n * $36]
+            FROM unnest($24::text[], $25::int4[], $26::timestamptz[], $27::uuid[], $28::text[], $29::int8[],
+                        $30::int8[], $31::int8[], $32::int8[], $33::int8[], $34::int8[]) WITH ORDINALITY
+                 AS u(user_id, bucket_secs, bucket_start, webhook_id, event_type, attempts, succeeded,
+                      retrying, failed, exhausted, latency_sum_ms, n)
+            WHERE (SELECT all_in FROM complete)
+            ON CONFLICT (user_id, bucket_secs, bucket_start, webhook_id, event_type) DO UPDATE SET
+               attempts = r.attempts + EXCLUDED.attempts,
+               succeeded = r.succeeded + EXCLUDED.succeeded,
+               retrying = r.retrying + EXCLUDED.retrying,
+               failed = r.failed + EXCLUDED.failed,
+               exhausted = r.exhausted + EXCLUDED.exhausted,
+               latency_sum_ms = r.latency_sum_ms + EXCLUDED.latency_sum_ms,
+               latency_hist = (SELECT array_agg(COALESCE(h.a, 0) + COALESCE(h.b, 0) ORDER BY h.i)
+                               FROM unnest(r.latency_hist, EXCLUDED.latency_hist) WITH ORDINALITY AS h(a, b, i))
          )
-         SELECT id AS "id!" FROM ins"#,
+         SELECT ins.id AS "id!", complete.all_in AS "all_in!" FROM ins, complete"#,
         &d.id,
         &d.webhook_id,
         &d.event_id,
@@ -363,11 +407,26 @@ pub async fn insert_deliveries(
         &a.error_kind as &[Option<&str>],
         &a.error_message as &[Option<String>],
         &a.started_at,
-        &healed.uuids
+        &healed.uuids,
+        r.user_id,
+        r.bucket_secs,
+        r.bucket_start,
+        r.webhook_id,
+        r.event_type,
+        r.attempts,
+        r.succeeded,
+        r.retrying,
+        r.failed,
+        r.exhausted,
+        r.latency_sum_ms,
+        r.latency_hist,
+        HIST_LEN as i64
     )
     .fetch_all(executor)
     .await?;
-    Ok(ids.into_iter().map(DeliveryId).collect())
+    let complete = ids.first().is_some_and(|row| row.all_in);
+    let written = ids.into_iter().map(|row| DeliveryId(row.id)).collect();
+    Ok((written, complete || rollups.is_empty()))
 }
 
 /// Writes the results of claimed deliveries and their attempts in one statement; a

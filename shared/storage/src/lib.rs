@@ -28,12 +28,15 @@
 //! - [`dead_letters`]: jobs the workers gave up on, and the operators' list, inspection,
 //!   replay and discard with their audit rows.
 //! - [`portal_sessions`]: partner-portal login links and browser sessions (hashes only).
+//! - [`analytics`]: delivery rollups (per minute, hour and day), added to by the
+//!   dispatcher as it records attempts, and the analytics queries that read them.
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches.
 //!
 //! The schema lives in `migrations/` beside this crate and is embedded in every binary,
 //! applied by `portico-gateway migrate` (or at gateway start when configured).
 
+pub mod analytics;
 pub mod bulk_orders;
 pub mod dead_letters;
 pub mod deliveries;
