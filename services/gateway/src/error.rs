@@ -5,11 +5,12 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portico_domain::FieldError;
-use serde::Serialize;
 
 /// The media type of every error answer (RFC 9457), for the responses and for the
-/// OpenAPI document alike.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+/// OpenAPI document alike (defined with the API bodies, so clients share it).
+pub use portico_api::PROBLEM_JSON;
+/// The problem document of every error answer (defined with the API bodies).
+pub use portico_api::Problem;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -161,26 +162,6 @@ impl ApiError {
             tracing::error!(%cause, "internal error");
         }
     }
-}
-
-/// The RFC 9457 problem document.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// A URI naming the problem type.
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    /// Short summary of the problem type.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// Explanation of this occurrence.
-    pub detail: String,
-    /// Stable machine-readable code.
-    pub code: String,
-    /// Field-level errors for validation failures.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<Object>)]
-    pub errors: Vec<FieldError>,
 }
 
 impl IntoResponse for ApiError {

@@ -15,7 +15,6 @@
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr};
 
 /// Media type of every error answer (the responses' own constant).
@@ -35,33 +34,9 @@ const TOO_LARGE: &str = "The body is over the size limit (payload_too_large)";
 const UNSUPPORTED: &str =
     "No body, or a body not sent as JSON (Content-Type: application/json) (unsupported_media_type)";
 
-/// An event type as `portico_domain::webhooks::validate_event_type` accepts it:
-/// dot-separated segments of ASCII letters, digits, `_` and `-`, 1-128 characters.
-pub fn event_type() -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"))
-        .min_length(Some(1))
-        .max_length(Some(128))
-        .examples(["order.created"])
-        .build()
-}
-
-/// A webhook's event filters as `validate_event_filters` accepts them: 1-100 entries,
-/// each an exact event type, a prefix (`order.*`) or `*`.
-pub fn event_filters() -> Array {
-    ArrayBuilder::new()
-        .items(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(r"^(\*|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(\.\*)?)$"))
-                .max_length(Some(128)),
-        )
-        .min_items(Some(1))
-        .max_items(Some(100))
-        .examples([serde_json::json!(["order.created", "bulk_order.*"])])
-        .build()
-}
+/// The event type and event filter schemas, defined with the API bodies; here too for
+/// the gateway's own annotations.
+pub use portico_api::schema::{event_filters, event_type};
 
 /// Adds the shared answers to every operation of `doc`.
 pub fn add_common_responses(doc: &mut OpenApi) {

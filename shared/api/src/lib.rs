@@ -1,0 +1,28 @@
+//! Portico's REST API bodies: every request and response body of `/api/v1`, with its
+//! serde wire format and its OpenAPI schema (utoipa), in one crate without axum, sqlx
+//! or tokio, so the gateway renders them and a Rust client parses them from the same
+//! definitions and the two cannot drift.
+//!
+//! One module per resource:
+//!
+//! - [`common`]: the problem document of every error answer and the page parameters;
+//! - [`schema`]: shared schema pieces (event type and filter patterns) and serde helpers;
+//! - [`webhooks`]: endpoints and their signing secrets;
+//! - [`deliveries`]: deliveries, their attempts and single retries;
+//! - [`retry_jobs`]: retry-failed and its durable jobs;
+//!
+//! Conversions into domain types (for example [`webhooks::CreateWebhookBody`] into
+//! `portico_domain::webhooks::NewWebhook`) live here, next to the body; conversions
+//! from the gateway's application types live in the gateway, since this crate cannot
+//! see them. Each conversion exists once.
+//!
+//! Names are stable: the OpenAPI schema names are the type names, and clients import
+//! them by path.
+
+pub mod common;
+pub mod deliveries;
+pub mod retry_jobs;
+pub mod schema;
+pub mod webhooks;
+
+pub use common::{PROBLEM_JSON, PageQuery, Problem};
