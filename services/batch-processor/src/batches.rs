@@ -280,5 +280,21 @@ async fn complete(
     portico_queue::outbox::enqueue(&mut tx, &processor.topology, &job).await?;
     tx.commit().await?;
     processor.outbox.notify();
+    // Live: the final counts and status, after the commit, fire-and-forget.
+    processor
+        .live
+        .announce(&portico_queue::live::LiveEvent::BatchProgress(
+            portico_queue::live::BatchProgress {
+                owner: row.user_id.as_str().into(),
+                batch_id: row.id.as_uuid(),
+                status,
+                total: row.total,
+                processed: row.processed,
+                succeeded: row.succeeded,
+                failed: row.failed,
+                duplicate: row.duplicate,
+                occurred_at: chrono::Utc::now(),
+            },
+        ));
     Ok(())
 }

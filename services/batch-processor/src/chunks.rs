@@ -16,10 +16,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use portico_domain::FieldError;
-use portico_domain::bulk_orders::ResultStatus;
+use portico_domain::bulk_orders::{BatchStatus, ResultStatus};
 use portico_domain::ids::OrderId;
 use portico_domain::orders::{Order, parse_order};
 use portico_queue::jobs::Job;
+use portico_queue::live::{BatchProgress, LiveEvent};
 use portico_storage::bulk_orders::{self as store, ChunkCounts, NewResults};
 use portico_storage::orders::{self, NewLineItem, NewOrder, NewOrders, OrderOwner};
 use serde_json::value::RawValue;
@@ -314,12 +315,26 @@ async fn process_chunk_with(
         failed: tally.failed,
         duplicate: tally.duplicate,
     };
-    let cancel_requested =
-        store::add_chunk_counts(&mut *tx, batch.id, counts, &summary_json).await?;
+    let after = store::add_chunk_counts(&mut *tx, batch.id, counts, &summary_json).await?;
+    let cancel_requested = after.cancel_requested;
     tx.commit().await?;
     if enqueued {
         processor.outbox.notify();
     }
+    // Live: after the commit, fire-and-forget (never waits on NATS).
+    processor
+        .live
+        .announce(&LiveEvent::BatchProgress(BatchProgress {
+            owner: batch.user_id.as_str().into(),
+            batch_id: batch.id.as_uuid(),
+            status: BatchStatus::Processing,
+            total: after.total,
+            processed: after.processed,
+            succeeded: after.succeeded,
+            failed: after.failed,
+            duplicate: after.duplicate,
+            occurred_at: chrono::Utc::now(),
+        }));
     record_metrics(&tally);
     Ok(ChunkOutcome::Committed {
         tally,

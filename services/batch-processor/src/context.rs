@@ -18,6 +18,8 @@ pub struct Processor {
     pub topology: Topology,
     /// Wakes this replica's outbox relay after a commit that enqueued events.
     pub outbox: OutboxSignal,
+    /// Announces batch progress to live listeners after each commit (fire-and-forget).
+    pub live: portico_queue::live::LivePublisher,
     /// Chunks of one batch processed at the same time.
     pub chunk_concurrency: usize,
     /// How often a batch in progress tells JetStream it is still alive (a third of the

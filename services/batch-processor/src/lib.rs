@@ -93,6 +93,7 @@ pub async fn run(
         pool: pool.clone(),
         topology: base.topology.clone(),
         outbox,
+        live: portico_queue::live::LivePublisher::new(base.nats.clone(), base.topology.clone()),
         chunk_concurrency: config.chunk_concurrency,
         keep_alive_every: (settings.ack_wait / 3).max(std::time::Duration::from_millis(300)),
     });

@@ -16,9 +16,11 @@
 //! - [`limits`]: per-endpoint concurrency cap and rate limit.
 //! - [`record`]: committing a batch of results (rows, attempts, health, operational events).
 //! - [`operational`]: the `portico.*` events that tell owners about their endpoints.
+//! - [`announce`]: live announcements (attempts, state changes) after each commit.
 //!
 //! [`run`] is the seam: the binary binds the admin listener and calls it.
 
+pub mod announce;
 pub mod config;
 pub mod delivery;
 pub mod endpoints;
@@ -97,6 +99,8 @@ pub struct Dispatcher {
     pub retry_signal: Notify,
     /// Core NATS, for cache invalidation broadcasts.
     pub nats: async_nats::Client,
+    /// Live announcements after each commit (fire-and-forget, core NATS).
+    pub live: portico_queue::live::LivePublisher,
     /// `PORTICO_DISABLE_AFTER_FAILURES` (0 = never).
     pub disable_after: i32,
     /// The events consumer's redelivery limit: an event failing on its last delivery is
@@ -187,6 +191,7 @@ pub async fn run(
         outbox: outbox.clone(),
         retry_signal: Notify::new(),
         nats: nats.clone(),
+        live: portico_queue::live::LivePublisher::new(nats.clone(), topology.clone()),
         disable_after: config.disable_after_failures.min(i32::MAX as u32) as i32,
         max_deliver: events_settings.max_deliver,
         ack_wait,

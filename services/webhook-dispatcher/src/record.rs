@@ -17,9 +17,9 @@ use portico_storage::deliveries::{
 use portico_telemetry::metrics as names;
 use uuid::Uuid;
 
-use crate::Dispatcher;
 use crate::delivery::{FailReason, Handled, Next, Planned};
 use crate::operational::{self, DeliveryFacts};
+use crate::{Dispatcher, announce};
 
 /// The state a delivery row takes after its handling.
 #[derive(Debug, Clone)]
@@ -72,6 +72,8 @@ pub struct BatchResults {
     delivery_events: Vec<(DeliveryId, Job)>,
     /// Latest facts per webhook (what tipped it, for webhook-level events).
     facts: HashMap<Uuid, (String, DeliveryFacts)>,
+    /// What to announce to live listeners once committed.
+    live: announce::Notes,
 }
 
 impl BatchResults {
@@ -105,6 +107,9 @@ impl BatchResults {
             Some((kind, message)) => (Some(kind.as_str()), Some(message)),
             None => (None, None),
         };
+        let live = (record.number, record.status, record.latency);
+        self.live
+            .attempt(p, live.0, live.1, live.2, next, error_kind);
         let mut kinds: Vec<&'static str> = Vec::new();
         if !p.event.is_operational() {
             if !success && record.number == 1 {
@@ -185,6 +190,9 @@ impl BatchResults {
     /// Adds a claimed delivery whose endpoint is no longer active: it fails without an
     /// attempt (counted as failed, not exhausted, in the analytics).
     pub fn endpoint_inactive(&mut self, row: &ClaimedRow) -> RowState {
+        let live = (row.id, row.webhook_id, row.event_id.as_uuid());
+        self.live
+            .endpoint_inactive(&row.user_id, live.0, live.1, live.2);
         self.rollup.push(RollupEntry {
             delivery_id: row.id,
             user_id: row.user_id.clone(),
@@ -296,7 +304,12 @@ pub async fn commit(
                 tracing::debug!(%err, tries, "batch commit lost a race; running it again");
                 tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
             }
-            other => return other,
+            Err(err) => return Err(err),
+            Ok(committed) => {
+                // Committed: now (never before) live listeners may hear of it.
+                results.live.announce(&dispatcher.live, &committed);
+                return Ok(());
+            }
         }
     }
 }
@@ -312,7 +325,7 @@ async fn commit_once(
     dispatcher: &Dispatcher,
     rows: &Rows,
     results: &BatchResults,
-) -> Result<(), sqlx::Error> {
+) -> Result<announce::Committed, sqlx::Error> {
     if let Rows::New(d) = rows
         && results.all_succeeded()
     {
@@ -335,7 +348,7 @@ async fn commit_once(
             // rows themselves are committed and their job is not acked yet.
             analytics::upsert(&dispatcher.pool, &results.rollups(Some(&written))).await?;
         }
-        return Ok(());
+        return Ok(announce::Committed::rows(written));
     }
     let disable_after = dispatcher.disable_after;
     let mut tx = dispatcher.pool.begin().await?;
@@ -356,6 +369,7 @@ async fn commit_once(
         .map(|(_, job)| job.clone())
         .collect();
     let mut disabled: Vec<(String, String)> = Vec::new();
+    let mut endpoints: Vec<announce::EndpointNote> = Vec::new();
     let warn_at = operational::warning_threshold(disable_after);
     for change in &changes {
         let Some((owner, facts)) = results.facts.get(&change.webhook_id.as_uuid()) else {
@@ -380,6 +394,15 @@ async fn commit_once(
         {
             jobs.push(job);
         }
+        if crossed_warning {
+            endpoints.push(announce::EndpointNote {
+                owner: owner.clone(),
+                webhook_id: change.webhook_id,
+                state: "failing",
+                reason: None,
+                failures: change.new_failures,
+            });
+        }
         if change.was_active && !change.active {
             let reason = change
                 .disabled_reason
@@ -395,6 +418,13 @@ async fn commit_once(
             ) {
                 jobs.push(job);
             }
+            endpoints.push(announce::EndpointNote {
+                owner: owner.clone(),
+                webhook_id: change.webhook_id,
+                state: "disabled",
+                reason: Some(reason.clone()),
+                failures: change.new_failures,
+            });
             disabled.push((change.user_id.clone(), reason));
         }
     }
@@ -415,5 +445,5 @@ async fn commit_once(
         metrics::counter!(names::ENDPOINTS_DISABLED, "reason" => reason).increment(1);
         dispatcher.invalidate_user(&user).await;
     }
-    Ok(())
+    Ok(announce::Committed { written, endpoints })
 }

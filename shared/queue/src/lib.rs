@@ -13,12 +13,15 @@
 //!   naks it, so acking cannot be forgotten.
 //! - [`outbox`]: the transactional outbox: jobs committed in the same PostgreSQL
 //!   transaction as the state that needs them, published by a relay.
+//! - [`live`]: live announcements on plain core-NATS subjects per owner, published
+//!   after a commit, fire-and-forget, for the gateway's WebSocket and gRPC listeners.
 //! - [`failpoint`]: named crash points, so tests can kill a process exactly between a
 //!   commit and a publish.
 
 pub mod consumer;
 pub mod failpoint;
 pub mod jobs;
+pub mod live;
 pub mod outbox;
 pub mod publisher;
 pub mod setup;

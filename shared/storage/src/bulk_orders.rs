@@ -786,17 +786,36 @@ pub struct ChunkCounts {
     pub duplicate: i32,
 }
 
+/// A batch's counters right after a chunk's counts were added (read in the same
+/// statement, so the batch-processor can announce progress without another query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountsAfterChunk {
+    /// The owner asked to cancel the batch.
+    pub cancel_requested: bool,
+    /// Orders in the batch.
+    pub total: i32,
+    /// Orders given a result so far.
+    pub processed: i32,
+    /// Orders created so far.
+    pub succeeded: i32,
+    /// Orders refused so far.
+    pub failed: i32,
+    /// Orders that already existed so far.
+    pub duplicate: i32,
+}
+
 /// Adds a chunk's counts and error summary (`{"code": n}` as JSON text) to its batch
-/// and returns whether the owner asked to cancel. Run last in the chunk's transaction:
-/// the batch row stays locked (concurrent chunks of the batch wait on it) only from
-/// here to the commit.
+/// and returns the counters after it, with whether the owner asked to cancel. Run last
+/// in the chunk's transaction: the batch row stays locked (concurrent chunks of the
+/// batch wait on it) only from here to the commit.
 pub async fn add_chunk_counts(
     executor: impl PgExecutor<'_>,
     id: BatchId,
     counts: ChunkCounts,
     error_summary: &str,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
+) -> Result<CountsAfterChunk, sqlx::Error> {
+    sqlx::query_as!(
+        CountsAfterChunk,
         "UPDATE bulk_order_batches SET
              processed = processed + $2,
              succeeded = succeeded + $3,
@@ -812,7 +831,7 @@ pub async fn add_chunk_counts(
                  ) AS merged) END,
              updated_at = now()
          WHERE id = $1
-         RETURNING cancel_requested",
+         RETURNING cancel_requested, total, processed, succeeded, failed, duplicate",
         id.as_uuid(),
         counts.processed,
         counts.succeeded,

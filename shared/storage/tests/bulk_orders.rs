@@ -295,10 +295,11 @@ async fn a_chunk_is_processed_and_read_back() {
             failed: 1,
             duplicate: 1,
         };
-        let cancel = store::add_chunk_counts(&mut *tx, batch, counts, r#"{"invalid_currency":1}"#)
+        let after = store::add_chunk_counts(&mut *tx, batch, counts, r#"{"invalid_currency":1}"#)
             .await
             .unwrap();
-        assert!(!cancel);
+        assert!(!after.cancel_requested);
+        assert_eq!((after.processed, after.succeeded), (3, 1));
         // A second chunk's summary is merged, an empty one leaves it alone.
         store::add_chunk_counts(
             &mut *tx,

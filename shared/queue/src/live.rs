@@ -1,0 +1,418 @@
+//! Live announcements: what the workers committed, told on plain core-NATS subjects so
+//! gateways can push it to WebSocket and gRPC listeners as it happens.
+//!
+//! # Subjects
+//! `<prefix>.live.<owner token>.<topic>`, where `<prefix>` is the stream prefix of the
+//! deployment ([`crate::Topology::prefix`]), `<owner token>` is [`OwnerToken`] (a hex
+//! hash of the owner id: owner ids may hold dots, spaces or `>`, which NATS subjects
+//! cannot) and `<topic>` is one of [`Topic`]. A gateway serving an owner subscribes
+//! `<prefix>.live.<owner token>.>` and receives nothing of other owners.
+//!
+//! # Guarantees (and their absence)
+//! Announcements are core NATS, not JetStream: at most once, no replay, no
+//! acknowledgement. They are sent only *after* the transaction that made them true
+//! committed, so a listener never hears of something that did not happen; a listener
+//! that was away fills the gap from the REST lists. Publishing never waits: when the
+//! NATS client's outgoing buffer is full the announcement is dropped and counted
+//! ([`LIVE_DROPPED`]), so a live update can never slow a delivery or a batch.
+//!
+//! Every message is one JSON object with a `type` ([`LiveEvent`]); the owner is inside
+//! too, and the gateway checks it against the listener (a hash collision can never
+//! leak one owner's updates to another).
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use portico_domain::bulk_orders::BatchStatus;
+use portico_domain::webhooks::DeliveryStatus;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Topology;
+
+/// Announcements dropped because the NATS client could not take them at once.
+pub const LIVE_DROPPED: &str = "portico_live_dropped_total";
+
+/// What a listener can subscribe to; also the last token of the subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topic {
+    /// `delivery.attempt` and `delivery.state`.
+    Deliveries,
+    /// `batch.progress`.
+    Batches,
+    /// `endpoint.state`.
+    Endpoints,
+    /// `credential.event`.
+    Credentials,
+}
+
+impl Topic {
+    /// Every topic, in a fixed order (bit positions of a topic set).
+    pub const ALL: [Topic; 4] = [
+        Topic::Deliveries,
+        Topic::Batches,
+        Topic::Endpoints,
+        Topic::Credentials,
+    ];
+
+    /// The wire name, in subjects and in client messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Deliveries => "deliveries",
+            Topic::Batches => "batches",
+            Topic::Endpoints => "endpoints",
+            Topic::Credentials => "credentials",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(text: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+
+    /// This topic's bit in a set of topics.
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The subject token of one owner: the first 16 bytes of SHA-256 of the owner id, in
+/// lower-case hex. Stable across processes and versions (every producer and every
+/// gateway must compute the same token), and safe in a subject whatever the id holds.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OwnerToken([u8; 32]);
+
+impl OwnerToken {
+    /// The token of `owner`.
+    pub fn of(owner: &str) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = ring::digest::digest(&ring::digest::SHA256, owner.as_bytes());
+        let mut out = [0u8; 32];
+        for (i, byte) in digest.as_ref()[..16].iter().enumerate() {
+            out[2 * i] = HEX[usize::from(byte >> 4)];
+            out[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        Self(out)
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for OwnerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The subject `owner`'s `topic` announcements go to.
+pub fn subject(topology: &Topology, owner: &str, topic: Topic) -> String {
+    format!(
+        "{}.live.{}.{}",
+        topology.prefix(),
+        OwnerToken::of(owner).as_str(),
+        topic.as_str()
+    )
+}
+
+/// The wildcard that receives every announcement of `owner` (what a gateway
+/// subscribes when the owner's first listener arrives).
+pub fn owner_wildcard(topology: &Topology, owner: &str) -> String {
+    format!(
+        "{}.live.{}.>",
+        topology.prefix(),
+        OwnerToken::of(owner).as_str()
+    )
+}
+
+/// One attempt at delivering an event to a webhook, as committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryAttempt<'a> {
+    /// The owner of the webhook.
+    pub owner: Cow<'a, str>,
+    /// The delivery (one event to one webhook).
+    pub delivery_id: Uuid,
+    /// The webhook.
+    pub webhook_id: Uuid,
+    /// The event.
+    pub event_id: Uuid,
+    /// The event's type.
+    pub event_type: Cow<'a, str>,
+    /// 1-based attempt number.
+    pub attempt: i32,
+    /// The delivery's status after this attempt (`succeeded`, `retrying`, `failed`).
+    pub status: DeliveryStatus,
+    /// The endpoint's HTTP status; absent without a response.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub http_status: Option<u16>,
+    /// Wall time of the attempt.
+    pub duration_ms: i32,
+    /// Why it failed (`timeout`, `connect`, `http_status`, ...); absent on success.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error_kind: Option<Cow<'a, str>>,
+    /// When the next attempt is due; absent when none is scheduled.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the attempt was committed.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A delivery changed state without an attempt (its endpoint was disabled or deleted,
+/// an operator or its owner asked for a retry).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryState<'a> {
+    /// The owner.
+    pub owner: Cow<'a, str>,
+    /// The delivery.
+    pub delivery_id: Uuid,
+    /// The webhook.
+    pub webhook_id: Uuid,
+    /// The event, when known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub event_id: Option<Uuid>,
+    /// The event's type, when known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub event_type: Option<Cow<'a, str>>,
+    /// The new status.
+    pub status: DeliveryStatus,
+    /// Why, in words.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<Cow<'a, str>>,
+    /// When the change was committed.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A batch's counts after a chunk committed, or its final state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchProgress<'a> {
+    /// The owner.
+    pub owner: Cow<'a, str>,
+    /// The batch.
+    pub batch_id: Uuid,
+    /// `processing` until the end, then the final status.
+    pub status: BatchStatus,
+    /// Orders in the batch.
+    pub total: i32,
+    /// Orders given a result so far.
+    pub processed: i32,
+    /// Orders created.
+    pub succeeded: i32,
+    /// Orders refused.
+    pub failed: i32,
+    /// Orders that already existed.
+    pub duplicate: i32,
+    /// When the counts were committed.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A webhook endpoint's state changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointState<'a> {
+    /// The owner.
+    pub owner: Cow<'a, str>,
+    /// The webhook.
+    pub webhook_id: Uuid,
+    /// `failing` (past 80 % of the failure threshold), `disabled` or `enabled`.
+    pub state: Cow<'a, str>,
+    /// Why (`failing`, `gone`, ...), when disabled.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<Cow<'a, str>>,
+    /// Consecutive failures at the time.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub consecutive_failures: Option<i32>,
+    /// When the change was committed.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Something happened to an integration's credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialEvent<'a> {
+    /// The integration's owner.
+    pub owner: Cow<'a, str>,
+    /// The integration.
+    pub integration_id: Uuid,
+    /// `regenerated`, `revoked` or `deleted`.
+    pub action: Cow<'a, str>,
+    /// When the change was committed.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// One live announcement, tagged by `type`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum LiveEvent<'a> {
+    /// See [`DeliveryAttempt`].
+    #[serde(rename = "delivery.attempt")]
+    DeliveryAttempt(DeliveryAttempt<'a>),
+    /// See [`DeliveryState`].
+    #[serde(rename = "delivery.state")]
+    DeliveryState(DeliveryState<'a>),
+    /// See [`BatchProgress`].
+    #[serde(rename = "batch.progress")]
+    BatchProgress(BatchProgress<'a>),
+    /// See [`EndpointState`].
+    #[serde(rename = "endpoint.state")]
+    EndpointState(EndpointState<'a>),
+    /// See [`CredentialEvent`].
+    #[serde(rename = "credential.event")]
+    CredentialEvent(CredentialEvent<'a>),
+}
+
+impl LiveEvent<'_> {
+    /// The owner whose listeners may see it.
+    pub fn owner(&self) -> &str {
+        match self {
+            LiveEvent::DeliveryAttempt(m) => &m.owner,
+            LiveEvent::DeliveryState(m) => &m.owner,
+            LiveEvent::BatchProgress(m) => &m.owner,
+            LiveEvent::EndpointState(m) => &m.owner,
+            LiveEvent::CredentialEvent(m) => &m.owner,
+        }
+    }
+
+    /// The topic it belongs to.
+    pub fn topic(&self) -> Topic {
+        match self {
+            LiveEvent::DeliveryAttempt(_) | LiveEvent::DeliveryState(_) => Topic::Deliveries,
+            LiveEvent::BatchProgress(_) => Topic::Batches,
+            LiveEvent::EndpointState(_) => Topic::Endpoints,
+            LiveEvent::CredentialEvent(_) => Topic::Credentials,
+        }
+    }
+
+    /// When it was committed (also the cursor the gateway hands out).
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            LiveEvent::DeliveryAttempt(m) => m.occurred_at,
+            LiveEvent::DeliveryState(m) => m.occurred_at,
+            LiveEvent::BatchProgress(m) => m.occurred_at,
+            LiveEvent::EndpointState(m) => m.occurred_at,
+            LiveEvent::CredentialEvent(m) => m.occurred_at,
+        }
+    }
+
+    /// The webhook it concerns, for listeners narrowed to one webhook.
+    pub fn webhook_id(&self) -> Option<Uuid> {
+        match self {
+            LiveEvent::DeliveryAttempt(m) => Some(m.webhook_id),
+            LiveEvent::DeliveryState(m) => Some(m.webhook_id),
+            LiveEvent::EndpointState(m) => Some(m.webhook_id),
+            _ => None,
+        }
+    }
+
+    /// The batch it concerns, for listeners narrowed to one batch.
+    pub fn batch_id(&self) -> Option<Uuid> {
+        match self {
+            LiveEvent::BatchProgress(m) => Some(m.batch_id),
+            _ => None,
+        }
+    }
+
+    /// The event type it concerns, for listeners narrowed to a pattern.
+    pub fn event_type(&self) -> Option<&str> {
+        match self {
+            LiveEvent::DeliveryAttempt(m) => Some(&m.event_type),
+            LiveEvent::DeliveryState(m) => m.event_type.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Publishes announcements; cheap to clone (a NATS client and a topology).
+#[derive(Clone)]
+pub struct LivePublisher {
+    nats: async_nats::Client,
+    topology: Topology,
+}
+
+impl LivePublisher {
+    /// A publisher on `nats` under `topology`'s prefix.
+    pub fn new(nats: async_nats::Client, topology: Topology) -> Self {
+        Self { nats, topology }
+    }
+
+    /// Announces `event` to its owner's listeners, fire-and-forget: one serialisation,
+    /// one hand-over to the NATS client's buffer, no flush and no reply. Never waits:
+    /// if the client cannot take the message at once (NATS unreachable, buffer full)
+    /// it is dropped and counted. Call only after the transaction that made `event`
+    /// true has committed.
+    pub fn announce(&self, event: &LiveEvent<'_>) {
+        let payload = match serde_json::to_vec(event) {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::warn!(%err, "live announcement not encodable; dropped");
+                return;
+            }
+        };
+        let subject = subject(&self.topology, event.owner(), event.topic());
+        let sent = self.nats.publish(subject, payload.into()).now_or_never();
+        if !matches!(sent, Some(Ok(()))) {
+            metrics::counter!(LIVE_DROPPED).increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Owner ids with subject-breaking characters give fixed-length hex tokens, the
+    /// same in every process.
+    #[test]
+    fn owner_tokens_are_subject_safe_and_stable() {
+        let t = Topology::new("T1", 1).unwrap();
+        let s = subject(&t, "user.with spaces>*", Topic::Deliveries);
+        let token = OwnerToken::of("user.with spaces>*");
+        assert_eq!(s, format!("T1.live.{}.deliveries", token.as_str()));
+        assert_eq!(token.as_str().len(), 32);
+        assert!(token.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(OwnerToken::of("a"), OwnerToken::of("b"));
+        // SHA-256("abc") starts with ba7816bf8f01cfea414140de5dae2223.
+        assert_eq!(
+            OwnerToken::of("abc").as_str(),
+            "ba7816bf8f01cfea414140de5dae2223"
+        );
+        assert_eq!(
+            owner_wildcard(&t, "abc"),
+            "T1.live.ba7816bf8f01cfea414140de5dae2223.>"
+        );
+    }
+
+    /// The wire form is tagged by `type`, camelCase, and reads back.
+    #[test]
+    fn messages_are_tagged_json() {
+        let event = LiveEvent::DeliveryAttempt(DeliveryAttempt {
+            owner: "u1".into(),
+            delivery_id: Uuid::nil(),
+            webhook_id: Uuid::nil(),
+            event_id: Uuid::nil(),
+            event_type: "order.created".into(),
+            attempt: 2,
+            status: DeliveryStatus::Succeeded,
+            http_status: Some(200),
+            duration_ms: 12,
+            error_kind: None,
+            next_attempt_at: None,
+            occurred_at: Utc::now(),
+        });
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(text.starts_with(r#"{"type":"delivery.attempt","owner":"u1""#));
+        assert!(text.contains(r#""httpStatus":200"#));
+        assert!(!text.contains("errorKind"));
+        let back: LiveEvent<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.topic(), Topic::Deliveries);
+        assert_eq!(back.owner(), "u1");
+        assert_eq!(back.event_type(), Some("order.created"));
+    }
+}
