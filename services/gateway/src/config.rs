@@ -183,6 +183,10 @@ pub struct GatewayConfig {
     /// Days a batch and its per-order results are kept before the retention job deletes them.
     #[arg(long, env = "PORTICO_RESULTS_RETENTION_DAYS", default_value_t = 30)]
     pub results_retention_days: u32,
+
+    /// Partner portal settings (`PORTICO_PORTAL_*`).
+    #[command(flatten)]
+    pub portal: crate::portal::PortalConfig,
 }
 
 /// A configuration that cannot be served.
@@ -195,6 +199,7 @@ impl GatewayConfig {
     /// never silently runs production with a public default key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_operator_token()?;
+        self.portal.validate()?;
         if self.common.dev_mode {
             return Ok(());
         }

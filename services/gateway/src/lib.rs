@@ -18,6 +18,7 @@
 //! - [`app`]: the domain operations both doors call.
 //! - [`rest`]: axum router, JSON extraction, middleware, OpenAPI.
 //! - [`grpc`]: tonic services, health and reflection.
+//! - [`portal`]: the partner portal (server-rendered HTML under `/portal/`).
 //!
 //! [`run`] is the seam: the binary binds listeners and calls it; so can a test.
 
@@ -29,6 +30,7 @@ pub mod error;
 pub mod grpc;
 pub mod identity;
 pub mod jwks;
+pub mod portal;
 pub mod rest;
 pub mod state;
 

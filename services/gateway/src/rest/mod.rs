@@ -44,6 +44,7 @@ use crate::state::AppState;
         (name = "bulk-orders", description = "Bulk order batches"),
         (name = "orders", description = "Orders"),
         (name = "integrations", description = "Partner integrations and credentials"),
+        (name = "portal", description = "Partner portal login links and sessions"),
         (name = "admin", description = "Operators only (PORTICO_OPERATOR_TOKEN): dead letters"),
     )
 )]
@@ -87,6 +88,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(bulk_orders::routes())
         .merge(integrations::routes())
         .merge(admin::routes())
+        .merge(crate::portal::api::routes())
         .split_for_parts();
     openapi::add_common_responses(&mut doc);
     (router, doc)
@@ -96,6 +98,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// endpoints, with request ids, body limit, timeout, panic safety and metrics.
 pub fn router(state: AppState, admin: Router) -> Router {
     let (api, openapi) = api();
+    // The portal serves downloads through the API's own routes.
+    let portal_api = api.clone().with_state(state.clone());
     let json = openapi.to_pretty_json().unwrap_or_default();
     let yaml = openapi.to_yaml().unwrap_or_default();
     let api = api
@@ -127,7 +131,8 @@ pub fn router(state: AppState, admin: Router) -> Router {
             state.clone(),
             partner_calls::authenticate_and_log,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        .nest("/portal", crate::portal::router(state, portal_api))
         .merge(admin)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
