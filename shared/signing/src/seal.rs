@@ -263,6 +263,45 @@ pub fn webhook_header_context(webhook_id: &[u8; 16], header: &str) -> Vec<u8> {
     out
 }
 
+/// The prefix of a sealed custom header value as stored in a webhook's `headers` JSON
+/// (`$sealed$` + base64 of a version-1 value). A stored value without it is a value
+/// written before header values were sealed, sent as it is until the re-seal job or
+/// the next write seals it.
+pub const SEALED_HEADER_PREFIX: &str = "$sealed$";
+
+/// Seals a custom header value of a webhook for storage, bound to the webhook and the
+/// header name.
+pub fn seal_header_value(
+    ring: &Keyring,
+    webhook_id: &[u8; 16],
+    name: &str,
+    value: &str,
+) -> Result<String, SigningError> {
+    let sealed = ring.seal(&webhook_header_context(webhook_id, name), value.as_bytes())?;
+    Ok(format!("{SEALED_HEADER_PREFIX}{}", STANDARD.encode(sealed)))
+}
+
+/// Opens a stored custom header value: a sealed one with the keyring (`current` as in
+/// [`Opened`]), one stored before sealing as it is (`current` false, so the re-seal job
+/// seals it). An error means a sealed value that does not open (wrong key, or moved
+/// to another webhook or header).
+pub fn open_header_value(
+    ring: &Keyring,
+    webhook_id: &[u8; 16],
+    name: &str,
+    stored: &str,
+) -> Result<(String, bool), SigningError> {
+    let Some(encoded) = stored.strip_prefix(SEALED_HEADER_PREFIX) else {
+        return Ok((stored.to_owned(), false));
+    };
+    let sealed = STANDARD
+        .decode(encoded)
+        .map_err(|_| SigningError::Decryption)?;
+    let opened = ring.open(&webhook_header_context(webhook_id, name), &sealed)?;
+    let text = String::from_utf8(opened.plaintext).map_err(|_| SigningError::Decryption)?;
+    Ok((text, opened.current))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +400,28 @@ mod tests {
                 .plaintext,
             b"dev"
         );
+    }
+
+    /// Header values round-trip, are bound to their webhook and name (names compare
+    /// without case), and values stored before sealing pass through.
+    #[test]
+    fn header_values_are_sealed_per_webhook_and_name() {
+        let ring = Keyring::single("k", &[4; 32]).unwrap();
+        let (w1, w2) = ([1u8; 16], [2u8; 16]);
+        let stored = seal_header_value(&ring, &w1, "X-Api-Key", "sk_live_1").unwrap();
+        assert!(stored.starts_with(SEALED_HEADER_PREFIX));
+        assert!(!stored.contains("sk_live_1"));
+        assert_eq!(
+            open_header_value(&ring, &w1, "x-api-key", &stored).unwrap(),
+            ("sk_live_1".to_owned(), true)
+        );
+        assert!(open_header_value(&ring, &w2, "x-api-key", &stored).is_err());
+        assert!(open_header_value(&ring, &w1, "x-other", &stored).is_err());
+        assert_eq!(
+            open_header_value(&ring, &w1, "x-team", "plain").unwrap(),
+            ("plain".to_owned(), false)
+        );
+        assert!(open_header_value(&ring, &w1, "x", "$sealed$!!").is_err());
     }
 
     /// Configuration errors are refused with a reason, never a panic.

@@ -30,6 +30,8 @@
 //! - [`portal_sessions`]: partner-portal login links and browser sessions (hashes only).
 //! - [`analytics`]: delivery rollups (per minute, hour and day), added to by the
 //!   dispatcher as it records attempts, and the analytics queries that read them.
+//! - [`reseal`]: paging through sealed values and replacing them compare-and-swap,
+//!   for the re-seal job that moves secrets to the newest secrets key.
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches.
 //!
@@ -46,6 +48,8 @@ pub mod integrations;
 pub mod orders;
 pub mod outbox;
 pub mod portal_sessions;
+pub mod reseal;
+pub mod recovery;
 pub mod retention;
 pub mod retry_jobs;
 pub mod usage;
