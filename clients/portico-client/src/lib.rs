@@ -20,19 +20,28 @@
 pub mod error;
 pub mod pagination;
 pub mod retry;
+pub mod webhooks;
 
 use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, StatusCode};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, Error, Problem};
 pub use pagination::{Paged, paginate};
+/// The request and response bodies, the gateway's own types.
+pub use portico_api as api;
+/// The domain's enums the bodies hold (statuses, scopes, types).
+pub use portico_domain as domain;
 pub use portico_domain::FieldError;
+/// Typed ids the methods take, so a webhook id and a delivery id cannot be swapped.
+pub use portico_domain::ids;
+/// HTTP method and header types of [`Client::send`], so callers need no reqwest import.
+pub use reqwest::{Method, header};
 pub use retry::RetryPolicy;
 
 /// The header internal services name the user they act for with.
@@ -287,19 +296,14 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        query: &[(&str, Option<String>)],
+        query: &[(String, String)],
         body: Body,
         extra_headers: HeaderMap,
     ) -> Result<RawResponse, Error> {
         let mut url = url::Url::parse(&format!("{}/api/v1{path}", self.base))
             .map_err(|e| Error::Config(format!("URL for {path}: {e}")))?;
-        if query.iter().any(|(_, v)| v.is_some()) {
-            let mut pairs = url.query_pairs_mut();
-            for (k, v) in query {
-                if let Some(v) = v {
-                    pairs.append_pair(k, v);
-                }
-            }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
         }
         // One request id for every attempt, so the gateway's logs tie retries together.
         let request_id = uuid::Uuid::new_v4().to_string();
@@ -352,7 +356,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        query: &[(&str, Option<String>)],
+        query: &[(String, String)],
         body: Body,
     ) -> Result<R, Error> {
         self.send(method, path, query, body, HeaderMap::new())
@@ -365,7 +369,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        query: &[(&str, Option<String>)],
+        query: &[(String, String)],
         body: Body,
     ) -> Result<StatusCode, Error> {
         let response = self
@@ -375,9 +379,62 @@ impl Client {
     }
 }
 
+/// The query pairs of a parameter struct, from its serde form (so the names are the
+/// API type's own): every field that is not null, as text.
+pub fn query_of<T: Serialize>(params: &T) -> Result<Vec<(String, String)>, Error> {
+    let value = serde_json::to_value(params).map_err(|e| Error::Config(format!("query: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(Error::Config("query parameters must be a struct".into()));
+    };
+    Ok(map
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some((k, s)),
+            other => Some((k, other.to_string())),
+        })
+        .collect())
+}
+
+/// Query pairs from names and optional values; `None` values are left out.
+pub fn query_pairs(pairs: &[(&str, Option<String>)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| ((*k).to_owned(), v.clone())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A parameter struct becomes its camelCase pairs, nulls left out.
+    #[test]
+    fn query_from_a_struct() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Q {
+            event_type: Option<String>,
+            limit: Option<u32>,
+            cursor: Option<String>,
+        }
+        let q = Q {
+            event_type: Some("order.created".into()),
+            limit: Some(5),
+            cursor: None,
+        };
+        assert_eq!(
+            query_of(&q).unwrap(),
+            vec![
+                ("eventType".to_owned(), "order.created".to_owned()),
+                ("limit".to_owned(), "5".to_owned())
+            ]
+        );
+        assert_eq!(
+            query_pairs(&[("a", None), ("b", Some("x".into()))]),
+            vec![("b".to_owned(), "x".to_owned())]
+        );
+    }
 
     /// Each kind of caller sends the header the gateway authenticates.
     #[test]

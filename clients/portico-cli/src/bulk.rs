@@ -1,0 +1,368 @@
+//! `portico bulk ...`: submit a file of orders and follow the batch to its end, list
+//! and show batches, download results.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Subcommand, ValueEnum};
+use portico_client::header::{HeaderMap, HeaderValue};
+use portico_client::{Body, Client, Method, query_pairs};
+use serde_json::Value;
+
+use crate::exit::{self, Exit};
+use crate::output::{self, Format, Out};
+use crate::progress::Progress;
+
+const BATCH_COLUMNS: &[&str] = &[
+    "id",
+    "status",
+    "counts.total",
+    "counts.succeeded",
+    "counts.failed",
+    "createdAt",
+];
+
+/// `portico bulk`.
+#[derive(Debug, Subcommand)]
+pub enum BulkCmd {
+    /// Submit orders from a file (NDJSON: one order per line; or JSON `{"orders": [...]}`
+    /// or a JSON array) and follow the batch until it is done.
+    #[command(after_help = "Examples:
+  portico bulk submit orders.ndjson
+  portico bulk submit orders.json --idempotency-key import-2026-01-31
+  portico bulk submit orders.ndjson --validate-only -o json
+
+Exits 0 when every order succeeded, 7 when some failed (or the batch was cancelled or failed).")]
+    Submit {
+        /// The file (`-` for stdin, read as NDJSON).
+        file: PathBuf,
+        /// Check the orders without storing them.
+        #[arg(long)]
+        validate_only: bool,
+        /// The same key returns the same batch instead of a second one.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Return once the batch is accepted instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds between progress checks.
+        #[arg(long, default_value_t = 0.5)]
+        poll_interval: f64,
+    },
+    /// List batches, newest first.
+    List {
+        /// Only batches in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Most rows to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one batch with its counts and error summary.
+    Get {
+        /// Batch id.
+        id: portico_client::ids::BatchId,
+    },
+    /// Download a batch's results, in input order.
+    #[command(after_help = "Examples:
+  portico bulk results <BATCH_ID> --status failed --format csv > failed.csv
+  portico bulk results <BATCH_ID> --format ndjson | jq -c 'select(.errors != [])'")]
+    Results {
+        /// Batch id.
+        id: portico_client::ids::BatchId,
+        /// Only results in this status (succeeded, failed, duplicate, unprocessed).
+        #[arg(long)]
+        status: Option<String>,
+        /// ndjson (one result per line) or csv.
+        #[arg(long, value_enum, default_value_t = ResultsFormat::Ndjson)]
+        format: ResultsFormat,
+    },
+    /// Cancel a pending or processing batch.
+    Cancel {
+        /// Batch id.
+        id: portico_client::ids::BatchId,
+    },
+}
+
+/// Download formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResultsFormat {
+    /// One JSON object per line.
+    Ndjson,
+    /// A header row and one row per result.
+    Csv,
+}
+
+/// How the file is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileFormat {
+    Ndjson,
+    Json,
+}
+
+/// Reads the orders file: `.ndjson`/`.jsonl` are NDJSON, `.json` is JSON; otherwise a
+/// file that parses as one JSON document is JSON. A JSON array is wrapped as
+/// `{"orders": [...]}`. Returns the body, its format and the number of orders.
+fn read_orders(path: &Path) -> anyhow::Result<(Vec<u8>, FileFormat, usize)> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        buf
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let as_json = match ext.as_deref() {
+        Some("ndjson" | "jsonl") => None,
+        _ if path.as_os_str() == "-" => None,
+        Some("json") => Some(
+            serde_json::from_slice::<Value>(&bytes)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?,
+        ),
+        _ => serde_json::from_slice::<Value>(&bytes).ok(),
+    };
+    match as_json {
+        Some(Value::Array(orders)) => {
+            let n = orders.len();
+            let body = serde_json::to_vec(&serde_json::json!({ "orders": orders }))?;
+            Ok((body, FileFormat::Json, n))
+        }
+        Some(doc @ Value::Object(_)) => {
+            let n = doc
+                .get("orders")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .context("a JSON file must be {\"orders\": [...]} or an array of orders")?;
+            Ok((bytes, FileFormat::Json, n))
+        }
+        Some(_) => bail!("a JSON file must be {{\"orders\": [...]}} or an array of orders"),
+        None => {
+            let n = bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+                .count();
+            Ok((bytes, FileFormat::Ndjson, n))
+        }
+    }
+}
+
+fn is_final(status: &str) -> bool {
+    matches!(
+        status,
+        "completed" | "completed_with_errors" | "failed" | "cancelled"
+    )
+}
+
+fn count(batch: &Value, name: &str) -> u64 {
+    batch["counts"][name].as_u64().unwrap_or(0)
+}
+
+/// The table form of a finished batch: one line of counts, then error codes by count.
+fn summary(batch: &Value) -> String {
+    let mut text = format!(
+        "batch {} {}: {} orders, {} succeeded, {} failed, {} duplicate, {} unprocessed\n",
+        batch["id"].as_str().unwrap_or("?"),
+        batch["status"].as_str().unwrap_or("?"),
+        count(batch, "total"),
+        count(batch, "succeeded"),
+        count(batch, "failed"),
+        count(batch, "duplicate"),
+        count(batch, "unprocessed"),
+    );
+    if let Some(errors) = batch["errorSummary"].as_object().filter(|m| !m.is_empty()) {
+        let mut rows: Vec<(&String, i64)> = errors
+            .iter()
+            .map(|(k, v)| (k, v.as_i64().unwrap_or(0)))
+            .collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        text.push_str("errors:\n");
+        for (code, n) in rows {
+            text.push_str(&format!("  {n:>8}  {code}\n"));
+        }
+    }
+    text
+}
+
+/// Runs `portico bulk ...`.
+pub async fn run(cmd: BulkCmd, client: &Client, out: Out) -> anyhow::Result<()> {
+    match cmd {
+        BulkCmd::Submit {
+            file,
+            validate_only,
+            idempotency_key,
+            no_wait,
+            poll_interval,
+        } => {
+            let (bytes, format, n) = read_orders(&file)?;
+            let quiet = out.format == Format::Json;
+            let body = match format {
+                FileFormat::Json => Body::Json(bytes.into()),
+                FileFormat::Ndjson => Body::Raw {
+                    bytes: bytes.into(),
+                    content_type: "application/x-ndjson",
+                },
+            };
+            let mut headers = HeaderMap::new();
+            if let Some(key) = &idempotency_key {
+                headers.insert(
+                    "idempotency-key",
+                    HeaderValue::from_str(key)
+                        .context("--idempotency-key must be visible ASCII")?,
+                );
+            }
+            let query = query_pairs(&[("validateOnly", validate_only.then(|| "true".into()))]);
+            let mut upload = Progress::new("uploading", quiet);
+            upload.update(0, n as u64, "");
+            let response = client
+                .send(Method::POST, "/bulk-orders", &query, body, headers)
+                .await?;
+            upload.update(n as u64, n as u64, "");
+            upload.finish();
+            let mut batch: Value = response.json()?;
+            if validate_only {
+                out.one(&batch)?;
+                return if batch["valid"].as_bool() == Some(true) {
+                    Ok(())
+                } else {
+                    Err(Exit::new(exit::ORDERS_FAILED, "some orders are invalid").into())
+                };
+            }
+            let id = batch["id"]
+                .as_str()
+                .context("the answer has no batch id")?
+                .to_owned();
+            if no_wait {
+                return out.one(&batch);
+            }
+            let interval = Duration::from_secs_f64(poll_interval.clamp(0.05, 60.0));
+            let mut bar = Progress::new("processing", quiet);
+            loop {
+                let status = batch["status"].as_str().unwrap_or("").to_owned();
+                let failed = count(&batch, "failed");
+                let note = if failed > 0 {
+                    format!("{status}, {failed} failed")
+                } else {
+                    status.clone()
+                };
+                bar.update(count(&batch, "processed"), count(&batch, "total"), &note);
+                if is_final(&status) {
+                    break;
+                }
+                tokio::time::sleep(interval).await;
+                batch = client
+                    .call(Method::GET, &format!("/bulk-orders/{id}"), &[], Body::Empty)
+                    .await?;
+            }
+            bar.finish();
+            match out.format {
+                Format::Json => out.one(&batch)?,
+                Format::Table => output::write_stdout(&summary(&batch))?,
+            }
+            let status = batch["status"].as_str().unwrap_or("");
+            if status == "completed" && count(&batch, "failed") == 0 {
+                Ok(())
+            } else {
+                Err(Exit::new(
+                    exit::ORDERS_FAILED,
+                    format!(
+                        "batch {id} ended {status} with {} failed and {} unprocessed orders (portico bulk results {id} --status failed)",
+                        count(&batch, "failed"),
+                        count(&batch, "unprocessed")
+                    ),
+                )
+                .into())
+            }
+        }
+        BulkCmd::List { status, limit } => {
+            let query = query_pairs(&[("status", status), ("limit", Some(limit.to_string()))]);
+            let page: Value = client
+                .call(Method::GET, "/bulk-orders", &query, Body::Empty)
+                .await?;
+            let items = page["data"].as_array().cloned().unwrap_or_default();
+            out.list(&items, BATCH_COLUMNS)
+        }
+        BulkCmd::Get { id } => {
+            let batch: Value = client
+                .call(Method::GET, &format!("/bulk-orders/{id}"), &[], Body::Empty)
+                .await?;
+            match out.format {
+                Format::Json => out.one(&batch),
+                Format::Table => output::write_stdout(&summary(&batch)),
+            }
+        }
+        BulkCmd::Results { id, status, format } => {
+            let format = match format {
+                ResultsFormat::Ndjson => "ndjson",
+                ResultsFormat::Csv => "csv",
+            };
+            let query = query_pairs(&[("format", Some(format.into())), ("status", status)]);
+            let response = client
+                .send(
+                    Method::GET,
+                    &format!("/bulk-orders/{id}/results/download"),
+                    &query,
+                    Body::Empty,
+                    HeaderMap::new(),
+                )
+                .await?;
+            output::write_stdout(&String::from_utf8_lossy(&response.body))
+        }
+        BulkCmd::Cancel { id } => {
+            let batch: Value = client
+                .call(
+                    Method::POST,
+                    &format!("/bulk-orders/{id}/cancel"),
+                    &[],
+                    Body::Empty,
+                )
+                .await?;
+            out.one(&batch)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NDJSON and JSON files are told apart and counted; arrays are wrapped.
+    #[test]
+    fn reads_both_file_formats() {
+        let dir = std::env::temp_dir();
+        let id = uuid::Uuid::new_v4();
+        let nd = dir.join(format!("{id}.ndjson"));
+        std::fs::write(&nd, "{\"a\":1}\n\n{\"a\":2}\n").unwrap();
+        let (_, f, n) = read_orders(&nd).unwrap();
+        assert_eq!((f, n), (FileFormat::Ndjson, 2));
+        let arr = dir.join(format!("{id}.json"));
+        std::fs::write(&arr, "[{\"a\":1},{\"a\":2},{\"a\":3}]").unwrap();
+        let (body, f, n) = read_orders(&arr).unwrap();
+        assert_eq!((f, n), (FileFormat::Json, 3));
+        assert!(body.starts_with(b"{\"orders\":"));
+        let bad = dir.join(format!("{id}-bad.json"));
+        std::fs::write(&bad, "{\"nope\": 1}").unwrap();
+        assert!(read_orders(&bad).is_err());
+        for p in [nd, arr, bad] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// The summary lists error codes, most frequent first.
+    #[test]
+    fn summary_lists_error_codes() {
+        let batch = serde_json::json!({
+            "id": "b1", "status": "completed_with_errors",
+            "counts": {"total": 5, "processed": 5, "succeeded": 2, "failed": 3, "duplicate": 0, "unprocessed": 0},
+            "errorSummary": {"invalid_quantity": 1, "unknown_currency": 2}
+        });
+        assert_eq!(
+            summary(&batch),
+            "batch b1 completed_with_errors: 5 orders, 2 succeeded, 3 failed, 0 duplicate, 0 unprocessed\n\
+             errors:\n         2  unknown_currency\n         1  invalid_quantity\n"
+        );
+    }
+}
