@@ -21,9 +21,15 @@ pub struct DispatcherConfig {
     #[arg(long, env = "PORTICO_HTTP_ADDR", default_value = "127.0.0.1:8082", value_parser = parse_addr)]
     pub http_addr: SocketAddr,
 
-    /// Base64 of 32 bytes; decrypts webhook signing secrets. Required outside dev mode.
+    /// Base64 of 32 bytes; decrypts webhook signing secrets and header values (key id
+    /// `default`). Required outside dev mode unless `PORTICO_SECRETS_KEYS` is set.
     #[arg(long, env = "PORTICO_SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<String>,
+
+    /// Rotating secrets keys, `kid:base64,kid:base64`, newest first; every one opens
+    /// (with `PORTICO_SECRETS_KEY` after them), so a rotation never stops deliveries.
+    #[arg(long, env = "PORTICO_SECRETS_KEYS", hide_env_values = true)]
+    pub secrets_keys: Option<String>,
 
     /// CIDRs webhook URLs may reach despite the SSRF guard (comma separated).
     #[arg(long, env = "PORTICO_WEBHOOK_ALLOWLIST", default_value = "")]
@@ -82,9 +88,9 @@ impl DispatcherConfig {
     /// that cannot work (an unparsable allowlist, a zero timeout, a jitter outside
     /// 0.0..=1.0). Returns the checked jitter.
     pub fn validate(&self) -> Result<RetryJitter, ConfigError> {
-        if !self.common.dev_mode && self.secrets_key.is_none() {
+        if !self.common.dev_mode && self.secrets_key.is_none() && self.secrets_keys.is_none() {
             return Err(ConfigError(
-                "PORTICO_SECRETS_KEY must be set outside dev mode (PORTICO_DEV_MODE=true)".into(),
+                "PORTICO_SECRETS_KEY or PORTICO_SECRETS_KEYS must be set outside dev mode (PORTICO_DEV_MODE=true)".into(),
             ));
         }
         portico_domain::network::Allowlist::parse(&self.webhook_allowlist)

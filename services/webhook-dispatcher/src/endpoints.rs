@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use http::header::{HeaderName, HeaderValue};
 use portico_domain::webhooks::RetryPolicy;
-use portico_signing::secret_box::SecretsKey;
+use portico_signing::seal::{self, Keyring};
 use portico_signing::standard_webhooks::{WebhookSecret, signature_header};
 use portico_storage::webhooks::EndpointRow;
 use sqlx::PgPool;
@@ -121,7 +121,7 @@ struct Cached {
 /// Per-user cache of active endpoints.
 pub struct EndpointCache {
     pool: PgPool,
-    key: SecretsKey,
+    key: Keyring,
     limiters: LimiterRegistry,
     entries: RwLock<HashMap<String, Cached>>,
     /// Bumped by every invalidation: a load that raced with one is used once but not
@@ -131,7 +131,7 @@ pub struct EndpointCache {
 
 impl EndpointCache {
     /// An empty cache reading from `pool` and opening secrets with `key`.
-    pub fn new(pool: PgPool, key: SecretsKey) -> Self {
+    pub fn new(pool: PgPool, key: Keyring) -> Self {
         Self {
             pool,
             key,
@@ -248,6 +248,7 @@ impl EndpointCache {
             expiries,
         } = row;
         let id = id.as_uuid();
+        let context = seal::webhook_secret_context(id.as_bytes());
         let url = match reqwest::Url::parse(&url) {
             Ok(u) => u,
             Err(err) => {
@@ -257,10 +258,10 @@ impl EndpointCache {
         };
         let mut secrets = Vec::with_capacity(ciphertexts.len());
         for (sealed, expires) in ciphertexts.iter().zip(expiries) {
-            match self.key.open(sealed) {
-                Ok(raw) => secrets.push((WebhookSecret::from_bytes(&raw), expires)),
+            match self.key.open(&context, sealed) {
+                Ok(opened) => secrets.push((WebhookSecret::from_bytes(&opened.plaintext), expires)),
                 Err(err) => {
-                    tracing::error!(webhook = %id, %err, "cannot open a signing secret (wrong PORTICO_SECRETS_KEY?)");
+                    tracing::error!(webhook = %id, %err, "cannot open a signing secret (a key missing from PORTICO_SECRETS_KEYS?)");
                 }
             }
         }
@@ -268,7 +269,16 @@ impl EndpointCache {
             serde_json::Value::Object(map) => map
                 .into_iter()
                 .filter_map(|(k, v)| {
-                    let v = v.as_str()?.to_owned();
+                    // Sealed values open here; values stored before sealing pass as
+                    // they are. A sealed value that does not open is left out, not
+                    // sent sealed.
+                    let v = match seal::open_header_value(&self.key, id.as_bytes(), &k, v.as_str()?) {
+                        Ok((value, _)) => value,
+                        Err(err) => {
+                            tracing::error!(webhook = %id, header = %k, %err, "cannot open a custom header value; sending the delivery without it");
+                            return None;
+                        }
+                    };
                     Some((
                         HeaderName::from_bytes(k.as_bytes()).ok()?,
                         HeaderValue::from_str(&v).ok()?,

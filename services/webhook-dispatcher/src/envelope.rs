@@ -100,7 +100,9 @@ pub fn build_body(id: &str, event_type: &str, accepted_at: DateTime<Utc>, data: 
 pub struct NoActiveSecret;
 
 /// The headers of one attempt: the endpoint's custom headers first, then ours, so a
-/// custom header can never replace a signature or the content type.
+/// custom header can never replace a signature or the content type. Custom header
+/// values are marked sensitive (they are often the receiver's own API keys): the
+/// attempt history records them as `***` ([`headers_json`]).
 pub fn request_headers(
     endpoint: &Endpoint,
     event: &PreparedEvent,
@@ -112,7 +114,9 @@ pub fn request_headers(
         .ok_or(NoActiveSecret)?;
     let mut headers = HeaderMap::with_capacity(endpoint.headers.len() + 8);
     for (name, value) in &endpoint.headers {
-        headers.append(name.clone(), value.clone());
+        let mut value = value.clone();
+        value.set_sensitive(true);
+        headers.append(name.clone(), value);
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
@@ -130,15 +134,25 @@ pub fn request_headers(
     Ok(headers)
 }
 
+/// The value recorded in place of a sensitive header value (a custom header's).
+pub const REDACTED: &str = "***";
+
 /// The headers as recorded on the attempt row: a JSON object of every header sent
-/// (repeated names joined with ", ").
+/// (repeated names joined with ", "), sensitive values (custom headers) as
+/// [`REDACTED`], so the attempt history never holds a receiver's credentials.
 pub fn headers_json(headers: &HeaderMap) -> String {
     let mut map = serde_json::Map::with_capacity(headers.keys_len());
     for name in headers.keys() {
         let joined = headers
             .get_all(name)
             .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .map(|v| {
+                if v.is_sensitive() {
+                    std::borrow::Cow::Borrowed(REDACTED)
+                } else {
+                    String::from_utf8_lossy(v.as_bytes())
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         map.insert(name.as_str().to_owned(), serde_json::Value::String(joined));
@@ -149,6 +163,19 @@ pub fn headers_json(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sensitive values are recorded as `***`, the others as sent.
+    #[test]
+    fn recorded_headers_redact_sensitive_values() {
+        let mut headers = HeaderMap::new();
+        let mut key = HeaderValue::from_static("sk_live_secret");
+        key.set_sensitive(true);
+        headers.append(HeaderName::from_static("x-api-key"), key);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let recorded: serde_json::Value = serde_json::from_str(&headers_json(&headers)).unwrap();
+        assert_eq!(recorded["x-api-key"], REDACTED);
+        assert_eq!(recorded["content-type"], "application/json");
+    }
 
     /// The body is the four fields, with `data` embedded byte for byte and the
     /// timestamp in RFC 3339 with microseconds.

@@ -44,7 +44,7 @@ use portico_queue::outbox::OutboxSignal;
 use portico_queue::setup::{ConsumerSettings, ensure_consumer};
 use portico_queue::topology::JobKind;
 use portico_runtime::Foundation;
-use portico_signing::secret_box::SecretsKey;
+use portico_signing::seal::Keyring;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
@@ -173,10 +173,14 @@ pub async fn run(
         &maintenance_settings,
     )
     .await?;
-    let secrets_key = match &config.secrets_key {
-        Some(text) => SecretsKey::from_base64(text)
-            .map_err(|e| config::ConfigError(format!("PORTICO_SECRETS_KEY: {e}")))?,
-        None => SecretsKey::insecure_dev_key(),
+    let secrets_key = if config.secrets_key.is_none() && config.secrets_keys.is_none() {
+        Keyring::insecure_dev()
+    } else {
+        Keyring::from_config(
+            config.secrets_keys.as_deref(),
+            config.secrets_key.as_deref(),
+        )
+        .map_err(|e| config::ConfigError(format!("PORTICO_SECRETS_KEYS: {e}")))?
     };
     let allowlist = portico_domain::network::Allowlist::parse(&config.webhook_allowlist)
         .map_err(|e| config::ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
