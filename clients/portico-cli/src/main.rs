@@ -33,7 +33,7 @@ use crate::output::{Format, Out};
 Settings come from a profile in the config file ($PORTICO_CONFIG, else \
 ~/.config/portico/config.json), overridden by PORTICO_* variables, overridden by flags.",
     after_help = "Examples:
-  portico config set local --url http://127.0.0.1:8080 --service-token dev-token --user-id alice --default
+  portico config set local --server http://127.0.0.1:8080 --service-token dev-token --user-id alice --default
   portico webhooks create --url https://example.com/hooks --event 'order.*'
   portico events publish --type order.created --data '{\"orderId\": \"o-1\"}'
   portico deliveries list <WEBHOOK_ID> --status failed
@@ -55,8 +55,14 @@ struct Global {
     /// Profile of the config file to use.
     #[arg(long, short = 'p', global = true, env = "PORTICO_PROFILE")]
     profile: Option<String>,
-    /// Server root, e.g. http://127.0.0.1:8080.
-    #[arg(long, global = true, env = "PORTICO_URL")]
+    /// Server root, e.g. http://127.0.0.1:8080 (`url` in a profile).
+    #[arg(
+        id = "server",
+        long = "server",
+        short = 's',
+        global = true,
+        env = "PORTICO_URL"
+    )]
     url: Option<String>,
     /// A user's JWT.
     #[arg(long, global = true, env = "PORTICO_TOKEN", hide_env_values = true)]
@@ -141,11 +147,11 @@ enum ConfigCmd {
     Path,
     /// Print the effective settings (profile + environment + flags), secrets redacted.
     Show,
-    /// Create or change a profile from the --url and credential flags given (and the
+    /// Create or change a profile from the --server and credential flags given (and the
     /// PORTICO_* variables set).
     #[command(after_help = "Examples:
-  portico config set local --url http://127.0.0.1:8080 --service-token dev-token --user-id alice --default
-  portico config set partner --url https://portico.example.com --api-key pk_... --api-secret sk_...")]
+  portico config set local --server http://127.0.0.1:8080 --service-token dev-token --user-id alice --default
+  portico config set partner --server https://portico.example.com --api-key pk_... --api-secret sk_...")]
     Set {
         /// Profile name.
         name: String,
@@ -179,7 +185,7 @@ impl Global {
     fn client(&self) -> anyhow::Result<Client> {
         let profile = self.profile()?;
         let url = profile.url.clone().context(
-            "no server URL: pass --url, set PORTICO_URL, or add url to a profile (portico config set)",
+            "no server URL: pass --server, set PORTICO_URL, or add url to a profile (portico config set)",
         )?;
         let retry = RetryPolicy {
             max_retries: self.retries,

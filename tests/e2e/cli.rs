@@ -1,0 +1,335 @@
+//! The `portico` binary against the real system: webhooks created, listed and read,
+//! an event published and its signed delivery verified offline (and a tampered body
+//! refused), a bulk NDJSON file followed to its summary (exit code 7 when an order
+//! fails), and problem+json errors printed as one line with their exit codes.
+//!
+//! Run `cargo build --workspace --bins` first: the tests run `target/debug/portico`.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use portico_e2e::sink::Sink;
+use portico_e2e::{SERVICE_TOKEN, TestApp, bin_dir, wait_for};
+use serde_json::{Value, json};
+
+/// Runs `portico` with the gateway's URL and the service token for `user`, an empty
+/// config file location and nothing else from the environment.
+async fn portico(app: &TestApp, user: &str, args: &[&str]) -> anyhow::Result<Output> {
+    portico_env(app, &[("PORTICO_USER_ID", user)], args).await
+}
+
+async fn portico_env(app: &TestApp, env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Output> {
+    let config = std::env::temp_dir().join(format!("portico-cli-e2e-{}.json", app.id));
+    let mut cmd = tokio::process::Command::new(bin_dir().join("portico"));
+    cmd.env_clear()
+        .env("PORTICO_CONFIG", &config)
+        .env("PORTICO_URL", app.base_url())
+        .env("PORTICO_SERVICE_TOKEN", SERVICE_TOKEN)
+        .args(args)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(120), cmd.output()).await??;
+    Ok(output)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_out(o: &Output) -> Value {
+    assert!(o.status.success(), "exit {:?}: {}", o.status, stderr(o));
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
+}
+
+fn scratch(app: &TestApp, name: &str, contents: &[u8]) -> anyhow::Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!("portico-cli-e2e-{}-{name}", app.id));
+    std::fs::write(&path, contents)?;
+    Ok(path)
+}
+
+fn order(reference: &str, quantity: i64) -> Value {
+    json!({
+        "clientOrderRef": reference,
+        "currency": "EUR",
+        "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
+        "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+        "lineItems": [{"sku": "SKU-1", "quantity": quantity, "unitPrice": "12.50"}]
+    })
+}
+
+/// Create, list and get a webhook; publish an event; the delivery that reaches the
+/// sink verifies with `portico verify` and the same delivery with one byte changed
+/// does not (exit 6).
+#[tokio::test]
+async fn webhooks_publish_and_verify_a_real_delivery() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let sink = Sink::start().await?;
+    let hook_url = sink.url("/hooks");
+
+    let created = json_out(
+        &portico(
+            &app,
+            "cli-user",
+            &[
+                "-o",
+                "json",
+                "webhooks",
+                "create",
+                "--url",
+                &hook_url,
+                "--event",
+                "order.*",
+                "--description",
+                "from the CLI",
+            ],
+        )
+        .await?,
+    );
+    let id = created["id"].as_str().expect("id").to_owned();
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    assert!(secret.starts_with("whsec_"), "{created}");
+    assert_eq!(created["events"], json!(["order.*"]));
+
+    let listed = json_out(&portico(&app, "cli-user", &["-o", "json", "webhooks", "list"]).await?);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|w| w["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![id.as_str()]);
+    // Another user sees none of them.
+    let other =
+        json_out(&portico(&app, "someone-else", &["-o", "json", "webhooks", "list"]).await?);
+    assert_eq!(other, json!([]));
+
+    let table = portico(&app, "cli-user", &["webhooks", "get", &id]).await?;
+    assert!(table.status.success(), "{}", stderr(&table));
+    assert!(stdout(&table).contains(&hook_url), "{}", stdout(&table));
+    assert!(
+        stdout(&table).contains("from the CLI"),
+        "{}",
+        stdout(&table)
+    );
+
+    let published = json_out(
+        &portico(
+            &app,
+            "cli-user",
+            &[
+                "-o",
+                "json",
+                "events",
+                "publish",
+                "--type",
+                "order.created",
+                "--data",
+                r#"{"orderId":"o-1","total":"25.00"}"#,
+            ],
+        )
+        .await?,
+    );
+    let event_id = published["id"].as_str().expect("event id").to_owned();
+
+    wait_for(Duration::from_secs(30), || async { sink.count() >= 1 }).await?;
+    let delivery = sink.received().remove(0);
+    assert_eq!(delivery.header("webhook-id"), event_id);
+    let headers = [
+        format!("webhook-id: {}", delivery.header("webhook-id")),
+        format!(
+            "webhook-timestamp: {}",
+            delivery.header("webhook-timestamp")
+        ),
+        format!(
+            "webhook-signature: {}",
+            delivery.header("webhook-signature")
+        ),
+    ];
+    let body = scratch(&app, "body.json", &delivery.body)?;
+    let body_path = body.to_string_lossy().into_owned();
+    let mut args = vec!["verify", "--secret", &secret, "--body-file", &body_path];
+    for h in &headers {
+        args.extend(["-H", h.as_str()]);
+    }
+    let ok = portico(&app, "cli-user", &args).await?;
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).starts_with("valid:"), "{}", stdout(&ok));
+
+    let mut tampered = delivery.body.to_vec();
+    let last = tampered.len() - 2;
+    tampered[last] ^= 0x01;
+    let tampered = scratch(&app, "tampered.json", &tampered)?;
+    let tampered_path = tampered.to_string_lossy().into_owned();
+    let mut args = vec!["verify", "--secret", &secret, "--body-file", &tampered_path];
+    for h in &headers {
+        args.extend(["-H", h.as_str()]);
+    }
+    let bad = portico(&app, "cli-user", &args).await?;
+    assert_eq!(bad.status.code(), Some(6), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).starts_with("error: invalid: verification failed: no matching signature"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // The delivery is listed with its status, and `get` shows the attempt.
+    let wh = id.clone();
+    wait_for(Duration::from_secs(20), || {
+        let app = &app;
+        let wh = wh.clone();
+        async move {
+            portico(
+                app,
+                "cli-user",
+                &[
+                    "-o",
+                    "json",
+                    "deliveries",
+                    "list",
+                    &wh,
+                    "--status",
+                    "succeeded",
+                ],
+            )
+            .await
+            .ok()
+            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+            .is_some_and(|v| v.as_array().is_some_and(|a| a.len() == 1))
+        }
+    })
+    .await?;
+
+    let _ = std::fs::remove_file(body);
+    let _ = std::fs::remove_file(tampered);
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A refused request prints one line `error: <status> <code>: <detail> (request <id>)`,
+/// one line per field error, and exits 3; bad credentials exit 4.
+#[tokio::test]
+async fn problems_print_one_line_with_field_errors_and_exit_codes() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[], &[portico_e2e::ServiceKind::Gateway]).await?;
+
+    let out = portico(
+        &app,
+        "cli-user",
+        &[
+            "webhooks",
+            "create",
+            "--url",
+            "not a url",
+            "--event",
+            "order.*",
+        ],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    let mut lines = err.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(first.starts_with("error: 400 validation_failed: "), "{err}");
+    assert!(first.contains("(request "), "{err}");
+    assert!(lines.any(|l| l.starts_with("  /url: ")), "{err}");
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+
+    let missing = uuid::Uuid::new_v4().to_string();
+    let out = portico(&app, "cli-user", &["webhooks", "get", &missing]).await?;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).starts_with("error: 404 not_found: "),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = portico_env(
+        &app,
+        &[("PORTICO_USER_ID", "u"), ("PORTICO_SERVICE_TOKEN", "wrong")],
+        &["webhooks", "list"],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: 401 unauthenticated: "),
+        "{}",
+        stderr(&out)
+    );
+
+    // A typed id is checked before any request.
+    let out = portico(&app, "cli-user", &["webhooks", "get", "not-a-uuid"]).await?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    app.cleanup().await;
+    Ok(())
+}
+
+/// `bulk submit` follows the batch to its end: a file with one invalid order exits 7
+/// with the error code in the summary; `bulk results --status failed --format csv`
+/// lists that order; an all-valid file exits 0.
+#[tokio::test]
+async fn bulk_submit_waits_for_the_summary() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+
+    let mut ndjson = String::new();
+    for (reference, quantity) in [("CLI-1", 1), ("CLI-2", 0), ("CLI-3", 2)] {
+        ndjson.push_str(&order(reference, quantity).to_string());
+        ndjson.push('\n');
+    }
+    let file = scratch(&app, "orders.ndjson", ndjson.as_bytes())?;
+    let path = file.to_string_lossy().into_owned();
+    let out = portico(&app, "bulk-user", &["-o", "json", "bulk", "submit", &path]).await?;
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let batch: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(batch["status"], "completed_with_errors", "{batch}");
+    assert_eq!(batch["counts"]["total"], 3);
+    assert_eq!(batch["counts"]["succeeded"], 2);
+    assert_eq!(batch["counts"]["failed"], 1);
+    let summary = batch["errorSummary"].as_object().expect("error summary");
+    assert_eq!(
+        summary.values().filter_map(Value::as_i64).sum::<i64>(),
+        1,
+        "{batch}"
+    );
+
+    let id = batch["id"].as_str().expect("batch id").to_owned();
+    let out = portico(
+        &app,
+        "bulk-user",
+        &[
+            "bulk", "results", &id, "--status", "failed", "--format", "csv",
+        ],
+    )
+    .await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = stdout(&out);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(rows[0].starts_with("index,clientOrderRef"), "{csv}");
+    assert!(rows[1].contains("CLI-2"), "{csv}");
+
+    // Table output: the summary names the error codes.
+    let good = scratch(
+        &app,
+        "good.json",
+        json!({"orders": [order("OK-1", 1), order("OK-2", 3)]})
+            .to_string()
+            .as_bytes(),
+    )?;
+    let good_path = good.to_string_lossy().into_owned();
+    let out = portico(&app, "bulk-user", &["bulk", "submit", &good_path]).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("completed"), "{}", stdout(&out));
+
+    let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(good);
+    app.cleanup().await;
+    Ok(())
+}
