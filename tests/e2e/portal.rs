@@ -1,0 +1,740 @@
+//! The partner portal over HTTP against a real gateway, PostgreSQL and JetStream:
+//! login links (once, expiring, revocable), the session cookie's flags, CSRF refusals,
+//! the security headers and pages without inline script, isolation between users, a
+//! narrowed session and a partner's session, and the signing secret shown only on
+//! reveal. The pages are read as HTML; the browser test is `portal_browser.rs`.
+
+use std::time::Duration;
+
+use portico_e2e::{ServiceKind, TestApp, wait_for};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+const FRAME_ANCESTORS: &str = "'self' https://app.example.com";
+
+async fn gateway() -> anyhow::Result<TestApp> {
+    TestApp::spawn_with(
+        &[("PORTICO_PORTAL_FRAME_ANCESTORS", FRAME_ANCESTORS)],
+        &[ServiceKind::Gateway],
+    )
+    .await
+}
+
+/// A browser-like client that does not follow redirects (the tests read them).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client")
+}
+
+async fn create_webhook(app: &TestApp, user: &str, url: &str) -> anyhow::Result<String> {
+    let res = app
+        .http
+        .post(app.api("/webhooks"))
+        .bearer_auth(app.user_token(user))
+        .json(&json!({"url": url, "events": ["order.created"]}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await?;
+    Ok(body["id"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn login_link(app: &TestApp, user: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let mut req = app
+        .http
+        .post(app.api("/portal/sessions"))
+        .bearer_auth(app.user_token(user));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    Ok(res.json().await?)
+}
+
+fn set_cookie_value(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// Opens the login link and returns the `portico_portal=...` cookie pair.
+async fn sign_in(app: &TestApp, user: &str, body: Option<Value>) -> anyhow::Result<String> {
+    let link = login_link(app, user, body).await?;
+    let url = format!(
+        "{}{}",
+        app.base_url(),
+        link["loginUrl"].as_str().unwrap_or_default()
+    );
+    let res = browser().get(url).send().await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let cookie = set_cookie_value(&res, "portico_portal").expect("a session cookie");
+    Ok(cookie.split(';').next().unwrap_or_default().to_owned())
+}
+
+async fn page(app: &TestApp, cookie: &str, path: &str) -> anyhow::Result<(StatusCode, String)> {
+    let res = browser()
+        .get(format!("{}{path}", app.base_url()))
+        .header(COOKIE, cookie)
+        .send()
+        .await?;
+    Ok((res.status(), res.text().await?))
+}
+
+/// `application/x-www-form-urlencoded` text of `pairs`.
+fn encode_form(pairs: &[(&str, &str)]) -> String {
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The value of the first hidden `csrf` input of a page.
+fn csrf_of(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn post_form(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> anyhow::Result<reqwest::Response> {
+    Ok(browser()
+        .post(format!("{}{path}", app.base_url()))
+        .header(COOKIE, cookie)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(encode_form(form))
+        .send()
+        .await?)
+}
+
+async fn webhook_active(app: &TestApp, user: &str, id: &str) -> anyhow::Result<bool> {
+    let body: Value = app
+        .http
+        .get(app.api(&format!("/webhooks/{id}")))
+        .bearer_auth(app.user_token(user))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(body["active"].as_bool().unwrap_or(false))
+}
+
+/// A login link signs in once: the cookie is HttpOnly, SameSite and scoped to
+/// /portal, the redirect drops the token from the URL, and opening the link again
+/// shows "not valid" without a cookie.
+#[tokio::test]
+async fn a_login_link_works_once_and_sets_a_safe_cookie() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let hook = create_webhook(&app, "alice", "http://127.0.0.1:9/alice").await?;
+    let link = login_link(&app, "alice", None).await?;
+    let url = format!(
+        "{}{}",
+        app.base_url(),
+        link["loginUrl"].as_str().unwrap_or_default()
+    );
+    assert!(url.contains("/portal/login?token="), "{link}");
+    let expires: chrono::DateTime<chrono::Utc> =
+        link["expiresAt"].as_str().unwrap_or_default().parse()?;
+    assert!(expires <= chrono::Utc::now() + chrono::Duration::minutes(15));
+
+    let first = browser().get(&url).send().await?;
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    assert_eq!(first.headers()[LOCATION], "/portal/");
+    let cookie = set_cookie_value(&first, "portico_portal").expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/portal"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP without TLS: {cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap_or_default().to_owned();
+
+    let (status, html) = page(&app, &pair, "/portal/webhooks").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("http://127.0.0.1:9/alice"), "{html}");
+    assert!(html.contains(&hook));
+
+    let again = browser().get(&url).send().await?;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie_value(&again, "portico_portal").is_none());
+
+    // Only a hash of the token is stored.
+    let token = url.split("token=").nth(1).unwrap_or_default();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM portal_sessions WHERE position($1::bytea in coalesce(login_token_hash, ''::bytea)) > 0",
+    )
+    .bind(token.as_bytes())
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(stored, 0);
+    app.cleanup().await;
+    Ok(())
+}
+
+/// Behind a TLS proxy (trusted X-Forwarded-Proto: https) the cookie is also Secure.
+#[tokio::test]
+async fn the_cookie_is_secure_behind_tls() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(
+        &[("PORTICO_TRUST_FORWARDED_FOR", "true")],
+        &[ServiceKind::Gateway],
+    )
+    .await?;
+    let link = login_link(&app, "alice", None).await?;
+    let res = browser()
+        .get(format!(
+            "{}{}",
+            app.base_url(),
+            link["loginUrl"].as_str().unwrap_or_default()
+        ))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await?;
+    let cookie = set_cookie_value(&res, "portico_portal").expect("a session cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A link past its expiry signs nobody in; a revoked session's cookie stops working.
+#[tokio::test]
+async fn expired_links_and_revoked_sessions_do_not_sign_in() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let link = login_link(&app, "alice", None).await?;
+    sqlx::query("UPDATE portal_sessions SET login_expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await?;
+    let res = browser()
+        .get(format!(
+            "{}{}",
+            app.base_url(),
+            link["loginUrl"].as_str().unwrap_or_default()
+        ))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    let link = login_link(&app, "alice", None).await?;
+    let res = browser()
+        .get(format!(
+            "{}{}",
+            app.base_url(),
+            link["loginUrl"].as_str().unwrap_or_default()
+        ))
+        .send()
+        .await?;
+    let cookie = set_cookie_value(&res, "portico_portal").expect("a cookie");
+    let pair = cookie.split(';').next().unwrap_or_default().to_owned();
+    assert_eq!(
+        page(&app, &pair, "/portal/webhooks").await?.0,
+        StatusCode::OK
+    );
+    // Another user cannot revoke it.
+    let id = link["id"].as_str().unwrap_or_default();
+    let res = app
+        .http
+        .delete(app.api(&format!("/portal/sessions/{id}")))
+        .bearer_auth(app.user_token("bob"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = app
+        .http
+        .delete(app.api(&format!("/portal/sessions/{id}")))
+        .bearer_auth(app.user_token("alice"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = browser()
+        .get(format!("{}/portal/webhooks", app.base_url()))
+        .header(COOKIE, &pair)
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "/portal/sign-in");
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A POST without the session's CSRF token (or with another's) is refused with 403
+/// and changes nothing; with it, the action happens. Logout needs it too.
+#[tokio::test]
+async fn forms_without_the_csrf_token_are_refused() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let hook = create_webhook(&app, "alice", "http://127.0.0.1:9/a").await?;
+    let cookie = sign_in(&app, "alice", None).await?;
+    let other = sign_in(&app, "alice", None).await?;
+    let (_, other_html) = page(&app, &other, "/portal/webhooks").await?;
+    let path = format!("/portal/webhooks/{hook}/disable");
+
+    let res = post_form(&app, &cookie, &path, &[]).await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = post_form(&app, &cookie, &path, &[("csrf", &csrf_of(&other_html))]).await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(webhook_active(&app, "alice", &hook).await?);
+    let res = post_form(&app, &cookie, "/portal/logout", &[]).await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    let (_, html) = page(&app, &cookie, &format!("/portal/webhooks/{hook}")).await?;
+    let res = post_form(&app, &cookie, &path, &[("csrf", &csrf_of(&html))]).await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(!webhook_active(&app, "alice", &hook).await?);
+
+    // The sign-in form's double-submit token: a POST without the cookie is refused.
+    let res = browser()
+        .post(format!("{}/portal/sign-in", app.base_url()))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(encode_form(&[
+            ("csrf", "x"),
+            ("api_key", "k"),
+            ("api_secret", "s"),
+        ]))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    // Logout with the token ends the session.
+    let res = post_form(
+        &app,
+        &cookie,
+        "/portal/logout",
+        &[("csrf", &csrf_of(&html))],
+    )
+    .await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        page(&app, &cookie, "/portal/webhooks").await?.0,
+        StatusCode::SEE_OTHER
+    );
+    app.cleanup().await;
+    Ok(())
+}
+
+/// Checks one served page: the security headers, and markup without inline script,
+/// inline style or event-handler attributes.
+fn assert_safe_page(path: &str, headers: &reqwest::header::HeaderMap, html: &str) {
+    let csp = headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("{path}: no CSP"));
+    for part in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        &format!("frame-ancestors {FRAME_ANCESTORS}"),
+    ] {
+        assert!(csp.contains(part), "{path}: {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+    let lower = html.to_ascii_lowercase();
+    let mut rest = lower.as_str();
+    while let Some(i) = rest.find("<script") {
+        let tag_end = rest[i..].find('>').map_or(rest.len(), |e| i + e);
+        let tag = &rest[i..tag_end];
+        assert!(tag.contains(" src=\""), "{path}: inline script {tag}");
+        assert!(
+            rest[tag_end..].starts_with("></script>"),
+            "{path}: script with a body"
+        );
+        rest = &rest[tag_end..];
+    }
+    assert!(!lower.contains("<style"), "{path}: a style element");
+    // Inside tags (escaped text has no '<'): no style or event-handler attributes and
+    // no javascript: URLs.
+    for tag in lower.split('<').skip(1).filter_map(|t| t.split('>').next()) {
+        assert!(
+            !tag.contains("javascript:"),
+            "{path}: javascript: in <{tag}>"
+        );
+        // Attribute names only: quoted values are text (escaped).
+        let tag: String = tag.split('"').step_by(2).collect::<Vec<_>>().join("\"\"");
+        assert!(!tag.contains(" style="), "{path}: inline style in <{tag}>");
+        assert!(
+            !tag.contains("javascript:"),
+            "{path}: javascript: in <{tag}>"
+        );
+        for (i, _) in tag.match_indices(" on") {
+            let name: String = tag[i + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            assert!(
+                name.is_empty() || !tag[i + 3 + name.len()..].starts_with('='),
+                "{path}: event handler on{name} in <{tag}>"
+            );
+        }
+    }
+}
+
+/// Every page carries the strict CSP with the configured frame-ancestors, nosniff and
+/// no-referrer, and none has inline script or style, including a page showing
+/// hostile text from the database (escaped).
+#[tokio::test]
+async fn pages_have_a_strict_csp_and_no_inline_script() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let hook = create_webhook(&app, "alice", "http://127.0.0.1:9/x").await?;
+    app.http
+        .patch(app.api(&format!("/webhooks/{hook}")))
+        .bearer_auth(app.user_token("alice"))
+        .json(&json!({"description": "<script>alert(1)</script><img src=x onerror=alert(2)>"}))
+        .send()
+        .await?;
+    let cookie = sign_in(&app, "alice", None).await?;
+    for path in [
+        "/portal/webhooks".to_owned(),
+        format!("/portal/webhooks/{hook}"),
+        "/portal/batches".to_owned(),
+        "/portal/sign-in".to_owned(),
+        "/portal/no-such-page".to_owned(),
+        "/portal/login?token=nope".to_owned(),
+    ] {
+        let res = browser()
+            .get(format!("{}{path}", app.base_url()))
+            .header(COOKIE, &cookie)
+            .send()
+            .await?;
+        let headers = res.headers().clone();
+        let html = res.text().await?;
+        assert_safe_page(&path, &headers, &html);
+    }
+    let (_, html) = page(&app, &cookie, &format!("/portal/webhooks/{hook}")).await?;
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    // The assets are served with their types.
+    for (path, ty) in [
+        ("/portal/assets/portal.js", "text/javascript"),
+        ("/portal/assets/portal.css", "text/css"),
+    ] {
+        let res = browser()
+            .get(format!("{}{path}", app.base_url()))
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers()[CONTENT_TYPE].to_str()?.starts_with(ty));
+    }
+    app.cleanup().await;
+    Ok(())
+}
+
+/// User B's session cannot see or act on user A's webhook (404, nothing changes); a
+/// session narrowed to one webhook sees only that one.
+#[tokio::test]
+async fn sessions_see_only_their_users_webhooks() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let a1 = create_webhook(&app, "alice", "http://127.0.0.1:9/a1").await?;
+    let a2 = create_webhook(&app, "alice", "http://127.0.0.1:9/a2").await?;
+    let bob = sign_in(&app, "bob", None).await?;
+    let (status, html) = page(&app, &bob, &format!("/portal/webhooks/{a1}")).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!html.contains("127.0.0.1:9/a1"));
+    let (_, list) = page(&app, &bob, "/portal/webhooks").await?;
+    assert!(!list.contains("127.0.0.1:9/a1"));
+    let csrf = csrf_of(&list);
+    let res = post_form(
+        &app,
+        &bob,
+        &format!("/portal/webhooks/{a1}/disable"),
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(webhook_active(&app, "alice", &a1).await?);
+    let res = post_form(
+        &app,
+        &bob,
+        &format!("/portal/webhooks/{a1}/secret/reveal"),
+        &[("csrf", &csrf)],
+    )
+    .await?;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    // Narrowed to a1: a2 is not there.
+    let narrowed = sign_in(&app, "alice", Some(json!({"webhookIds": [a1]}))).await?;
+    let (_, list) = page(&app, &narrowed, "/portal/webhooks").await?;
+    assert!(
+        list.contains("127.0.0.1:9/a1") && !list.contains("127.0.0.1:9/a2"),
+        "{list}"
+    );
+    assert_eq!(
+        page(&app, &narrowed, &format!("/portal/webhooks/{a2}"))
+            .await?
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // A link cannot be narrowed to someone else's webhook.
+    let res = app
+        .http
+        .post(app.api("/portal/sessions"))
+        .bearer_auth(app.user_token("bob"))
+        .json(&json!({"webhookIds": [a2]}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    app.cleanup().await;
+    Ok(())
+}
+
+/// The signing secret is not in the page until the user asks to reveal it; the
+/// revealed secret is the API's.
+#[tokio::test]
+async fn the_secret_is_shown_only_on_reveal() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let hook = create_webhook(&app, "alice", "http://127.0.0.1:9/s").await?;
+    let secret: Value = app
+        .http
+        .get(app.api(&format!("/webhooks/{hook}/secret")))
+        .bearer_auth(app.user_token("alice"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let secret = secret["secret"].as_str().unwrap_or_default().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let cookie = sign_in(&app, "alice", None).await?;
+    let (_, html) = page(&app, &cookie, &format!("/portal/webhooks/{hook}")).await?;
+    assert!(!html.contains(&secret) && !html.contains("whsec_"));
+    let res = post_form(
+        &app,
+        &cookie,
+        &format!("/portal/webhooks/{hook}/secret/reveal"),
+        &[("csrf", &csrf_of(&html))],
+    )
+    .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await?.contains(&secret));
+    let (_, again) = page(&app, &cookie, &format!("/portal/webhooks/{hook}")).await?;
+    assert!(!again.contains("whsec_"));
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A failed delivery is retried from the portal: the button posts, the delivery is
+/// scheduled again (no longer failed), as the API shows.
+#[tokio::test]
+async fn a_failed_delivery_is_retried_from_the_portal() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let hook = create_webhook(&app, "alice", "http://127.0.0.1:9/r").await?;
+    let event_id = uuid::Uuid::now_v7();
+    let delivery_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (id, user_id, event_type, payload, idempotency_key, accepted_at)
+         VALUES ($1, 'alice', 'order.created', '{}'::jsonb, $2, now())",
+    )
+    .bind(event_id)
+    .bind(event_id.to_string())
+    .execute(&app.pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, webhook_id, event_id, user_id, event_type, status,
+             attempts, max_retries, last_status_code, last_error)
+         VALUES ($1, $2, $3, 'alice', 'order.created', 'failed', 6, 5, 500, 'HTTP 500')",
+    )
+    .bind(delivery_id)
+    .bind(hook.parse::<uuid::Uuid>()?)
+    .bind(event_id)
+    .execute(&app.pool)
+    .await?;
+    let cookie = sign_in(&app, "alice", None).await?;
+    let (_, html) = page(
+        &app,
+        &cookie,
+        &format!("/portal/webhooks/{hook}?status=failed"),
+    )
+    .await?;
+    let retry = format!("/portal/webhooks/{hook}/deliveries/{delivery_id}/retry");
+    assert!(html.contains(&retry), "{html}");
+    let res = post_form(&app, &cookie, &retry, &[("csrf", &csrf_of(&html))]).await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let pool = app.pool.clone();
+    wait_for(Duration::from_secs(5), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM webhook_deliveries WHERE id = $1")
+                .bind(delivery_id)
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|s| s != "failed")
+        }
+    })
+    .await?;
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A partner signs in with its integration's key and secret and sees its integration
+/// and its own batches only: the owner's webhooks and a batch the owner submitted are
+/// 404; a wrong secret does not sign in.
+#[tokio::test]
+async fn a_partner_sees_only_its_integrations_data() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let hook = create_webhook(&app, "alice", "http://127.0.0.1:9/p").await?;
+    let created: Value = app
+        .http
+        .post(app.api("/integrations"))
+        .bearer_auth(app.user_token("alice"))
+        .json(&json!({"name": "Acme ERP", "type": "erp",
+                      "scopes": ["bulk_orders:read", "bulk_orders:write", "webhooks:read"]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = created["credentials"]["apiKey"]
+        .as_str()
+        .unwrap_or_default();
+    let secret = created["credentials"]["apiSecret"]
+        .as_str()
+        .unwrap_or_default();
+    let order = json!({"clientOrderRef": "P-1", "currency": "EUR",
+        "customer": {"email": "ada@example.com", "name": "Ada"},
+        "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+        "lineItems": [{"sku": "SKU-1", "quantity": 1, "unitPrice": "1.00"}]});
+    let mine: Value = app
+        .http
+        .post(app.api("/bulk-orders"))
+        .basic_auth(key, Some(secret))
+        .json(&json!({"orders": [order]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let owners: Value = app
+        .http
+        .post(app.api("/bulk-orders"))
+        .bearer_auth(app.user_token("alice"))
+        .json(&json!({"orders": [order]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mine = mine["id"].as_str().unwrap_or_default();
+    let owners = owners["id"].as_str().unwrap_or_default();
+    assert!(!mine.is_empty() && !owners.is_empty());
+
+    // The sign-in form sets its double-submit cookie.
+    let form = browser()
+        .get(format!("{}/portal/sign-in", app.base_url()))
+        .send()
+        .await?;
+    let pre = set_cookie_value(&form, "portico_portal_signin").expect("a form cookie");
+    let pre = pre.split(';').next().unwrap_or_default().to_owned();
+    let csrf = csrf_of(&form.text().await?);
+    let wrong = browser()
+        .post(format!("{}/portal/sign-in", app.base_url()))
+        .header(COOKIE, &pre)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(encode_form(&[
+            ("csrf", csrf.as_str()),
+            ("api_key", key),
+            ("api_secret", "pk_wrong"),
+        ]))
+        .send()
+        .await?;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie_value(&wrong, "portico_portal").is_none());
+    let res = browser()
+        .post(format!("{}/portal/sign-in", app.base_url()))
+        .header(COOKIE, &pre)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(encode_form(&[
+            ("csrf", csrf.as_str()),
+            ("api_key", key),
+            ("api_secret", secret),
+        ]))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "/portal/partner");
+    let cookie = set_cookie_value(&res, "portico_portal").expect("a session");
+    let cookie = cookie.split(';').next().unwrap_or_default().to_owned();
+
+    let (status, html) = page(&app, &cookie, "/portal/partner").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Acme ERP") && !html.contains(secret));
+    let (_, batches) = page(&app, &cookie, "/portal/batches").await?;
+    assert!(
+        batches.contains(mine) && !batches.contains(owners),
+        "{batches}"
+    );
+    assert_eq!(
+        page(&app, &cookie, &format!("/portal/batches/{mine}"))
+            .await?
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        page(&app, &cookie, &format!("/portal/batches/{owners}"))
+            .await?
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        page(
+            &app,
+            &cookie,
+            &format!("/portal/batches/{owners}/download?format=csv")
+        )
+        .await?
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        page(&app, &cookie, &format!("/portal/webhooks/{hook}"))
+            .await?
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // The partner's own download is the API's CSV.
+    let res = browser()
+        .get(format!(
+            "{}/portal/batches/{mine}/download?format=csv",
+            app.base_url()
+        ))
+        .header(COOKIE, &cookie)
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()[CONTENT_TYPE]
+            .to_str()?
+            .starts_with("text/csv")
+    );
+    // A partner cannot ask for login links.
+    let res = app
+        .http
+        .post(app.api("/portal/sessions"))
+        .basic_auth(key, Some(secret))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    app.cleanup().await;
+    Ok(())
+}
