@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
-use portico_client::header::{HeaderMap, HeaderValue};
-use portico_client::{Body, Client, Method, query_pairs};
+use futures::{StreamExt, TryStreamExt};
+use portico_client::Client;
+use portico_client::api::bulk_orders::BatchBody;
+use portico_client::bulk_orders::{self as api, Orders, Submitted};
+use portico_client::domain::bulk_orders::BatchStatus;
+use portico_client::ids::BatchId;
 use serde_json::Value;
 
 use crate::exit::{self, Exit};
@@ -57,12 +61,12 @@ Exits 0 when every order succeeded, 7 when some failed (or the batch was cancell
         status: Option<String>,
         /// Most rows to show.
         #[arg(long, default_value_t = 50)]
-        limit: u32,
+        limit: usize,
     },
     /// Show one batch with its counts and error summary.
     Get {
         /// Batch id.
-        id: portico_client::ids::BatchId,
+        id: BatchId,
     },
     /// Download a batch's results, in input order.
     #[command(after_help = "Examples:
@@ -70,7 +74,7 @@ Exits 0 when every order succeeded, 7 when some failed (or the batch was cancell
   portico bulk results <BATCH_ID> --format ndjson | jq -c 'select(.errors != [])'")]
     Results {
         /// Batch id.
-        id: portico_client::ids::BatchId,
+        id: BatchId,
         /// Only results in this status (succeeded, failed, duplicate, unprocessed).
         #[arg(long)]
         status: Option<String>,
@@ -81,7 +85,7 @@ Exits 0 when every order succeeded, 7 when some failed (or the batch was cancell
     /// Cancel a pending or processing batch.
     Cancel {
         /// Batch id.
-        id: portico_client::ids::BatchId,
+        id: BatchId,
     },
 }
 
@@ -150,34 +154,36 @@ fn read_orders(path: &Path) -> anyhow::Result<(Vec<u8>, FileFormat, usize)> {
     }
 }
 
-fn is_final(status: &str) -> bool {
+fn is_final(status: BatchStatus) -> bool {
     matches!(
         status,
-        "completed" | "completed_with_errors" | "failed" | "cancelled"
+        BatchStatus::Completed
+            | BatchStatus::CompletedWithErrors
+            | BatchStatus::Failed
+            | BatchStatus::Cancelled
     )
 }
 
-fn count(batch: &Value, name: &str) -> u64 {
-    batch["counts"][name].as_u64().unwrap_or(0)
+fn n(count: i64) -> u64 {
+    u64::try_from(count).unwrap_or(0)
 }
 
 /// The table form of a finished batch: one line of counts, then error codes by count.
-fn summary(batch: &Value) -> String {
+fn summary(batch: &BatchBody) -> String {
+    let c = &batch.counts;
     let mut text = format!(
         "batch {} {}: {} orders, {} succeeded, {} failed, {} duplicate, {} unprocessed\n",
-        batch["id"].as_str().unwrap_or("?"),
-        batch["status"].as_str().unwrap_or("?"),
-        count(batch, "total"),
-        count(batch, "succeeded"),
-        count(batch, "failed"),
-        count(batch, "duplicate"),
-        count(batch, "unprocessed"),
+        batch.id,
+        batch.status.as_str(),
+        c.total,
+        c.succeeded,
+        c.failed,
+        c.duplicate,
+        c.unprocessed,
     );
-    if let Some(errors) = batch["errorSummary"].as_object().filter(|m| !m.is_empty()) {
-        let mut rows: Vec<(&String, i64)> = errors
-            .iter()
-            .map(|(k, v)| (k, v.as_i64().unwrap_or(0)))
-            .collect();
+    if !batch.error_summary.is_empty() {
+        let mut rows: Vec<(&String, i64)> =
+            batch.error_summary.iter().map(|(k, v)| (k, *v)).collect();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         text.push_str("errors:\n");
         for (code, n) in rows {
@@ -197,98 +203,81 @@ pub async fn run(cmd: BulkCmd, client: &Client, out: Out) -> anyhow::Result<()> 
             no_wait,
             poll_interval,
         } => {
-            let (bytes, format, n) = read_orders(&file)?;
+            let (bytes, format, count) = read_orders(&file)?;
             let quiet = out.format == Format::Json;
-            let body = match format {
-                FileFormat::Json => Body::Json(bytes.into()),
-                FileFormat::Ndjson => Body::Raw {
-                    bytes: bytes.into(),
-                    content_type: "application/x-ndjson",
-                },
+            let orders = match format {
+                FileFormat::Json => Orders::Json(bytes.into()),
+                FileFormat::Ndjson => Orders::Ndjson(bytes.into()),
             };
-            let mut headers = HeaderMap::new();
-            if let Some(key) = &idempotency_key {
-                headers.insert(
-                    "idempotency-key",
-                    HeaderValue::from_str(key)
-                        .context("--idempotency-key must be visible ASCII")?,
-                );
-            }
-            let query = query_pairs(&[("validateOnly", validate_only.then(|| "true".into()))]);
             let mut upload = Progress::new("uploading", quiet);
-            upload.update(0, n as u64, "");
-            let response = client
-                .send(Method::POST, "/bulk-orders", &query, body, headers)
+            upload.update(0, count as u64, "");
+            let submitted = client
+                .submit_batch(orders, validate_only, idempotency_key.as_deref())
                 .await?;
-            upload.update(n as u64, n as u64, "");
+            upload.update(count as u64, count as u64, "");
             upload.finish();
-            let mut batch: Value = response.json()?;
-            if validate_only {
-                out.one(&batch)?;
-                return if batch["valid"].as_bool() == Some(true) {
-                    Ok(())
-                } else {
-                    Err(Exit::new(exit::ORDERS_FAILED, "some orders are invalid").into())
-                };
-            }
-            let id = batch["id"]
-                .as_str()
-                .context("the answer has no batch id")?
-                .to_owned();
+            let mut batch = match submitted {
+                Submitted::Validation(report) => {
+                    out.one(&report)?;
+                    return if report.valid {
+                        Ok(())
+                    } else {
+                        Err(Exit::new(exit::ORDERS_FAILED, "some orders are invalid").into())
+                    };
+                }
+                Submitted::Batch { batch, .. } => *batch,
+            };
+            let id = BatchId::from(batch.id);
             if no_wait {
                 return out.one(&batch);
             }
             let interval = Duration::from_secs_f64(poll_interval.clamp(0.05, 60.0));
             let mut bar = Progress::new("processing", quiet);
             loop {
-                let status = batch["status"].as_str().unwrap_or("").to_owned();
-                let failed = count(&batch, "failed");
+                let failed = batch.counts.failed;
                 let note = if failed > 0 {
-                    format!("{status}, {failed} failed")
+                    format!("{}, {failed} failed", batch.status.as_str())
                 } else {
-                    status.clone()
+                    batch.status.as_str().to_owned()
                 };
-                bar.update(count(&batch, "processed"), count(&batch, "total"), &note);
-                if is_final(&status) {
+                bar.update(n(batch.counts.processed), n(batch.counts.total), &note);
+                if is_final(batch.status) {
                     break;
                 }
                 tokio::time::sleep(interval).await;
-                batch = client
-                    .call(Method::GET, &format!("/bulk-orders/{id}"), &[], Body::Empty)
-                    .await?;
+                batch = client.get_batch(id).await?;
             }
             bar.finish();
             match out.format {
                 Format::Json => out.one(&batch)?,
                 Format::Table => output::write_stdout(&summary(&batch))?,
             }
-            let status = batch["status"].as_str().unwrap_or("");
-            if status == "completed" && count(&batch, "failed") == 0 {
+            if batch.status == BatchStatus::Completed && batch.counts.failed == 0 {
                 Ok(())
             } else {
                 Err(Exit::new(
                     exit::ORDERS_FAILED,
                     format!(
-                        "batch {id} ended {status} with {} failed and {} unprocessed orders (portico bulk results {id} --status failed)",
-                        count(&batch, "failed"),
-                        count(&batch, "unprocessed")
+                        "batch {id} ended {} with {} failed and {} unprocessed orders (portico bulk results {id} --status failed)",
+                        batch.status.as_str(),
+                        batch.counts.failed,
+                        batch.counts.unprocessed
                     ),
                 )
                 .into())
             }
         }
         BulkCmd::List { status, limit } => {
-            let query = query_pairs(&[("status", status), ("limit", Some(limit.to_string()))]);
-            let page: Value = client
-                .call(Method::GET, "/bulk-orders", &query, Body::Empty)
+            let page = u32::try_from(limit.clamp(1, 500)).unwrap_or(500);
+            let items: Vec<_> = client
+                .batches(status, Some(page))
+                .take(limit)
+                .try_collect()
                 .await?;
-            let items = page["data"].as_array().cloned().unwrap_or_default();
             out.list(&items, BATCH_COLUMNS)
         }
         BulkCmd::Get { id } => {
-            let batch: Value = client
-                .call(Method::GET, &format!("/bulk-orders/{id}"), &[], Body::Empty)
-                .await?;
+            let batch = client.get_batch(id).await?;
             match out.format {
                 Format::Json => out.one(&batch),
                 Format::Table => output::write_stdout(&summary(&batch)),
@@ -296,32 +285,13 @@ pub async fn run(cmd: BulkCmd, client: &Client, out: Out) -> anyhow::Result<()> 
         }
         BulkCmd::Results { id, status, format } => {
             let format = match format {
-                ResultsFormat::Ndjson => "ndjson",
-                ResultsFormat::Csv => "csv",
+                ResultsFormat::Ndjson => api::ResultsFormat::Ndjson,
+                ResultsFormat::Csv => api::ResultsFormat::Csv,
             };
-            let query = query_pairs(&[("format", Some(format.into())), ("status", status)]);
-            let response = client
-                .send(
-                    Method::GET,
-                    &format!("/bulk-orders/{id}/results/download"),
-                    &query,
-                    Body::Empty,
-                    HeaderMap::new(),
-                )
-                .await?;
-            output::write_stdout(&String::from_utf8_lossy(&response.body))
+            let body = client.download_results(id, format, status).await?;
+            output::write_stdout(&String::from_utf8_lossy(&body))
         }
-        BulkCmd::Cancel { id } => {
-            let batch: Value = client
-                .call(
-                    Method::POST,
-                    &format!("/bulk-orders/{id}/cancel"),
-                    &[],
-                    Body::Empty,
-                )
-                .await?;
-            out.one(&batch)
-        }
+        BulkCmd::Cancel { id } => out.one(&client.cancel_batch(id).await?),
     }
 }
 
@@ -354,14 +324,18 @@ mod tests {
     /// The summary lists error codes, most frequent first.
     #[test]
     fn summary_lists_error_codes() {
-        let batch = serde_json::json!({
-            "id": "b1", "status": "completed_with_errors",
+        let batch: BatchBody = serde_json::from_value(serde_json::json!({
+            "id": "0192c6a0-0000-7000-8000-000000000001", "status": "completed_with_errors",
             "counts": {"total": 5, "processed": 5, "succeeded": 2, "failed": 3, "duplicate": 0, "unprocessed": 0},
-            "errorSummary": {"invalid_quantity": 1, "unknown_currency": 2}
-        });
+            "errorSummary": {"invalid_quantity": 1, "unknown_currency": 2},
+            "parentBatchId": null, "integrationId": null, "cancelRequested": false,
+            "createdAt": "2026-01-31T00:00:00Z", "startedAt": null, "completedAt": null,
+            "updatedAt": "2026-01-31T00:00:00Z", "expiresAt": "2026-02-28T00:00:00Z"
+        }))
+        .unwrap();
         assert_eq!(
             summary(&batch),
-            "batch b1 completed_with_errors: 5 orders, 2 succeeded, 3 failed, 0 duplicate, 0 unprocessed\n\
+            "batch 0192c6a0-0000-7000-8000-000000000001 completed_with_errors: 5 orders, 2 succeeded, 3 failed, 0 duplicate, 0 unprocessed\n\
              errors:\n         2  unknown_currency\n         1  invalid_quantity\n"
         );
     }

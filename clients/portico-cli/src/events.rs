@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use portico_client::{Body, Client, Method};
-use serde_json::{Value, json};
+use portico_client::Client;
+use portico_client::api::events::PublishEventBody;
+use serde_json::value::RawValue;
 
 use crate::output::Out;
 
@@ -55,19 +56,17 @@ pub async fn run(cmd: EventsCmd, client: &Client, out: Out) -> anyhow::Result<()
                     .with_context(|| format!("reading {}", path.display()))?,
                 (None, None) => bail!("give the event's data with --data or --file"),
             };
-            let data: Value = serde_json::from_str(&text).context("the data is not JSON")?;
-            let mut body = json!({"type": event_type, "data": data});
-            if let Some(key) = idempotency_key {
-                body["idempotencyKey"] = key.into();
-            }
-            if let Some(key) = ordering_key {
-                body["orderingKey"] = key.into();
-            }
-            let accepted: Value = client
-                .call(Method::POST, "/events", &[], Body::json(&body)?)
-                .await?;
-            let id = accepted["id"].as_str().unwrap_or("?");
-            let text = if accepted["duplicate"].as_bool() == Some(true) {
+            let data =
+                RawValue::from_string(text.trim().to_owned()).context("the data is not JSON")?;
+            let event = PublishEventBody {
+                event_type,
+                data,
+                idempotency_key,
+                ordering_key,
+            };
+            let accepted = client.publish_event(&event).await?;
+            let id = accepted.id;
+            let text = if accepted.duplicate {
                 format!("event {id} (already published with this idempotency key)")
             } else {
                 format!("event {id} published")

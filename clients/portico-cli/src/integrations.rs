@@ -1,9 +1,13 @@
 //! `portico integrations ...`: partner integrations, their credentials and usage.
 
+use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
+use futures::{StreamExt, TryStreamExt};
+use portico_client::Client;
+use portico_client::api::integrations::{CreateIntegrationBody, UsageParams};
 use portico_client::ids::IntegrationId;
-use portico_client::{Body, Client, Method, query_pairs};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::output::{self, Format, Out};
 
@@ -54,7 +58,7 @@ pub enum IntegrationsCmd {
         integration_type: Option<String>,
         /// Most rows to show.
         #[arg(long, default_value_t = 50)]
-        limit: u32,
+        limit: usize,
     },
     /// Show one integration.
     Get {
@@ -94,6 +98,15 @@ pub enum IntegrationsCmd {
     },
 }
 
+fn time(text: Option<String>, flag: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(&t)
+            .map(|d| d.with_timezone(&Utc))
+            .with_context(|| format!("{flag} {t:?} is not an RFC 3339 time (2026-01-31T12:00:00Z)"))
+    })
+    .transpose()
+}
+
 /// Runs `portico integrations ...`.
 pub async fn run(cmd: IntegrationsCmd, client: &Client, out: Out) -> anyhow::Result<()> {
     match cmd {
@@ -106,25 +119,16 @@ pub async fn run(cmd: IntegrationsCmd, client: &Client, out: Out) -> anyhow::Res
             rate_limit,
             daily_quota,
         } => {
-            let mut body = json!({"name": name, "type": integration_type});
-            if let Some(v) = webhook_url {
-                body["webhookUrl"] = v.into();
-            }
-            if !scopes.is_empty() {
-                body["scopes"] = scopes.into();
-            }
-            if let Some(v) = expires_at {
-                body["expiresAt"] = v.into();
-            }
-            if let Some(v) = rate_limit {
-                body["rateLimitPerSecond"] = v.into();
-            }
-            if let Some(v) = daily_quota {
-                body["dailyQuota"] = v.into();
-            }
-            let created: Value = client
-                .call(Method::POST, "/integrations", &[], Body::json(&body)?)
-                .await?;
+            let body = CreateIntegrationBody {
+                name,
+                integration_type,
+                webhook_url,
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                expires_at: time(expires_at, "--expires-at")?,
+                rate_limit_per_second: rate_limit,
+                daily_quota,
+            };
+            let created = client.create_integration(&body).await?;
             out.one(&created)?;
             if out.format == Format::Table {
                 eprintln!("store the API secret now: it is not shown again");
@@ -135,54 +139,24 @@ pub async fn run(cmd: IntegrationsCmd, client: &Client, out: Out) -> anyhow::Res
             integration_type,
             limit,
         } => {
-            let query = query_pairs(&[
-                ("type", integration_type),
-                ("limit", Some(limit.to_string())),
-            ]);
-            let page: Value = client
-                .call(Method::GET, "/integrations", &query, Body::Empty)
+            let page = u32::try_from(limit.clamp(1, 500)).unwrap_or(500);
+            let items: Vec<_> = client
+                .integrations(integration_type, Some(page))
+                .take(limit)
+                .try_collect()
                 .await?;
-            out.list(
-                page["data"].as_array().map(Vec::as_slice).unwrap_or(&[]),
-                INTEGRATION_COLUMNS,
-            )
+            out.list(&items, INTEGRATION_COLUMNS)
         }
-        IntegrationsCmd::Get { id } => {
-            let v: Value = client
-                .call(
-                    Method::GET,
-                    &format!("/integrations/{id}"),
-                    &[],
-                    Body::Empty,
-                )
-                .await?;
-            out.one(&v)
-        }
+        IntegrationsCmd::Get { id } => out.one(&client.get_integration(id).await?),
         IntegrationsCmd::Delete { id } => {
-            client
-                .call_empty(
-                    Method::DELETE,
-                    &format!("/integrations/{id}"),
-                    &[],
-                    Body::Empty,
-                )
-                .await?;
+            client.delete_integration(id).await?;
             out.message(
                 &format!("deleted integration {id}"),
                 &json!({"deleted": true, "id": id}),
             )
         }
         IntegrationsCmd::Regenerate { id, grace_period } => {
-            let body = json!({ "gracePeriodSeconds": grace_period });
-            let v: Value = client
-                .call(
-                    Method::POST,
-                    &format!("/integrations/{id}/regenerate-credentials"),
-                    &[],
-                    Body::json(&body)?,
-                )
-                .await?;
-            out.one(&v)
+            out.one(&client.regenerate_credentials(id, grace_period).await?)
         }
         IntegrationsCmd::Usage {
             id,
@@ -190,23 +164,23 @@ pub async fn run(cmd: IntegrationsCmd, client: &Client, out: Out) -> anyhow::Res
             to,
             limit,
         } => {
-            let query = query_pairs(&[
-                ("from", from),
-                ("to", to),
-                ("limit", Some(limit.to_string())),
-            ]);
-            let path = match id {
-                Some(id) => format!("/integrations/{id}/usage"),
-                None => "/integrations/me/usage".to_owned(),
+            let params = UsageParams {
+                from: time(from, "--from")?,
+                to: time(to, "--to")?,
+                limit: Some(limit),
+                cursor: None,
             };
-            let page: Value = client.call(Method::GET, &path, &query, Body::Empty).await?;
+            let page = match id {
+                Some(id) => client.integration_usage(id, &params).await?,
+                None => client.current_usage(&params).await?,
+            };
             if out.format == Format::Json {
                 return out.one(&page);
             }
-            output::write_stdout(&output::details(&json!({"totals": page["totals"]})))?;
+            output::write_stdout(&output::details(&json!({"totals": page.totals})))?;
             output::write_stdout("\n")?;
             out.list(
-                page["data"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                &page.data,
                 &[
                     "occurredAt",
                     "method",

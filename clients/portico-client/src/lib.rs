@@ -17,7 +17,10 @@
 //! TLS uses rustls with the `ring` provider, which [`ClientBuilder::build`] installs
 //! when no provider is installed yet (reqwest is built without one).
 
+pub mod bulk_orders;
 pub mod error;
+pub mod events;
+pub mod integrations;
 pub mod pagination;
 pub mod retry;
 pub mod webhooks;
@@ -26,8 +29,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
