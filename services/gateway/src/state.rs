@@ -6,7 +6,7 @@ use std::sync::Arc;
 use portico_queue::outbox::OutboxSignal;
 use portico_queue::publisher::JobPublisher;
 use portico_signing::jwt::JwtVerifier;
-use portico_signing::seal::Keyring;
+use portico_signing::secret_box::SecretsKey;
 use sqlx::PgPool;
 
 use crate::config::{GatewayConfig, WebhookSettings};
@@ -24,7 +24,7 @@ struct Inner {
     outbox: OutboxSignal,
     jwt: JwtVerifier,
     service_token: Option<String>,
-    secrets_key: Keyring,
+    secrets_key: SecretsKey,
     credentials: CredentialService,
     config: GatewayConfig,
     webhooks: WebhookSettings,
@@ -41,7 +41,7 @@ pub struct StateParts {
     /// Wakes the outbox relay after a commit.
     pub outbox: OutboxSignal,
     /// Seals webhook signing secrets.
-    pub secrets_key: Keyring,
+    pub secrets_key: SecretsKey,
     /// Partner credential verification.
     pub credentials: CredentialService,
     /// The configuration it was built from.
@@ -121,7 +121,7 @@ impl AppState {
     }
 
     /// Seals and opens webhook signing secrets.
-    pub fn secrets_key(&self) -> &Keyring {
+    pub fn secrets_key(&self) -> &SecretsKey {
         &self.0.secrets_key
     }
 

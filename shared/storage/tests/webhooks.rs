@@ -26,7 +26,6 @@ fn values<'a>(
     headers: &'a BTreeMap<String, String>,
 ) -> WebhookValues<'a> {
     WebhookValues {
-        id: WebhookId::generate(),
         url,
         events,
         description: Some("orders"),
