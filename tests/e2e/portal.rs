@@ -164,7 +164,7 @@ async fn a_login_link_works_once_and_sets_a_safe_cookie() -> anyhow::Result<()> 
 
     let first = browser().get(&url).send().await?;
     assert_eq!(first.status(), StatusCode::SEE_OTHER);
-    assert_eq!(first.headers()[LOCATION], "/portal/");
+    assert_eq!(first.headers()[LOCATION], "/portal/home");
     let cookie = set_cookie_value(&first, "portico_portal").expect("a session cookie");
     for flag in ["HttpOnly", "SameSite=Lax", "Path=/portal"] {
         assert!(cookie.contains(flag), "{cookie}");

@@ -46,6 +46,7 @@ pub fn router(state: AppState, api: Router) -> Router {
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
     Router::new()
         .route("/", get(pages::home))
+        .route("/home", get(pages::home))
         .route("/login", get(pages::login))
         .route("/sign-in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/logout", post(pages::logout))

@@ -152,7 +152,7 @@ pub fn error_page(err: &ApiError) -> Response {
     let mut body = Html::new();
     body.raw("<p class=\"error\" role=\"alert\">")
         .text(&message)
-        .raw("</p><p><a href=\"/portal/\">Back to the portal</a></p>");
+        .raw("</p><p><a href=\"/portal/home\">Back to the portal</a></p>");
     let title = if status == StatusCode::NOT_FOUND {
         "Not found"
     } else {
@@ -161,7 +161,7 @@ pub fn error_page(err: &ApiError) -> Response {
     respond(status, page(None, title, Nav::None, &body))
 }
 
-/// `GET /portal/`: the start page of the session's kind.
+/// `GET /portal` and `/portal/home`: the start page of the session's kind.
 pub async fn home(session: PortalSession) -> Redirect {
     if session.is_partner() {
         Redirect::to("/portal/partner")
@@ -185,7 +185,7 @@ pub async fn login(
 ) -> Response {
     let token = q.token.unwrap_or_default();
     match sessions::open_link(&state, &token).await {
-        Ok(Some(session_token)) => signed_in(&state, &headers, &session_token, "/portal/"),
+        Ok(Some(session_token)) => signed_in(&state, &headers, &session_token, "/portal/home"),
         Ok(None) => {
             let mut body = Html::new();
             body.raw("<p class=\"error\" role=\"alert\">This login link is invalid, already used or expired. Ask for a new one where you found it, or sign in with your integration's credentials.</p>")
