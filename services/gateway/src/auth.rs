@@ -231,7 +231,7 @@ impl FromRequestParts<AppState> for Operator {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES)
             .map(str::to_owned);
-        let client_addr = crate::rest::partner_calls::peer_address(
+        let client_addr = crate::net::peer_address(
             &parts.headers,
             &parts.extensions,
             state.config().trust_forwarded_for,

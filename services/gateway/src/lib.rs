@@ -4,15 +4,15 @@
 //!
 //! # Layout
 //! From the bottom up: a module uses only modules above it (and `app`, `rest` and
-//! `grpc` their own sub-modules), with one exception, `auth` reading the client address
-//! with `rest::partner_calls::peer_address` (that module uses nothing of `auth`), so
-//! the graph of modules has no circle.
+//! `grpc` their own sub-modules), so the graph of modules has no circle.
 //! - [`config`]: flags and environment, and the webhook settings parsed from them.
 //! - [`error`]: one error type, mapped to problem+json and to gRPC status codes.
 //! - [`identity`]: who is calling once authenticated ([`identity::Caller`],
 //!   [`identity::Operator`]), shared by `auth`, `app` and both doors.
 //! - [`jwks`]: the JWKS source user JWTs may be verified against.
 //! - [`credentials`]: partner credentials: verification, limits and the usage log.
+//! - [`net`]: the client address, Basic credentials and RateLimit headers of a
+//!   request's head, for `auth` and both doors.
 //! - [`state`]: pools and clients shared by every request.
 //! - [`auth`]: user JWTs, the service token and partner credentials, for both doors.
 //! - [`app`]: the domain operations both doors call.
@@ -30,6 +30,7 @@ pub mod error;
 pub mod grpc;
 pub mod identity;
 pub mod jwks;
+pub mod net;
 pub mod portal;
 pub mod rest;
 pub mod state;

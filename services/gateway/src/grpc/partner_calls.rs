@@ -92,7 +92,7 @@ where
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(encoded) = crate::rest::partner_calls::basic_credentials(request.headers()) else {
+        let Some(encoded) = crate::net::basic_credentials(request.headers()) else {
             return Box::pin(inner.call(request));
         };
         let state = self.state.clone();
@@ -117,7 +117,7 @@ where
                 Err(err) => (Ok(tonic::Status::from(err).into_http::<RB>()), false),
             };
             if let (Some(rate), Ok(response)) = (attempt.rate, result.as_mut()) {
-                crate::rest::partner_calls::rate_limit_headers(response.headers_mut(), rate);
+                crate::net::rate_limit_headers(response.headers_mut(), rate);
             }
             if let Some(integration_id) = attempt.integration_id {
                 let code = super::observe::status_code(&result);

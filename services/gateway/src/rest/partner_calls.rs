@@ -7,17 +7,18 @@
 //! one usage entry to the buffered writer, without waiting; a failed attempt is logged
 //! too when the key it named exists. Other requests pass through untouched.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
 use crate::credentials::usage_log::UsageEntry;
 use crate::identity::Caller;
+// Re-exported for the portal, which reads the client address the same way.
+pub(crate) use crate::net::peer_address;
+use crate::net::{basic_credentials, rate_limit_headers};
 use crate::state::AppState;
 
 /// The layer's function (`axum::middleware::from_fn_with_state`).
@@ -66,57 +67,8 @@ pub async fn authenticate_and_log(
     response
 }
 
-/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the
-/// bucket is full), so a partner can pace itself before it is refused; both doors add
-/// them to every partner answer of a rate-limited integration.
-pub(crate) fn rate_limit_headers(
-    headers: &mut HeaderMap,
-    rate: crate::credentials::limiter::RateState,
-) {
-    for (name, value) in [
-        ("ratelimit-limit", rate.limit),
-        ("ratelimit-remaining", rate.remaining),
-        ("ratelimit-reset", rate.reset_secs),
-    ] {
-        headers.insert(name, axum::http::HeaderValue::from(value));
-    }
-}
-
-/// The credentials of a `Basic` Authorization header, if that is what was sent.
-pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<String> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, credentials) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("basic")
-        .then(|| credentials.trim().to_owned())
-}
-
 /// The peer address, or the first `X-Forwarded-For` hop when the operator says a
 /// trusted proxy sets it.
 fn client_ip(request: &Request, trust_forwarded_for: bool) -> Option<String> {
     peer_address(request.headers(), request.extensions(), trust_forwarded_for)
-}
-
-/// [`client_ip`] from a request's parts (extractors see parts, not the request).
-pub(crate) fn peer_address(
-    headers: &HeaderMap,
-    extensions: &axum::http::Extensions,
-    trust_forwarded_for: bool,
-) -> Option<String> {
-    if trust_forwarded_for
-        && let Some(first) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 64)
-    {
-        return Some(first.to_owned());
-    }
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
 }
