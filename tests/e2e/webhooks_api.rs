@@ -174,8 +174,16 @@ async fn creating_a_webhook_returns_its_secret_and_stores_it_sealed() -> anyhow:
     let row = &sealed[0];
     assert!(!row.windows(raw.len()).any(|w| w == raw.as_slice()));
     assert!(!row.windows(secret.len()).any(|w| w == secret.as_bytes()));
-    let key = portico_signing::secret_box::SecretsKey::from_base64(SECRETS_KEY)?;
-    assert_eq!(key.open(row)?, raw, "sealed with PORTICO_SECRETS_KEY");
+    let keys = portico_signing::seal::Keyring::from_config(None, Some(SECRETS_KEY))?;
+    let context = portico_signing::seal::webhook_secret_context(id.as_bytes());
+    let opened = keys.open(&context, row)?;
+    assert_eq!(opened.plaintext, raw, "sealed with PORTICO_SECRETS_KEY");
+    assert!(opened.current, "under the newest key, in the current format");
+    assert!(
+        keys.open(&portico_signing::seal::webhook_secret_context(&[0; 16]), row)
+            .is_err(),
+        "bound to its webhook"
+    );
 
     let shown: Value = as_user(
         &app,

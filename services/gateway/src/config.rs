@@ -30,6 +30,16 @@ pub enum Command {
     Serve,
     /// Apply the embedded database migrations and exit (the Kubernetes migrations Job).
     Migrate,
+    /// Re-seal every stored secret (webhook signing secrets, custom header values)
+    /// under the newest key of `PORTICO_SECRETS_KEYS`, in batches, and exit.
+    /// Idempotent and resumable: values already under the newest key are skipped, and
+    /// a value changed meanwhile is left as its writer left it. Run after adding a key,
+    /// before removing the old one. Also reports live API credentials per pepper id.
+    Reseal {
+        /// Rows read and written per statement.
+        #[arg(long, env = "PORTICO_RESEAL_BATCH", default_value_t = 500)]
+        batch: i64,
+    },
 }
 
 /// Everything the gateway reads at start-up.
@@ -84,13 +94,27 @@ pub struct GatewayConfig {
     #[arg(long, env = "PORTICO_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
 
-    /// Base64 of 32 bytes; encrypts webhook signing secrets at rest. Required outside dev mode.
+    /// Base64 of 32 bytes; encrypts webhook signing secrets and custom header values at
+    /// rest (key id `default`). Required outside dev mode unless `PORTICO_SECRETS_KEYS`
+    /// is set.
     #[arg(long, env = "PORTICO_SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<String>,
 
-    /// Server-side pepper of API secret hashes. Required outside dev mode.
+    /// Rotating secrets keys, `kid:base64,kid:base64`, newest first: the newest seals,
+    /// every one (and `PORTICO_SECRETS_KEY` after them) opens; `portico-gateway reseal`
+    /// moves every stored value to the newest.
+    #[arg(long, env = "PORTICO_SECRETS_KEYS", hide_env_values = true)]
+    pub secrets_keys: Option<String>,
+
+    /// Server-side pepper of API secret hashes (pepper id `default`). Required outside
+    /// dev mode unless `PORTICO_API_KEY_PEPPERS` is set.
     #[arg(long, env = "PORTICO_API_KEY_PEPPER", hide_env_values = true)]
     pub api_key_pepper: Option<String>,
+
+    /// Rotating peppers, `id:pepper,id:pepper`, newest first: the newest hashes new
+    /// secrets, a stored hash is verified with the pepper it names.
+    #[arg(long, env = "PORTICO_API_KEY_PEPPERS", hide_env_values = true)]
+    pub api_key_peppers: Option<String>,
 
     /// CIDRs webhook URLs may reach despite the SSRF guard (comma separated, e.g. `127.0.0.0/8`).
     #[arg(long, env = "PORTICO_WEBHOOK_ALLOWLIST", default_value = "")]
@@ -208,8 +232,14 @@ impl GatewayConfig {
                 "PORTICO_JWT_SECRET (or PORTICO_JWKS_URL)",
                 self.jwt_secret().is_none() && self.jwks_url().is_none(),
             ),
-            ("PORTICO_SECRETS_KEY", self.secrets_key.is_none()),
-            ("PORTICO_API_KEY_PEPPER", self.api_key_pepper.is_none()),
+            (
+                "PORTICO_SECRETS_KEY (or PORTICO_SECRETS_KEYS)",
+                self.secrets_key.is_none() && self.secrets_keys.is_none(),
+            ),
+            (
+                "PORTICO_API_KEY_PEPPER (or PORTICO_API_KEY_PEPPERS)",
+                self.api_key_pepper.is_none() && self.api_key_peppers.is_none(),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, absent)| absent.then_some(name))

@@ -27,7 +27,7 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, NaiveDate, Utc};
 use portico_domain::credentials::{parse_api_key, parse_secret};
 use portico_domain::integrations::Scope;
-use portico_signing::keyed_hash::Pepper;
+use portico_signing::keyed_hash::Peppers;
 use portico_telemetry::metrics::CREDENTIAL_VERIFICATIONS;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -39,10 +39,6 @@ use self::usage_log::{UsageEntry, UsageLog, UsageWriter};
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::identity::PartnerIdentity;
-
-/// The pepper used in dev mode when `PORTICO_API_KEY_PEPPER` is unset. Public, so
-/// never acceptable outside dev mode (config validation refuses to start without one).
-const DEV_PEPPER: &[u8] = b"portico-insecure-dev-pepper";
 
 /// Why presented credentials were refused. The message never says whether a key
 /// exists unless the secret was right.
@@ -108,7 +104,7 @@ pub struct CredentialService {
 
 struct Inner {
     pool: PgPool,
-    pepper: Pepper,
+    pepper: Peppers,
     cache: CredentialCache,
     limiter: Arc<Limiter>,
     throttle: throttle::FailureThrottle,
@@ -120,11 +116,9 @@ struct Inner {
 impl CredentialService {
     /// Builds the service and starts its usage-log writer; drain the returned
     /// [`UsageWriter`] after the HTTP server stopped.
-    pub fn start(pool: PgPool, config: &GatewayConfig) -> (Self, UsageWriter) {
-        let pepper = match &config.api_key_pepper {
-            Some(p) if !p.is_empty() => Pepper::new(p.as_bytes()),
-            _ => Pepper::new(DEV_PEPPER),
-        };
+    /// `pepper` comes from [`crate::reseal::peppers`]: the newest hashes new secrets,
+    /// each stored hash is verified with the pepper it names.
+    pub fn start(pool: PgPool, config: &GatewayConfig, pepper: Peppers) -> (Self, UsageWriter) {
         let limiter = Arc::new(Limiter::default());
         let (usage, writer) = usage_log::start(
             pool.clone(),
@@ -149,7 +143,7 @@ impl CredentialService {
         (service, writer)
     }
 
-    /// The keyed hash stored for a new secret.
+    /// The keyed hash stored for a new secret, under the newest pepper and naming it.
     pub fn hash_secret(&self, secret: &str) -> Vec<u8> {
         self.inner.pepper.hash(secret.as_bytes())
     }
@@ -453,7 +447,8 @@ mod tests {
         use clap::Parser;
         let cli = crate::config::Cli::try_parse_from(["portico-gateway"]).expect("defaults parse");
         let pool = PgPool::connect_lazy("postgres://127.0.0.1:1/unused").expect("lazy pool");
-        CredentialService::start(pool, &cli.config).0
+        let peppers = crate::reseal::peppers(&cli.config).expect("dev pepper");
+        CredentialService::start(pool, &cli.config, peppers).0
     }
 
     fn warm(service: &CredentialService, rate: u32) -> (String, String) {

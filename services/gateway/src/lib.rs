@@ -38,7 +38,6 @@ pub mod state;
 use portico_queue::outbox::{OutboxRelay, OutboxSignal};
 use portico_queue::publisher::JobPublisher;
 use portico_runtime::Foundation;
-use portico_signing::secret_box::SecretsKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -96,14 +95,11 @@ pub async fn run(
     }
     portico_queue::setup::ensure_stream(&js, &topology).await?;
     let publisher = JobPublisher::coalescing(js.clone(), topology.clone());
-    let secrets_key = match &config.secrets_key {
-        Some(text) => SecretsKey::from_base64(text)
-            .map_err(|e| config::ConfigError(format!("PORTICO_SECRETS_KEY: {e}")))?,
-        None => SecretsKey::insecure_dev_key(),
-    };
+    let secrets_key = reseal::keyring(&config)?;
     let outbox = OutboxSignal::default();
     // Partner credentials: the usage-log writer runs until after the servers stopped.
-    let (credentials, usage_writer) = CredentialService::start(pool.clone(), &config);
+    let (credentials, usage_writer) =
+        CredentialService::start(pool.clone(), &config, reseal::peppers(&config)?);
     let invalidations = credentials
         .listen_for_invalidations(
             &nats,
@@ -169,3 +165,8 @@ pub async fn migrate(config: &GatewayConfig) -> Result<(), GatewayError> {
     pool.close().await;
     Ok(())
 }
+
+/// The `reseal` sub-command and the keyring and peppers built from configuration.
+pub mod reseal;
+/// Webhook values sealed at rest: sealed on write, opened or masked on read.
+pub mod sealing;

@@ -31,6 +31,38 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = portico_runtime::shutdown::on_signal();
             run(cli.config, Listeners { http, grpc }, shutdown).await?;
         }
+        Command::Reseal { batch } => {
+            let (report, peppers) = portico_gateway::reseal::run(&cli.config, batch)
+                .await
+                .context("re-sealing secrets")?;
+            tracing::info!(?report, "secrets re-sealed");
+            for (pepper, credentials) in peppers {
+                tracing::info!(
+                    pepper = pepper.as_deref().unwrap_or("(none: before pepper ids)"),
+                    credentials,
+                    "live API credentials hashed with this pepper"
+                );
+            }
+            // One machine-readable line for scripts and tests.
+            println!(
+                "{}",
+                serde_json::json!({
+                    "secretsResealed": report.secrets_resealed,
+                    "secretsCurrent": report.secrets_current,
+                    "secretsChangedMeanwhile": report.secrets_changed_meanwhile,
+                    "secretsUnreadable": report.secrets_unreadable,
+                    "webhooksResealed": report.webhooks_resealed,
+                    "webhooksCurrent": report.webhooks_current,
+                    "webhooksChangedMeanwhile": report.webhooks_changed_meanwhile,
+                    "webhooksUnreadable": report.webhooks_unreadable,
+                })
+            );
+            if report.secrets_unreadable + report.webhooks_unreadable > 0 {
+                anyhow::bail!(
+                    "some values open with no configured key; keep the key that sealed them"
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use portico_queue::outbox::OutboxSignal;
 use portico_queue::publisher::JobPublisher;
 use portico_signing::jwt::JwtVerifier;
-use portico_signing::secret_box::SecretsKey;
+use portico_signing::seal::Keyring;
 use sqlx::PgPool;
 
 use crate::config::{GatewayConfig, WebhookSettings};
@@ -24,7 +24,7 @@ struct Inner {
     outbox: OutboxSignal,
     jwt: JwtVerifier,
     service_token: Option<String>,
-    secrets_key: SecretsKey,
+    secrets_key: Keyring,
     credentials: CredentialService,
     config: GatewayConfig,
     webhooks: WebhookSettings,
@@ -41,7 +41,7 @@ pub struct StateParts {
     /// Wakes the outbox relay after a commit.
     pub outbox: OutboxSignal,
     /// Seals webhook signing secrets.
-    pub secrets_key: SecretsKey,
+    pub secrets_key: Keyring,
     /// Partner credential verification.
     pub credentials: CredentialService,
     /// The configuration it was built from.
@@ -121,7 +121,7 @@ impl AppState {
     }
 
     /// Seals and opens webhook signing secrets.
-    pub fn secrets_key(&self) -> &SecretsKey {
+    pub fn secrets_key(&self) -> &Keyring {
         &self.0.secrets_key
     }
 

@@ -9,8 +9,9 @@
 //!   statement.
 //!
 //! Every statement the owner reaches is scoped by `user_id`, so another user's webhook
-//! is simply not found. Secrets are stored only sealed (the caller seals and opens them
-//! with `PORTICO_SECRETS_KEY`); this module never sees a key.
+//! is simply not found. Secrets and custom header values are stored only sealed (the
+//! caller seals and opens them with the secrets keyring, bound to the webhook's id);
+//! this module never sees a key.
 
 use std::collections::BTreeMap;
 
@@ -59,6 +60,11 @@ pub struct WebhookRow {
 /// [`update`]: one struct, so a create and an update cannot disagree on a column.
 #[derive(Debug, Clone, Copy)]
 pub struct WebhookValues<'a> {
+    /// The webhook's id. Chosen by the caller, because the webhook's sealed values (its
+    /// signing secret, its custom header values) are bound to it as associated data
+    /// before the row exists. [`insert_with_secret`] inserts it; [`update`] names its
+    /// row by its own `id` argument and does not read this.
+    pub id: WebhookId,
     /// Where events are POSTed.
     pub url: &'a str,
     /// Event filters.
@@ -83,7 +89,8 @@ pub struct WebhookValues<'a> {
 
 /// Inserts a webhook and its first sealed signing secret in one statement (one round
 /// trip, atomic on its own: the secret's foreign key is checked at the end of the
-/// statement, when the webhook row exists). Both ids are new UUIDv7s.
+/// statement, when the webhook row exists). The webhook's id is `values.id`; the
+/// secret's is a new UUIDv7.
 pub async fn insert_with_secret(
     executor: impl sqlx::PgExecutor<'_>,
     user_id: &str,
@@ -113,7 +120,7 @@ pub async fn insert_with_secret(
                   ordering_enabled AS "ordering_enabled!", rate_limit_per_second,
                   max_concurrency, created_at AS "created_at!", updated_at AS "updated_at!"
            FROM w"#,
-        WebhookId::generate().as_uuid(),
+        values.id.as_uuid(),
         user_id,
         values.url,
         values.events,
@@ -295,7 +302,7 @@ pub async fn lock(
 /// next rotation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRow {
-    /// The raw key sealed with `PORTICO_SECRETS_KEY`.
+    /// The raw key sealed with the secrets keyring, bound to the webhook's id.
     pub ciphertext: Vec<u8>,
     /// When it stops signing.
     pub expires_at: Option<DateTime<Utc>>,

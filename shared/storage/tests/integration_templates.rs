@@ -160,6 +160,7 @@ async fn integration_with_webhook_is_atomic() {
             api_key,
             secret_hash: b"hash",
             webhook: WebhookValues {
+                id: portico_domain::ids::WebhookId::generate(),
                 url,
                 events: &events,
                 description: None,

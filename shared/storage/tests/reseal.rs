@@ -16,6 +16,7 @@ use common::with_database;
 async fn create(pool: &sqlx::PgPool, n: usize, headers: &BTreeMap<String, String>) {
     let events = vec!["order.*".to_owned()];
     let values = WebhookValues {
+        id: portico_domain::ids::WebhookId::generate(),
         url: "https://a.example/hook",
         events: &events,
         description: None,

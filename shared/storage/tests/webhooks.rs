@@ -26,6 +26,7 @@ fn values<'a>(
     headers: &'a BTreeMap<String, String>,
 ) -> WebhookValues<'a> {
     WebhookValues {
+        id: WebhookId::generate(),
         url,
         events,
         description: Some("orders"),

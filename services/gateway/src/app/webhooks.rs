@@ -4,7 +4,9 @@
 //! Every query is scoped by the caller's user, so another user's webhook is simply not
 //! found. Input is validated by [`portico_domain::webhooks`] (the rules the dispatcher
 //! shares) and the URL by the [`ssrf_guard`](crate::app::ssrf_guard) before anything is
-//! written. Signing secrets are stored only sealed with `PORTICO_SECRETS_KEY`. After
+//! written. Signing secrets and custom header values are stored only sealed with the
+//! secrets keyring, bound to the webhook's id ([`crate::sealing`]); header values are
+//! returned opened only to callers who may see secrets, masked otherwise. After
 //! every change that affects delivery, a core-NATS message on the `webhooks`
 //! invalidation subject (payload: the user id) tells the dispatchers to drop their
 //! cached view of that user's webhooks.
@@ -26,6 +28,7 @@ use uuid::Uuid;
 use crate::app::ssrf_guard;
 use crate::error::ApiError;
 use crate::identity::{Caller, Scope};
+use crate::sealing;
 use crate::state::AppState;
 
 /// How long a rotated-out secret keeps signing when the caller does not say.
@@ -159,23 +162,27 @@ pub async fn create(
         .map_err(ApiError::Validation)?;
     guard(state, &valid.url).await?;
     let secret = WebhookSecret::generate().map_err(ApiError::internal)?;
+    // The id is chosen here: the sealed values are bound to it.
+    let id = WebhookId::generate();
     // Only the sealed raw key is stored, never the whsec_ text.
     let sealed = state
         .secrets_key()
-        .seal(secret.as_bytes())
+        .seal(&sealing::secret_context(id), secret.as_bytes())
         .map_err(ApiError::internal)?;
+    let sealed_headers = sealing::seal_headers(state.secrets_key(), id, &valid.headers)?;
     // The webhook and its first secret in one statement (one round trip, atomic).
     let row = store::insert_with_secret(
         state.pool(),
         caller.user_id(),
         &WebhookValues {
+            id,
             url: valid.url.as_str(),
             events: &valid.events,
             description: valid.description.as_deref(),
             max_retries: to_i32(valid.retry_policy.max_retries),
             base_delay_ms: to_i64(valid.retry_policy.base_delay_ms),
             max_delay_ms: to_i64(valid.retry_policy.max_delay_ms),
-            headers: &valid.headers,
+            headers: &sealed_headers,
             ordering_enabled: valid.ordering_enabled,
             rate_limit_per_second: valid.rate_limit_per_second.map(to_i32),
             max_concurrency: valid.max_concurrency.map(to_i32),
@@ -185,7 +192,7 @@ pub async fn create(
     .await?;
     invalidate(state, caller.user_id()).await;
     Ok(CreatedWebhook {
-        webhook: row.into(),
+        webhook: sealing::reveal(state.secrets_key(), caller, row.into()),
         secret: secret.to_whsec(),
     })
 }
@@ -204,7 +211,10 @@ pub async fn list(
         page.fetch_limit(),
     )
     .await?;
-    let webhooks: Vec<Webhook> = rows.into_iter().map(Webhook::from).collect();
+    let webhooks: Vec<Webhook> = rows
+        .into_iter()
+        .map(|row| sealing::reveal(state.secrets_key(), caller, row.into()))
+        .collect();
     Ok(pagination::finish_page(webhooks, &page, |w| {
         pagination::Cursor {
             created_at: w.created_at,
@@ -216,7 +226,8 @@ pub async fn list(
 /// One of the caller's webhooks.
 pub async fn get(state: &AppState, caller: &Caller, id: Uuid) -> Result<Webhook, ApiError> {
     caller.require(Scope::WebhooksRead)?;
-    load(state, caller, id).await
+    let webhook = load(state, caller, id).await?;
+    Ok(sealing::reveal(state.secrets_key(), caller, webhook))
 }
 
 /// Applies a partial update. `active: true` on a disabled webhook re-enables it and
@@ -252,7 +263,11 @@ pub async fn update(
     let events = patch.events.unwrap_or(current.events);
     let description = patch.description.unwrap_or(current.description);
     let active = patch.active.unwrap_or(current.active);
-    let headers = patch.headers.unwrap_or(current.headers);
+    // New values are sealed; unchanged ones stay as stored.
+    let headers = match &patch.headers {
+        Some(h) => sealing::seal_headers(state.secrets_key(), WebhookId::from(id), h)?,
+        None => current.headers,
+    };
     let ordering_enabled = patch.ordering_enabled.unwrap_or(current.ordering_enabled);
     let rate = patch
         .rate_limit_per_second
@@ -263,6 +278,7 @@ pub async fn update(
         caller.user_id(),
         WebhookId::from(id),
         &WebhookValues {
+            id: WebhookId::from(id),
             url: &url,
             events: &events,
             description: description.as_deref(),
@@ -280,7 +296,7 @@ pub async fn update(
     .ok_or(ApiError::NotFound("webhook"))?;
     tx.commit().await?;
     invalidate(state, caller.user_id()).await;
-    Ok(row.into())
+    Ok(sealing::reveal(state.secrets_key(), caller, row.into()))
 }
 
 /// Deletes a webhook with its secrets, deliveries and attempts (cascade).
@@ -293,12 +309,12 @@ pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), A
     Ok(())
 }
 
-fn open_secret(state: &AppState, sealed: &[u8]) -> Result<String, ApiError> {
-    let raw = state
+fn open_secret(state: &AppState, id: WebhookId, sealed: &[u8]) -> Result<String, ApiError> {
+    let opened = state
         .secrets_key()
-        .open(sealed)
+        .open(&sealing::secret_context(id), sealed)
         .map_err(|e| ApiError::Internal(format!("webhook secret does not open: {e}")))?;
-    Ok(WebhookSecret::from_bytes(&raw).to_whsec())
+    Ok(WebhookSecret::from_bytes(&opened.plaintext).to_whsec())
 }
 
 /// The newest active signing secret and, during a rotation, when the previous one
@@ -317,7 +333,7 @@ pub async fn get_secret(
         )));
     };
     Ok(SecretView {
-        secret: open_secret(state, &current.ciphertext)?,
+        secret: open_secret(state, WebhookId::from(id), &current.ciphertext)?,
         previous_secret_expires_at: previous.iter().filter_map(|s| s.expires_at).max(),
     })
 }
@@ -350,7 +366,7 @@ pub async fn rotate_secret(
     // Only the sealed raw key is stored, never the whsec_ text.
     let sealed = state
         .secrets_key()
-        .seal(secret.as_bytes())
+        .seal(&sealing::secret_context(id), secret.as_bytes())
         .map_err(ApiError::internal)?;
     let previous = store::rotate_secret(&mut tx, id, grace, &sealed).await?;
     tx.commit().await?;
