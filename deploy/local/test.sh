@@ -54,6 +54,18 @@ if [ -z "${PORTICO_SCHEMATHESIS:-}" ]; then
   export PORTICO_SCHEMATHESIS="$ST_VENV/bin/schemathesis"
 fi
 
+# --- portal browser test (PORTAL; tests/e2e/portal_browser.rs) ---------------------
+# Debian's chromium and chromedriver drive the portal in a real browser. Installed when
+# missing; when they cannot be installed, the browser test says so loudly and skips.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  echo "test.sh: installing chromium chromium-driver (portal browser test)" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+      --no-install-recommends chromium chromium-driver >/dev/null; } ||
+    echo "test.sh: WARNING: chromium could not be installed; the portal browser test will skip" >&2
+fi
+# --- end portal browser test -------------------------------------------------------
+
 echo "== tests" >&2
 cargo test --workspace --locked -- --test-threads="${PORTICO_TEST_THREADS:-2}"
 echo "== manifests" >&2
