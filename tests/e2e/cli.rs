@@ -333,3 +333,119 @@ async fn bulk_submit_waits_for_the_summary() -> anyhow::Result<()> {
     app.cleanup().await;
     Ok(())
 }
+
+/// The typed client against the real gateway: a list streamed over several cursor
+/// pages yields every webhook once, newest first; problems decode with their code,
+/// field errors and request id; a partner's 429 carries Retry-After, and the default
+/// policy waits for it and succeeds.
+#[tokio::test]
+async fn typed_client_pages_problems_and_retry_after() -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    use portico_client::api::integrations::CreateIntegrationBody;
+    use portico_client::api::webhooks::CreateWebhookBody;
+    use portico_client::{Auth, Client, RetryPolicy};
+
+    let app = TestApp::spawn_with(&[], &[portico_e2e::ServiceKind::Gateway]).await?;
+    let client = Client::builder(app.base_url())
+        .auth(Auth::service(SERVICE_TOKEN, "client-user"))
+        .build()?;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let body = CreateWebhookBody {
+            url: format!("http://127.0.0.1:9/hooks/{i}"),
+            events: vec!["order.*".into()],
+            description: None,
+            headers: None,
+            retry_policy: None,
+            rate_limit_per_second: None,
+            max_concurrency: None,
+            ordering_enabled: None,
+        };
+        created.push(client.create_webhook(&body).await?.webhook.id);
+    }
+    let streamed: Vec<_> = client
+        .webhooks(Some(2))
+        .map_ok(|w| w.id)
+        .try_collect()
+        .await?;
+    created.reverse();
+    assert_eq!(streamed, created, "newest first, each once, over 3 pages");
+
+    let missing = client
+        .get_webhook(uuid::Uuid::new_v4().into())
+        .await
+        .expect_err("no such webhook");
+    let api = missing.api().expect("an API error");
+    assert_eq!((api.status, api.code()), (404, "not_found"));
+    assert!(api.request_id.is_some());
+
+    let invalid = CreateWebhookBody {
+        url: "ftp://example.com".into(),
+        events: vec![],
+        description: None,
+        headers: None,
+        retry_policy: None,
+        rate_limit_per_second: None,
+        max_concurrency: None,
+        ordering_enabled: None,
+    };
+    let err = client.create_webhook(&invalid).await.expect_err("invalid");
+    let api = err.api().expect("an API error");
+    assert_eq!(api.code(), "validation_failed");
+    let paths: Vec<&str> = api.field_errors().iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        paths.contains(&"/url") && paths.contains(&"/events"),
+        "{paths:?}"
+    );
+
+    // A partner allowed 1 request per second (a burst of 2).
+    let integration = client
+        .create_integration(&CreateIntegrationBody {
+            name: "Rate limited".into(),
+            integration_type: "erp".into(),
+            webhook_url: None,
+            scopes: None,
+            expires_at: None,
+            rate_limit_per_second: Some(1),
+            daily_quota: None,
+        })
+        .await?;
+    let partner = |retry: RetryPolicy| {
+        Client::builder(app.base_url())
+            .auth(Auth::partner(
+                integration.credentials.api_key.clone(),
+                integration.credentials.api_secret.clone(),
+            ))
+            .retry(retry)
+            .build()
+    };
+    let impatient = partner(RetryPolicy::none())?;
+    let mut limited = None;
+    for _ in 0..5 {
+        if let Err(e) = impatient.current_integration().await {
+            limited = Some(e);
+            break;
+        }
+    }
+    let limited = limited.expect("the burst of 2 runs out within 5 calls");
+    let api = limited.api().expect("an API error");
+    assert_eq!((api.status, api.code()), (429, "rate_limited"));
+    let wait = api.retry_after.expect("Retry-After on a 429");
+    assert!(wait >= Duration::from_secs(1), "{wait:?}");
+
+    let patient = partner(RetryPolicy::default())?;
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        let me = patient.current_integration().await?;
+        assert_eq!(me.integration.id, integration.integration.id);
+    }
+    // Four calls at one per second (the bucket was empty) needed waiting.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    app.cleanup().await;
+    Ok(())
+}
