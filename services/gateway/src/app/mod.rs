@@ -2,6 +2,7 @@
 //! input, call one function here with the authenticated [`crate::identity::Caller`], and
 //! render its result; validation, authorisation and persistence live here, once.
 
+pub mod analytics;
 pub mod bulk_orders;
 pub mod dead_letters;
 pub mod events;

@@ -3,6 +3,7 @@
 //! `grpc.reflection.v1` and the older `grpc.reflection.v1alpha` that many clients
 //! (Python's `grpcio-reflection`, older grpcurl) still speak.
 
+pub mod analytics;
 pub mod bulk_orders;
 pub mod events;
 pub mod integrations;
@@ -13,6 +14,7 @@ pub mod webhooks;
 use std::sync::Arc;
 use std::time::Duration;
 
+use portico_proto::v1::analytics_service_server::AnalyticsServiceServer;
 use portico_proto::v1::bulk_order_service_server::BulkOrderServiceServer;
 use portico_proto::v1::event_service_server::EventServiceServer;
 use portico_proto::v1::integration_service_server::IntegrationServiceServer;
@@ -65,12 +67,14 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     // The overall status and every service's follow readiness together.
-    let services: [&'static str; 5] = [
+    // No length annotation: adding a service is one line.
+    let services = [
         "",
         <EventServiceServer<events::GrpcEventService> as NamedService>::NAME,
         <WebhookServiceServer<webhooks::GrpcWebhookService> as NamedService>::NAME,
         <BulkOrderServiceServer<bulk_orders::GrpcBulkOrderService> as NamedService>::NAME,
         <IntegrationServiceServer<integrations::GrpcIntegrationService> as NamedService>::NAME,
+        <AnalyticsServiceServer<analytics::GrpcAnalyticsService> as NamedService>::NAME,
     ];
     let initial = if readiness.check().await.is_empty() {
         ServingStatus::Serving
@@ -116,6 +120,7 @@ pub async fn serve(
         .add_service(webhooks::server(state.clone()))
         .add_service(bulk_orders::server(state.clone()))
         .add_service(integrations::server(state.clone()))
+        .add_service(analytics::server(state.clone()))
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);
     let incoming = tonic::transport::server::TcpIncoming::from(listener);

@@ -3,6 +3,7 @@
 //! document is generated from the handlers' annotations, so it cannot drift.
 
 pub mod admin;
+pub mod analytics;
 pub mod bulk_orders;
 pub mod events;
 pub mod integrations;
@@ -41,6 +42,7 @@ use crate::state::AppState;
     tags(
         (name = "events", description = "Events published by internal services"),
         (name = "webhooks", description = "Webhook endpoints, deliveries and retries"),
+        (name = "analytics", description = "Delivery analytics: outcomes, attempts and latency percentiles over time, slowest and most-failing endpoints"),
         (name = "bulk-orders", description = "Bulk order batches"),
         (name = "orders", description = "Orders"),
         (name = "integrations", description = "Partner integrations and credentials"),
@@ -85,6 +87,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::publish_event))
         .routes(routes!(events::publish_events))
         .merge(webhooks::routes())
+        .merge(analytics::routes())
         .merge(bulk_orders::routes())
         .merge(integrations::routes())
         .merge(admin::routes())
