@@ -40,6 +40,11 @@ pub enum Command {
         #[arg(long, env = "PORTICO_RESEAL_BATCH", default_value_t = 500)]
         batch: i64,
     },
+    /// After a restore next to an empty JetStream: put a fresh job for every
+    /// unfinished batch and retry-failed job into the outbox (the relays publish it)
+    /// and exit. Their old messages were in the lost stream; run it once, before the
+    /// workers start, never against a stream that still holds them.
+    Requeue,
 }
 
 /// Everything the gateway reads at start-up.

@@ -157,6 +157,59 @@ pub async fn run(
     Ok(())
 }
 
+/// What [`requeue`] put back on the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requeued {
+    /// Unfinished bulk-order batches.
+    pub batches: usize,
+    /// Unfinished retry-failed jobs.
+    pub retry_jobs: usize,
+}
+
+/// `portico-gateway requeue`: after a PostgreSQL restore next to an empty JetStream,
+/// adds a job for every unfinished batch and retry-failed job to the outbox in one
+/// transaction; the relay of any running service publishes them. Each gets a fresh
+/// `Nats-Msg-Id` so a stream that saw the original within its duplicate window does
+/// not drop it. Jobs are idempotent (a batch resumes at its first unprocessed chunk),
+/// but a stream that still holds the originals would run them twice: run it only on
+/// a new stream.
+pub async fn requeue(config: &GatewayConfig) -> Result<Requeued, GatewayError> {
+    use portico_queue::jobs::Job;
+    let pool = portico_storage::connect(&config.common.database_url, 2).await?;
+    let topology =
+        portico_queue::Topology::new(&config.common.stream_prefix, config.common.stream_replicas)?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(portico_storage::StorageError::from)?;
+    let batches = portico_storage::recovery::unfinished_batches(&mut *tx)
+        .await
+        .map_err(portico_storage::StorageError::from)?;
+    let retry_jobs = portico_storage::recovery::unfinished_retry_jobs(&mut *tx)
+        .await
+        .map_err(portico_storage::StorageError::from)?;
+    let jobs = batches
+        .iter()
+        .map(|&batch_id| Job::BulkOrderBatchV1 { batch_id })
+        .chain(
+            retry_jobs
+                .iter()
+                .map(|&job_id| Job::WebhookRetryV1 { job_id }),
+        );
+    for job in jobs {
+        let message_id = format!("{}:requeued:{}", job.message_id(), uuid::Uuid::new_v4());
+        portico_queue::outbox::enqueue_as(&mut tx, &topology, &job, &message_id).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(portico_storage::StorageError::from)?;
+    pool.close().await;
+    Ok(Requeued {
+        batches: batches.len(),
+        retry_jobs: retry_jobs.len(),
+    })
+}
+
 /// Applies the embedded migrations (the `migrate` sub-command).
 pub async fn migrate(config: &GatewayConfig) -> Result<(), GatewayError> {
     portico_storage::ensure_database(&config.common.database_url).await?;

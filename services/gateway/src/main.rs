@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use portico_gateway::config::{Cli, Command};
-use portico_gateway::{Listeners, migrate, run};
+use portico_gateway::{Listeners, migrate, requeue, run};
 
 /// glibc's malloc was the largest single cost on the request path in profiles
 /// (about a quarter of the gateway's CPU under load); mimalloc's per-thread free lists
@@ -20,6 +20,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             migrate(&cli.config).await.context("applying migrations")?;
             tracing::info!("migrations applied");
+        }
+        Command::Requeue => {
+            let requeued = requeue(&cli.config)
+                .await
+                .context("requeueing unfinished jobs")?;
+            tracing::info!(
+                batches = requeued.batches,
+                retry_jobs = requeued.retry_jobs,
+                "unfinished jobs requeued"
+            );
         }
         Command::Serve => {
             let http = tokio::net::TcpListener::bind(cli.config.http_addr)
