@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use portico_domain::rate::{Bucket, BucketRule};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
@@ -24,43 +25,28 @@ pub const ADMISSION_BUDGET: Duration = Duration::from_millis(500);
 /// How far a delivery is deferred when its endpoint is at its concurrency cap.
 pub const BUSY_DEFERRAL: Duration = Duration::from_secs(1);
 
-/// A token bucket holding up to one second of tokens (`rate` per second), so a quiet
-/// endpoint may take a burst of `rate` requests and then `rate` per second.
+/// An endpoint's token bucket ([`portico_domain::rate`], the one bucket rule of
+/// Portico): `rate` per second with a burst of `rate` (one second of tokens), so a
+/// quiet endpoint may take a burst of `rate` requests and then `rate` per second.
 #[derive(Debug)]
 struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    refilled: Instant,
+    rule: BucketRule,
+    bucket: Bucket,
 }
 
 impl TokenBucket {
     fn new(rate: u32, now: Instant) -> Self {
         let rate = f64::from(rate.max(1));
+        let rule = BucketRule::new(rate, rate);
         Self {
-            rate,
-            tokens: rate,
-            refilled: now,
+            rule,
+            bucket: rule.full(now),
         }
     }
 
-    /// Takes one token, possibly ahead of time: returns how long the caller must wait
-    /// before sending. If that wait exceeds `budget`, nothing is taken and the wait is
-    /// returned as an error (the caller defers instead).
+    /// Takes one token, possibly ahead of time ([`BucketRule::reserve`]).
     fn reserve(&mut self, now: Instant, budget: Duration) -> Result<Duration, Duration> {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.refilled = now;
-        let after = self.tokens - 1.0;
-        let wait = if after >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-after / self.rate)
-        };
-        if wait > budget {
-            return Err(wait);
-        }
-        self.tokens = after;
-        Ok(wait)
+        self.rule.reserve(&mut self.bucket, now, budget)
     }
 }
 

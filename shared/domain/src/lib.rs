@@ -8,6 +8,7 @@
 //! - [`network`]: the SSRF guard's rules (forbidden address ranges, the operator allowlist, URL form).
 //! - [`webhooks`]: webhook configuration rules, event filters and matching, retry policy.
 //! - [`retry`]: when a failed delivery is tried again (`Retry-After`, the retry budget).
+//! - [`rate`]: the one token bucket of every rate limit, and what its burst means.
 //! - [`integrations`]: integration types, credential scopes and field rules.
 //! - [`credentials`]: the API key and secret format (prefixes, checksum) and generation.
 //! - [`text`]: length and control-character rules for every text field stored in PostgreSQL.
@@ -25,6 +26,7 @@ pub mod integrations;
 pub mod network;
 pub mod orders;
 pub mod pagination;
+pub mod rate;
 pub mod retry;
 pub mod text;
 pub mod webhooks;

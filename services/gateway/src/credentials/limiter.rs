@@ -1,7 +1,8 @@
 //! Per-integration rate limits and daily quotas.
 //!
-//! - Rate limit: a token bucket per integration, refilled at `rate_limit_per_second`
-//!   with a burst of twice that. It lives in this process: with N gateway replicas
+//! - Rate limit: a token bucket per integration ([`portico_domain::rate`], the one
+//!   bucket rule of Portico), refilled at `rate_limit_per_second` with a burst of
+//!   twice that. It lives in this process: with N gateway replicas
 //!   behind a load balancer an integration gets up to N times its rate in total. That
 //!   trade is deliberate (no shared round trip on every call); size the limit per
 //!   replica, or divide by the replica count.
@@ -17,6 +18,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use portico_domain::rate::{Bucket, BucketRule};
 use uuid::Uuid;
 
 use super::cache::CachedCredential;
@@ -24,16 +26,9 @@ use super::cache::CachedCredential;
 const SHARDS: usize = 16;
 
 /// Where an integration's token bucket stands after a call, for the `RateLimit-Limit`,
-/// `RateLimit-Remaining` and `RateLimit-Reset` response headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateState {
-    /// The bucket's size (the burst: twice the per-second rate).
-    pub limit: u64,
-    /// Calls that could be made right now.
-    pub remaining: u64,
-    /// Seconds until the bucket is full again.
-    pub reset_secs: u64,
-}
+/// `RateLimit-Remaining` and `RateLimit-Reset` response headers (`limit` is the burst:
+/// twice the per-second rate).
+pub use portico_domain::rate::BucketLevel as RateState;
 
 /// Why a call was not admitted, with the seconds after which a retry can succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +49,7 @@ pub enum Refusal {
 
 #[derive(Debug)]
 struct Counter {
-    tokens: f64,
-    refilled: Instant,
+    bucket: Bucket,
     day: NaiveDate,
     /// Calls of `day` that PostgreSQL knows about (all replicas).
     synced: u64,
@@ -93,13 +87,12 @@ impl Limiter {
     ) -> Result<Option<RateState>, Refusal> {
         let today = now_utc.date_naive();
         let rate = f64::from(credential.rate_limit_per_second);
-        let burst = rate * 2.0;
+        let rule = BucketRule::new(rate, rate * 2.0);
         let mut shard = self.shard(credential.integration_id);
         let counter = shard
             .entry(credential.integration_id)
             .or_insert_with(|| Counter {
-                tokens: burst,
-                refilled: now,
+                bucket: rule.full(now),
                 day: today,
                 synced: 0,
                 pending: 0,
@@ -119,26 +112,16 @@ impl Limiter {
             });
         }
         if rate > 0.0 {
-            let elapsed = now
-                .saturating_duration_since(counter.refilled)
-                .as_secs_f64();
-            counter.tokens = (counter.tokens + elapsed * rate).min(burst);
-            counter.refilled = now;
-            let state = |tokens: f64| RateState {
-                limit: burst as u64,
-                remaining: tokens.max(0.0).floor() as u64,
-                reset_secs: ((burst - tokens) / rate).ceil().max(0.0) as u64,
+            return match rule.take(&mut counter.bucket, now) {
+                Ok(state) => {
+                    counter.pending += 1;
+                    Ok(Some(state))
+                }
+                Err((state, retry_after_secs)) => Err(Refusal::RateLimited {
+                    retry_after_secs,
+                    state,
+                }),
             };
-            if counter.tokens < 1.0 {
-                let wait = (1.0 - counter.tokens) / rate;
-                return Err(Refusal::RateLimited {
-                    retry_after_secs: (wait.ceil() as u64).max(1),
-                    state: state(counter.tokens),
-                });
-            }
-            counter.tokens -= 1.0;
-            counter.pending += 1;
-            return Ok(Some(state(counter.tokens)));
         }
         counter.pending += 1;
         Ok(None)

@@ -19,6 +19,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use portico_domain::rate::{Bucket, BucketRule};
+
 /// Wrong secrets a (key, client) pair may send at once before being slowed down.
 pub const PAIR_BURST: f64 = 10.0;
 /// Wrong secrets per second a (key, client) pair earns back (one every 6 s).
@@ -42,26 +44,13 @@ enum Kind {
 }
 
 impl Kind {
-    fn burst_and_rate(self) -> (f64, f64) {
+    /// The bucket rule of this budget ([`portico_domain::rate`]: burst = wrong secrets
+    /// answered at once, rate = wrong secrets earned back per second).
+    fn rule(self) -> BucketRule {
         match self {
-            Kind::Pair => (PAIR_BURST, PAIR_REFILL_PER_SEC),
-            Kind::Client => (CLIENT_BURST, CLIENT_REFILL_PER_SEC),
+            Kind::Pair => BucketRule::new(PAIR_REFILL_PER_SEC, PAIR_BURST),
+            Kind::Client => BucketRule::new(CLIENT_REFILL_PER_SEC, CLIENT_BURST),
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    kind: Kind,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn refilled(self, now: Instant) -> f64 {
-        let (burst, rate) = self.kind.burst_and_rate();
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        (self.tokens + elapsed * rate).min(burst)
     }
 }
 
@@ -70,7 +59,7 @@ impl Bucket {
 /// are random per process, so nobody can aim a collision at another client's bucket.
 pub struct FailureThrottle {
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<u64, Bucket>>>,
+    shards: Vec<Mutex<HashMap<u64, (Kind, Bucket)>>>,
 }
 
 impl Default for FailureThrottle {
@@ -97,7 +86,7 @@ impl FailureThrottle {
         ]
     }
 
-    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Bucket>> {
+    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, HashMap<u64, (Kind, Bucket)>> {
         self.shards[(key % SHARDS as u64) as usize]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -110,9 +99,12 @@ impl FailureThrottle {
             .buckets(api_key, client)
             .into_iter()
             .filter_map(|(kind, key)| {
-                let (burst, rate) = kind.burst_and_rate();
-                let tokens = self.shard(key).get(&key).map_or(burst, |b| b.refilled(now));
-                (tokens < 1.0).then(|| ((1.0 - tokens) / rate).ceil() as u64)
+                let rule = kind.rule();
+                let tokens = self
+                    .shard(key)
+                    .get(&key)
+                    .map_or(rule.burst, |(_, b)| rule.tokens(b, now));
+                (tokens < 1.0).then(|| rule.secs_until_one(tokens))
             })
             .max();
         match waits {
@@ -126,21 +118,14 @@ impl FailureThrottle {
         for (kind, key) in self.buckets(api_key, client) {
             let mut shard = self.shard(key);
             if shard.len() >= MAX_ENTRIES / SHARDS {
-                shard.retain(|_, b| b.refilled(now) < b.kind.burst_and_rate().0);
+                shard.retain(|_, (kind, b)| !kind.rule().is_full(b, now));
                 if shard.len() >= MAX_ENTRIES / SHARDS {
                     shard.clear();
                 }
             }
-            let (burst, _) = kind.burst_and_rate();
-            let tokens = shard.get(&key).map_or(burst, |b| b.refilled(now));
-            shard.insert(
-                key,
-                Bucket {
-                    kind,
-                    tokens: (tokens - 1.0).max(0.0),
-                    at: now,
-                },
-            );
+            let rule = kind.rule();
+            let (_, bucket) = shard.entry(key).or_insert_with(|| (kind, rule.full(now)));
+            rule.charge(bucket, now);
         }
     }
 }
