@@ -54,6 +54,29 @@ if [ -z "${PORTICO_SCHEMATHESIS:-}" ]; then
   export PORTICO_SCHEMATHESIS="$ST_VENV/bin/schemathesis"
 fi
 
+# --- images and previous release (OPS; deploy/images/) ------------------------------
+# The three service images, built with podman from the binaries just built (the Debian
+# base is debootstrapped once per recipe and cached under PORTICO_CACHE_DIR), for
+# tests/e2e/images.rs; the previous release's binaries, built once per commit into the
+# same cache, for tests/e2e/upgrade.rs. build.sh installs podman, buildah, debootstrap
+# and runc when missing. PORTICO_SKIP_IMAGES=1 / PORTICO_SKIP_UPGRADE=1 leave them out
+# (those tests then pass, saying so). Bump PORTICO_UPGRADE_FROM at each release.
+if [ -z "${PORTICO_SKIP_IMAGES:-}" ]; then
+  echo "== images" >&2
+  bash deploy/images/build.sh >&2
+  # shellcheck source=../images/env.sh
+  . deploy/images/env.sh
+  PORTICO_TEST_IMAGES="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+  export PORTICO_TEST_IMAGES
+fi
+if [ -z "${PORTICO_SKIP_UPGRADE:-}" ]; then
+  PORTICO_UPGRADE_FROM="${PORTICO_UPGRADE_FROM:-0c6b075}"
+  echo "== previous release $PORTICO_UPGRADE_FROM" >&2
+  PORTICO_UPGRADE_FROM_BIN="$(bash deploy/images/build-release.sh "$PORTICO_UPGRADE_FROM")"
+  export PORTICO_UPGRADE_FROM_BIN
+fi
+# --- end images and previous release ----------------------------------------------
+
 # --- portal browser test (PORTAL; tests/e2e/portal_browser.rs) ---------------------
 # Debian's chromium and chromedriver drive the portal in a real browser. Installed when
 # missing; when they cannot be installed, the browser test says so loudly and skips.
