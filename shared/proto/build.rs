@@ -12,6 +12,7 @@ const PROTO_FILES: &[&str] = &[
     "portico/v1/events.proto",
     "portico/v1/bulk_orders.proto",
     "portico/v1/integrations.proto",
+    "portico/v1/integration_templates.proto",
     "portico/v1/analytics.proto",
 ];
 

@@ -81,6 +81,18 @@ pub enum ApiError {
         /// What is wrong.
         message: String,
     },
+    /// Well-formed input a rule of its target refuses, with its own code and the fields
+    /// at fault (e.g. `template_field_forbidden`: a field an integration template does
+    /// not let a request set): 422, gRPC INVALID_ARGUMENT.
+    #[error("{message}")]
+    Unprocessable {
+        /// The stable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+        /// Each field at fault.
+        errors: Vec<FieldError>,
+    },
     /// The capability is not built yet.
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
@@ -117,6 +129,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Specific { status, .. } => *status,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -140,6 +153,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Specific { code, .. } => code,
+            ApiError::Unprocessable { code, .. } => code,
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Internal(_) => "internal",
         }
@@ -175,7 +189,9 @@ impl IntoResponse for ApiError {
             detail: self.detail(),
             code: self.code().to_owned(),
             errors: match &self {
-                ApiError::Validation(errors) => errors.clone(),
+                ApiError::Validation(errors) | ApiError::Unprocessable { errors, .. } => {
+                    errors.clone()
+                }
                 _ => Vec::new(),
             },
         };
@@ -199,7 +215,7 @@ impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
         err.log();
         let message = match &err {
-            ApiError::Validation(errors) => errors
+            ApiError::Validation(errors) | ApiError::Unprocessable { errors, .. } => errors
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -208,6 +224,7 @@ impl From<ApiError> for tonic::Status {
         };
         let code = match &err {
             ApiError::Validation(_)
+            | ApiError::Unprocessable { .. }
             | ApiError::MalformedBody(_)
             | ApiError::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
             // What the gRPC library itself answers for a message over its limit.

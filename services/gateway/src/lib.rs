@@ -82,6 +82,10 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     config.validate()?;
     let webhooks = WebhookSettings::from_config(&config)?;
+    // The built-in integration templates are parsed and checked once, here: a broken
+    // data file stops the gateway at start instead of failing requests.
+    app::integration_templates::builtins()
+        .map_err(|e| config::ConfigError(format!("built-in integration templates: {e}")))?;
     portico_storage::ensure_database(&config.common.database_url).await?;
     let base = Foundation::connect(&config.common, "portico-gateway").await?;
     let (pool, nats, js, topology) = (

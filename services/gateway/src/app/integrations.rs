@@ -213,7 +213,7 @@ fn validate_expiry(expires_at: Option<DateTime<Utc>>, errors: &mut Vec<FieldErro
     }
 }
 
-fn validate_rate(rate: Option<u32>, errors: &mut Vec<FieldError>) {
+pub(crate) fn validate_rate(rate: Option<u32>, errors: &mut Vec<FieldError>) {
     if rate.is_some_and(|r| r > MAX_RATE_LIMIT) {
         errors.push(FieldError::new(
             "invalid_rate_limit",
@@ -223,7 +223,7 @@ fn validate_rate(rate: Option<u32>, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_quota(quota: Option<u64>, errors: &mut Vec<FieldError>) {
+pub(crate) fn validate_quota(quota: Option<u64>, errors: &mut Vec<FieldError>) {
     if quota.is_some_and(|q| q > MAX_DAILY_QUOTA) {
         errors.push(FieldError::new(
             "invalid_quota",
@@ -265,7 +265,11 @@ async fn insert_credential(
     Ok(store::insert_credential(executor, integration_id, &issued.api_key, &hash).await?)
 }
 
-async fn fetch(state: &AppState, user_id: &str, id: Uuid) -> Result<Integration, ApiError> {
+pub(crate) async fn fetch(
+    state: &AppState,
+    user_id: &str,
+    id: Uuid,
+) -> Result<Integration, ApiError> {
     store::fetch(state.pool(), user_id, IntegrationId::from(id))
         .await?
         .map(|r| into_integration(r, state))
@@ -294,13 +298,61 @@ async fn invalidate(state: &AppState, id: Uuid) {
     }
 }
 
-/// Creates an integration and its first credentials.
-pub async fn create(
+/// A new integration that passed every rule (name, type, URL and SSRF guard, scopes,
+/// expiry, limits) with its credentials issued and hashed: what [`create`] inserts
+/// alone and what a template inserts together with its webhook, in one transaction.
+#[derive(Debug)]
+pub(crate) struct PreparedIntegration {
+    id: IntegrationId,
+    name: String,
+    integration_type: IntegrationType,
+    webhook_url: Option<String>,
+    scopes: Vec<String>,
+    expires_at: Option<DateTime<Utc>>,
+    rate_limit_per_second: i32,
+    daily_quota: i32,
+    issued: IssuedCredentials,
+    secret_hash: Vec<u8>,
+}
+
+impl PreparedIntegration {
+    /// Its id.
+    pub(crate) fn id(&self) -> IntegrationId {
+        self.id
+    }
+
+    /// The row to insert for `user_id`.
+    pub(crate) fn row<'a>(&'a self, user_id: &'a str) -> store::NewIntegration<'a> {
+        store::NewIntegration {
+            id: self.id,
+            user_id,
+            name: &self.name,
+            integration_type: self.integration_type.as_str(),
+            webhook_url: self.webhook_url.as_deref(),
+            scopes: &self.scopes,
+            expires_at: self.expires_at,
+            rate_limit_per_second: self.rate_limit_per_second,
+            daily_quota: self.daily_quota,
+        }
+    }
+
+    /// The public key id and the secret's keyed hash, as stored.
+    pub(crate) fn credential(&self) -> (&str, &[u8]) {
+        (&self.issued.api_key, &self.secret_hash)
+    }
+
+    /// The credentials to show once, after the commit.
+    pub(crate) fn into_credentials(self) -> IssuedCredentials {
+        self.issued
+    }
+}
+
+/// Checks every rule of a new integration, reporting every problem at once, and issues
+/// its credentials; writes nothing.
+pub(crate) async fn prepare(
     state: &AppState,
-    caller: &Caller,
     input: NewIntegration,
-) -> Result<WithCredentials, ApiError> {
-    caller.require_user_or_service()?;
+) -> Result<PreparedIntegration, ApiError> {
     let mut errors = Vec::new();
     if let Err(e) = validate_name(&input.name, "/name") {
         errors.push(e);
@@ -333,31 +385,40 @@ pub async fn create(
     let quota = input
         .daily_quota
         .unwrap_or(config.default_partner_daily_quota);
-    let id = IntegrationId::generate();
     let issued = issue()?;
-    let scopes = scope_names(&scopes);
+    let secret_hash = state.credentials().hash_secret(&issued.api_secret);
+    Ok(PreparedIntegration {
+        id: IntegrationId::generate(),
+        name: input.name.trim().to_owned(),
+        integration_type,
+        webhook_url,
+        scopes: scope_names(&scopes),
+        expires_at: input.expires_at,
+        rate_limit_per_second: i32::try_from(rate).unwrap_or(i32::MAX),
+        daily_quota: i32::try_from(quota).unwrap_or(i32::MAX),
+        issued,
+        secret_hash,
+    })
+}
+
+/// Creates an integration and its first credentials.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    input: NewIntegration,
+) -> Result<WithCredentials, ApiError> {
+    caller.require_user_or_service()?;
+    let prepared = prepare(state, input).await?;
+    let id = prepared.id();
     let mut tx = state.pool().begin().await?;
-    store::insert(
-        &mut *tx,
-        &store::NewIntegration {
-            id,
-            user_id: caller.user_id(),
-            name: input.name.trim(),
-            integration_type: integration_type.as_str(),
-            webhook_url: webhook_url.as_deref(),
-            scopes: &scopes,
-            expires_at: input.expires_at,
-            rate_limit_per_second: i32::try_from(rate).unwrap_or(i32::MAX),
-            daily_quota: i32::try_from(quota).unwrap_or(i32::MAX),
-        },
-    )
-    .await?;
-    insert_credential(&mut *tx, state, id, &issued).await?;
+    store::insert(&mut *tx, &prepared.row(caller.user_id())).await?;
+    let (api_key, secret_hash) = prepared.credential();
+    store::insert_credential(&mut *tx, id, api_key, secret_hash).await?;
     tx.commit().await?;
     let integration = fetch(state, caller.user_id(), id.as_uuid()).await?;
     Ok(WithCredentials {
         integration,
-        credentials: issued,
+        credentials: prepared.into_credentials(),
         previous_expires_at: None,
     })
 }
@@ -476,6 +537,11 @@ pub async fn update(
         return Err(ApiError::NotFound("integration"));
     }
     invalidate(state, id).await;
+    if patch.active == Some(false) {
+        state
+            .live()
+            .credential_event(caller.user_id(), id, "deactivated");
+    }
     fetch(state, caller.user_id(), id).await
 }
 
@@ -489,6 +555,9 @@ pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), A
     }
     state.credentials().forget_integration(id);
     invalidate(state, id).await;
+    state
+        .live()
+        .credential_event(caller.user_id(), id, "deleted");
     Ok(())
 }
 
@@ -548,6 +617,8 @@ pub async fn regenerate(
     portico_queue::failpoint::hit("integrations.regenerate.after_commit");
     state.outbox().notify();
     invalidate(state, id).await;
+    let action = if grace == 0 { "revoked" } else { "regenerated" };
+    state.live().credential_event(caller.user_id(), id, action);
     let integration = fetch(state, caller.user_id(), id).await?;
     Ok(WithCredentials {
         integration,

@@ -6,6 +6,7 @@ pub mod analytics;
 pub mod bulk_orders;
 pub mod dead_letters;
 pub mod events;
+pub mod integration_templates;
 pub mod integrations;
 pub mod ssrf_guard;
 pub mod webhook_deliveries;

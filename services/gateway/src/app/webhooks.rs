@@ -120,7 +120,7 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 
 /// Tells every dispatcher to drop its cached webhooks of `user_id`. Core NATS, fire and
 /// forget: a lost message only delays a change until the dispatcher's cache expires.
-async fn invalidate(state: &AppState, user_id: &str) {
+pub(crate) async fn invalidate(state: &AppState, user_id: &str) {
     let subject = state
         .publisher()
         .topology()
@@ -149,14 +149,54 @@ async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Webhook, Ap
         .ok_or(ApiError::NotFound("webhook"))
 }
 
-/// Creates a webhook with a fresh signing secret. Nothing is written unless every
-/// rule and the address check pass.
-pub async fn create(
+/// A new webhook that passed every rule and the address check, with its signing
+/// secret generated and sealed: what [`create`] inserts alone and what a template
+/// inserts together with its integration, in one transaction.
+#[derive(Debug)]
+pub(crate) struct PreparedWebhook {
+    id: WebhookId,
+    valid: ValidWebhook,
+    secret: WebhookSecret,
+    sealed: Vec<u8>,
+    sealed_headers: BTreeMap<String, String>,
+}
+
+impl PreparedWebhook {
+    /// The owner-set columns to insert.
+    pub(crate) fn values(&self) -> WebhookValues<'_> {
+        let valid = &self.valid;
+        WebhookValues {
+            id: self.id,
+            url: valid.url.as_str(),
+            events: &valid.events,
+            description: valid.description.as_deref(),
+            max_retries: to_i32(valid.retry_policy.max_retries),
+            base_delay_ms: to_i64(valid.retry_policy.base_delay_ms),
+            max_delay_ms: to_i64(valid.retry_policy.max_delay_ms),
+            headers: &self.sealed_headers,
+            ordering_enabled: valid.ordering_enabled,
+            rate_limit_per_second: valid.rate_limit_per_second.map(to_i32),
+            max_concurrency: valid.max_concurrency.map(to_i32),
+        }
+    }
+
+    /// The signing secret sealed with `PORTICO_SECRETS_KEY`, as stored.
+    pub(crate) fn sealed_secret(&self) -> &[u8] {
+        &self.sealed
+    }
+
+    /// The `whsec_` text shown to the owner.
+    pub(crate) fn secret_text(&self) -> String {
+        self.secret.to_whsec()
+    }
+}
+
+/// Checks every rule of a new webhook and the SSRF guard, reporting every field problem
+/// at once, and generates its sealed secret; writes nothing.
+pub(crate) async fn prepare(
     state: &AppState,
-    caller: &Caller,
     input: NewWebhook,
-) -> Result<CreatedWebhook, ApiError> {
-    caller.require(Scope::WebhooksWrite)?;
+) -> Result<PreparedWebhook, ApiError> {
     let valid: ValidWebhook = input
         .validate(state.webhooks().default_retry_policy)
         .map_err(ApiError::Validation)?;
@@ -170,30 +210,36 @@ pub async fn create(
         .seal(&sealing::secret_context(id), secret.as_bytes())
         .map_err(ApiError::internal)?;
     let sealed_headers = sealing::seal_headers(state.secrets_key(), id, &valid.headers)?;
+    Ok(PreparedWebhook {
+        id,
+        valid,
+        secret,
+        sealed,
+        sealed_headers,
+    })
+}
+
+/// Creates a webhook with a fresh signing secret. Nothing is written unless every
+/// rule and the address check pass.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    input: NewWebhook,
+) -> Result<CreatedWebhook, ApiError> {
+    caller.require(Scope::WebhooksWrite)?;
+    let prepared = prepare(state, input).await?;
     // The webhook and its first secret in one statement (one round trip, atomic).
     let row = store::insert_with_secret(
         state.pool(),
         caller.user_id(),
-        &WebhookValues {
-            id,
-            url: valid.url.as_str(),
-            events: &valid.events,
-            description: valid.description.as_deref(),
-            max_retries: to_i32(valid.retry_policy.max_retries),
-            base_delay_ms: to_i64(valid.retry_policy.base_delay_ms),
-            max_delay_ms: to_i64(valid.retry_policy.max_delay_ms),
-            headers: &sealed_headers,
-            ordering_enabled: valid.ordering_enabled,
-            rate_limit_per_second: valid.rate_limit_per_second.map(to_i32),
-            max_concurrency: valid.max_concurrency.map(to_i32),
-        },
-        &sealed,
+        &prepared.values(),
+        prepared.sealed_secret(),
     )
     .await?;
     invalidate(state, caller.user_id()).await;
     Ok(CreatedWebhook {
         webhook: sealing::reveal(state.secrets_key(), caller, row.into()),
-        secret: secret.to_whsec(),
+        secret: prepared.secret_text(),
     })
 }
 
@@ -296,6 +342,10 @@ pub async fn update(
     .ok_or(ApiError::NotFound("webhook"))?;
     tx.commit().await?;
     invalidate(state, caller.user_id()).await;
+    if active != current.active {
+        let change = if active { "enabled" } else { "disabled" };
+        state.live().endpoint_event(caller.user_id(), id, change);
+    }
     Ok(sealing::reveal(state.secrets_key(), caller, row.into()))
 }
 

@@ -31,14 +31,17 @@ pub fn server(state: AppState) -> IntegrationServiceServer<GrpcIntegrationServic
     IntegrationServiceServer::new(GrpcIntegrationService { state })
 }
 
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub(crate) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 
-fn from_timestamp(t: &prost_types::Timestamp, field: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) fn from_timestamp(
+    t: &prost_types::Timestamp,
+    field: &str,
+) -> Result<DateTime<Utc>, ApiError> {
     u32::try_from(t.nanos)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
@@ -51,7 +54,7 @@ fn from_timestamp(t: &prost_types::Timestamp, field: &str) -> Result<DateTime<Ut
         })
 }
 
-fn to_proto_type(t: IntegrationType) -> ProtoType {
+pub(crate) fn to_proto_type(t: IntegrationType) -> ProtoType {
     match t {
         IntegrationType::Erp => ProtoType::Erp,
         IntegrationType::Marketplace => ProtoType::Marketplace,
@@ -63,7 +66,7 @@ fn to_proto_type(t: IntegrationType) -> ProtoType {
 
 /// The REST name of a wire enum value; UNSPECIFIED and unknown numbers map to names
 /// the domain refuses with `invalid_type`.
-fn type_name(value: i32) -> String {
+pub(crate) fn type_name(value: i32) -> String {
     match ProtoType::try_from(value) {
         Ok(ProtoType::Erp) => "erp".into(),
         Ok(ProtoType::Marketplace) => "marketplace".into(),
@@ -75,7 +78,7 @@ fn type_name(value: i32) -> String {
     }
 }
 
-fn render(i: Integration) -> IntegrationMessage {
+pub(crate) fn render(i: Integration) -> IntegrationMessage {
     IntegrationMessage {
         id: i.id.to_string(),
         name: i.name,
@@ -101,7 +104,7 @@ fn render_totals(t: UsageTotals) -> UsageTotalsMessage {
     }
 }
 
-fn page(p: Option<PageRequest>) -> Result<(Option<u32>, Option<String>), ApiError> {
+pub(crate) fn page(p: Option<PageRequest>) -> Result<(Option<u32>, Option<String>), ApiError> {
     let p = p.unwrap_or_default();
     let limit = u32::try_from(p.limit).map_err(|_| {
         ApiError::field("invalid_limit", "/page/limit", "limit must not be negative")

@@ -6,6 +6,7 @@
 pub mod analytics;
 pub mod bulk_orders;
 pub mod events;
+pub mod integration_templates;
 pub mod integrations;
 pub mod observe;
 pub mod partner_calls;
@@ -18,6 +19,7 @@ use portico_proto::v1::analytics_service_server::AnalyticsServiceServer;
 use portico_proto::v1::bulk_order_service_server::BulkOrderServiceServer;
 use portico_proto::v1::event_service_server::EventServiceServer;
 use portico_proto::v1::integration_service_server::IntegrationServiceServer;
+use portico_proto::v1::integration_template_service_server::IntegrationTemplateServiceServer;
 use portico_proto::v1::webhook_service_server::WebhookServiceServer;
 use portico_runtime::admin::ReadinessCheck;
 use tonic::server::NamedService;
@@ -74,6 +76,7 @@ pub async fn serve(
         <WebhookServiceServer<webhooks::GrpcWebhookService> as NamedService>::NAME,
         <BulkOrderServiceServer<bulk_orders::GrpcBulkOrderService> as NamedService>::NAME,
         <IntegrationServiceServer<integrations::GrpcIntegrationService> as NamedService>::NAME,
+        <IntegrationTemplateServiceServer<integration_templates::GrpcIntegrationTemplateService> as NamedService>::NAME,
         <AnalyticsServiceServer<analytics::GrpcAnalyticsService> as NamedService>::NAME,
     ];
     let initial = if readiness.check().await.is_empty() {
@@ -120,6 +123,7 @@ pub async fn serve(
         .add_service(webhooks::server(state.clone()))
         .add_service(bulk_orders::server(state.clone()))
         .add_service(integrations::server(state.clone()))
+        .add_service(integration_templates::server(state.clone()))
         .add_service(analytics::server(state.clone()))
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod analytics;
 pub mod bulk_orders;
 pub mod events;
+pub mod integration_templates;
 pub mod integrations;
 pub mod json;
 pub mod keep_alive;
@@ -46,6 +47,7 @@ use crate::state::AppState;
         (name = "bulk-orders", description = "Bulk order batches"),
         (name = "orders", description = "Orders"),
         (name = "integrations", description = "Partner integrations and credentials"),
+        (name = "integration-templates", description = "Integration templates (built-in and your own) and creating an integration with its webhook from one"),
         (name = "portal", description = "Partner portal login links and sessions"),
         (name = "admin", description = "Operators only (PORTICO_OPERATOR_TOKEN): dead letters"),
     )
@@ -90,6 +92,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(analytics::routes())
         .merge(bulk_orders::routes())
         .merge(integrations::routes())
+        .merge(integration_templates::routes())
         .merge(admin::routes())
         .merge(crate::portal::api::routes())
         .split_for_parts();
