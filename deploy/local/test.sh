@@ -68,6 +68,9 @@ if [ -z "${PORTICO_SKIP_IMAGES:-}" ]; then
   . deploy/images/env.sh
   PORTICO_TEST_IMAGES="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
   export PORTICO_TEST_IMAGES
+  # The dev overlay's Deployments under `podman kube play`, until every pod is ready.
+  echo "== kube play (dev overlay)" >&2
+  bash deploy/images/kube-play.sh 2> >(grep -v 'systemd connection' >&2)
 fi
 if [ -z "${PORTICO_SKIP_UPGRADE:-}" ]; then
   PORTICO_UPGRADE_FROM="${PORTICO_UPGRADE_FROM:-0c6b075}"
