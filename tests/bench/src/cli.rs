@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::machine;
 use crate::report::{Report, RunReport};
+use crate::scenarios::analytics::{self, AnalyticsArgs};
 use crate::scenarios::bulk::{self, BulkArgs};
 use crate::scenarios::credentials::{self, CredentialsArgs};
 use crate::scenarios::gateway::{self, GatewayArgs};
@@ -217,6 +218,13 @@ pub enum Scenario {
         #[arg(long, default_value_t = 10.0)]
         every: f64,
     },
+    /// Delivery analytics: seeds rollups standing for 10 million deliveries over 30
+    /// days for one owner (plus noise), then times the REST queries (needs --start).
+    Analytics {
+        /// Requests per timed query.
+        #[arg(long, default_value_t = 200)]
+        repeats: usize,
+    },
     /// Seconds-long run of limits, webhooks (200 events) and latency (100/s for 2 s).
     Smoke,
     /// limits, webhooks 1 and 10, latency, bulk, credentials, gateway in one run.
@@ -368,6 +376,11 @@ async fn run_scenario(bench: &mut Bench, cli: &Cli, out: &mut Vec<Report>) -> an
             json,
             out,
             vec![gateway::run(bench, cli.gateway_args(*rate)).await?],
+        ),
+        Scenario::Analytics { repeats } => emit(
+            json,
+            out,
+            vec![analytics::run(bench, AnalyticsArgs { repeats: *repeats }).await?],
         ),
         Scenario::Rss { rate, every } => emit(
             json,

@@ -1,6 +1,7 @@
 //! The scenarios, one module each, and what they share: the system, the sink, the
 //! options, and the machine limits once measured in this run.
 
+pub mod analytics;
 pub mod bulk;
 pub mod credentials;
 pub mod gateway;
