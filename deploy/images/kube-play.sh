@@ -12,6 +12,16 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 # shellcheck source=env.sh
 . "$HERE/env.sh"
+# kubectl (kustomize) and PyYAML: from the PATH, else from the manifest validator's
+# virtualenv (.ci/validate-manifests.sh installs both there).
+tools_venv="${PORTICO_TOOLS_VENV:-$HOME/.cache/portico/venv-k8s}"
+KUBECTL="$(command -v kubectl || echo "$tools_venv/bin/kubectl")"
+PY=python3
+python3 -c 'import yaml' 2>/dev/null || PY="$tools_venv/bin/python"
+if [ ! -x "$KUBECTL" ] || ! "$PY" -c 'import yaml' 2>/dev/null; then
+  echo "kube-play.sh: SKIPPED: no kubectl/PyYAML (run .ci/validate-manifests.sh once to install them)" >&2
+  exit 0
+fi
 pg_server="${PORTICO_KUBE_PLAY_PG:-postgres://postgres@127.0.0.1:5432}"
 nats_url="${NATS_URL:-nats://127.0.0.1:4222}"
 id="kp$(date +%s)$$"
@@ -29,9 +39,9 @@ cleanup() {
 trap cleanup EXIT
 psql "$pg_server/postgres" -qc "CREATE DATABASE \"$db\"" >/dev/null
 
-kubectl kustomize "$ROOT/deploy/k8s/overlays/dev" > "$work/dev.yaml"
+"$KUBECTL" kustomize "$ROOT/deploy/k8s/overlays/dev" > "$work/dev.yaml"
 # One stream prefix for every run (reused, not one stream per run left behind).
-python3 - "$work" "$pg_server/$db" "$nats_url" "PORTICOKUBEPLAY" <<'PY'
+"$PY" - "$work" "$pg_server/$db" "$nats_url" "PORTICOKUBEPLAY" <<'PY'
 import base64, json, socket, sys, yaml
 work, database_url, nats_url, prefix = sys.argv[1:]
 docs = [d for d in yaml.safe_load_all(open(f"{work}/dev.yaml")) if d]
