@@ -14,6 +14,7 @@ const PROTO_FILES: &[&str] = &[
     "portico/v1/integrations.proto",
     "portico/v1/integration_templates.proto",
     "portico/v1/analytics.proto",
+    "portico/v1/live.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -216,6 +216,10 @@ pub struct GatewayConfig {
     /// Partner portal settings (`PORTICO_PORTAL_*`).
     #[command(flatten)]
     pub portal: crate::portal::PortalConfig,
+
+    /// Live-update settings (`PORTICO_LIVE_*`).
+    #[command(flatten)]
+    pub live: crate::live::LiveConfig,
 }
 
 /// A configuration that cannot be served.

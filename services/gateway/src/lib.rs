@@ -30,6 +30,7 @@ pub mod error;
 pub mod grpc;
 pub mod identity;
 pub mod jwks;
+pub mod live;
 pub mod net;
 pub mod portal;
 pub mod rest;
@@ -120,6 +121,13 @@ pub async fn run(
         credentials,
         config: config.clone(),
         webhooks,
+        live: live::Hub::new(
+            nats.clone(),
+            topology.clone(),
+            config.live.clone(),
+            &live_ticket_secret(&config),
+            shutdown.child_token(),
+        ),
     });
 
     let relay =
@@ -212,6 +220,31 @@ pub async fn requeue(config: &GatewayConfig) -> Result<Requeued, GatewayError> {
         batches: batches.len(),
         retry_jobs: retry_jobs.len(),
     })
+}
+
+/// The key live tickets are signed with: `PORTICO_LIVE_TICKET_SECRET`, else derived
+/// from a secret every replica already shares (the JWT secret, else the service
+/// token), else random for this process (tickets then work only on the replica that
+/// issued them).
+fn live_ticket_secret(config: &GatewayConfig) -> Vec<u8> {
+    let shared = config
+        .live
+        .ticket_secret
+        .as_deref()
+        .or(config.jwt_secret())
+        .or(config.service_token.as_deref())
+        .filter(|s| !s.is_empty());
+    match shared {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            tracing::warn!(
+                "no PORTICO_LIVE_TICKET_SECRET: live tickets work only on the replica that issued them"
+            );
+            let mut key = vec![0u8; 32];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
+            key
+        }
+    }
 }
 
 /// Applies the embedded migrations (the `migrate` sub-command).

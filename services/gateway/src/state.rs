@@ -28,6 +28,7 @@ struct Inner {
     credentials: CredentialService,
     config: GatewayConfig,
     webhooks: WebhookSettings,
+    live: crate::live::Hub,
 }
 
 /// The parts [`AppState::new`] assembles.
@@ -48,6 +49,8 @@ pub struct StateParts {
     pub config: GatewayConfig,
     /// Webhook defaults and the SSRF allowlist, parsed once at start-up.
     pub webhooks: WebhookSettings,
+    /// Live updates: the per-owner fan-out and the ticket office.
+    pub live: crate::live::Hub,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             credentials: parts.credentials,
             config: parts.config,
             webhooks: parts.webhooks,
+            live: parts.live,
         }))
     }
 
@@ -138,5 +142,10 @@ impl AppState {
     /// Webhook defaults and the SSRF allowlist.
     pub fn webhooks(&self) -> &WebhookSettings {
         &self.0.webhooks
+    }
+
+    /// Live updates (fan-out, tickets, the gateway's own announcements).
+    pub fn live(&self) -> &crate::live::Hub {
+        &self.0.live
     }
 }

@@ -356,7 +356,11 @@ impl LivePublisher {
             }
         };
         let subject = subject(&self.topology, event.owner(), event.topic());
-        let sent = self.nats.publish(subject, payload.into()).now_or_never();
+        // Polled once, outside tokio's cooperative budget: a burst of announcements
+        // from one task must not be refused merely because the task used its budget
+        // (the budget would make a ready channel look full).
+        let sent = tokio::task::unconstrained(self.nats.publish(subject, payload.into()))
+            .now_or_never();
         if !matches!(sent, Some(Ok(()))) {
             metrics::counter!(LIVE_DROPPED).increment(1);
         }

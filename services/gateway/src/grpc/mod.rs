@@ -8,6 +8,7 @@ pub mod bulk_orders;
 pub mod events;
 pub mod integration_templates;
 pub mod integrations;
+pub mod live;
 pub mod observe;
 pub mod partner_calls;
 pub mod webhooks;
@@ -125,6 +126,7 @@ pub async fn serve(
         .add_service(integrations::server(state.clone()))
         .add_service(integration_templates::server(state.clone()))
         .add_service(analytics::server(state.clone()))
+        .add_service(live::server(state.clone()))
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);
     let incoming = tonic::transport::server::TcpIncoming::from(listener);

@@ -10,6 +10,7 @@ pub mod integration_templates;
 pub mod integrations;
 pub mod json;
 pub mod keep_alive;
+pub mod live;
 pub mod middleware;
 pub mod openapi;
 pub mod partner_calls;
@@ -50,6 +51,7 @@ use crate::state::AppState;
         (name = "integration-templates", description = "Integration templates (built-in and your own) and creating an integration with its webhook from one"),
         (name = "portal", description = "Partner portal login links and sessions"),
         (name = "admin", description = "Operators only (PORTICO_OPERATOR_TOKEN): dead letters"),
+        (name = "live", description = "Live updates over a WebSocket (see docs/api/live.md)"),
     )
 )]
 struct ApiDoc;
@@ -94,6 +96,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(integrations::routes())
         .merge(integration_templates::routes())
         .merge(admin::routes())
+        .merge(live::routes())
         .merge(crate::portal::api::routes())
         .split_for_parts();
     openapi::add_common_responses(&mut doc);

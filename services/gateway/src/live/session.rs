@@ -1,0 +1,412 @@
+//! One live connection: who it is ([`LiveIdentity`], checked before the WebSocket
+//! upgrade), what it asked for ([`ClientOp`] → [`super::hub::Filter`]), and the
+//! WebSocket loop ([`run_websocket`]): frames out with a per-connection `seq`, client
+//! messages in, pings, the credential's expiry, stalls and shutdown.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use portico_queue::live::Topic;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::hub::{Filter, Membership};
+use super::{CloseCode, Hub};
+use crate::error::ApiError;
+use crate::identity::{Caller, Scope};
+use crate::state::AppState;
+
+/// Largest client message accepted (a subscribe message is a few hundred bytes).
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// An authenticated live caller and when its credential stops being valid.
+#[derive(Debug, Clone)]
+pub struct LiveIdentity {
+    /// Who.
+    pub caller: Caller,
+    /// The JWT's `exp` (or the ticket's record of it); the connection closes then.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Authenticates a live request before any upgrade: a `ticket` when given, otherwise
+/// the request's credential exactly as every other route reads it
+/// ([`crate::auth::authenticate`]; a partner already authenticated by the partner-call
+/// layer is taken from `authenticated`).
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    authenticated: Option<Caller>,
+    ticket: Option<&str>,
+) -> Result<LiveIdentity, ApiError> {
+    if let Some(ticket) = ticket.filter(|t| !t.is_empty()) {
+        let (caller, expires_at) =
+            state
+                .live()
+                .tickets()
+                .redeem(ticket, Utc::now())
+                .map_err(|e| ApiError::UnauthenticatedAs {
+                    code: "invalid_ticket",
+                    message: e.to_string(),
+                })?;
+        return Ok(LiveIdentity { caller, expires_at });
+    }
+    let caller = match authenticated {
+        Some(c) => c,
+        None => crate::auth::authenticate(state, headers).await?,
+    };
+    let expires_at = match &caller {
+        Caller::User { .. } => jwt_expiry(state, headers),
+        _ => None,
+    };
+    Ok(LiveIdentity { caller, expires_at })
+}
+
+/// The `exp` of the request's (already verified) bearer JWT.
+fn jwt_expiry(state: &AppState, headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (_, token) = value.split_once(' ')?;
+    let claims = state
+        .jwt()
+        .verify(token.trim(), Utc::now().timestamp())
+        .ok()?;
+    DateTime::from_timestamp(claims.exp, 0)
+}
+
+/// A message from the client.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientOp {
+    /// Adds topics and sets the narrowing.
+    Subscribe(Subscribe),
+    /// Removes topics (all when `topics` is empty or absent).
+    Unsubscribe(Unsubscribe),
+}
+
+/// `{"op":"subscribe", ...}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Subscribe {
+    /// `deliveries`, `batches`, `endpoints`, `credentials`.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Only this webhook (deliveries, endpoints).
+    #[serde(default)]
+    pub webhook_id: Option<Uuid>,
+    /// Only this batch (batches).
+    #[serde(default)]
+    pub batch_id: Option<Uuid>,
+    /// Only these event types (`order.*`, an exact type or `*`).
+    #[serde(default)]
+    pub event_type: Option<String>,
+}
+
+/// `{"op":"unsubscribe", "topics": [...]}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Unsubscribe {
+    /// Topics to drop; empty = all.
+    #[serde(default)]
+    pub topics: Vec<String>,
+}
+
+/// A client message refused (sent back as `{"type":"error",...}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError {
+    /// Stable code: `invalid_message`, `invalid_topic`, `invalid_event_type`,
+    /// `forbidden_topic`, `unavailable`.
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl OpError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn parse_topics(names: &[String], caller: &Caller) -> Result<u8, OpError> {
+    let mut bits = 0u8;
+    for name in names {
+        let topic = Topic::parse(name).ok_or_else(|| {
+            OpError::new(
+                "invalid_topic",
+                format!("unknown topic {name:?} (deliveries, batches, endpoints, credentials)"),
+            )
+        })?;
+        if let Caller::Partner(p) = caller {
+            let allowed = match topic {
+                Topic::Deliveries | Topic::Endpoints => p
+                    .scopes
+                    .iter()
+                    .any(|s| matches!(s, Scope::WebhooksRead | Scope::WebhooksWrite)),
+                Topic::Batches => p
+                    .scopes
+                    .iter()
+                    .any(|s| matches!(s, Scope::BulkOrdersRead | Scope::BulkOrdersWrite)),
+                Topic::Credentials => true,
+            };
+            if !allowed {
+                return Err(OpError::new(
+                    "forbidden_topic",
+                    format!(
+                        "the integration's credentials lack a scope for {}",
+                        topic.as_str()
+                    ),
+                ));
+            }
+        }
+        bits |= topic.bit();
+    }
+    Ok(bits)
+}
+
+/// The filter after `op`, for `caller`, starting from `current`.
+pub fn apply(op: &ClientOp, current: &Filter, caller: &Caller) -> Result<Filter, OpError> {
+    let mut next = current.clone();
+    match op {
+        ClientOp::Subscribe(s) => {
+            if let Some(pattern) = &s.event_type {
+                portico_domain::webhooks::validate_event_filter(pattern, "/eventType")
+                    .map_err(|e| OpError::new("invalid_event_type", e.message))?;
+            }
+            next.topics |= if s.topics.is_empty() {
+                // Every topic the caller may see.
+                Topic::ALL
+                    .iter()
+                    .filter_map(|t| parse_topics(&[t.as_str().to_owned()], caller).ok())
+                    .fold(0, |acc, bits| acc | bits)
+            } else {
+                parse_topics(&s.topics, caller)?
+            };
+            next.webhook_id = s.webhook_id;
+            next.batch_id = s.batch_id;
+            next.event_type = s.event_type.clone();
+        }
+        ClientOp::Unsubscribe(u) => {
+            if u.topics.is_empty() {
+                next = Filter::default();
+            } else {
+                // Any topic may be dropped, even one the caller could not add.
+                for name in &u.topics {
+                    let topic = Topic::parse(name).ok_or_else(|| {
+                        OpError::new("invalid_topic", format!("unknown topic {name:?}"))
+                    })?;
+                    next.topics &= !topic.bit();
+                }
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// The `subscribed` reply: the connection's whole filter after the change.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscribed<'a> {
+    /// Always `subscribed`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Topics now delivered.
+    pub topics: Vec<&'static str>,
+    /// Narrowing in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<Uuid>,
+    /// Narrowing in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Uuid>,
+    /// Narrowing in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<&'a str>,
+}
+
+impl<'a> Subscribed<'a> {
+    /// The reply for `filter`.
+    pub fn of(filter: &'a Filter) -> Self {
+        Self {
+            kind: "subscribed",
+            topics: filter.topic_names(),
+            webhook_id: filter.webhook_id,
+            batch_id: filter.batch_id,
+            event_type: filter.event_type.as_deref(),
+        }
+    }
+}
+
+/// Handles one client message and returns the reply's JSON text.
+pub async fn handle_client_message(text: &str, membership: &Membership, caller: &Caller) -> String {
+    let result = serde_json::from_str::<ClientOp>(text)
+        .map_err(|e| OpError::new("invalid_message", e.to_string()))
+        .and_then(|op| apply(&op, &membership.listener.filter(), caller));
+    let reply = match result {
+        Ok(filter) => {
+            membership.listener.set_filter(filter.clone());
+            if membership.ready().await {
+                serde_json::to_string(&Subscribed::of(&filter))
+            } else {
+                error_json(&OpError::new(
+                    "unavailable",
+                    "live updates are unavailable on this replica; retry",
+                ))
+            }
+        }
+        Err(e) => error_json(&e),
+    };
+    reply.unwrap_or_else(|_| r#"{"type":"error","code":"internal"}"#.to_owned())
+}
+
+fn error_json(e: &OpError) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&serde_json::json!({
+        "type": "error", "code": e.code, "message": e.message
+    }))
+}
+
+/// The WebSocket loop of one connection, until the client leaves or a close code.
+pub async fn run_websocket(
+    mut socket: WebSocket,
+    mut membership: Membership,
+    identity: LiveIdentity,
+    hub: Hub,
+) {
+    let config = hub.config().clone();
+    let stall = Duration::from_secs(config.stall_secs.max(1));
+    let every = Duration::from_secs(config.ping_secs.max(1));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let expiry = expiry_instant(identity.expires_at);
+    let mut awaiting_pong = false;
+    let mut seq: u64 = 0;
+    let code = loop {
+        tokio::select! {
+            biased;
+            _ = hub.shutdown().cancelled() => break CloseCode::GoingAway,
+            _ = membership.listener.closed() => {
+                break membership.listener.close_code().unwrap_or(CloseCode::Unavailable);
+            }
+            _ = tokio::time::sleep_until(expiry) => break CloseCode::CredentialExpired,
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    break CloseCode::PingTimeout;
+                }
+                awaiting_pong = true;
+                if !send(&mut socket, Message::Ping(Default::default()), stall).await {
+                    break CloseCode::TooSlow;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Text(text))) => {
+                    let reply = handle_client_message(text.as_str(), &membership, &identity.caller).await;
+                    if !send(&mut socket, Message::Text(reply.into()), stall).await {
+                        break CloseCode::TooSlow;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => break CloseCode::ProtocolError,
+            },
+            frame = membership.frames.recv() => {
+                let Some(frame) = frame else { break CloseCode::Unavailable };
+                seq += 1;
+                if !send(&mut socket, Message::Text(frame.render(seq).into()), stall).await {
+                    break CloseCode::TooSlow;
+                }
+                if membership.frames.is_empty() {
+                    let missed = membership.listener.take_missed();
+                    if missed > 0 {
+                        seq += 1;
+                        let notice = format!(r#"{{"seq":{seq},"type":"lagged","missed":{missed}}}"#);
+                        if !send(&mut socket, Message::Text(notice.into()), stall).await {
+                            break CloseCode::TooSlow;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if code == CloseCode::TooSlow {
+        metrics::counter!("portico_live_closed_slow_total").increment(1);
+    }
+    let close = Message::Close(Some(CloseFrame {
+        code: code.code(),
+        reason: code.reason().into(),
+    }));
+    // A stalled client cannot take even this; do not wait for it long.
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+}
+
+/// Sends one message, waiting at most `stall` for the client to make room.
+async fn send(socket: &mut WebSocket, message: Message, stall: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(stall, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The instant a credential expiring at `at` stops being valid (far away without one).
+pub fn expiry_instant(at: Option<DateTime<Utc>>) -> tokio::time::Instant {
+    let far = Duration::from_secs(100 * 365 * 24 * 3600);
+    let wait = match at {
+        Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+        None => far,
+    };
+    tokio::time::Instant::now() + wait.min(far)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> Caller {
+        Caller::User {
+            user_id: "u".into(),
+        }
+    }
+
+    /// Subscribing adds topics and narrows; unsubscribing removes; bad names and
+    /// patterns are refused; a partner needs the matching scope.
+    #[test]
+    fn client_messages_shape_the_filter() {
+        let op: ClientOp = serde_json::from_str(
+            r#"{"op":"subscribe","topics":["deliveries"],"eventType":"order.*"}"#,
+        )
+        .unwrap();
+        let f = apply(&op, &Filter::default(), &user()).unwrap();
+        assert_eq!(f.topic_names(), vec!["deliveries"]);
+        assert_eq!(f.event_type.as_deref(), Some("order.*"));
+        let op: ClientOp =
+            serde_json::from_str(r#"{"op":"unsubscribe","topics":["deliveries"]}"#).unwrap();
+        assert_eq!(apply(&op, &f, &user()).unwrap().topics, 0);
+        let bad: ClientOp =
+            serde_json::from_str(r#"{"op":"subscribe","topics":["nope"]}"#).unwrap();
+        assert_eq!(apply(&bad, &f, &user()).unwrap_err().code, "invalid_topic");
+        let bad: ClientOp =
+            serde_json::from_str(r#"{"op":"subscribe","eventType":"a b"}"#).unwrap();
+        assert_eq!(
+            apply(&bad, &f, &user()).unwrap_err().code,
+            "invalid_event_type"
+        );
+        let partner = Caller::Partner(crate::identity::PartnerIdentity {
+            integration_id: Uuid::nil(),
+            user_id: "u".into(),
+            scopes: vec![Scope::BulkOrdersRead],
+        });
+        let op: ClientOp =
+            serde_json::from_str(r#"{"op":"subscribe","topics":["batches"]}"#).unwrap();
+        assert!(apply(&op, &f, &partner).is_ok());
+        let op: ClientOp =
+            serde_json::from_str(r#"{"op":"subscribe","topics":["deliveries"]}"#).unwrap();
+        assert_eq!(
+            apply(&op, &f, &partner).unwrap_err().code,
+            "forbidden_topic"
+        );
+        assert!(serde_json::from_str::<ClientOp>(r#"{"op":"dance"}"#).is_err());
+    }
+}
