@@ -429,6 +429,11 @@ async fn pages_have_a_strict_csp_and_no_inline_script() -> anyhow::Result<()> {
         html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{html}"
     );
+    // The delivery charts are inline SVG from the analytics API.
+    assert!(
+        html.contains("Last 24 hours") && html.contains("<svg"),
+        "{html}"
+    );
     // The assets are served with their types.
     for (path, ty) in [
         ("/portal/assets/portal.js", "text/javascript"),

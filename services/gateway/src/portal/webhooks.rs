@@ -13,6 +13,7 @@ use portico_storage::deliveries::DeliveryFilter;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::charts;
 use super::html::{Html, url_encode};
 use super::pages::{self, Nav, badge, csrf_field, error_page, notice, post_button, time};
 use super::sessions::PortalSession;
@@ -56,7 +57,7 @@ async fn render_list(state: &AppState, session: &PortalSession) -> Result<Respon
     if shown.is_empty() {
         body.raw("<p class=\"empty\">No webhooks yet. Create one with <code>POST /api/webhooks</code> (or the CLI); it appears here with its deliveries.</p>");
     } else {
-        body.raw("<table class=\"list\"><caption>Your webhook endpoints</caption><thead><tr><th scope=\"col\">Endpoint</th><th scope=\"col\">Status</th><th scope=\"col\">Events</th><th scope=\"col\">Last delivery</th></tr></thead><tbody>");
+        body.raw("<table class=\"list\"><caption>Your webhook endpoints</caption><thead><tr><th scope=\"col\">Endpoint</th><th scope=\"col\">Status</th><th scope=\"col\">Events</th><th scope=\"col\">Last delivery</th><th scope=\"col\">Success (24 h)</th></tr></thead><tbody>");
         for w in shown {
             let filter = DeliveryFilter::default();
             let last = deliveries::list(
@@ -89,6 +90,11 @@ async fn render_list(state: &AppState, session: &PortalSession) -> Result<Respon
                 None => {
                     body.raw("<span class=\"muted\">none yet</span>");
                 }
+            }
+            body.raw("</td><td>");
+            if let Ok(day) = charts::last_day(state, &session.caller, w.id).await {
+                body.text(&charts::rate(&day.totals)).raw(" ");
+                charts::sparkline(&mut body, &day);
             }
             body.raw("</td></tr>");
         }
@@ -174,72 +180,6 @@ async fn render_detail(
     }
     body.raw("</div></section>");
 
-    // Signing secret: shown only right after an explicit reveal or rotation.
-    body.raw("<section aria-labelledby=\"secret\"><h2 id=\"secret\">Signing secret</h2>");
-    match secret {
-        Some((label, value)) => {
-            body.raw("<p>")
-                .raw(label)
-                .raw("</p><p class=\"secret\"><code id=\"secret-value\">")
-                .text(value)
-                .raw("</code> <button type=\"button\" data-copy=\"secret-value\">Copy</button></p><p class=\"muted\">It is not shown again when you leave or reload this page.</p>");
-        }
-        None => {
-            body.raw("<p class=\"muted\">Hidden. Reveal it to configure your receiver; rotating keeps the old secret valid for a day.</p>");
-        }
-    }
-    body.raw("<div class=\"actions\">");
-    post_button(
-        &mut body,
-        &format!("{base}/secret/reveal"),
-        csrf,
-        "Reveal secret",
-    );
-    post_button(
-        &mut body,
-        &format!("{base}/secret/rotate"),
-        csrf,
-        "Rotate secret",
-    );
-    body.raw("</div></section>");
-
-    // Edit.
-    body.raw("<section aria-labelledby=\"edit\"><h2 id=\"edit\">Edit</h2><form method=\"post\" class=\"stack\"")
-        .attr("action", &format!("{base}/edit"))
-        .raw(">");
-    csrf_field(&mut body, csrf);
-    body.raw("<label for=\"url\">URL</label><input id=\"url\" name=\"url\" type=\"url\" required")
-        .attr("value", &w.url)
-        .raw("><label for=\"events\">Event filters <span class=\"muted\">(comma-separated, e.g. order.created, order.*)</span></label><input id=\"events\" name=\"events\" required")
-        .attr("value", &w.events.join(", "))
-        .raw("><label for=\"description\">Description</label><input id=\"description\" name=\"description\"")
-        .attr("value", w.description.as_deref().unwrap_or(""))
-        .raw("><button type=\"submit\">Save</button></form></section>");
-
-    // Retry all failed.
-    body.raw("<section aria-labelledby=\"retry\"><h2 id=\"retry\">Retry failed deliveries</h2>");
-    if let Some(job) = q.job.as_deref().and_then(|j| Uuid::parse_str(j).ok())
-        && let Ok(job) = deliveries::get_retry_job(state, &session.caller, w.id, job).await
-    {
-        body.raw("<p>Retry job ")
-            .text(job.status.as_str())
-            .raw(": <progress")
-            .attr("id", "retry-job")
-            .attr("data-job-id", &job.id.to_string())
-            .attr("max", &job.total.max(1).to_string())
-            .attr("value", &job.processed.to_string())
-            .raw("></progress> ")
-            .num(job.processed)
-            .raw(" of ")
-            .num(job.total)
-            .raw("</p>");
-    }
-    body.raw("<form method=\"post\" class=\"inline\"")
-        .attr("action", &format!("{base}/retry-failed"))
-        .raw(">");
-    csrf_field(&mut body, csrf);
-    body.raw("<button type=\"submit\" name=\"dry_run\" value=\"1\">Count (dry run)</button> <button type=\"submit\" name=\"dry_run\" value=\"0\">Retry all failed</button></form></section>");
-
     // Delivery log.
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
@@ -311,6 +251,88 @@ async fn render_detail(
             .raw(">Older deliveries</a></p>");
     }
     body.raw("</section>");
+    // Retry all failed.
+    body.raw("<section aria-labelledby=\"retry\"><h2 id=\"retry\">Retry failed deliveries</h2>");
+    if let Some(job) = q.job.as_deref().and_then(|j| Uuid::parse_str(j).ok())
+        && let Ok(job) = deliveries::get_retry_job(state, &session.caller, w.id, job).await
+    {
+        body.raw("<p>Retry job ")
+            .text(job.status.as_str())
+            .raw(": <progress")
+            .attr("id", "retry-job")
+            .attr("data-job-id", &job.id.to_string())
+            .attr("max", &job.total.max(1).to_string())
+            .attr("value", &job.processed.to_string())
+            .raw("></progress> ")
+            .num(job.processed)
+            .raw(" of ")
+            .num(job.total)
+            .raw("</p>");
+    }
+    body.raw("<form method=\"post\" class=\"inline\"")
+        .attr("action", &format!("{base}/retry-failed"))
+        .raw(">");
+    csrf_field(&mut body, csrf);
+    body.raw("<button type=\"submit\" name=\"dry_run\" value=\"1\">Count (dry run)</button> <button type=\"submit\" name=\"dry_run\" value=\"0\">Retry all failed</button></form></section>");
+
+    // The last day, from delivery analytics.
+    if let Ok(day) = charts::last_day(state, &session.caller, w.id).await {
+        body.raw("<section aria-labelledby=\"analytics\"><h2 id=\"analytics\">Last 24 hours</h2><dl class=\"facts\"><dt>Success rate</dt><dd>")
+            .text(&charts::rate(&day.totals))
+            .raw("</dd><dt>Attempts</dt><dd>")
+            .num(day.totals.attempts)
+            .raw("</dd><dt>Latency p50 / p95</dt><dd>")
+            .text(&day.totals.p50_latency_ms.map_or_else(|| "—".to_owned(), |v| format!("{v:.0} ms")))
+            .raw(" / ")
+            .text(&day.totals.p95_latency_ms.map_or_else(|| "—".to_owned(), |v| format!("{v:.0} ms")))
+            .raw("</dd></dl>");
+        charts::outcomes(&mut body, &day);
+        charts::latency(&mut body, &day);
+        body.raw("</section>");
+    }
+
+    // Signing secret: shown only right after an explicit reveal or rotation.
+    body.raw("<section aria-labelledby=\"secret\"><h2 id=\"secret\">Signing secret</h2>");
+    match secret {
+        Some((label, value)) => {
+            body.raw("<p>")
+                .raw(label)
+                .raw("</p><p class=\"secret\"><code id=\"secret-value\">")
+                .text(value)
+                .raw("</code> <button type=\"button\" data-copy=\"secret-value\">Copy</button></p><p class=\"muted\">It is not shown again when you leave or reload this page.</p>");
+        }
+        None => {
+            body.raw("<p class=\"muted\">Hidden. Reveal it to configure your receiver; rotating keeps the old secret valid for a day.</p>");
+        }
+    }
+    body.raw("<div class=\"actions\">");
+    post_button(
+        &mut body,
+        &format!("{base}/secret/reveal"),
+        csrf,
+        "Reveal secret",
+    );
+    post_button(
+        &mut body,
+        &format!("{base}/secret/rotate"),
+        csrf,
+        "Rotate secret",
+    );
+    body.raw("</div></section>");
+
+    // Edit.
+    body.raw("<section aria-labelledby=\"edit\"><h2 id=\"edit\">Edit</h2><form method=\"post\" class=\"stack\"")
+        .attr("action", &format!("{base}/edit"))
+        .raw(">");
+    csrf_field(&mut body, csrf);
+    body.raw("<label for=\"url\">URL</label><input id=\"url\" name=\"url\" type=\"url\" required")
+        .attr("value", &w.url)
+        .raw("><label for=\"events\">Event filters <span class=\"muted\">(comma-separated, e.g. order.created, order.*)</span></label><input id=\"events\" name=\"events\" required")
+        .attr("value", &w.events.join(", "))
+        .raw("><label for=\"description\">Description</label><input id=\"description\" name=\"description\"")
+        .attr("value", w.description.as_deref().unwrap_or(""))
+        .raw("><button type=\"submit\">Save</button></form></section>");
+
     let title = w.description.clone().unwrap_or_else(|| w.url.clone());
     Ok(pages::respond(
         StatusCode::OK,
