@@ -2,12 +2,18 @@
 -- statement) that records the attempts, so an analytics query reads a few pre-summed
 -- rows instead of scanning raw attempts.
 --
--- One row per (owner, bucket width, bucket start, webhook, event type). Every attempt
--- and outcome is added to three rows at once: its minute, its hour and its UTC day
--- (bucket_secs 60, 3600, 86400). A query over [from, to) reads day rows for the whole
--- days inside it, hour rows for the whole hours at its edges and minute rows for the
--- rest, so 30 days cost about 30 rows per (webhook, event type) however many deliveries
--- they hold. Minute rows have a shorter retention than hour and day rows.
+-- Rows per (owner, bucket width, level, bucket start, webhook, event type). Every
+-- attempt and outcome is added at three widths, its minute, its hour and its UTC day
+-- (bucket_secs 60, 3600, 86400), and at four levels of detail, so a question reads the
+-- rows already summed the way it asks and never adds up finer ones:
+--   level 0: per webhook and event type;
+--   level 1: per webhook, all event types (event_type '');
+--   level 2: per event type, all webhooks (webhook_id the nil UUID);
+--   level 3: the owner's total (both).
+-- A query over [from, to) reads day rows for the whole days inside it, hour rows for
+-- the whole hours at its edges and minute rows for the rest, at the level it asks for:
+-- 30 days of an owner's totals are 30 rows, per webhook 30 per webhook, however many
+-- deliveries they hold. Minute rows have a shorter retention than hour and day rows.
 --
 -- What each count means (all are transitions recorded at the time of the attempt that
 -- caused them, `started_at` of the attempt; a failure without an attempt at the time
@@ -28,6 +34,7 @@
 CREATE TABLE delivery_rollups (
     user_id        text NOT NULL,
     bucket_secs    integer NOT NULL CHECK (bucket_secs IN (60, 3600, 86400)),
+    level          smallint NOT NULL CHECK (level BETWEEN 0 AND 3),
     bucket_start   timestamptz NOT NULL,
     webhook_id     uuid NOT NULL,
     event_type     text NOT NULL,
@@ -38,7 +45,7 @@ CREATE TABLE delivery_rollups (
     exhausted      bigint NOT NULL,
     latency_sum_ms bigint NOT NULL,
     latency_hist   bigint[] NOT NULL,
-    PRIMARY KEY (user_id, bucket_secs, bucket_start, webhook_id, event_type)
+    PRIMARY KEY (user_id, bucket_secs, level, bucket_start, webhook_id, event_type)
 ) WITH (fillfactor = 70);
 -- Rows are updated by every chunk that adds to them; free room on each page lets those
 -- updates stay on the page (HOT: no index entry per update).

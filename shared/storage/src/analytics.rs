@@ -1,8 +1,10 @@
 //! Delivery analytics (`delivery_rollups`, migration 0012): the rollups the dispatcher
 //! adds to while it records attempts, and the queries that read them.
 //!
-//! Every attempt and outcome is added to three rows, its UTC minute, hour and day, per
-//! (owner, webhook, event type). The dispatcher aggregates a chunk's results per row
+//! Every attempt and outcome is added at three widths, its UTC minute, hour and day,
+//! and four levels of detail ([`Level`]): per (webhook, event type), per webhook, per
+//! event type, and the owner's total, so a question reads rows already summed the way
+//! it asks. The dispatcher aggregates a chunk's results per row
 //! in Rust first ([`RollupRows`]) and writes them with one set-based upsert (`unnest`,
 //! `ON CONFLICT DO UPDATE` adding) in the statement or transaction that records the
 //! attempts, so rollups never disagree with the history they summarise and the hot
@@ -10,7 +12,8 @@
 //!
 //! A query over `[from, to)` is split into [`segments`]: day rows for the whole days
 //! inside it, hour rows for the whole hours at its edges, minute rows for the rest.
-//! 30 days cost about 30 rows per (webhook, event type), whatever the volume. The rows
+//! 30 days of an owner's totals cost 30 rows, per webhook 30 per webhook, whatever
+//! the volume. The rows
 //! are summed here in Rust ([`Figures`]); percentiles come from the summed latency
 //! histogram ([`Figures::percentile_ms`]).
 //!
@@ -107,6 +110,56 @@ fn from_secs(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, 0)
         .single()
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The webhook id of rows summed over every webhook (levels 2 and 3): the nil UUID,
+/// which no generated id is.
+pub const ALL_WEBHOOKS: Uuid = Uuid::nil();
+
+/// The event type of rows summed over every event type (levels 1 and 3): empty, which
+/// no event type is.
+pub const ALL_EVENT_TYPES: &str = "";
+
+/// How detailed a rollup row is (the `level` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// One webhook and one event type.
+    WebhookAndType = 0,
+    /// One webhook, every event type.
+    Webhook = 1,
+    /// One event type, every webhook.
+    EventType = 2,
+    /// Everything of the owner.
+    Owner = 3,
+}
+
+impl Level {
+    /// Every level.
+    pub const ALL: [Level; 4] = [
+        Level::WebhookAndType,
+        Level::Webhook,
+        Level::EventType,
+        Level::Owner,
+    ];
+
+    /// The least detailed level that still tells webhooks (`by_webhook`) and event
+    /// types (`by_event_type`) apart.
+    pub fn for_detail(by_webhook: bool, by_event_type: bool) -> Self {
+        match (by_webhook, by_event_type) {
+            (true, true) => Level::WebhookAndType,
+            (true, false) => Level::Webhook,
+            (false, true) => Level::EventType,
+            (false, false) => Level::Owner,
+        }
+    }
+
+    fn keeps_webhook(self) -> bool {
+        matches!(self, Level::WebhookAndType | Level::Webhook)
+    }
+
+    fn keeps_event_type(self) -> bool {
+        matches!(self, Level::WebhookAndType | Level::EventType)
+    }
 }
 
 /// What became of one delivery when a chunk recorded it.
@@ -297,6 +350,7 @@ impl Figures {
 struct RowKey {
     user_id: String,
     bucket_secs: i32,
+    level: i16,
     bucket_start: i64,
     webhook_id: Uuid,
     event_type: String,
@@ -309,6 +363,7 @@ struct RowKey {
 pub struct RollupRows {
     user_id: Vec<String>,
     bucket_secs: Vec<i32>,
+    level: Vec<i16>,
     bucket_start: Vec<DateTime<Utc>>,
     webhook_id: Vec<Uuid>,
     event_type: Vec<String>,
@@ -324,7 +379,8 @@ pub struct RollupRows {
 
 impl RollupRows {
     /// Aggregates contributions into rows: first per minute with borrowed keys (no
-    /// allocation per delivery), then each minute is added to its hour and day.
+    /// allocation per delivery), then each minute is added to its hour and day, at
+    /// every [`Level`].
     pub fn from_events<'a>(events: impl IntoIterator<Item = RollupEvent<'a>>) -> Self {
         let mut minutes: HashMap<(&'a str, WebhookId, &'a str, i64), Figures> = HashMap::new();
         for e in events {
@@ -337,20 +393,32 @@ impl RollupRows {
         let mut rows: BTreeMap<RowKey, Figures> = BTreeMap::new();
         for ((user_id, webhook_id, event_type, minute), figures) in minutes {
             for width in BucketWidth::ALL {
-                let key = RowKey {
-                    user_id: user_id.to_owned(),
-                    bucket_secs: width.secs() as i32,
-                    bucket_start: minute.div_euclid(width.secs()) * width.secs(),
-                    webhook_id: webhook_id.as_uuid(),
-                    event_type: event_type.to_owned(),
-                };
-                rows.entry(key).or_default().merge(&figures);
+                for level in Level::ALL {
+                    let key = RowKey {
+                        user_id: user_id.to_owned(),
+                        bucket_secs: width.secs() as i32,
+                        level: level as i16,
+                        bucket_start: minute.div_euclid(width.secs()) * width.secs(),
+                        webhook_id: if level.keeps_webhook() {
+                            webhook_id.as_uuid()
+                        } else {
+                            ALL_WEBHOOKS
+                        },
+                        event_type: if level.keeps_event_type() {
+                            event_type.to_owned()
+                        } else {
+                            ALL_EVENT_TYPES.to_owned()
+                        },
+                    };
+                    rows.entry(key).or_default().merge(&figures);
+                }
             }
         }
         let mut out = RollupRows::default();
         for (key, f) in rows {
             out.user_id.push(key.user_id);
             out.bucket_secs.push(key.bucket_secs);
+            out.level.push(key.level);
             out.bucket_start.push(from_secs(key.bucket_start));
             out.webhook_id.push(key.webhook_id);
             out.event_type.push(key.event_type);
@@ -380,6 +448,7 @@ impl RollupRows {
         RollupColumns {
             user_id: &self.user_id,
             bucket_secs: &self.bucket_secs,
+            level: &self.level,
             bucket_start: &self.bucket_start,
             webhook_id: &self.webhook_id,
             event_type: &self.event_type,
@@ -398,6 +467,7 @@ impl RollupRows {
 pub(crate) struct RollupColumns<'a> {
     pub user_id: &'a [String],
     pub bucket_secs: &'a [i32],
+    pub level: &'a [i16],
     pub bucket_start: &'a [DateTime<Utc>],
     pub webhook_id: &'a [Uuid],
     pub event_type: &'a [String],
@@ -422,16 +492,16 @@ pub async fn upsert(
     }
     let c = rows.columns();
     sqlx::query!(
-        r#"INSERT INTO delivery_rollups AS r (user_id, bucket_secs, bucket_start, webhook_id, event_type,
+        r#"INSERT INTO delivery_rollups AS r (user_id, bucket_secs, level, bucket_start, webhook_id, event_type,
                 attempts, succeeded, retrying, failed, exhausted, latency_sum_ms, latency_hist)
-         SELECT u.user_id, u.bucket_secs, u.bucket_start, u.webhook_id, u.event_type, u.attempts,
+         SELECT u.user_id, u.bucket_secs, u.level, u.bucket_start, u.webhook_id, u.event_type, u.attempts,
                 u.succeeded, u.retrying, u.failed, u.exhausted, u.latency_sum_ms,
                 ($12::int8[])[(u.n - 1) * $13 + 1 : u.n * $13]
          FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::uuid[], $5::text[], $6::int8[],
-                     $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[]) WITH ORDINALITY
+                     $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $14::int2[]) WITH ORDINALITY
               AS u(user_id, bucket_secs, bucket_start, webhook_id, event_type, attempts, succeeded,
-                   retrying, failed, exhausted, latency_sum_ms, n)
-         ON CONFLICT (user_id, bucket_secs, bucket_start, webhook_id, event_type) DO UPDATE SET
+                   retrying, failed, exhausted, latency_sum_ms, level, n)
+         ON CONFLICT (user_id, bucket_secs, level, bucket_start, webhook_id, event_type) DO UPDATE SET
             attempts = r.attempts + EXCLUDED.attempts,
             succeeded = r.succeeded + EXCLUDED.succeeded,
             retrying = r.retrying + EXCLUDED.retrying,
@@ -452,7 +522,8 @@ pub async fn upsert(
         c.exhausted,
         c.latency_sum_ms,
         c.latency_hist,
-        HIST_LEN as i64
+        HIST_LEN as i64,
+        c.level
     )
     .execute(executor)
     .await?;
@@ -528,6 +599,20 @@ pub struct RollupQuery<'a> {
     /// The widest rows that may be read (the bucket width of a series: no row may
     /// straddle two of its buckets).
     pub widest: BucketWidth,
+    /// Rows per webhook are wanted (a split by webhook), not only totals.
+    pub split_webhook: bool,
+    /// Rows per event type are wanted.
+    pub split_event_type: bool,
+}
+
+impl RollupQuery<'_> {
+    /// The least detailed rows that answer this query.
+    pub fn level(&self) -> Level {
+        Level::for_detail(
+            self.split_webhook || self.webhook_id.is_some(),
+            self.split_event_type || self.event_type.is_some(),
+        )
+    }
 }
 
 /// One stored rollup row, as read.
@@ -543,7 +628,9 @@ pub struct RollupRow {
     pub figures: Figures,
 }
 
-/// Reads the rows covering `q`'s range (see [`segments`]).
+/// Reads the rows covering `q`'s range (see [`segments`]) at the least detailed
+/// [`Level`] that answers it; rows summed over every webhook carry [`ALL_WEBHOOKS`],
+/// over every event type [`ALL_EVENT_TYPES`].
 pub async fn read(
     executor: impl sqlx::PgExecutor<'_>,
     q: &RollupQuery<'_>,
@@ -560,7 +647,7 @@ pub async fn read(
                   r.failed, r.exhausted, r.latency_sum_ms, r.latency_hist
            FROM unnest($2::int4[], $3::timestamptz[], $4::timestamptz[]) AS s(secs, lo, hi)
            JOIN delivery_rollups r
-             ON r.user_id = $1 AND r.bucket_secs = s.secs
+             ON r.user_id = $1 AND r.bucket_secs = s.secs AND r.level = $7
             AND r.bucket_start >= s.lo AND r.bucket_start < s.hi
            WHERE ($5::uuid IS NULL OR r.webhook_id = $5)
              AND ($6::text IS NULL OR r.event_type = $6)"#,
@@ -569,7 +656,8 @@ pub async fn read(
         &lo,
         &hi,
         q.webhook_id.map(WebhookId::as_uuid),
-        q.event_type
+        q.event_type,
+        q.level() as i16
     )
     .fetch_all(executor)
     .await?;
@@ -733,18 +821,20 @@ mod tests {
             },
         ];
         let rows = RollupRows::from_events(events);
-        // Two minute rows, one hour row, one day row.
-        assert_eq!(rows.len(), 4);
+        // Two minute rows, one hour row, one day row: at four levels each.
+        assert_eq!(rows.len(), 16);
         let c = rows.columns();
         let hour = c
             .bucket_secs
             .iter()
-            .position(|s| *s == 3_600)
+            .zip(c.level)
+            .position(|(s, l)| *s == 3_600 && *l == Level::Owner as i16)
             .expect("hour");
         assert_eq!(c.attempts[hour], 2);
         assert_eq!(c.succeeded[hour], 1);
         assert_eq!(c.exhausted[hour], 1);
         assert_eq!(c.latency_sum_ms[hour], 30);
-        assert_eq!(c.latency_hist.len(), 4 * HIST_LEN);
+        assert_eq!(c.latency_hist.len(), 16 * HIST_LEN);
+        assert_eq!(c.webhook_id[hour], ALL_WEBHOOKS);
     }
 }

@@ -364,17 +364,17 @@ pub async fn insert_deliveries_with_rollups(
          ), complete AS (
             SELECT count(*) = cardinality($1::uuid[]) AS all_in FROM ins
          ), rollup AS (
-            INSERT INTO delivery_rollups AS r (user_id, bucket_secs, bucket_start, webhook_id, event_type,
+            INSERT INTO delivery_rollups AS r (user_id, bucket_secs, level, bucket_start, webhook_id, event_type,
                     attempts, succeeded, retrying, failed, exhausted, latency_sum_ms, latency_hist)
-            SELECT u.user_id, u.bucket_secs, u.bucket_start, u.webhook_id, u.event_type, u.attempts,
+            SELECT u.user_id, u.bucket_secs, u.level, u.bucket_start, u.webhook_id, u.event_type, u.attempts,
                    u.succeeded, u.retrying, u.failed, u.exhausted, u.latency_sum_ms,
                    ($35::int8[])[(u.n - 1) * $36 + 1 : u.n * $36]
             FROM unnest($24::text[], $25::int4[], $26::timestamptz[], $27::uuid[], $28::text[], $29::int8[],
-                        $30::int8[], $31::int8[], $32::int8[], $33::int8[], $34::int8[]) WITH ORDINALITY
+                        $30::int8[], $31::int8[], $32::int8[], $33::int8[], $34::int8[], $37::int2[]) WITH ORDINALITY
                  AS u(user_id, bucket_secs, bucket_start, webhook_id, event_type, attempts, succeeded,
-                      retrying, failed, exhausted, latency_sum_ms, n)
+                      retrying, failed, exhausted, latency_sum_ms, level, n)
             WHERE (SELECT all_in FROM complete)
-            ON CONFLICT (user_id, bucket_secs, bucket_start, webhook_id, event_type) DO UPDATE SET
+            ON CONFLICT (user_id, bucket_secs, level, bucket_start, webhook_id, event_type) DO UPDATE SET
                attempts = r.attempts + EXCLUDED.attempts,
                succeeded = r.succeeded + EXCLUDED.succeeded,
                retrying = r.retrying + EXCLUDED.retrying,
@@ -420,7 +420,8 @@ pub async fn insert_deliveries_with_rollups(
         r.exhausted,
         r.latency_sum_ms,
         r.latency_hist,
-        HIST_LEN as i64
+        HIST_LEN as i64,
+        r.level
     )
     .fetch_all(executor)
     .await?;

@@ -149,6 +149,8 @@ async fn rollups_match_a_known_workload_exactly() {
                         from,
                         to,
                         widest,
+                        split_webhook: false,
+                        split_event_type: false,
                     };
                     let rows = analytics::read(&pool, &q).await.expect("read");
                     let got = sum(&rows);
@@ -158,6 +160,27 @@ async fn rollups_match_a_known_workload_exactly() {
                         "{from}..{to} widest {widest:?} webhook {webhook:?}"
                     );
                     assert!(rows.iter().all(|r| r.webhook_id != w3), "bob's rows leaked");
+                    // Split per webhook, each webhook's rows add up to its own figures.
+                    let split = analytics::read(
+                        &pool,
+                        &RollupQuery {
+                            split_webhook: true,
+                            ..q.clone()
+                        },
+                    )
+                    .await
+                    .expect("read split");
+                    for w in [w1, w2] {
+                        let mine: Vec<_> = split
+                            .iter()
+                            .filter(|r| r.webhook_id == w)
+                            .cloned()
+                            .collect();
+                        let want = expected(&c, ALICE, Some(w), from, to);
+                        if webhook.is_none_or(|only| only == w) {
+                            assert_eq!(sum(&mine), want, "split {w}");
+                        }
+                    }
                 }
             }
         }
@@ -174,6 +197,8 @@ async fn rollups_match_a_known_workload_exactly() {
                 from,
                 to,
                 widest: BucketWidth::Day,
+                split_webhook: false,
+                split_event_type: false,
             },
         )
         .await
@@ -207,6 +232,8 @@ async fn rollups_match_a_known_workload_exactly() {
                 from,
                 to,
                 widest: BucketWidth::Day,
+                split_webhook: false,
+                split_event_type: false,
             },
         )
         .await
@@ -221,6 +248,8 @@ async fn rollups_match_a_known_workload_exactly() {
                 from,
                 to,
                 widest: BucketWidth::Hour,
+                split_webhook: false,
+                split_event_type: false,
             },
         )
         .await
@@ -341,6 +370,8 @@ async fn one_statement_path_counts_only_inserted_rows() {
             from: t("2026-03-02T00:00:00Z"),
             to: t("2026-03-03T00:00:00Z"),
             widest: BucketWidth::Day,
+            split_webhook: false,
+            split_event_type: false,
         };
         let got = sum(&analytics::read(&pool, &q).await.expect("read"));
         assert_eq!(
@@ -351,7 +382,10 @@ async fn one_statement_path_counts_only_inserted_rows() {
             .fetch_one(&pool)
             .await
             .expect("count");
-        assert_eq!(stored, 3, "one minute, one hour and one day row");
+        assert_eq!(
+            stored, 12,
+            "one minute, one hour and one day row, at four levels"
+        );
     })
     .await;
 }
@@ -383,14 +417,17 @@ async fn retention_purges_each_width_by_its_own_age() {
         )
         .await
         .expect("purge");
-        // 20 days old: minute, hour, day rows; 3 days old: its minute row.
-        assert_eq!(purged, 4);
+        // 20 days old: minute, hour, day rows; 3 days old: its minute row; four levels.
+        assert_eq!(purged, 16);
         let left: Vec<i32> =
             sqlx::query_scalar("SELECT bucket_secs FROM delivery_rollups ORDER BY bucket_secs")
                 .fetch_all(&pool)
                 .await
                 .expect("left");
-        assert_eq!(left, vec![3_600, 86_400]);
+        assert_eq!(
+            left,
+            vec![3_600, 3_600, 3_600, 3_600, 86_400, 86_400, 86_400, 86_400]
+        );
     })
     .await;
 }

@@ -355,6 +355,8 @@ async fn series(
             from: range.from,
             to: range.to,
             widest: bucket,
+            split_webhook: group_by == GroupBy::Webhook,
+            split_event_type: group_by == GroupBy::EventType,
         },
     )
     .await?;
@@ -421,6 +423,8 @@ pub async fn top_endpoints(
             from: range.from,
             to: range.to,
             widest: BucketWidth::Day,
+            split_webhook: true,
+            split_event_type: false,
         },
     )
     .await?;

@@ -1,7 +1,8 @@
 //! `analytics`: the delivery-analytics query over 30 days for an owner with 10 million
 //! deliveries. The rollups such a history leaves are seeded straight into the database
 //! (server-side `generate_series`; the dispatcher would write the same rows one chunk
-//! at a time): 50 webhooks x 4 event types, hour and day rows over 30 days, minute rows
+//! at a time): 50 webhooks x 4 event types at the four levels of detail (per webhook
+//! and type, per webhook, per type, the owner), hour and day rows over 30 days, minute rows
 //! for the hours at both ends of the window (the only minute rows a 30-day query can
 //! read), about 69 deliveries (71 attempts) per (webhook, event type) and hour, so
 //! 9.9 million deliveries; plus 20 other owners with 10 webhooks x 2 types each as noise.
@@ -35,10 +36,15 @@ const OTHER_OWNERS: i32 = 20;
 /// seven histogram buckets (63 ms to 250 ms).
 const SEED: &str = r#"
 WITH keys AS (
-    SELECT $1::text AS user_id,
-           md5($1 || w)::uuid AS webhook_id,
-           'order.event' || t AS event_type
+    SELECT 0::int2 AS level, md5($1 || w)::uuid AS webhook_id, 'order.event' || t AS event_type, 1 AS mult
     FROM generate_series(1, $2::int) w, generate_series(1, $3::int) t
+    UNION ALL
+    SELECT 1::int2, md5($1 || w)::uuid, '', $3::int FROM generate_series(1, $2::int) w
+    UNION ALL
+    SELECT 2::int2, '00000000-0000-0000-0000-000000000000'::uuid, 'order.event' || t, $2::int
+    FROM generate_series(1, $3::int) t
+    UNION ALL
+    SELECT 3::int2, '00000000-0000-0000-0000-000000000000'::uuid, '', $2::int * $3::int
 ), hist AS (
     SELECT array_agg(CASE i WHEN 16 THEN 10 WHEN 17 THEN 20 WHEN 18 THEN 20 WHEN 19 THEN 10
                             WHEN 20 THEN 6 WHEN 21 THEN 3 WHEN 22 THEN 2 ELSE 0 END::int8 ORDER BY i) AS h
@@ -56,18 +62,18 @@ WITH keys AS (
     SELECT 60, b, 0 FROM generate_series($4::timestamptz - interval '2 hours',
         $4::timestamptz - interval '1 minute', interval '1 minute') b
 )
-INSERT INTO delivery_rollups (user_id, bucket_secs, bucket_start, webhook_id, event_type, attempts,
+INSERT INTO delivery_rollups (user_id, bucket_secs, level, bucket_start, webhook_id, event_type, attempts,
     succeeded, retrying, failed, exhausted, latency_sum_ms, latency_hist)
-SELECT k.user_id, b.secs, b.b, k.webhook_id, k.event_type,
-       CASE WHEN b.scale = 0 THEN 2 ELSE 71 * b.scale END,
-       CASE WHEN b.scale = 0 THEN 2 ELSE 68 * b.scale END,
-       CASE WHEN b.scale = 0 THEN 0 ELSE 2 * b.scale END,
-       CASE WHEN b.scale = 0 THEN 0 ELSE b.scale END,
-       CASE WHEN b.scale = 0 THEN 0 ELSE b.scale END,
-       CASE WHEN b.scale = 0 THEN 200 ELSE 71 * 110 * b.scale END,
-       CASE WHEN b.scale = 0 THEN (SELECT array_agg(CASE WHEN i = 18 THEN 2 ELSE 0 END::int8 ORDER BY i)
+SELECT $1::text, b.secs, k.level, b.b, k.webhook_id, k.event_type,
+       k.mult * CASE WHEN b.scale = 0 THEN 2 ELSE 71 * b.scale END,
+       k.mult * CASE WHEN b.scale = 0 THEN 2 ELSE 68 * b.scale END,
+       k.mult * CASE WHEN b.scale = 0 THEN 0 ELSE 2 * b.scale END,
+       k.mult * CASE WHEN b.scale = 0 THEN 0 ELSE b.scale END,
+       k.mult * CASE WHEN b.scale = 0 THEN 0 ELSE b.scale END,
+       k.mult * CASE WHEN b.scale = 0 THEN 200 ELSE 71 * 110 * b.scale END,
+       CASE WHEN b.scale = 0 THEN (SELECT array_agg(CASE WHEN i = 18 THEN 2 * k.mult ELSE 0 END::int8 ORDER BY i)
                                      FROM generate_series(0, 48) i)
-            ELSE (SELECT array_agg(x * b.scale ORDER BY n) FROM unnest((SELECT h FROM hist)) WITH ORDINALITY AS u(x, n)) END
+            ELSE (SELECT array_agg(x * b.scale * k.mult ORDER BY n) FROM unnest((SELECT h FROM hist)) WITH ORDINALITY AS u(x, n)) END
 FROM keys k, buckets b
 ON CONFLICT DO NOTHING
 "#;
@@ -111,7 +117,7 @@ pub async fn run(bench: &mut Bench, args: AnalyticsArgs) -> anyhow::Result<Repor
         .execute(&pool)
         .await?;
     let (rows, deliveries): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), COALESCE(sum(succeeded + failed) FILTER (WHERE user_id = $1 AND bucket_secs = 86400), 0)::int8
+        "SELECT count(*), COALESCE(sum(succeeded + failed) FILTER (WHERE user_id = $1 AND bucket_secs = 86400 AND level = 3), 0)::int8
          FROM delivery_rollups",
     )
     .bind(&user)
