@@ -70,7 +70,7 @@ if [ -z "${PORTICO_SKIP_IMAGES:-}" ]; then
   export PORTICO_TEST_IMAGES
   # The dev overlay's Deployments under `podman kube play`, until every pod is ready.
   echo "== kube play (dev overlay)" >&2
-  bash deploy/images/kube-play.sh 2> >(grep -v 'systemd connection' >&2)
+  PORTICO_KUBE_PLAY_PG="${DATABASE_URL%/*}" bash deploy/images/kube-play.sh 2> >(grep -v 'systemd connection' >&2)
 fi
 if [ -z "${PORTICO_SKIP_UPGRADE:-}" ]; then
   PORTICO_UPGRADE_FROM="${PORTICO_UPGRADE_FROM:-0c6b075}"
