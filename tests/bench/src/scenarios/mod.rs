@@ -76,7 +76,19 @@ pub struct Bench {
     pub limits: Option<limits::Limits>,
     /// Deliveries/s of the null pipeline measured earlier in this run, by endpoints
     /// per event: the ceiling Portico's figures are reported against.
-    pub null_rates: Vec<(usize, f64)>,
+    pub null_rates: Vec<NullRate>,
+}
+
+/// What the null pipeline reached in this run for one number of endpoints per event.
+#[derive(Debug, Clone, Copy)]
+pub struct NullRate {
+    /// Endpoints per event.
+    pub endpoints: usize,
+    /// Deliveries/s end to end.
+    pub rate: f64,
+    /// Deliveries/s if the machine were the run's alone (cores / CPU per delivery):
+    /// a comparison that neighbours on a shared machine disturb less.
+    pub alone_capacity: Option<f64>,
 }
 
 impl Bench {
@@ -148,11 +160,11 @@ impl Bench {
     }
 
     /// The null pipeline's rate for `endpoints`, when measured in this run.
-    pub fn null_rate(&self, endpoints: usize) -> Option<f64> {
+    pub fn null_rate(&self, endpoints: usize) -> Option<NullRate> {
         self.null_rates
             .iter()
-            .find(|(e, _)| *e == endpoints)
-            .map(|(_, r)| *r)
+            .find(|n| n.endpoints == endpoints)
+            .copied()
     }
 
     /// A fresh user id for one phase of this run.

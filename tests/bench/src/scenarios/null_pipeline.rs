@@ -64,8 +64,12 @@ pub async fn run(bench: &mut Bench, args: NullArgs) -> anyhow::Result<Report> {
     drop_database(&bench.system.server_url, &name).await;
     let report = result?;
     if let Some(rate) = report.value("deliveries_per_sec") {
-        bench.null_rates.retain(|(e, _)| *e != args.endpoints);
-        bench.null_rates.push((args.endpoints, rate));
+        bench.null_rates.retain(|n| n.endpoints != args.endpoints);
+        bench.null_rates.push(super::NullRate {
+            endpoints: args.endpoints,
+            rate,
+            alone_capacity: report.value("alone_capacity_per_sec"),
+        });
     }
     Ok(report)
 }
@@ -259,6 +263,9 @@ async fn measure(
     if let Some(e) = &stats.first_error {
         report.note(format!("first publish failure: {e}"));
     }
+    report.note(
+        "the pipeline runs inside the bench process: its CPU is counted under \"bench load\"",
+    );
     report.cpu("the run", Some((delivered, "delivery")), usage);
     Ok(())
 }
