@@ -555,7 +555,7 @@ async fn grpc_creates_from_templates_like_rest() -> anyhow::Result<()> {
     use portico_proto::v1::integration_template_service_client::IntegrationTemplateServiceClient;
     use portico_proto::v1::{
         CreateIntegrationFromTemplateRequest, CreateTemplateRequest, GetTemplateRequest,
-        IntegrationType, ListTemplatesRequest,
+        IntegrationType, ListTemplatesRequest, StringList, UpdateTemplateRequest,
     };
     fn authed<T>(message: T, user: &str) -> tonic::Request<T> {
         let mut r = tonic::Request::new(message);
@@ -602,6 +602,41 @@ async fn grpc_creates_from_templates_like_rest() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert!(saved.any_scope_allowed && !saved.builtin);
+    // Only the fields that are set change.
+    let updated = client
+        .update_template(authed(
+            UpdateTemplateRequest {
+                key: "grpc-3pl".into(),
+                rate_limit_per_second: Some(4),
+                allowed_scopes: Some(StringList {
+                    values: vec!["orders:read".into(), "bulk_orders:read".into()],
+                }),
+                ..Default::default()
+            },
+            ALICE,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(updated.rate_limit_per_second, 4);
+    assert!(!updated.any_scope_allowed);
+    assert_eq!(updated.allowed_scopes, ["orders:read", "bulk_orders:read"]);
+    assert_eq!(
+        (updated.name.as_str(), updated.daily_quota),
+        ("gRPC 3PL", 30)
+    );
+    let err = client
+        .update_template(authed(
+            UpdateTemplateRequest {
+                key: "erp-read-only".into(),
+                name: Some("mine now".into()),
+                ..Default::default()
+            },
+            ALICE,
+        ))
+        .await
+        .expect_err("built-in templates are read only");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(error_code(&err), "template_read_only");
     let err = client
         .get_template(authed(
             GetTemplateRequest {
@@ -629,7 +664,7 @@ async fn grpc_creates_from_templates_like_rest() -> anyhow::Result<()> {
     let integration = created.integration.unwrap_or_default();
     assert_eq!(integration.name, "Via gRPC");
     assert_eq!(integration.r#type, IntegrationType::Shipping as i32);
-    assert_eq!(integration.rate_limit_per_second, 3);
+    assert_eq!(integration.rate_limit_per_second, 4);
     assert!(
         created
             .credentials

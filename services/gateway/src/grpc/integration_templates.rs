@@ -7,11 +7,14 @@ use portico_proto::v1::integration_template_service_server::{
 use portico_proto::v1::{
     CreateIntegrationFromTemplateRequest, CreateIntegrationFromTemplateResponse,
     CreateTemplateRequest, Credentials, DeleteTemplateRequest, GetTemplateRequest,
-    IntegrationTemplate, ListTemplatesRequest, ListTemplatesResponse, PageInfo,
+    IntegrationTemplate, IntegrationType as ProtoType, ListTemplatesRequest, ListTemplatesResponse,
+    PageInfo, UpdateTemplateRequest,
 };
 use tonic::{Request, Response, Status};
 
-use crate::app::integration_templates::{self as templates, FromTemplate, Template, TemplateSpec};
+use crate::app::integration_templates::{
+    self as templates, FromTemplate, Template, TemplatePatch, TemplateSpec,
+};
 use crate::grpc::caller;
 use crate::grpc::integrations::{
     from_timestamp, page, render, timestamp, to_proto_type, type_name,
@@ -100,6 +103,30 @@ impl IntegrationTemplateService for GrpcIntegrationTemplateService {
             overridable: r.overridable,
         };
         let template = templates::create(&self.state, &caller, &r.key, spec).await?;
+        Ok(Response::new(render_template(template)))
+    }
+
+    async fn update_template(
+        &self,
+        request: Request<UpdateTemplateRequest>,
+    ) -> Result<Response<IntegrationTemplate>, Status> {
+        let caller = caller(&self.state, &request).await?;
+        let r = request.into_inner();
+        let patch = TemplatePatch {
+            name: r.name,
+            description: r.description,
+            integration_type: (r.r#type != ProtoType::Unspecified as i32)
+                .then(|| type_name(r.r#type)),
+            scopes: r.scopes.map(|l| l.values),
+            allowed_scopes: r
+                .allowed_scopes
+                .map(|l| (!l.values.is_empty()).then_some(l.values)),
+            rate_limit_per_second: r.rate_limit_per_second,
+            daily_quota: r.daily_quota,
+            events: r.events.map(|l| l.values),
+            overridable: r.overridable.map(|l| l.values),
+        };
+        let template = templates::update(&self.state, &caller, &r.key, patch).await?;
         Ok(Response::new(render_template(template)))
     }
 
