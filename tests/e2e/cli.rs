@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use portico_e2e::sink::Sink;
+use portico_e2e::sink::{Reply, Sink};
 use portico_e2e::{SERVICE_TOKEN, TestApp, bin_dir, wait_for};
 use serde_json::{Value, json};
 
@@ -446,6 +446,345 @@ async fn typed_client_pages_problems_and_retry_after() -> anyhow::Result<()> {
         started.elapsed()
     );
 
+    app.cleanup().await;
+    Ok(())
+}
+
+/// Runs `portico` with exactly this environment (plus the empty config location unless
+/// given), for the profile tests.
+async fn portico_raw(app: &TestApp, env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Output> {
+    let config = std::env::temp_dir().join(format!("portico-cli-e2e-{}.json", app.id));
+    let mut cmd = tokio::process::Command::new(bin_dir().join("portico"));
+    cmd.env_clear()
+        .env("PORTICO_CONFIG", &config)
+        .args(args)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Ok(tokio::time::timeout(Duration::from_secs(120), cmd.output()).await??)
+}
+
+/// Every other command's happy path and a bad input: profiles, webhook update,
+/// secrets, test events, delivery detail and retries, integrations and a partner's own
+/// usage, completions.
+#[tokio::test]
+async fn every_command_happy_path_and_a_bad_input() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let sink = Sink::start().await?;
+    // The first delivery fails for good (no retries), so it can be retried by hand.
+    sink.script([Reply::status(500)]);
+    let user = "every-user";
+
+    // Profiles: `config set` writes one, later commands use it without any PORTICO_*.
+    let base = app.base_url();
+    let out = portico_raw(
+        &app,
+        &[],
+        &[
+            "config",
+            "set",
+            "local",
+            "--server",
+            &base,
+            "--service-token",
+            SERVICE_TOKEN,
+            "--user-id",
+            user,
+            "--default",
+        ],
+    )
+    .await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = json_out(&portico_raw(&app, &[], &["config", "show", "-o", "json"]).await?);
+    assert_eq!(shown["url"], base.as_str());
+    assert_eq!(shown["userId"], user);
+    assert!(
+        !shown["serviceToken"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(SERVICE_TOKEN)
+    );
+    let out = portico_raw(&app, &[], &["--profile", "nope", "webhooks", "list"]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    let created = json_out(
+        &portico_raw(
+            &app,
+            &[],
+            &[
+                "-o",
+                "json",
+                "webhooks",
+                "create",
+                "--url",
+                &sink.url("/h"),
+                "-e",
+                "order.*",
+                "--max-retries",
+                "0",
+            ],
+        )
+        .await?,
+    );
+    let id = created["id"].as_str().expect("id").to_owned();
+    let first_secret = created["secret"].as_str().expect("secret").to_owned();
+
+    // update: disable, then enable with a description; a bad rate limit is refused.
+    let updated = json_out(
+        &portico(
+            &app,
+            user,
+            &["-o", "json", "webhooks", "update", &id, "--disable"],
+        )
+        .await?,
+    );
+    assert_eq!(updated["active"], false);
+    let updated = json_out(
+        &portico(
+            &app,
+            user,
+            &[
+                "-o",
+                "json",
+                "webhooks",
+                "update",
+                &id,
+                "--enable",
+                "--description",
+                "on again",
+            ],
+        )
+        .await?,
+    );
+    assert_eq!(
+        (updated["active"].clone(), updated["description"].clone()),
+        (json!(true), json!("on again"))
+    );
+    let out = portico(
+        &app,
+        user,
+        &["webhooks", "update", &id, "--rate-limit", "0"],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    // Secrets: rotation gives a new one, `secret` shows it.
+    let rotated = json_out(
+        &portico(
+            &app,
+            user,
+            &[
+                "-o",
+                "json",
+                "webhooks",
+                "rotate-secret",
+                &id,
+                "--grace-period",
+                "0",
+            ],
+        )
+        .await?,
+    );
+    let new_secret = rotated["secret"].as_str().expect("secret").to_owned();
+    assert_ne!(new_secret, first_secret);
+    let shown = json_out(&portico(&app, user, &["-o", "json", "webhooks", "secret", &id]).await?);
+    assert_eq!(shown["secret"], new_secret.as_str());
+
+    // A test event reaches the sink; its delivery is listed, shown with its attempt
+    // and retried.
+    let sent = json_out(&portico(&app, user, &["-o", "json", "webhooks", "test", &id]).await?);
+    let event_id = sent["eventId"].as_str().expect("event id").to_owned();
+    wait_for(Duration::from_secs(30), || async { sink.count() >= 1 }).await?;
+    assert_eq!(sink.received()[0].header("webhook-id"), event_id);
+    let found = std::sync::Mutex::new(String::new());
+    wait_for(Duration::from_secs(20), || {
+        let app = &app;
+        let id = id.clone();
+        let found = &found;
+        async move {
+            let Ok(out) = portico(
+                app,
+                user,
+                &[
+                    "-o",
+                    "json",
+                    "deliveries",
+                    "list",
+                    &id,
+                    "--status",
+                    "failed",
+                ],
+            )
+            .await
+            else {
+                return false;
+            };
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            match list[0]["id"].as_str() {
+                Some(d) => {
+                    *found.lock().expect("not poisoned") = d.to_owned();
+                    true
+                }
+                None => false,
+            }
+        }
+    })
+    .await?;
+    let delivery_id = found.lock().expect("not poisoned").clone();
+    let detail = portico(&app, user, &["deliveries", "get", &id, &delivery_id]).await?;
+    assert!(detail.status.success(), "{}", stderr(&detail));
+    let text = stdout(&detail);
+    assert!(text.contains("attempts:") && text.contains("500"), "{text}");
+    let dry = portico(
+        &app,
+        user,
+        &["deliveries", "retry-failed", &id, "--dry-run"],
+    )
+    .await?;
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert_eq!(stdout(&dry).trim(), "1 deliveries would be retried");
+    let retried = json_out(
+        &portico(
+            &app,
+            user,
+            &["-o", "json", "deliveries", "retry", &id, &delivery_id],
+        )
+        .await?,
+    );
+    assert_eq!(retried["id"], delivery_id.as_str());
+    wait_for(Duration::from_secs(30), || async { sink.count() >= 2 }).await?;
+    let out = portico(
+        &app,
+        user,
+        &["deliveries", "list", &id, "--status", "bogus"],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("/status"), "{}", stderr(&out));
+
+    // Events: bad data is refused before any request.
+    let out = portico(
+        &app,
+        user,
+        &[
+            "events",
+            "publish",
+            "--type",
+            "order.created",
+            "--data",
+            "{nope",
+        ],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not JSON"), "{}", stderr(&out));
+
+    // Integrations: create, list, regenerate, usage by the owner and by the partner.
+    let integration = json_out(
+        &portico(
+            &app,
+            user,
+            &[
+                "-o",
+                "json",
+                "integrations",
+                "create",
+                "--name",
+                "Acme",
+                "--type",
+                "erp",
+                "--scope",
+                "orders:read",
+            ],
+        )
+        .await?,
+    );
+    let iid = integration["id"]
+        .as_str()
+        .expect("integration id")
+        .to_owned();
+    let listed = json_out(&portico(&app, user, &["-o", "json", "integrations", "list"]).await?);
+    assert_eq!(listed[0]["id"], iid.as_str());
+    let regenerated = json_out(
+        &portico(
+            &app,
+            user,
+            &[
+                "-o",
+                "json",
+                "integrations",
+                "regenerate",
+                &iid,
+                "--grace-period",
+                "0",
+            ],
+        )
+        .await?,
+    );
+    let key = regenerated["credentials"]["apiKey"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let secret = regenerated["credentials"]["apiSecret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    assert_ne!(
+        secret,
+        integration["credentials"]["apiSecret"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    let mine = json_out(
+        &portico_raw(
+            &app,
+            &[
+                ("PORTICO_URL", &base),
+                ("PORTICO_API_KEY", &key),
+                ("PORTICO_API_SECRET", &secret),
+            ],
+            &["-o", "json", "--profile", "local", "integrations", "usage"],
+        )
+        .await?,
+    );
+    assert!(mine["totals"]["total"].is_u64(), "{mine}");
+    // The partner's call is logged (asynchronously) and the owner sees it.
+    wait_for(Duration::from_secs(20), || {
+        let app = &app;
+        let iid = iid.clone();
+        async move {
+            portico(app, user, &["-o", "json", "integrations", "usage", &iid])
+                .await
+                .ok()
+                .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+                .is_some_and(|u| u["totals"]["total"].as_u64().unwrap_or(0) >= 1)
+        }
+    })
+    .await?;
+    let out = portico(
+        &app,
+        user,
+        &["integrations", "create", "--name", "x", "--type", "crm"],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    // Delete, and the webhook is gone.
+    let out = portico(&app, user, &["webhooks", "delete", &id]).await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = portico(&app, user, &["webhooks", "get", &id]).await?;
+    assert_eq!(out.status.code(), Some(3));
+
+    let completions = portico(&app, user, &["completions", "bash"]).await?;
+    assert!(completions.status.success());
+    assert!(
+        stdout(&completions).contains("_portico"),
+        "bash completion script"
+    );
+
+    let _ =
+        std::fs::remove_file(std::env::temp_dir().join(format!("portico-cli-e2e-{}.json", app.id)));
     app.cleanup().await;
     Ok(())
 }

@@ -52,8 +52,23 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Fields set in `over` replace this profile's.
+    /// Fields set in `over` replace this profile's. Credentials go as a whole: when
+    /// `over` names any (a token, the service token, a partner key or secret, the
+    /// operator token), none of this profile's stay, so `PORTICO_API_KEY` with a
+    /// profile holding a service token calls as the partner.
     pub fn overlay(mut self, over: Profile) -> Profile {
+        if over.token.is_some()
+            || over.service_token.is_some()
+            || over.api_key.is_some()
+            || over.api_secret.is_some()
+            || over.operator_token.is_some()
+        {
+            self.token = None;
+            self.service_token = None;
+            self.api_key = None;
+            self.api_secret = None;
+            self.operator_token = None;
+        }
         macro_rules! take {
             ($($f:ident),*) => { $( if over.$f.is_some() { self.$f = over.$f; } )* };
         }
@@ -189,6 +204,18 @@ mod tests {
         let merged = file.clone().overlay(over);
         assert_eq!(merged.url.as_deref(), Some("http://flag"));
         assert_eq!(merged.auth().unwrap(), Auth::service("svc", "u1"));
+        let partner = merged.clone().overlay(Profile {
+            api_key: Some("pk".into()),
+            api_secret: Some("sk".into()),
+            ..Profile::default()
+        });
+        assert_eq!(partner.auth().unwrap(), Auth::partner("pk", "sk"));
+        // --user-id alone keeps the profile's service token.
+        let other_user = merged.clone().overlay(Profile {
+            user_id: Some("u2".into()),
+            ..Profile::default()
+        });
+        assert_eq!(other_user.auth().unwrap(), Auth::service("svc", "u2"));
         let jwt = merged.overlay(Profile {
             token: Some("jwt".into()),
             ..Profile::default()
