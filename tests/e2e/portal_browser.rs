@@ -192,6 +192,16 @@ impl Browser {
         }
     }
 
+    /// Runs `script` in the page and returns its value.
+    async fn execute(&self, script: &str) -> anyhow::Result<Value> {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
     async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
         let v = self
             .call(reqwest::Method::GET, "/screenshot", json!({}))
@@ -326,6 +336,85 @@ async fn a_user_signs_in_by_link_and_retries_a_failed_delivery_in_a_browser() ->
         .fetch_one(&app.pool)
         .await?;
     assert_ne!(stored, "failed");
+    app.cleanup().await;
+    Ok(())
+}
+
+/// With the dispatcher running, a test event sent while the webhook's page is open
+/// appears in its delivery log as `succeeded` without the page reloading: the portal's
+/// script takes a live ticket and listens on the live WebSocket.
+#[tokio::test]
+async fn a_new_delivery_appears_live_without_reloading() -> anyhow::Result<()> {
+    let Some(driver) = driver_path() else {
+        return Ok(());
+    };
+    let app =
+        TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let sink = portico_e2e::sink::Sink::start().await?;
+    let hook: Value = app
+        .http
+        .post(app.api("/webhooks"))
+        .bearer_auth(app.user_token("alice"))
+        .json(&json!({"url": sink.url("/hook"), "events": ["order.created"]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let hook_id = hook["id"].as_str().unwrap_or_default().to_owned();
+    let link: Value = app
+        .http
+        .post(app.api("/portal/sessions"))
+        .bearer_auth(app.user_token("alice"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let login = format!(
+        "{}{}",
+        app.base_url(),
+        link["loginUrl"].as_str().unwrap_or_default()
+    );
+    let browser = Browser::start(&driver).await?;
+    let result = async {
+        browser.goto(&login).await?;
+        browser.wait_text("main h1", |t| t == "Webhooks").await?;
+        browser
+            .goto(&format!("{}/portal/webhooks/{hook_id}", app.base_url()))
+            .await?;
+        // The page is listening once the live socket confirmed the subscription.
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        while browser.execute("return document.body.dataset.live").await? != json!("on") {
+            if tokio::time::Instant::now() > until {
+                bail!("the live socket never subscribed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        browser.execute("window.portalMarker = 42").await?;
+        let res = app
+            .http
+            .post(app.api(&format!("/webhooks/{hook_id}/test")))
+            .bearer_auth(app.user_token("alice"))
+            .send()
+            .await?;
+        assert!(res.status().is_success(), "{}", res.status());
+        let status = browser
+            .wait_text("#deliveries tbody tr[data-delivery-id] td.status", |t| {
+                t == "succeeded"
+            })
+            .await?;
+        assert_eq!(status, "succeeded");
+        assert_eq!(
+            browser.execute("return window.portalMarker").await?,
+            json!(42),
+            "the page reloaded"
+        );
+        browser.screenshot("webhook-live").await?;
+        anyhow::Ok(())
+    }
+    .await;
+    browser.quit().await;
+    result?;
+    assert_eq!(sink.count(), 1);
     app.cleanup().await;
     Ok(())
 }

@@ -50,3 +50,104 @@ if (upload) {
     xhr.send(file);
   });
 }
+
+// Live updates: a single-use ticket from the portal (the session's caller), then the
+// live WebSocket (/api/v1/live). The delivery log of a webhook page gains rows and
+// changes statuses as attempts happen; batch progress bars move. Everything is written
+// with textContent, never as HTML.
+const deliveries = document.getElementById("deliveries");
+const batchBars = () => document.querySelectorAll("progress[data-batch-id]");
+
+const badgeClass = (status) => {
+  if (["succeeded", "active", "completed"].includes(status)) return "badge ok";
+  if (["failed", "disabled", "failing", "cancelled"].includes(status)) return "badge bad";
+  if (["retrying", "completed_with_errors", "duplicate", "unprocessed"].includes(status)) return "badge warn";
+  return "badge";
+};
+
+const setBadge = (cell, status) => {
+  if (!cell) return;
+  let badge = cell.querySelector(".badge");
+  if (!badge) { badge = document.createElement("span"); cell.replaceChildren(badge); }
+  badge.className = badgeClass(status);
+  badge.textContent = status;
+};
+
+const flash = (el) => { el.classList.remove("live-flash"); void el.offsetWidth; el.classList.add("live-flash"); };
+
+function deliveryRow(m) {
+  const filter = new URLSearchParams(location.search).get("status");
+  if (filter && filter !== m.status) return null;
+  const body = deliveries.tBodies[0];
+  body.querySelector(".empty-row")?.remove();
+  const row = document.createElement("tr");
+  row.dataset.deliveryId = m.deliveryId;
+  const cells = ["created", "event", "status", "attempts", "response", "actions"].map((name) => {
+    const td = document.createElement("td");
+    if (name === "status" || name === "attempts") td.className = name;
+    row.append(td);
+    return td;
+  });
+  const link = document.createElement("a");
+  link.href = `/portal/webhooks/${m.webhookId}/deliveries/${m.deliveryId}`;
+  link.textContent = (m.occurredAt || new Date().toISOString()).replace("T", " ").slice(0, 19) + " UTC";
+  cells[0].append(link);
+  cells[1].textContent = m.eventType || "";
+  cells[3].textContent = "0";
+  body.prepend(row);
+  return row;
+}
+
+function onDelivery(m) {
+  if (!deliveries || m.webhookId !== deliveries.dataset.webhookId) return;
+  let row = deliveries.querySelector(`tr[data-delivery-id="${CSS.escape(m.deliveryId)}"]`);
+  if (!row) row = deliveryRow(m);
+  if (!row) return;
+  setBadge(row.querySelector("td.status"), m.status);
+  if (m.attempt) row.querySelector("td.attempts").textContent = String(m.attempt);
+  const response = row.children[4];
+  if (response && (m.httpStatus || m.errorKind)) response.textContent = m.httpStatus ? String(m.httpStatus) : m.errorKind;
+  flash(row);
+}
+
+function onBatch(m) {
+  for (const bar of batchBars()) {
+    if (bar.dataset.batchId !== m.batchId) continue;
+    bar.max = Math.max(m.total || 0, 1);
+    bar.value = m.processed || 0;
+    bar.setAttribute("aria-label", `${m.processed} of ${m.total} orders processed`);
+    const text = bar.nextElementSibling;
+    if (text && text.classList.contains("progress-text")) text.textContent = `${m.processed} / ${m.total}`;
+    const holder = bar.closest("tr") || document;
+    setBadge(holder.querySelector(".status"), m.status);
+  }
+}
+
+async function startLive() {
+  document.body.dataset.live = "connecting";
+  let answer;
+  try {
+    const res = await fetch("/portal/live-ticket", { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+    if (!res.ok) { document.body.dataset.live = "off"; return; }
+    answer = await res.json();
+  } catch { document.body.dataset.live = "off"; return; }
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(`${scheme}//${location.host}/api/v1/live?ticket=${encodeURIComponent(answer.ticket)}`);
+  ws.onopen = () => {
+    const subscribe = { op: "subscribe", topics: [] };
+    if (deliveries) { subscribe.topics.push("deliveries"); subscribe.webhookId = deliveries.dataset.webhookId; }
+    const bars = batchBars();
+    if (bars.length) { subscribe.topics.push("batches"); if (bars.length === 1) subscribe.batchId = bars[0].dataset.batchId; }
+    ws.send(JSON.stringify(subscribe));
+  };
+  ws.onmessage = (event) => {
+    let m;
+    try { m = JSON.parse(event.data); } catch { return; }
+    if (m.type === "subscribed") document.body.dataset.live = "on";
+    else if (m.type === "delivery.attempt" || m.type === "delivery.state") onDelivery(m);
+    else if (m.type === "batch.progress") onBatch(m);
+  };
+  ws.onclose = () => { document.body.dataset.live = "closed"; };
+}
+
+if ((deliveries || batchBars().length) && window.WebSocket && csrf()) startLive();

@@ -52,6 +52,7 @@ pub fn router(state: AppState, api: Router) -> Router {
         .route("/login", get(pages::login))
         .route("/sign-in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/logout", post(pages::logout))
+        .route("/live-ticket", post(pages::live_ticket))
         .route("/webhooks", get(webhooks::list))
         .route("/webhooks/{id}", get(webhooks::detail))
         .route("/webhooks/{id}/edit", post(webhooks::edit))

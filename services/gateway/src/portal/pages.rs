@@ -350,3 +350,37 @@ pub async fn logout(
     }
     response
 }
+
+/// `POST /portal/live-ticket` (CSRF token in `x-csrf-token`): a single-use ticket for
+/// the live-updates WebSocket (`/api/v1/live?ticket=`), issued for the session's caller
+/// and ending with the session. A session narrowed to some webhooks gets none: a
+/// ticket would reach every webhook of the user, so those pages update on reload.
+pub async fn live_ticket(
+    State(state): State<AppState>,
+    session: PortalSession,
+    headers: HeaderMap,
+) -> Response {
+    let presented = headers
+        .get(security::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = session.check_csrf(presented) {
+        return (
+            e.status(),
+            axum::Json(serde_json::json!({ "error": "csrf" })),
+        )
+            .into_response();
+    }
+    if session.webhook_ids.is_some() {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({ "error": "narrowed sessions have no live updates" })),
+        )
+            .into_response();
+    }
+    let (ticket, expires_at) =
+        state
+            .live()
+            .tickets()
+            .issue(&session.caller, Some(session.expires_at), Utc::now());
+    axum::Json(serde_json::json!({ "ticket": ticket, "expiresAt": expires_at })).into_response()
+}

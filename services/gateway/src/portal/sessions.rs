@@ -179,6 +179,8 @@ pub struct PortalSession {
     pub csrf: String,
     /// The cookie's token (for logout).
     pub token: String,
+    /// When the session ends (live tickets carry it, so a socket closes with it).
+    pub expires_at: DateTime<Utc>,
 }
 
 impl PortalSession {
@@ -261,6 +263,7 @@ pub async fn current(
         webhook_ids: row.webhook_ids,
         csrf: security::csrf_token(token),
         token: token.to_owned(),
+        expires_at: row.expires_at,
     }))
 }
 
