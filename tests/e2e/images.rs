@@ -176,7 +176,11 @@ async fn the_images_run_the_smoke_flow_and_stop_cleanly_on_sigterm() -> anyhow::
     args.extend(env_args(&app, "migrate", "127.0.0.1:0", &[]));
     args.push(format!("localhost/portico-gateway:{tag}"));
     args.push("migrate".to_owned());
-    podman(&args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+    podman(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .map_err(|e| {
+            e.context("the image's migrate failed: are the images older than the binaries? (deploy/images/build.sh)")
+        })?;
 
     // The user the image runs as, and no shell in it.
     let user = podman(&[
@@ -188,6 +192,33 @@ async fn the_images_run_the_smoke_flow_and_stop_cleanly_on_sigterm() -> anyhow::
     ])
     .await?;
     assert_eq!(user, "10001:10001");
+    // The OCI labels: version (the tag), the commit, the source.
+    for service in [
+        "portico-gateway",
+        "portico-batch-processor",
+        "portico-webhook-dispatcher",
+    ] {
+        let labels = podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}}",
+            &format!("localhost/{service}:{tag}"),
+        ])
+        .await?;
+        let labels: serde_json::Value = serde_json::from_str(&labels)?;
+        assert_eq!(labels["org.opencontainers.image.version"], tag.as_str());
+        let revision = labels["org.opencontainers.image.revision"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(revision.len() >= 40, "{service}: revision {revision:?}");
+        assert!(
+            labels["org.opencontainers.image.source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("https://")),
+            "{service}: {labels}"
+        );
+    }
     let shell = podman(&[
         "run",
         "--rm",
