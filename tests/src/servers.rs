@@ -236,3 +236,184 @@ impl PrivatePostgres {
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }
+
+/// The namespaces, bridge and addresses of [`NatsCluster`]: `10.77.0.<n>` for node `n`
+/// (each in network namespace `pnats<n>`), `10.77.0.254` for this host on bridge
+/// `pnbr0`. The bridge has no uplink and the namespaces no default route, so no packet
+/// can leave the machine.
+const CLUSTER_SUBNET: &str = "10.77.0";
+const CLUSTER_BRIDGE: &str = "pnbr0";
+
+/// Runs `ip` with `args`; an error names the command and its stderr.
+async fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Removes the namespaces, veths and bridge of a cluster (ignoring what is not there),
+/// so a test that crashed before its cleanup does not block the next one.
+async fn remove_cluster_network(nodes: usize) {
+    for n in 1..=nodes {
+        let _ = ip(&["netns", "del", &format!("pnats{n}")]).await;
+        let _ = ip(&["link", "del", &format!("pnv{n}")]).await;
+    }
+    let _ = ip(&["link", "del", CLUSTER_BRIDGE]).await;
+}
+
+/// A JetStream cluster of three `nats-server`s, each in its own network namespace
+/// joined to this host by a veth pair on a private bridge (needs root and iproute2).
+/// Portico's processes run on the host and reach the nodes at `10.77.0.1..3`.
+pub struct NatsCluster {
+    nodes: Vec<Option<Child>>,
+    stores: Vec<PathBuf>,
+}
+
+impl NatsCluster {
+    /// Builds the network and starts the three nodes; returns when every node accepts
+    /// clients (the cluster may still be electing its JetStream leader).
+    pub async fn start() -> anyhow::Result<Self> {
+        const NODES: usize = 3;
+        remove_cluster_network(NODES).await;
+        ip(&["link", "add", CLUSTER_BRIDGE, "type", "bridge"]).await?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{CLUSTER_SUBNET}.254/24"),
+            "dev",
+            CLUSTER_BRIDGE,
+        ])
+        .await?;
+        ip(&["link", "set", CLUSTER_BRIDGE, "up"]).await?;
+        for n in 1..=NODES {
+            let (ns, host_end, ns_end) =
+                (format!("pnats{n}"), format!("pnv{n}"), format!("pnp{n}"));
+            ip(&["netns", "add", &ns]).await?;
+            ip(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
+            ])
+            .await?;
+            ip(&["link", "set", &ns_end, "netns", &ns]).await?;
+            ip(&["link", "set", &host_end, "master", CLUSTER_BRIDGE, "up"]).await?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{CLUSTER_SUBNET}.{n}/24"),
+                "dev",
+                &ns_end,
+            ])
+            .await?;
+            ip(&["-n", &ns, "link", "set", &ns_end, "up"]).await?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
+        }
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let mut cluster = Self {
+            nodes: (0..NODES).map(|_| None).collect(),
+            stores: (1..=NODES)
+                .map(|n| std::env::temp_dir().join(format!("portico-nats-cluster-{run}-{n}")))
+                .collect(),
+        };
+        for n in 1..=NODES {
+            cluster.start_node(n).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The address of node `n` (1-based).
+    pub fn addr(n: usize) -> String {
+        format!("{CLUSTER_SUBNET}.{n}")
+    }
+
+    /// Every node's client URL, comma separated (what `NATS_URL` takes).
+    pub fn url(&self) -> String {
+        (1..=self.nodes.len())
+            .map(|n| format!("nats://{}:4222", Self::addr(n)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The server name of node `n` (`n1`..`n3`), as JetStream reports leaders.
+    pub fn name(n: usize) -> String {
+        format!("n{n}")
+    }
+
+    /// Starts node `n` (again) in its namespace, with its store.
+    pub async fn start_node(&mut self, n: usize) -> anyhow::Result<()> {
+        let routes: Vec<String> = (1..=self.nodes.len())
+            .filter(|&m| m != n)
+            .map(|m| format!("nats://{}:6222", Self::addr(m)))
+            .collect();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &format!("pnats{n}"), "nats-server"])
+            .args([
+                "-a",
+                &Self::addr(n),
+                "-p",
+                "4222",
+                "-n",
+                &Self::name(n),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.stores[n - 1])
+            .args(["--cluster_name", "portico-e2e"])
+            .args(["--cluster", &format!("nats://{}:6222", Self::addr(n))])
+            .args(["--routes", &routes.join(",")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server in its namespace")?;
+        self.nodes[n - 1] = Some(child);
+        let addr = format!("{}:4222", Self::addr(n));
+        wait_for(Duration::from_secs(30), || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+        })
+        .await
+        .with_context(|| format!("cluster node {n} did not start listening"))
+    }
+
+    /// Kills node `n` at once (SIGKILL).
+    pub async fn kill_node(&mut self, n: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.nodes[n - 1].take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for child in self.nodes.iter_mut().flatten() {
+            let _ = child.start_kill();
+        }
+        for store in &self.stores {
+            let _ = std::fs::remove_dir_all(store);
+        }
+        // Synchronous: Drop cannot await.
+        for n in 1..=self.nodes.len() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &format!("pnats{n}")])
+                .output();
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &format!("pnv{n}")])
+                .output();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", CLUSTER_BRIDGE])
+            .output();
+    }
+}

@@ -54,12 +54,24 @@ pub enum QueueError {
 }
 
 /// Connects to NATS with a client name that shows up in the server's connection list.
+/// `url` may list several servers of a cluster, comma separated
+/// (`nats://a:4222,nats://b:4222`): the client starts with any that answers and
+/// reconnects to another when its server dies, so no single node is needed at start.
 pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, QueueError> {
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<async_nats::ServerAddr>()
+                .map_err(|e| QueueError::Connect(format!("NATS_URL {s:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     async_nats::ConnectOptions::new()
         .name(client_name)
         .retry_on_initial_connect()
         .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|e| QueueError::Connect(e.to_string()))
 }
