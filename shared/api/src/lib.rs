@@ -7,9 +7,13 @@
 //!
 //! - [`common`]: the problem document of every error answer and the page parameters;
 //! - [`schema`]: shared schema pieces (event type and filter patterns) and serde helpers;
+//! - [`events`]: events published by internal services;
 //! - [`webhooks`]: endpoints and their signing secrets;
 //! - [`deliveries`]: deliveries, their attempts and single retries;
 //! - [`retry_jobs`]: retry-failed and its durable jobs;
+//! - [`bulk_orders`]: bulk-order batches, their results and orders;
+//! - [`integrations`]: partner integrations, credentials and usage;
+//! - [`admin`]: the operators' dead-letter API;
 //!
 //! Conversions into domain types (for example [`webhooks::CreateWebhookBody`] into
 //! `portico_domain::webhooks::NewWebhook`) live here, next to the body; conversions
@@ -19,8 +23,12 @@
 //! Names are stable: the OpenAPI schema names are the type names, and clients import
 //! them by path.
 
+pub mod admin;
+pub mod bulk_orders;
 pub mod common;
 pub mod deliveries;
+pub mod events;
+pub mod integrations;
 pub mod retry_jobs;
 pub mod schema;
 pub mod webhooks;

@@ -57,7 +57,7 @@ impl BatchStatus {
 
     /// Parses a wire name.
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
+        <Self as crate::wire::WireName>::from_wire(text)
     }
 
     /// True once the batch can no longer change.
@@ -114,7 +114,7 @@ impl ResultStatus {
 
     /// Parses a wire name.
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
+        <Self as crate::wire::WireName>::from_wire(text)
     }
 }
 
@@ -183,6 +183,8 @@ pub fn contains_nul_escape(raw: &str) -> bool {
     }
     false
 }
+
+crate::wire_name!(BatchStatus, ResultStatus);
 
 #[cfg(test)]
 mod tests {

@@ -11,15 +11,18 @@
 //! - [`rate`]: the one token bucket of every rate limit, and what its burst means.
 //! - [`integrations`]: integration types, credential scopes and field rules.
 //! - [`credentials`]: the API key and secret format (prefixes, checksum) and generation.
+//! - [`dead_letters`]: how an operator resolved a dead letter, and the list's status filter.
 //! - [`text`]: length and control-character rules for every text field stored in PostgreSQL.
 //! - [`orders`]: an order as submitted, parsed into a typed order or field errors with JSON pointers.
 //! - [`bulk_orders`]: batch states, result statuses, the chunk layout and the results cursor.
+//! - [`wire`]: the one parser of enums with wire names (statuses, resolutions).
 //!
 //! Feature modules (webhooks, events, bulk orders, integrations) add their own types
 //! beside these.
 
 pub mod bulk_orders;
 pub mod credentials;
+pub mod dead_letters;
 pub mod error;
 pub mod ids;
 pub mod integrations;
@@ -30,5 +33,6 @@ pub mod rate;
 pub mod retry;
 pub mod text;
 pub mod webhooks;
+pub mod wire;
 
 pub use error::FieldError;

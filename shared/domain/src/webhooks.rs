@@ -656,7 +656,7 @@ impl DeliveryStatus {
 
     /// Parses a stored or API name.
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
+        <Self as crate::wire::WireName>::from_wire(text)
     }
 
     /// Whether a delivery in this status may be retried by hand (one delivery or a
@@ -706,7 +706,7 @@ impl RetryJobStatus {
 
     /// Parses a stored name.
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
+        <Self as crate::wire::WireName>::from_wire(text)
     }
 }
 
@@ -787,6 +787,8 @@ impl RetryJobFilters {
             .collect()
     }
 }
+
+crate::wire_name!(DeliveryStatus, RetryJobStatus);
 
 #[cfg(test)]
 mod tests {

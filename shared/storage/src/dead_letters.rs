@@ -78,23 +78,13 @@ pub async fn record_job(
 }
 
 /// How an operator resolved a dead letter: the words the `resolution` and `action`
-/// columns hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    /// The job was re-published.
-    Replayed,
-    /// Nothing was published; the record stays.
-    Discarded,
-}
+/// columns hold (the domain's enum, so the row, the application and the API share it).
+pub use portico_domain::dead_letters::Resolution;
 
-impl Resolution {
-    /// The stored word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Replayed => "replayed",
-            Self::Discarded => "discarded",
-        }
-    }
+/// A stored resolution word as the enum. The column's CHECK constraint admits only
+/// these words, so nothing else can come back.
+fn resolution(word: Option<String>) -> Option<Resolution> {
+    word.as_deref().and_then(Resolution::parse)
 }
 
 /// Which dead letters [`list`] shows, by resolution.
@@ -152,8 +142,8 @@ pub struct DeadLetterRow {
     pub created_at: DateTime<Utc>,
     /// When an operator resolved it; `None` while it waits for one.
     pub resolved_at: Option<DateTime<Utc>>,
-    /// `replayed` or `discarded` ([`Resolution`]'s words); `None` while unresolved.
-    pub resolution: Option<String>,
+    /// How it was resolved; `None` while unresolved.
+    pub resolution: Option<Resolution>,
 }
 
 /// One page of dead letters matching `filter`, newest first, below `before_id` when
@@ -165,8 +155,7 @@ pub async fn list(
     before_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<DeadLetterRow>, sqlx::Error> {
-    sqlx::query_as!(
-        DeadLetterRow,
+    let rows = sqlx::query!(
         r#"SELECT id, consumer, subject, reason, user_id, message_id,
                   octet_length(payload)::bigint AS "payload_bytes!", created_at, resolved_at, resolution
              FROM job_dead_letters
@@ -188,7 +177,22 @@ pub async fn list(
         limit
     )
     .fetch_all(executor)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DeadLetterRow {
+            id: r.id,
+            consumer: r.consumer,
+            subject: r.subject,
+            reason: r.reason,
+            user_id: r.user_id,
+            message_id: r.message_id,
+            payload_bytes: r.payload_bytes,
+            created_at: r.created_at,
+            resolved_at: r.resolved_at,
+            resolution: resolution(r.resolution),
+        })
+        .collect())
 }
 
 /// A dead letter with the bytes it recorded.
@@ -225,7 +229,7 @@ pub async fn get(
             payload_bytes: r.payload_bytes,
             created_at: r.created_at,
             resolved_at: r.resolved_at,
-            resolution: r.resolution,
+            resolution: resolution(r.resolution),
         },
         payload: r.payload,
     }))
@@ -272,8 +276,8 @@ pub async fn actions(
 pub struct LockedDeadLetter {
     /// The recorded bytes (the job a replay re-publishes).
     pub payload: Vec<u8>,
-    /// `replayed` or `discarded` when already resolved.
-    pub resolution: Option<String>,
+    /// How it was resolved, when it already was.
+    pub resolution: Option<Resolution>,
     /// When it was resolved.
     pub resolved_at: Option<DateTime<Utc>>,
 }
@@ -285,13 +289,17 @@ pub async fn lock(
     executor: impl sqlx::PgExecutor<'_>,
     id: i64,
 ) -> Result<Option<LockedDeadLetter>, sqlx::Error> {
-    sqlx::query_as!(
-        LockedDeadLetter,
+    let row = sqlx::query!(
         "SELECT payload, resolution, resolved_at FROM job_dead_letters WHERE id = $1 FOR UPDATE",
         id
     )
     .fetch_optional(executor)
-    .await
+    .await?;
+    Ok(row.map(|r| LockedDeadLetter {
+        payload: r.payload,
+        resolution: resolution(r.resolution),
+        resolved_at: r.resolved_at,
+    }))
 }
 
 /// How many times dead letter `id` was replayed: a new replay's message id counts on

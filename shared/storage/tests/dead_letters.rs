@@ -270,14 +270,14 @@ async fn resolutions_lock_and_are_audited() {
             .await
             .unwrap()
             .expect("the record");
-        assert_eq!(detail.record.resolution.as_deref(), Some("replayed"));
+        assert_eq!(detail.record.resolution, Some(Resolution::Replayed));
         assert!(detail.record.resolved_at.is_some());
         assert_eq!(detail.payload, b"{\"v\":1}");
         let locked = dead_letters::lock(&pool, id)
             .await
             .unwrap()
             .expect("the record");
-        assert_eq!(locked.resolution.as_deref(), Some("replayed"));
+        assert_eq!(locked.resolution, Some(Resolution::Replayed));
         assert_eq!(dead_letters::count_replays(&pool, id).await.unwrap(), 1);
 
         let actions = dead_letters::actions(&pool, id).await.unwrap();

@@ -44,41 +44,15 @@ pub struct DeadLetterDetail {
     pub actions: Vec<DeadLetterAction>,
 }
 
-/// Which dead letters a list shows, by resolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[schema(as = DeadLetterStatus)]
-pub enum ResolutionFilter {
-    /// Waiting for an operator.
-    Unresolved,
-    /// Replayed.
-    Replayed,
-    /// Discarded.
-    Discarded,
-}
+/// Which dead letters a list shows, by resolution (the domain's enum; parse it with
+/// [`portico_domain::wire::WireName::parse_field`]).
+pub use portico_domain::dead_letters::DeadLetterStatus as ResolutionFilter;
 
-impl ResolutionFilter {
-    /// Parses the `status` query parameter.
-    pub fn parse(text: &str) -> Result<Self, FieldError> {
-        match text {
-            "unresolved" => Ok(Self::Unresolved),
-            "replayed" => Ok(Self::Replayed),
-            "discarded" => Ok(Self::Discarded),
-            other => Err(FieldError::new(
-                "invalid_status",
-                "/status",
-                format!("{other:?} is not one of unresolved, replayed, discarded"),
-            )),
-        }
-    }
-
-    /// The storage's filter.
-    fn stored(self) -> storage::StatusFilter {
-        match self {
-            Self::Unresolved => storage::StatusFilter::Unresolved,
-            Self::Replayed => storage::StatusFilter::Resolved(storage::Resolution::Replayed),
-            Self::Discarded => storage::StatusFilter::Resolved(storage::Resolution::Discarded),
-        }
+/// The storage's filter for a status.
+fn stored_status(status: ResolutionFilter) -> storage::StatusFilter {
+    match status.resolution() {
+        None => storage::StatusFilter::Unresolved,
+        Some(resolution) => storage::StatusFilter::Resolved(resolution),
     }
 }
 
@@ -221,7 +195,7 @@ pub async fn list(
         user_id: filter.user_id.as_deref(),
         since: filter.since,
         until: filter.until,
-        status: filter.status.map(ResolutionFilter::stored),
+        status: filter.status.map(stored_status),
     };
     let mut rows = storage::list(
         state.pool(),
@@ -283,7 +257,8 @@ pub async fn resolve(
             status: axum::http::StatusCode::CONFLICT,
             code: "dead_letter_resolved",
             message: format!(
-                "dead letter {id} was already {done}{when}; it cannot be replayed or discarded again"
+                "dead letter {id} was already {}{when}; it cannot be replayed or discarded again",
+                done.as_str()
             ),
         });
     }
@@ -361,18 +336,17 @@ mod tests {
             ..DeadLetterFilter::default()
         };
         assert_eq!(filter.validate().map_err(|e| e.len()), Err(2));
-        assert_eq!(
-            ResolutionFilter::parse("replayed"),
-            Ok(ResolutionFilter::Replayed)
-        );
-        assert!(ResolutionFilter::parse("all").is_err());
+        use portico_domain::wire::WireName;
+        let parse = |text: &str| ResolutionFilter::parse_field(text, "/status");
+        assert_eq!(parse("replayed"), Ok(ResolutionFilter::Replayed));
+        assert!(parse("all").is_err());
         for f in [
             ResolutionFilter::Unresolved,
             ResolutionFilter::Replayed,
             ResolutionFilter::Discarded,
         ] {
             let name = serde_json::json!(f);
-            assert_eq!(ResolutionFilter::parse(name.as_str().unwrap()), Ok(f));
+            assert_eq!(parse(name.as_str().unwrap()), Ok(f));
         }
     }
 }

@@ -9,10 +9,13 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
+use portico_api::admin::{
+    DeadLetterActionBody, DeadLetterBody, DeadLetterDetailBody, DeadLetterListBody,
+    DeadLetterQuery, ResolveDeadLetterBody,
+};
 use portico_domain::FieldError;
+use portico_domain::wire::WireName;
 use portico_queue::jobs::Job;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -58,149 +61,36 @@ fn parse_time(text: Option<&str>, path: &str) -> Result<Option<DateTime<Utc>>, F
         .transpose()
 }
 
-/// Query parameters of the dead-letter list.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
-pub struct DeadLetterQuery {
-    /// Only this consumer, e.g. `webhook-dispatcher.events`.
-    pub consumer: Option<String>,
-    /// Only jobs of this owner.
-    pub user_id: Option<String>,
-    /// RFC 3339; recorded at or after.
-    pub since: Option<String>,
-    /// RFC 3339; recorded before.
-    pub until: Option<String>,
-    /// Only dead letters in this state; absent = all.
-    #[param(value_type = Option<ResolutionFilter>)]
-    pub status: Option<String>,
-    /// 1..=500, default 50.
-    pub limit: Option<u32>,
-    /// `nextCursor` of the previous page.
-    pub cursor: Option<String>,
-}
+// The bodies are portico_api::admin; the conversions from application and storage
+// types are here, once.
 
-/// A dead-lettered job, without its payload.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetterBody {
-    /// Id (grows in recording order).
-    pub id: i64,
-    /// The consumer that gave up on the job.
-    pub consumer: String,
-    /// The JetStream subject the job arrived on.
-    pub subject: String,
-    /// Why it was dead-lettered (its latest failure).
-    pub reason: String,
-    /// The job's owner, when known.
-    pub user_id: Option<String>,
-    /// The job's own message id, when it decoded.
-    pub message_id: Option<String>,
-    /// Size of the recorded payload, in bytes.
-    pub payload_bytes: i64,
-    /// When it was recorded.
-    pub created_at: DateTime<Utc>,
-    /// When an operator resolved it; null while it waits for one.
-    pub resolved_at: Option<DateTime<Utc>>,
-    /// replayed or discarded; null while unresolved.
-    pub resolution: Option<String>,
-}
-
-impl From<DeadLetter> for DeadLetterBody {
-    fn from(d: DeadLetter) -> Self {
-        Self {
-            id: d.id,
-            consumer: d.consumer,
-            subject: d.subject,
-            reason: d.reason,
-            user_id: d.user_id,
-            message_id: d.message_id,
-            payload_bytes: d.payload_bytes,
-            created_at: d.created_at,
-            resolved_at: d.resolved_at,
-            resolution: d.resolution,
-        }
+/// The one mapping of a stored dead letter to its REST body.
+fn dead_letter_body(d: DeadLetter) -> DeadLetterBody {
+    DeadLetterBody {
+        id: d.id,
+        consumer: d.consumer,
+        subject: d.subject,
+        reason: d.reason,
+        user_id: d.user_id,
+        message_id: d.message_id,
+        payload_bytes: d.payload_bytes,
+        created_at: d.created_at,
+        resolved_at: d.resolved_at,
+        resolution: d.resolution,
     }
 }
 
-/// One page of dead letters.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetterListBody {
-    /// Newest first.
-    pub data: Vec<DeadLetterBody>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// One audited operator action.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetterActionBody {
-    /// replayed or discarded.
-    pub action: String,
-    /// The operator's name from `x-portico-operator` (`operator` when none was given).
-    pub operator: String,
-    /// The request's `x-request-id`.
-    pub request_id: Option<String>,
-    /// The client's address.
-    pub client_addr: Option<String>,
-    /// The reason given.
-    pub reason: String,
-    /// A replay's `Nats-Msg-Id`.
-    pub replay_message_id: Option<String>,
-    /// When.
-    pub at: DateTime<Utc>,
-}
-
-impl From<DeadLetterAction> for DeadLetterActionBody {
-    fn from(a: DeadLetterAction) -> Self {
-        Self {
-            action: a.action,
-            operator: a.operator,
-            request_id: a.request_id,
-            client_addr: a.client_addr,
-            reason: a.reason,
-            replay_message_id: a.replay_message_id,
-            at: a.at,
-        }
+/// The one mapping of an audited action to its REST body.
+fn action_body(a: DeadLetterAction) -> DeadLetterActionBody {
+    DeadLetterActionBody {
+        action: a.action,
+        operator: a.operator,
+        request_id: a.request_id,
+        client_addr: a.client_addr,
+        reason: a.reason,
+        replay_message_id: a.replay_message_id,
+        at: a.at,
     }
-}
-
-/// A dead letter with its job and its audit trail.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetterDetailBody {
-    /// Id.
-    pub id: i64,
-    /// The consumer that gave up on the job.
-    pub consumer: String,
-    /// The JetStream subject the job arrived on.
-    pub subject: String,
-    /// Why it was dead-lettered (its latest failure).
-    pub reason: String,
-    /// The job's owner, when known.
-    pub user_id: Option<String>,
-    /// The job's own message id, when it decoded.
-    pub message_id: Option<String>,
-    /// Size of the recorded payload, in bytes.
-    pub payload_bytes: i64,
-    /// When it was recorded.
-    pub created_at: DateTime<Utc>,
-    /// When an operator resolved it; null while it waits for one.
-    pub resolved_at: Option<DateTime<Utc>>,
-    /// replayed or discarded; null while unresolved.
-    pub resolution: Option<String>,
-    /// The decoded job (`{"type": "event_dispatch.v1", "job": {...}}`) when the payload
-    /// is a job this gateway understands; null otherwise.
-    #[schema(value_type = Option<Object>)]
-    pub job: Option<serde_json::Value>,
-    /// The payload, base64 (standard alphabet), when it is not a decodable job; null otherwise.
-    pub payload_base64: Option<String>,
-    /// Why the payload does not decode; null when it does.
-    pub decode_error: Option<String>,
-    /// Every operator action on it, oldest first.
-    pub actions: Vec<DeadLetterActionBody>,
 }
 
 impl From<DeadLetterDetail> for DeadLetterDetailBody {
@@ -227,17 +117,9 @@ impl From<DeadLetterDetail> for DeadLetterDetailBody {
             job,
             payload_base64,
             decode_error,
-            actions: d.actions.into_iter().map(Into::into).collect(),
+            actions: d.actions.into_iter().map(action_body).collect(),
         }
     }
-}
-
-/// Why an operator replays or discards a dead letter; kept in the audit record.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ResolveDeadLetterBody {
-    /// 1-1,000 characters, e.g. "fixed by release 1.4.2" or "test data".
-    pub reason: String,
 }
 
 /// List dead letters, newest first, with filters (operators only).
@@ -262,7 +144,7 @@ pub async fn list_dead_letters(
         .status
         .as_deref()
         .filter(|s| !s.is_empty())
-        .map(ResolutionFilter::parse)
+        .map(|s| ResolutionFilter::parse_field(s, "/status"))
         .transpose()
         .map_err(|e| errors.push(e))
         .ok()
@@ -293,7 +175,7 @@ pub async fn list_dead_letters(
     };
     let (items, next_cursor) = dead_letters::list(&state, &filter, page).await?;
     Ok(axum::Json(DeadLetterListBody {
-        data: items.into_iter().map(Into::into).collect(),
+        data: items.into_iter().map(dead_letter_body).collect(),
         next_cursor,
     }))
 }

@@ -7,8 +7,6 @@
 //! - `POST /bulk-orders/{id}/cancel`, `POST /bulk-orders/{id}/retry-failed`
 //! - `GET /orders/{id}`
 
-use std::collections::BTreeMap;
-
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -16,17 +14,18 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use portico_domain::FieldError;
-use portico_domain::bulk_orders::{BatchStatus, ResultStatus};
+use portico_api::bulk_orders::{
+    BatchBody, BatchListBody, CountsBody, DownloadQuery, ListBatchesQuery, OrderBody,
+    OrderLineBody, ResultBody, ResultListBody, ResultsQuery, SubmitBatchBody, SubmitOkBody,
+    SubmitQuery, ValidationBody,
+};
 use portico_domain::orders::{currency, format_minor};
 use portico_domain::pagination::PageRequest;
 use portico_storage::bulk_orders::BatchRow;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -56,55 +55,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 // Request and response shapes
 // ---------------------------------------------------------------------------
 
-/// A batch submission as JSON (documentation shape; orders are parsed by the processor).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "camelCase")]
-pub struct SubmitBatchBody {
-    /// 1 to `PORTICO_MAX_BATCH_ORDERS` (default 10,000) orders.
-    orders: Vec<OrderInput>,
-    /// Validate every order and report, without storing anything (also `?validateOnly=true`).
-    validate_only: Option<bool>,
-}
-
-/// One order as submitted.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderInput {
-    /// 1-100 characters of `A-Z a-z 0-9 . _ : -`, unique per owner.
-    #[schema(example = "PO-1001")]
-    client_order_ref: String,
-    /// ISO 4217 code.
-    #[schema(example = "EUR")]
-    currency: String,
-    /// `{"email", "name", "phone"?}`.
-    #[schema(value_type = Object)]
-    customer: serde_json::Value,
-    /// `{"line1", "line2"?, "city", "region"?, "postalCode", "country"}` (ISO 3166-1 alpha-2).
-    #[schema(value_type = Object)]
-    shipping_address: serde_json::Value,
-    /// 1 to 500 lines.
-    line_items: Vec<LineItemInput>,
-    /// Optional object, at most 16 KiB.
-    #[schema(value_type = Option<Object>)]
-    metadata: Option<serde_json::Value>,
-}
-
-/// One line of a submitted order.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "camelCase")]
-pub struct LineItemInput {
-    /// 1-64 characters.
-    sku: String,
-    /// 1 to 1,000,000.
-    quantity: u32,
-    /// An integer in minor units (`1250`) or a decimal string in major units (`"12.50"`)
-    /// with at most the currency's decimals; never a floating-point number.
-    #[schema(value_type = String, example = "12.50")]
-    unit_price: serde_json::Value,
-}
+// The bodies are portico_api::bulk_orders; the conversions from application and
+// storage types are here, once.
 
 /// The body as it is parsed: orders stay raw JSON text, borrowed from the request.
 #[derive(Debug, Deserialize)]
@@ -116,105 +68,30 @@ struct SubmitWire<'a> {
     validate_only: Option<bool>,
 }
 
-/// Query of `POST /bulk-orders`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
-pub struct SubmitQuery {
-    /// Validate only (the way to ask for it with NDJSON).
-    validate_only: Option<bool>,
-}
-
-/// Batch progress counters.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CountsBody {
-    /// Orders in the batch.
-    pub total: i64,
-    /// Orders with a final result (succeeded + failed + duplicate).
-    pub processed: i64,
-    /// Orders created.
-    pub succeeded: i64,
-    /// Orders refused by validation.
-    pub failed: i64,
-    /// Orders whose clientOrderRef already existed.
-    pub duplicate: i64,
-    /// Orders a cancel (or a batch failure) left unprocessed.
-    pub unprocessed: i64,
-}
-
-/// A batch.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchBody {
-    /// The batch id.
-    pub id: Uuid,
-    /// Where the batch is in its life.
-    pub status: BatchStatus,
-    /// Progress, visible while the batch runs.
-    pub counts: CountsBody,
-    /// Failed orders per error code (an order counts once per distinct code).
-    pub error_summary: BTreeMap<String, i64>,
-    /// The batch this one retries (retry-failed), if any.
-    pub parent_batch_id: Option<Uuid>,
-    /// The integration whose credentials submitted it, if any.
-    pub integration_id: Option<Uuid>,
-    /// A cancel was requested and is being carried out.
-    pub cancel_requested: bool,
-    /// Submission time.
-    pub created_at: DateTime<Utc>,
-    /// When processing began.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it reached a final status.
-    pub completed_at: Option<DateTime<Utc>>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// When the batch and its results are deleted (orders stay).
-    pub expires_at: DateTime<Utc>,
-}
-
-impl From<BatchRow> for BatchBody {
-    fn from(row: BatchRow) -> Self {
-        let counts = row.counts();
-        Self {
-            error_summary: app::error_summary_map(&row),
-            id: row.id.as_uuid(),
-            status: row.status(),
-            counts: CountsBody {
-                total: counts.total,
-                processed: counts.processed,
-                succeeded: counts.succeeded,
-                failed: counts.failed,
-                duplicate: counts.duplicate,
-                unprocessed: counts.unprocessed,
-            },
-            parent_batch_id: row.parent_batch_id.map(Into::into),
-            integration_id: row.integration_id.map(Into::into),
-            cancel_requested: row.cancel_requested,
-            created_at: row.created_at,
-            started_at: row.started_at,
-            completed_at: row.completed_at,
-            updated_at: row.updated_at,
-            expires_at: row.expires_at,
-        }
+/// The one mapping of a stored batch to its REST body.
+pub(crate) fn batch_body(row: BatchRow) -> BatchBody {
+    let counts = row.counts();
+    BatchBody {
+        error_summary: app::error_summary_map(&row),
+        id: row.id.as_uuid(),
+        status: row.status(),
+        counts: CountsBody {
+            total: counts.total,
+            processed: counts.processed,
+            succeeded: counts.succeeded,
+            failed: counts.failed,
+            duplicate: counts.duplicate,
+            unprocessed: counts.unprocessed,
+        },
+        parent_batch_id: row.parent_batch_id.map(Into::into),
+        integration_id: row.integration_id.map(Into::into),
+        cancel_requested: row.cancel_requested,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        completed_at: row.completed_at,
+        updated_at: row.updated_at,
+        expires_at: row.expires_at,
     }
-}
-
-/// The result of one order.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ResultBody {
-    /// 0-based position in the submitted list.
-    pub index: i64,
-    /// The order's reference, when it had one.
-    pub client_order_ref: Option<String>,
-    /// The order's outcome (validate-only: succeeded = valid).
-    pub status: ResultStatus,
-    /// The created order (succeeded) or the existing one (duplicate).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<Uuid>,
-    /// Why it failed: `{"code", "path", "message"}`, paths relative to the order.
-    #[schema(value_type = Vec<Object>)]
-    pub errors: Vec<FieldError>,
 }
 
 impl From<OrderResult> for ResultBody {
@@ -229,26 +106,6 @@ impl From<OrderResult> for ResultBody {
     }
 }
 
-/// A validate-only report; nothing was stored.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ValidationBody {
-    /// True when every order is valid.
-    pub valid: bool,
-    /// One result per order, in input order.
-    pub results: Vec<ResultBody>,
-}
-
-/// The 200 answers of `POST /bulk-orders`: the earlier batch of an idempotent replay,
-/// or the validate-only report.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum SubmitOkBody {
-    /// Idempotent replay: the batch this Idempotency-Key created.
-    Replay(BatchBody),
-    /// Validate-only: one result per order; nothing was stored.
-    Validation(ValidationBody),
-}
-
 impl From<ValidationReport> for ValidationBody {
     fn from(r: ValidationReport) -> Self {
         Self {
@@ -258,134 +115,31 @@ impl From<ValidationReport> for ValidationBody {
     }
 }
 
-/// A page of batches.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchListBody {
-    /// Newest first.
-    pub data: Vec<BatchBody>,
-    /// Pass as `cursor` for the next page; null on the last.
-    pub next_cursor: Option<String>,
-}
-
-/// A page of results.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ResultListBody {
-    /// In input order.
-    pub data: Vec<ResultBody>,
-    /// Pass as `cursor` for the next page; null on the last.
-    pub next_cursor: Option<String>,
-}
-
-/// A stored order.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderBody {
-    /// The order id.
-    pub id: Uuid,
-    /// The batch that created it (null once the batch's retention ended).
-    pub batch_id: Option<Uuid>,
-    /// The integration whose batch created it.
-    pub integration_id: Option<Uuid>,
-    /// The client's reference.
-    pub client_order_ref: String,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// `{"email", "name", "phone"?}`.
-    #[schema(value_type = Object)]
-    pub customer: serde_json::Value,
-    /// `{"line1", "line2"?, "city", "region"?, "postalCode", "country"}`.
-    #[schema(value_type = Object)]
-    pub shipping_address: serde_json::Value,
-    /// The lines, in order.
-    pub line_items: Vec<OrderLineBody>,
-    /// Sum of quantity times unit price, in minor units.
-    pub total_minor: i64,
-    /// The same total as a decimal string in major units.
-    pub total: String,
-    /// The client's free-form object.
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Value>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-}
-
-/// One line of a stored order.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderLineBody {
-    /// Stock-keeping unit.
-    pub sku: String,
-    /// Units.
-    pub quantity: i32,
-    /// Price of one unit, in minor units.
-    pub unit_price_minor: i64,
-}
-
-impl From<StoredOrder> for OrderBody {
-    fn from(o: StoredOrder) -> Self {
-        let exponent = currency(&o.currency).map(|c| c.exponent).unwrap_or(2);
-        Self {
-            total: format_minor(o.total_minor, exponent),
-            id: o.id.as_uuid(),
-            batch_id: o.batch_id.map(Into::into),
-            integration_id: o.integration_id.map(Into::into),
-            client_order_ref: o.client_order_ref,
-            currency: o.currency,
-            customer: o.customer,
-            shipping_address: o.shipping_address,
-            line_items: o
-                .line_items
-                .into_iter()
-                .map(|l| OrderLineBody {
-                    sku: l.sku,
-                    quantity: l.quantity,
-                    unit_price_minor: l.unit_price_minor,
-                })
-                .collect(),
-            total_minor: o.total_minor,
-            metadata: o.metadata,
-            created_at: o.created_at,
-        }
+/// The one mapping of a stored order to its REST body.
+fn order_body(o: StoredOrder) -> OrderBody {
+    let exponent = currency(&o.currency).map(|c| c.exponent).unwrap_or(2);
+    OrderBody {
+        total: format_minor(o.total_minor, exponent),
+        id: o.id.as_uuid(),
+        batch_id: o.batch_id.map(Into::into),
+        integration_id: o.integration_id.map(Into::into),
+        client_order_ref: o.client_order_ref,
+        currency: o.currency,
+        customer: o.customer,
+        shipping_address: o.shipping_address,
+        line_items: o
+            .line_items
+            .into_iter()
+            .map(|l| OrderLineBody {
+                sku: l.sku,
+                quantity: l.quantity,
+                unit_price_minor: l.unit_price_minor,
+            })
+            .collect(),
+        total_minor: o.total_minor,
+        metadata: o.metadata,
+        created_at: o.created_at,
     }
-}
-
-/// Filters and page of `GET /bulk-orders`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListBatchesQuery {
-    /// Only batches in this status.
-    #[param(value_type = Option<BatchStatus>)]
-    status: Option<String>,
-    /// Page size (default 50, at most 500).
-    limit: Option<u32>,
-    /// `nextCursor` of the previous page.
-    cursor: Option<String>,
-}
-
-/// Filters and page of `GET /bulk-orders/{id}/results`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ResultsQuery {
-    /// Only results with this status.
-    #[param(value_type = Option<ResultStatus>)]
-    status: Option<String>,
-    /// Page size (default 50, at most 500).
-    limit: Option<u32>,
-    /// `nextCursor` of the previous page.
-    cursor: Option<String>,
-}
-
-/// Options of `GET /bulk-orders/{id}/results/download`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DownloadQuery {
-    /// `ndjson` (default) or `csv`.
-    format: Option<String>,
-    /// Only results with this status.
-    #[param(value_type = Option<ResultStatus>)]
-    status: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -485,7 +239,7 @@ fn accepted(batch: BatchRow, replay: bool) -> Response {
     } else {
         StatusCode::ACCEPTED
     };
-    let mut response = (status, axum::Json(BatchBody::from(batch))).into_response();
+    let mut response = (status, axum::Json(batch_body(batch))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
@@ -587,7 +341,7 @@ pub async fn list_batches(
     let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
     let (rows, next_cursor) = app::list_batches(&state, &caller, status, page).await?;
     Ok(axum::Json(BatchListBody {
-        data: rows.into_iter().map(Into::into).collect(),
+        data: rows.into_iter().map(batch_body).collect(),
         next_cursor,
     }))
 }
@@ -606,7 +360,7 @@ pub async fn get_batch(
     Path(id): Path<String>,
 ) -> Result<axum::Json<BatchBody>, ApiError> {
     let batch = app::get_batch(&state, &caller, parse_id(&id)?).await?;
-    Ok(axum::Json(batch.into()))
+    Ok(axum::Json(batch_body(batch)))
 }
 
 /// List per-order results in input order, optionally of one status.
@@ -781,7 +535,7 @@ pub async fn cancel_batch(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let batch = app::cancel(&state, &caller, parse_id(&id)?).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(BatchBody::from(batch))).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(batch_body(batch))).into_response())
 }
 
 /// Create a child batch of this finished batch's failed and unprocessed orders.
@@ -822,7 +576,7 @@ pub async fn get_order(
     Path(id): Path<String>,
 ) -> Result<axum::Json<OrderBody>, ApiError> {
     let order = app::get_order(&state, &caller, parse_id(&id)?).await?;
-    Ok(axum::Json(order.into()))
+    Ok(axum::Json(order_body(order)))
 }
 
 #[cfg(test)]

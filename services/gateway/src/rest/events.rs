@@ -3,10 +3,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use utoipa::ToSchema;
-use uuid::Uuid;
+use portico_api::events::{
+    PublishEventBody, PublishEventsBody, PublishedEventBody, PublishedEventsBody,
+};
 
 use crate::app::events::{self, AcceptedEvent, NewEvent};
 use crate::auth::Caller;
@@ -14,52 +13,6 @@ use crate::error::{ApiError, Problem};
 use crate::rest::json::ApiJson;
 use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
-
-/// An event to deliver to the owning user's webhooks.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PublishEventBody {
-    /// Dotted event type, e.g. `order.created`.
-    #[serde(rename = "type")]
-    #[schema(schema_with = crate::rest::openapi::event_type)]
-    pub event_type: String,
-    /// Any JSON value; delivered unchanged as the body's `data`.
-    #[schema(value_type = Object)]
-    pub data: Box<RawValue>,
-    /// Publishing again with the same key returns the same event and delivers nothing new.
-    /// 1-255 bytes, no control characters.
-    #[schema(min_length = 1, max_length = 255)]
-    pub idempotency_key: Option<String>,
-    /// Events with the same ordering key reach each endpoint in order (opt-in per webhook).
-    /// 1-255 bytes, no control characters.
-    #[schema(min_length = 1, max_length = 255)]
-    pub ordering_key: Option<String>,
-}
-
-/// The accepted event.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PublishedEventBody {
-    /// The event id; also the `webhook-id` of its deliveries.
-    pub id: Uuid,
-    /// True when the idempotency key had been used before.
-    pub duplicate: bool,
-}
-
-/// Several events in one request.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PublishEventsBody {
-    /// Up to 1,000 events.
-    pub events: Vec<PublishEventBody>,
-}
-
-/// The accepted events, in request order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PublishedEventsBody {
-    /// One entry per event.
-    pub data: Vec<PublishedEventBody>,
-}
 
 impl From<PublishEventBody> for NewEvent {
     fn from(b: PublishEventBody) -> Self {

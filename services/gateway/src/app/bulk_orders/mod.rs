@@ -51,6 +51,7 @@ use portico_domain::bulk_orders::{
 use portico_domain::ids::{BatchId, IntegrationId, OrderId};
 use portico_domain::orders::parse_order;
 use portico_domain::pagination::{self, Cursor, PageRequest};
+use portico_domain::wire::WireName;
 use portico_queue::jobs::Job;
 use portico_storage::bulk_orders::{self as store, BatchRow, NewBatch, NewChunks};
 use portico_storage::orders;

@@ -21,24 +21,12 @@ pub async fn get_batch(state: &AppState, caller: &Caller, id: Uuid) -> Result<Ba
 
 /// Parses a batch status filter.
 pub fn parse_batch_status(text: &str) -> Result<BatchStatus, ApiError> {
-    BatchStatus::parse(text).ok_or_else(|| {
-        ApiError::field(
-            "invalid_status",
-            "/status",
-            "status must be one of pending, processing, completed, completed_with_errors, failed, cancelled",
-        )
-    })
+    Ok(BatchStatus::parse_field(text, "/status")?)
 }
 
 /// Parses a result status filter.
 pub fn parse_result_status(text: &str) -> Result<ResultStatus, ApiError> {
-    ResultStatus::parse(text).ok_or_else(|| {
-        ApiError::field(
-            "invalid_status",
-            "/status",
-            "status must be one of succeeded, failed, duplicate, unprocessed",
-        )
-    })
+    Ok(ResultStatus::parse_field(text, "/status")?)
 }
 
 /// The caller's batches, newest first, optionally of one status.

@@ -9,8 +9,10 @@ use portico_api::deliveries::{
     RetryDeliveryBody,
 };
 use portico_domain::pagination::PageRequest;
+use portico_domain::webhooks::DeliveryStatus;
+use portico_domain::wire::WireName;
 
-use super::{OptionalJson, parse_id, parse_status, parse_time, query};
+use super::{OptionalJson, parse_id, parse_time, query};
 use crate::app::webhook_deliveries::{self, Delivery, DeliveryAttempt, DeliveryFilter};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -71,7 +73,7 @@ pub async fn list_deliveries(
         .status
         .as_deref()
         .filter(|s| !s.is_empty())
-        .map(|s| parse_status(s, "/status"))
+        .map(|s| DeliveryStatus::parse_field(s, "/status"))
         .transpose()
         .map_err(|e| errors.push(e))
         .ok()

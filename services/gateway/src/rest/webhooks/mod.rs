@@ -13,7 +13,6 @@ use axum::extract::{FromRequest, Query, Request};
 use axum::http::header;
 use chrono::{DateTime, Utc};
 use portico_domain::FieldError;
-use portico_domain::webhooks::DeliveryStatus;
 use serde::de::DeserializeOwned;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -104,15 +103,4 @@ pub(crate) fn parse_time(
                 })
         })
         .transpose()
-}
-
-/// A delivery status, or `invalid_status` at `path`.
-pub(crate) fn parse_status(text: &str, path: &str) -> Result<DeliveryStatus, FieldError> {
-    DeliveryStatus::parse(text).ok_or_else(|| {
-        FieldError::new(
-            "invalid_status",
-            path,
-            format!("{text:?} is not one of pending, delivering, succeeded, retrying, failed"),
-        )
-    })
 }

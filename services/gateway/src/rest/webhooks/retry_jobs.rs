@@ -8,8 +8,9 @@ use portico_api::retry_jobs::{
 };
 use portico_domain::FieldError;
 use portico_domain::webhooks::DeliveryStatus;
+use portico_domain::wire::WireName;
 
-use super::{OptionalJson, parse_id, parse_status, parse_time};
+use super::{OptionalJson, parse_id, parse_time};
 use crate::app::webhook_deliveries::{self, RetryFailedOutcome, RetryFailedRequest, RetryJob};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -67,7 +68,7 @@ pub async fn retry_failed(
         .iter()
         .enumerate()
         .filter_map(|(i, s)| {
-            parse_status(s, &format!("/statuses/{i}"))
+            DeliveryStatus::parse_field(s, &format!("/statuses/{i}"))
                 .map_err(|e| errors.push(e))
                 .ok()
         })
