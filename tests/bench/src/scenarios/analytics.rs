@@ -215,9 +215,11 @@ pub async fn run(bench: &mut Bench, args: AnalyticsArgs) -> anyhow::Result<Repor
         let p50 = s.p50 as f64 / 1e6;
         let p99 = s.p99 as f64 / 1e6;
         report.fig(&format!("{key}.p50"), &format!("{label}: p50"), p50, "ms");
-        report
-            .fig(&format!("{key}.p99"), &format!("{label}: p99"), p99, "ms")
-            .goal(Goal::Below(50.0));
+        let figure = report.fig(&format!("{key}.p99"), &format!("{label}: p99"), p99, "ms");
+        // The target: a 30-day query of an owner's figures under 50 ms.
+        if key == "day" || key == "rolling" {
+            figure.goal(Goal::Below(50.0));
+        }
     }
     report.note(format!(
         "{} sequential requests per query after one warm-up, client-side (HTTP included); seeded 30 days ending {}",
