@@ -192,6 +192,18 @@ impl Browser {
         }
     }
 
+    /// Types `text` into an element (for a file input: the file's path).
+    async fn send_keys(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        let id = self.find(css).await?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            json!({ "text": text }),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Runs `script` in the page and returns its value.
     async fn execute(&self, script: &str) -> anyhow::Result<Value> {
         self.call(
@@ -415,6 +427,86 @@ async fn a_new_delivery_appears_live_without_reloading() -> anyhow::Result<()> {
     browser.quit().await;
     result?;
     assert_eq!(sink.count(), 1);
+    app.cleanup().await;
+    Ok(())
+}
+
+/// A user uploads a 10,000-order NDJSON file from the batches page; the upload opens
+/// the batch's page, whose progress bar reaches 100 % and whose status becomes
+/// `completed`.
+#[tokio::test]
+async fn a_ten_thousand_order_upload_reaches_one_hundred_percent() -> anyhow::Result<()> {
+    let Some(driver) = driver_path() else {
+        return Ok(());
+    };
+    let app =
+        TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::BatchProcessor]).await?;
+    let dir = portico_e2e::bin_dir().join(format!("portal-upload-{}", app.id));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("orders.ndjson");
+    let mut ndjson = String::new();
+    for i in 0..10_000 {
+        ndjson.push_str(
+            &json!({"clientOrderRef": format!("U-{i}"), "currency": "EUR",
+                "customer": {"email": "ada@example.com", "name": "Ada"},
+                "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+                "lineItems": [{"sku": "SKU-1", "quantity": 1, "unitPrice": "1.00"}]})
+            .to_string(),
+        );
+        ndjson.push('\n');
+    }
+    std::fs::write(&file, ndjson)?;
+    let link: Value = app
+        .http
+        .post(app.api("/portal/sessions"))
+        .bearer_auth(app.user_token("alice"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let login = format!(
+        "{}{}",
+        app.base_url(),
+        link["loginUrl"].as_str().unwrap_or_default()
+    );
+    let browser = Browser::start(&driver).await?;
+    let result = async {
+        browser.goto(&login).await?;
+        browser.wait_text("main h1", |t| t == "Webhooks").await?;
+        browser
+            .goto(&format!("{}/portal/batches", app.base_url()))
+            .await?;
+        browser
+            .send_keys("#batch-file", &file.to_string_lossy())
+            .await?;
+        browser.click("#upload-form button[type=submit]").await?;
+        browser.wait_text("main h1", |t| t == "Batch").await?;
+        let until = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let v = browser
+                .execute("const p = document.querySelector('progress[data-batch-id]'); return p ? [p.value, p.max] : null")
+                .await?;
+            if v == json!([10000, 10000]) {
+                break;
+            }
+            if tokio::time::Instant::now() > until {
+                bail!("the progress bar stopped at {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        browser.wait_text("dd.status", |t| t == "completed").await?;
+        browser.screenshot("batch-complete").await?;
+        anyhow::Ok(())
+    }
+    .await;
+    browser.quit().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    let (total, succeeded): (i32, i32) =
+        sqlx::query_as("SELECT total, succeeded FROM bulk_order_batches")
+            .fetch_one(&app.pool)
+            .await?;
+    assert_eq!((total, succeeded), (10_000, 10_000));
     app.cleanup().await;
     Ok(())
 }

@@ -316,10 +316,7 @@ pub async fn upload(
                         "the file is too large for a JSON array; send it as NDJSON".into(),
                     )
                 })?;
-            let orders: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(&bytes)
-                .map_err(|e| {
-                    ApiError::MalformedBody(format!("the file is not a JSON array of orders: {e}"))
-                })?;
+            let orders = parse_orders(&bytes)?;
             let texts: Vec<&str> = orders.iter().map(|o| o.get()).collect();
             app::submit(&state, &session.caller, &texts, SubmitOptions::default()).await?
         } else {
@@ -357,6 +354,22 @@ pub async fn upload(
                 .into_response()
         }
     }
+}
+
+/// The orders of a JSON upload: an array of orders, or the API's `{"orders": [...]}`.
+fn parse_orders(bytes: &[u8]) -> Result<Vec<Box<serde_json::value::RawValue>>, ApiError> {
+    /// The API's request body shape.
+    #[derive(Deserialize)]
+    struct Wrapped {
+        orders: Vec<Box<serde_json::value::RawValue>>,
+    }
+    serde_json::from_slice::<Vec<Box<serde_json::value::RawValue>>>(bytes)
+        .or_else(|_| serde_json::from_slice::<Wrapped>(bytes).map(|w| w.orders))
+        .map_err(|e| {
+            ApiError::MalformedBody(format!(
+                "the file is neither a JSON array of orders nor {{\"orders\": [...]}}: {e}"
+            ))
+        })
 }
 
 /// `POST /portal/batches/{id}/cancel`.
