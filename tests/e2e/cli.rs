@@ -788,3 +788,86 @@ async fn every_command_happy_path_and_a_bad_input() -> anyhow::Result<()> {
     app.cleanup().await;
     Ok(())
 }
+
+/// `deliveries tail` prints the attempt of an event published after it subscribed, one
+/// line, and exits after `--count 1`.
+#[tokio::test]
+async fn deliveries_tail_prints_live_attempts() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let app = TestApp::spawn().await?;
+    let sink = Sink::start().await?;
+    let user = "tail-user";
+    let created = json_out(
+        &portico(
+            &app,
+            user,
+            &[
+                "-o",
+                "json",
+                "webhooks",
+                "create",
+                "--url",
+                &sink.url("/t"),
+                "-e",
+                "order.*",
+            ],
+        )
+        .await?,
+    );
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    let config = std::env::temp_dir().join(format!("portico-cli-e2e-{}.json", app.id));
+    let mut tail = tokio::process::Command::new(bin_dir().join("portico"))
+        .env_clear()
+        .env("PORTICO_CONFIG", &config)
+        .env("PORTICO_URL", app.base_url())
+        .env("PORTICO_SERVICE_TOKEN", SERVICE_TOKEN)
+        .env("PORTICO_USER_ID", user)
+        .args(["deliveries", "tail", &id, "--count", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr_pipe = tail.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr_pipe).lines();
+    let subscribed = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("subscribed") {
+                return Ok::<_, anyhow::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await??;
+    assert!(subscribed, "tail never subscribed");
+
+    let published = json_out(
+        &portico(
+            &app,
+            user,
+            &[
+                "-o",
+                "json",
+                "events",
+                "publish",
+                "--type",
+                "order.created",
+                "--data",
+                "{\"n\":1}",
+            ],
+        )
+        .await?,
+    );
+    assert!(published["id"].is_string());
+    let output = tokio::time::timeout(Duration::from_secs(30), tail.wait_with_output()).await??;
+    assert!(output.status.success(), "{:?}", output.status);
+    let text = stdout(&output);
+    let printed: Vec<&str> = text.lines().collect();
+    assert_eq!(printed.len(), 1, "{text}");
+    assert!(printed[0].contains(" attempt 1 order.created "), "{text}");
+    assert!(printed[0].contains("200 -> succeeded"), "{text}");
+
+    app.cleanup().await;
+    Ok(())
+}

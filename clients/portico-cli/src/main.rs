@@ -10,6 +10,7 @@ mod exit;
 mod integrations;
 mod output;
 mod progress;
+mod tail;
 mod verify;
 mod webhooks;
 
@@ -113,7 +114,7 @@ enum Command {
     /// Webhook endpoints: list, create, get, update, delete, rotate-secret, test.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCmd),
-    /// Deliveries of a webhook: list, get (with attempts), retry, retry-failed.
+    /// Deliveries of a webhook: list, get (with attempts), retry, retry-failed, tail.
     #[command(subcommand)]
     Deliveries(webhooks::DeliveriesCmd),
     /// Publish events.

@@ -218,6 +218,8 @@ pub enum DeliveriesCmd {
         #[arg(long)]
         max_retries: Option<i64>,
     },
+    /// Follow delivery attempts live, one line each (the live WebSocket).
+    Tail(crate::tail::TailArgs),
     /// Retry every failed delivery of a webhook (a durable job), showing its progress.
     #[command(after_help = "Examples:
   portico deliveries retry-failed <WEBHOOK_ID> --dry-run
@@ -356,6 +358,7 @@ pub async fn run_webhooks(cmd: WebhooksCmd, client: &Client, out: Out) -> anyhow
 /// Runs `portico deliveries ...`.
 pub async fn run_deliveries(cmd: DeliveriesCmd, client: &Client, out: Out) -> anyhow::Result<()> {
     match cmd {
+        DeliveriesCmd::Tail(args) => crate::tail::run(args, client, out).await,
         DeliveriesCmd::List {
             webhook,
             status,

@@ -292,6 +292,12 @@ impl Client {
         &self.base
     }
 
+    /// The credential headers every request carries, for connections the client does
+    /// not make itself (the live WebSocket).
+    pub fn auth_headers(&self) -> &HeaderMap {
+        &self.auth_headers
+    }
+
     /// Any route: `path` below `/api/v1` (e.g. `/webhooks`), query pairs whose `None`
     /// values are left out, a body and extra headers. Retries 429/503 per the policy;
     /// an error status becomes [`Error::Api`].
