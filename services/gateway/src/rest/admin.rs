@@ -8,12 +8,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chrono::{DateTime, Utc};
 use portico_api::admin::{
     DeadLetterActionBody, DeadLetterBody, DeadLetterDetailBody, DeadLetterListBody,
     DeadLetterQuery, ResolveDeadLetterBody,
 };
-use portico_domain::FieldError;
 use portico_domain::wire::WireName;
 use portico_queue::jobs::Job;
 use utoipa_axum::router::OpenApiRouter;
@@ -27,6 +25,7 @@ use crate::auth::Operator;
 use crate::error::{ApiError, Problem};
 use crate::rest::json::ApiJson;
 use crate::rest::openapi::PROBLEM;
+use crate::rest::webhooks::parse_time;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
@@ -43,22 +42,6 @@ fn parse_id(text: &str) -> Result<i64, ApiError> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::field("invalid_id", "/id", "id must be a positive integer"))
-}
-
-fn parse_time(text: Option<&str>, path: &str) -> Result<Option<DateTime<Utc>>, FieldError> {
-    text.filter(|t| !t.is_empty())
-        .map(|t| {
-            DateTime::parse_from_rfc3339(t)
-                .map(|d| d.with_timezone(&Utc))
-                .map_err(|_| {
-                    FieldError::new(
-                        "invalid_timestamp",
-                        path,
-                        format!("{t:?} is not an RFC 3339 timestamp (e.g. 2026-01-31T12:00:00Z)"),
-                    )
-                })
-        })
-        .transpose()
 }
 
 // The bodies are portico_api::admin; the conversions from application and storage
