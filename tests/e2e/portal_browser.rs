@@ -485,7 +485,9 @@ async fn a_ten_thousand_order_upload_reaches_one_hundred_percent() -> anyhow::Re
         loop {
             let v = browser
                 .execute("const p = document.querySelector('progress[data-batch-id]'); return p ? [p.value, p.max] : null")
-                .await?;
+                .await
+                // The page reloads itself once the batch is final.
+                .unwrap_or(Value::Null);
             if v == json!([10000, 10000]) {
                 break;
             }
@@ -495,6 +497,10 @@ async fn a_ten_thousand_order_upload_reaches_one_hundred_percent() -> anyhow::Re
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         browser.wait_text("dd.status", |t| t == "completed").await?;
+        // After the reload, the counts are the final ones.
+        browser
+            .wait_text("main dl.facts dd:nth-of-type(3)", |t| t == "10000")
+            .await?;
         browser.screenshot("batch-complete").await?;
         anyhow::Ok(())
     }

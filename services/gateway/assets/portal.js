@@ -120,6 +120,9 @@ function onBatch(m) {
     if (text && text.classList.contains("progress-text")) text.textContent = `${m.processed} / ${m.total}`;
     const holder = bar.closest("tr") || document;
     setBadge(holder.querySelector(".status"), m.status);
+    // A batch's own page: once it is final, reload for its counts and results.
+    const final = ["completed", "completed_with_errors", "failed", "cancelled"].includes(m.status);
+    if (final && !bar.closest("tr")) setTimeout(() => location.reload(), 500);
   }
 }
 
