@@ -871,3 +871,30 @@ async fn deliveries_tail_prints_live_attempts() -> anyhow::Result<()> {
     app.cleanup().await;
     Ok(())
 }
+
+/// `bulk submit` of 10,000 orders (NDJSON) exits 0 with every order succeeded; the
+/// elapsed time is printed (`--nocapture`) as the CLI's end-to-end figure.
+#[tokio::test]
+async fn bulk_submit_ten_thousand_orders() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let mut ndjson = String::with_capacity(10_000 * 300);
+    for i in 0..10_000 {
+        ndjson.push_str(&order(&format!("TEN-{i}"), 1).to_string());
+        ndjson.push('\n');
+    }
+    let file = scratch(&app, "ten-thousand.ndjson", ndjson.as_bytes())?;
+    let path = file.to_string_lossy().into_owned();
+    let started = std::time::Instant::now();
+    let out = portico(&app, "bulk-10k", &["-o", "json", "bulk", "submit", &path]).await?;
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let batch: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(batch["counts"]["total"], 10_000);
+    assert_eq!(batch["counts"]["succeeded"], 10_000);
+    assert_eq!(batch["errorSummary"], json!({}));
+    println!("portico bulk submit: 10,000 orders submitted and completed in {elapsed:?}");
+    let _ = std::fs::remove_file(file);
+    app.cleanup().await;
+    Ok(())
+}
