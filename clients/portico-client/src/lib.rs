@@ -17,6 +17,7 @@
 //! TLS uses rustls with the `ring` provider, which [`ClientBuilder::build`] installs
 //! when no provider is installed yet (reqwest is built without one).
 
+pub mod admin;
 pub mod bulk_orders;
 pub mod error;
 pub mod events;
