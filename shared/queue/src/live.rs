@@ -163,8 +163,9 @@ pub struct DeliveryAttempt<'a> {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// A delivery changed state without an attempt (its endpoint was disabled or deleted,
-/// an operator or its owner asked for a retry).
+/// A delivery changed state without an attempt (a due retry whose endpoint was
+/// disabled or deleted fails). Changes made by an attempt travel in
+/// [`DeliveryAttempt::status`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryState<'a> {
