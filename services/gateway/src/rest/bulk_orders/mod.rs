@@ -6,6 +6,14 @@
 //! - `GET /bulk-orders/{id}/results`, `GET /bulk-orders/{id}/results/download`
 //! - `POST /bulk-orders/{id}/cancel`, `POST /bulk-orders/{id}/retry-failed`
 //! - `GET /orders/{id}`
+//!
+//! The submission is [`submit`], the download [`download`]; the rest is here.
+
+mod download;
+mod submit;
+
+use download::*;
+use submit::*;
 
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
@@ -57,16 +65,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 // The bodies are portico_api::bulk_orders; the conversions from application and
 // storage types are here, once.
-
-/// The body as it is parsed: orders stay raw JSON text, borrowed from the request.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SubmitWire<'a> {
-    #[serde(borrow)]
-    orders: Vec<&'a RawValue>,
-    #[serde(default)]
-    validate_only: Option<bool>,
-}
 
 /// The one mapping of a stored batch to its REST body.
 pub(crate) fn batch_body(row: BatchRow) -> BatchBody {
@@ -181,143 +179,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// How the body is encoded.
-enum BodyFormat {
-    Json,
-    Ndjson,
-}
-
-fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
-        "application/json" => Ok(BodyFormat::Json),
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl"
-        | "application/x-jsonlines" => Ok(BodyFormat::Ndjson),
-        e if e.ends_with("+json") => Ok(BodyFormat::Json),
-        _ => Err(ApiError::UnsupportedMediaType(
-            "send orders as application/json ({\"orders\": [...]}) or application/x-ndjson (one order per line)"
-                .into(),
-        )),
-    }
-}
-
-fn map_bytes_rejection(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(
-            "the JSON body exceeds the size limit; send large batches as NDJSON".into(),
-        )
-    } else {
-        ApiError::MalformedBody(rejection.body_text())
-    }
-}
-
-fn parse_wire(bytes: &[u8]) -> Result<SubmitWire<'_>, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::MalformedBody(format!("invalid JSON: {e}"))
-            }
-            Category::Data => ApiError::MalformedBody(e.to_string()),
-        }
-    })
-}
-
-fn accepted(batch: BatchRow, replay: bool) -> Response {
-    let location = format!("/api/bulk-orders/{}", batch.id);
-    let status = if replay {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let mut response = (status, axum::Json(batch_body(batch))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    if replay {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    response
-}
-
-fn render_submitted(submitted: Submitted) -> Response {
-    match submitted {
-        Submitted::Accepted { batch, replay } => accepted(batch, replay),
-        Submitted::Validated(report) => (
-            StatusCode::OK,
-            axum::Json(SubmitOkBody::Validation(report.into())),
-        )
-            .into_response(),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Handlers
 // ---------------------------------------------------------------------------
-
-/// Submit a batch of orders, as a JSON object or as NDJSON (one order per line,
-/// streamed). The batch is committed and queued, then answered with 202; processing
-/// happens in the batch-processor. An invalid order does not refuse the batch: it gets
-/// a `failed` result. With validate-only, every order's validation result is returned
-/// and nothing is stored.
-#[utoipa::path(post, path = "/bulk-orders", tag = "bulk-orders",
-    params(
-        SubmitQuery,
-        ("Idempotency-Key" = Option<String>, Header, description = "A retried submission with the same key and orders returns the same batch; different orders answer 409"),
-    ),
-    request_body(description = "A JSON batch or NDJSON (one order object per line)", content(
-        (SubmitBatchBody = "application/json"),
-        (String = "application/x-ndjson"),
-    )),
-    responses(
-        (status = 202, description = "Committed and queued", body = BatchBody),
-        (status = 200, description = "Idempotent replay (the earlier batch, with Idempotent-Replayed: true), or the validate-only report (`valid`, `results`)", body = SubmitOkBody),
-        (status = 400, description = "Malformed body, empty batch, too many orders, an order that is not an object", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "Idempotency-Key reused with different orders", body = Problem, content_type = PROBLEM),
-        (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
-        (status = 415, description = "Neither JSON nor NDJSON", body = Problem, content_type = PROBLEM),
-    ),
-    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
-pub async fn submit_batch(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<SubmitQuery>,
-    headers: HeaderMap,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let format = body_format(&headers)?;
-    let mut options = SubmitOptions {
-        validate_only: query.validate_only.unwrap_or(false),
-        idempotency_key: idempotency_key(&headers)?,
-    };
-    let submitted = match format {
-        BodyFormat::Json => {
-            let bytes = Bytes::from_request(request, &state)
-                .await
-                .map_err(map_bytes_rejection)?;
-            let wire = parse_wire(&bytes)?;
-            options.validate_only |= wire.validate_only.unwrap_or(false);
-            let orders: Vec<&str> = wire.orders.iter().map(|r| r.get()).collect();
-            app::submit(&state, &caller, &orders, options).await?
-        }
-        BodyFormat::Ndjson => {
-            let body = request.into_body().into_data_stream();
-            app::submit_ndjson(&state, &caller, body, options).await?
-        }
-    };
-    Ok(render_submitted(submitted))
-}
 
 /// List the caller's batches, newest first.
 #[utoipa::path(get, path = "/bulk-orders", tag = "bulk-orders",
@@ -393,131 +257,6 @@ pub async fn list_results(
 }
 
 const CSV_HEADER: &str = "index,clientOrderRef,status,orderId,errorCodes,errors\n";
-
-/// First characters that make a spreadsheet read a cell as a formula (OWASP CSV
-/// injection: `=`, `+`, `-`, `@`, tab and carriage return).
-const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
-
-/// Writes one CSV field. Partner-supplied text that a spreadsheet would run as a
-/// formula is neutralised the way OWASP recommends: a single quote goes in front and
-/// the field is quoted, so `=HYPERLINK(...)` shows as the text `'=HYPERLINK(...)`.
-/// Fields with separators, quotes or line breaks are quoted, quotes doubled.
-fn csv_field(out: &mut String, value: &str) {
-    let formula = value.starts_with(FORMULA_TRIGGERS);
-    if formula || value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        if formula {
-            out.push('\'');
-        }
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
-    }
-}
-
-fn encode_page(format: DownloadFormat, page: Vec<OrderResult>) -> Bytes {
-    let mut out = String::with_capacity(page.len() * 96);
-    for result in page {
-        match format {
-            DownloadFormat::Ndjson => {
-                let body = ResultBody::from(result);
-                if let Ok(line) = serde_json::to_string(&body) {
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            }
-            DownloadFormat::Csv => {
-                out.push_str(&result.index.to_string());
-                out.push(',');
-                csv_field(&mut out, result.client_order_ref.as_deref().unwrap_or(""));
-                out.push(',');
-                out.push_str(result.status.as_str());
-                out.push(',');
-                if let Some(id) = result.order_id {
-                    out.push_str(&id.to_string());
-                }
-                out.push(',');
-                let mut codes: Vec<&str> = result.errors.iter().map(|e| e.code.as_str()).collect();
-                codes.dedup();
-                csv_field(&mut out, &codes.join(";"));
-                out.push(',');
-                if !result.errors.is_empty() {
-                    csv_field(
-                        &mut out,
-                        &serde_json::to_string(&result.errors).unwrap_or_default(),
-                    );
-                }
-                out.push('\n');
-            }
-        }
-    }
-    Bytes::from(out)
-}
-
-/// Download every result of a batch, in input order, as NDJSON or CSV (streamed).
-#[utoipa::path(get, path = "/bulk-orders/{id}/results/download", tag = "bulk-orders",
-    params(("id" = Uuid, Path, description = "Batch id"), DownloadQuery),
-    responses(
-        (status = 200, description = "NDJSON: one result object per line. CSV: index,clientOrderRef,status,orderId,errorCodes,errors (errors as a JSON array)", content(
-            ("application/x-ndjson"),
-            ("text/csv"),
-        )),
-        (status = 404, description = "No such batch for this user", body = Problem, content_type = PROBLEM),
-    ),
-    security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
-pub async fn download_results(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<DownloadQuery>,
-) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let format = match query.format.as_deref() {
-        None | Some("") | Some("ndjson") => DownloadFormat::Ndjson,
-        Some("csv") => DownloadFormat::Csv,
-        Some(_) => {
-            return Err(ApiError::field(
-                "invalid_format",
-                "/format",
-                "format must be ndjson or csv",
-            ));
-        }
-    };
-    let status = query
-        .status
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(app::parse_result_status)
-        .transpose()?;
-    let pages = app::stream_results(&state, &caller, id, status).await?;
-    let header_line = match format {
-        DownloadFormat::Csv => Some(Ok(Bytes::from_static(CSV_HEADER.as_bytes()))),
-        DownloadFormat::Ndjson => None,
-    };
-    let body = futures::stream::iter(header_line).chain(pages.map(move |page| match page {
-        Ok(page) => Ok(encode_page(format, page)),
-        Err(err) => {
-            tracing::warn!(%err, "results download interrupted");
-            Err(std::io::Error::other("results download interrupted"))
-        }
-    }));
-    let (content_type, extension) = match format {
-        DownloadFormat::Ndjson => ("application/x-ndjson", "ndjson"),
-        DownloadFormat::Csv => ("text/csv; charset=utf-8", "csv"),
-    };
-    let disposition = format!("attachment; filename=\"batch-{id}-results.{extension}\"");
-    let mut response = Response::new(Body::from_stream(body));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(response)
-}
 
 /// Cancel a pending or processing batch: the chunk in flight finishes, the remaining
 /// orders are reported `unprocessed`, and the batch ends `cancelled`.
