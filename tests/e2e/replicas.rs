@@ -1,0 +1,303 @@
+//! Two replicas of every service on one database and one stream, with one replica of
+//! each kind killed -9 and restarted while events and a batch are in flight: nothing
+//! accepted is lost, no order is written twice, a repeated delivery keeps its
+//! webhook-id and body, and events with one ordering key reach an ordering endpoint in
+//! publish order.
+//!
+//! Scaled to run in about two minutes in a debug build on two cores: 1,000 events
+//! (100 requests of 10 on ten ordering keys, alternating between the two gateways) and
+//! a 5,000-order batch whose orders also emit events to the same endpoint (the issue's
+//! 20,000 events and 50,000 orders take several minutes there).
+//!
+//! Servers: `PORTICO_TEST_DATABASE_URL`, `PORTICO_TEST_NATS_URL`; binaries from
+//! `cargo build --workspace --bins`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use portico_e2e::sink::Sink;
+use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, wait_for};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const CATCH_UP: Duration = Duration::from_secs(120);
+const ROUNDS: usize = 100;
+const PER_REQUEST: usize = 10;
+const ORDERS: usize = 5_000;
+const USER: &str = "user-replicas";
+
+/// Publishes one request of events through `base` (a gateway's `/api`), one event per
+/// ordering key `k0..k9`, each carrying the round; returns the accepted ids.
+async fn publish(app: &TestApp, base: &str, round: usize) -> Vec<String> {
+    let events: Vec<Value> = (0..PER_REQUEST)
+        .map(|i| json!({"type": "order.created", "orderingKey": format!("k{i}"), "data": {"round": round, "key": i}}))
+        .collect();
+    let sent = app
+        .http
+        .post(format!("{base}/events/batch"))
+        .bearer_auth(SERVICE_TOKEN)
+        .header("x-portico-user-id", USER)
+        .timeout(Duration::from_secs(5))
+        .json(&json!({"events": events}))
+        .send()
+        .await;
+    let Ok(res) = sent else { return Vec::new() };
+    if res.status() != StatusCode::ACCEPTED {
+        return Vec::new();
+    }
+    let body: Value = res.json().await.unwrap_or_default();
+    body["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn order(i: usize) -> String {
+    json!({
+        "clientOrderRef": format!("R-{i}"),
+        "currency": "EUR",
+        "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
+        "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+        "lineItems": [{"sku": "SKU-1", "quantity": 1, "unitPrice": "1.00"}],
+    })
+    .to_string()
+}
+
+#[tokio::test]
+#[ignore = "fails today: with ordering enabled and two dispatchers, most events of the \
+            ordering keys stay pending (see the replicas section of docs/operations.md); \
+            run with --ignored"]
+async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
+    let mut app = TestApp::prepare().await?;
+    app.env = vec![("PORTICO_RETRY_POLL_MS".into(), "100".into())];
+    for kind in [
+        ServiceKind::Gateway,
+        ServiceKind::WebhookDispatcher,
+        ServiceKind::BatchProcessor,
+    ] {
+        app.start(kind).await?;
+    }
+    // The second replica of each kind, each under its own replica id. A killed replica
+    // comes back under the same id, as a container restarted in its pod does (its pod
+    // name is its PORTICO_REPLICA_ID): it takes back its claims at once. Under a new id
+    // its claimed deliveries, and behind them every later event of their ordering
+    // keys, wait for the claim's lease to expire.
+    let mut gateway_b = app
+        .start_extra(ServiceKind::Gateway, &[("PORTICO_REPLICA_ID", "gateway-b")])
+        .await?;
+    let mut dispatcher_b = app
+        .start_extra(
+            ServiceKind::WebhookDispatcher,
+            &[("PORTICO_REPLICA_ID", "dispatcher-b")],
+        )
+        .await?;
+    let mut processor_b = app
+        .start_extra(
+            ServiceKind::BatchProcessor,
+            &[("PORTICO_REPLICA_ID", "processor-b")],
+        )
+        .await?;
+    let base_a = app.api("");
+    let base_b = |s: &portico_e2e::Service| {
+        format!(
+            "http://{}/api",
+            s.addrs.get("http").cloned().unwrap_or_default()
+        )
+    };
+
+    let sink = Sink::start().await?;
+    let token = app.user_token(USER);
+    let res = app
+        .http
+        .post(app.api("/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "url": sink.url("/hook"),
+            "events": ["order.*"],
+            "orderingEnabled": true,
+            "retryPolicy": {"maxRetries": 20, "baseDelayMs": 200, "maxDelayMs": 2000},
+        }))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    let res = app
+        .http
+        .post(app.api("/bulk-orders"))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-ndjson")
+        .body(
+            (0..ORDERS)
+                .map(|i| format!("{}\n", order(i)))
+                .collect::<String>(),
+        )
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let batch_id = res.json::<Value>().await?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let mut accepted: Vec<String> = Vec::new();
+    let mut refused_requests = 0usize;
+    for round in 0..ROUNDS {
+        // Kill -9 one replica of each kind at a quarter, half and three quarters.
+        if round == ROUNDS / 4 {
+            dispatcher_b.kill().await?;
+            dispatcher_b = app
+                .start_extra(
+                    ServiceKind::WebhookDispatcher,
+                    &[("PORTICO_REPLICA_ID", "dispatcher-b")],
+                )
+                .await?;
+        } else if round == ROUNDS / 2 {
+            processor_b.kill().await?;
+            processor_b = app
+                .start_extra(
+                    ServiceKind::BatchProcessor,
+                    &[("PORTICO_REPLICA_ID", "processor-b")],
+                )
+                .await?;
+        } else if round == ROUNDS * 3 / 4 {
+            gateway_b.kill().await?;
+            // Requests meant for it go to the surviving gateway meanwhile.
+            let ids = publish(&app, &base_a, round).await;
+            refused_requests += usize::from(ids.is_empty());
+            accepted.extend(ids);
+            gateway_b = app
+                .start_extra(ServiceKind::Gateway, &[("PORTICO_REPLICA_ID", "gateway-b")])
+                .await?;
+            continue;
+        }
+        let base = if round % 2 == 0 {
+            base_a.clone()
+        } else {
+            base_b(&gateway_b)
+        };
+        let ids = publish(&app, &base, round).await;
+        refused_requests += usize::from(ids.is_empty());
+        accepted.extend(ids);
+    }
+    println!(
+        "replicas: {} events accepted, {refused_requests} of {ROUNDS} requests refused",
+        accepted.len()
+    );
+    assert!(
+        accepted.len() >= (ROUNDS - 5) * PER_REQUEST,
+        "the load ran: {}",
+        accepted.len()
+    );
+
+    // Every accepted event arrives.
+    let wanted: HashSet<String> = accepted.iter().cloned().collect();
+    {
+        let (sink2, wanted2) = (sink.clone(), wanted.clone());
+        let waited = wait_for(CATCH_UP, move || {
+            let (sink, wanted) = (sink2.clone(), wanted2.clone());
+            async move {
+                let got: HashSet<String> = sink
+                    .received()
+                    .iter()
+                    .map(|r| r.header("webhook-id").to_owned())
+                    .collect();
+                wanted.is_subset(&got)
+            }
+        })
+        .await;
+        if let Err(e) = waited {
+            let got: HashSet<String> = sink
+                .received()
+                .iter()
+                .map(|r| r.header("webhook-id").to_owned())
+                .collect();
+            let statuses: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status::text, count(*) FROM webhook_deliveries GROUP BY 1")
+                    .fetch_all(&app.pool)
+                    .await?;
+            let owners: Vec<(Option<String>, i64)> = sqlx::query_as(
+                "SELECT split_part(lease_owner, '/', 1), count(*) FROM webhook_deliveries
+                  WHERE status = 'delivering' GROUP BY 1",
+            )
+            .fetch_all(&app.pool)
+            .await?;
+            anyhow::bail!(
+                "accepted events not delivered: {e}; {} of {} missing; deliveries by status {statuses:?}; delivering leased by {owners:?}",
+                wanted.difference(&got).count(),
+                wanted.len()
+            );
+        }
+    }
+    // Repeats only under the same webhook-id with the same body; per key, first
+    // arrivals in publish (round) order.
+    let mut per_id: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut per_key: HashMap<i64, Vec<i64>> = HashMap::new();
+    for r in sink.received() {
+        let id = r.header("webhook-id").to_owned();
+        let body = r.json();
+        let entry = per_id.entry(id.clone()).or_default();
+        if entry.is_empty() {
+            per_key
+                .entry(body["data"]["key"].as_i64().unwrap_or(-1))
+                .or_default()
+                .push(body["data"]["round"].as_i64().unwrap_or(-1));
+        }
+        entry.push(body);
+    }
+    for (id, bodies) in &per_id {
+        assert!(
+            bodies
+                .iter()
+                .all(|b| b == &bodies[0] && b["id"] == id.as_str()),
+            "a repeated delivery changed under webhook-id {id}"
+        );
+    }
+    for (key, rounds) in &per_key {
+        assert!(
+            rounds.windows(2).all(|w| w[0] < w[1]),
+            "key k{key} delivered out of publish order: {rounds:?}"
+        );
+    }
+    let repeats: usize = per_id.values().map(|v| v.len() - 1).sum();
+    println!(
+        "replicas: {} events delivered, {repeats} repeated deliveries (same webhook-id)",
+        per_id.len()
+    );
+
+    // The batch completes with exactly one result per order and no order twice.
+    let http = app.http.clone();
+    let url = app.api(&format!("/bulk-orders/{batch_id}"));
+    wait_for(CATCH_UP, || {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let Ok(res) = http.get(url).bearer_auth(token).send().await else {
+                return false;
+            };
+            let batch: Value = res.json().await.unwrap_or_default();
+            batch["status"] == "completed"
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the batch did not complete: {e}"))?;
+    let (results, distinct, orders): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM bulk_order_results),
+                (SELECT count(DISTINCT order_index) FROM bulk_order_results),
+                (SELECT count(*) FROM orders)",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(
+        (results, distinct, orders),
+        (ORDERS as i64, ORDERS as i64, ORDERS as i64)
+    );
+
+    gateway_b.kill().await?;
+    dispatcher_b.kill().await?;
+    processor_b.kill().await?;
+    app.cleanup().await;
+    Ok(())
+}
