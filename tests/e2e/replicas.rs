@@ -69,7 +69,7 @@ fn order(i: usize) -> String {
 
 #[tokio::test]
 #[ignore = "fails today: with ordering enabled and two dispatchers, most events of the \
-            ordering keys stay pending (see the replicas section of docs/operations.md); \
+            ordering keys stay pending, with or without the kills (see the replicas section of docs/operations.md); \
             run with --ignored"]
 async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
     let mut app = TestApp::prepare().await?;
@@ -145,9 +145,12 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
 
     let mut accepted: Vec<String> = Vec::new();
     let mut refused_requests = 0usize;
+    // PORTICO_TEST_REPLICAS_NO_KILLS=1 runs the same load without the kills, to tell a
+    // two-replica problem from a restart problem.
+    let kills = std::env::var("PORTICO_TEST_REPLICAS_NO_KILLS").is_err();
     for round in 0..ROUNDS {
         // Kill -9 one replica of each kind at a quarter, half and three quarters.
-        if round == ROUNDS / 4 {
+        if kills && round == ROUNDS / 4 {
             dispatcher_b.kill().await?;
             dispatcher_b = app
                 .start_extra(
@@ -155,7 +158,7 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
                     &[("PORTICO_REPLICA_ID", "dispatcher-b")],
                 )
                 .await?;
-        } else if round == ROUNDS / 2 {
+        } else if kills && round == ROUNDS / 2 {
             processor_b.kill().await?;
             processor_b = app
                 .start_extra(
@@ -163,7 +166,7 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
                     &[("PORTICO_REPLICA_ID", "processor-b")],
                 )
                 .await?;
-        } else if round == ROUNDS * 3 / 4 {
+        } else if kills && round == ROUNDS * 3 / 4 {
             gateway_b.kill().await?;
             // Requests meant for it go to the surviving gateway meanwhile.
             let ids = publish(&app, &base_a, round).await;
