@@ -178,10 +178,16 @@ async fn creating_a_webhook_returns_its_secret_and_stores_it_sealed() -> anyhow:
     let context = portico_signing::seal::webhook_secret_context(id.as_bytes());
     let opened = keys.open(&context, row)?;
     assert_eq!(opened.plaintext, raw, "sealed with PORTICO_SECRETS_KEY");
-    assert!(opened.current, "under the newest key, in the current format");
     assert!(
-        keys.open(&portico_signing::seal::webhook_secret_context(&[0; 16]), row)
-            .is_err(),
+        opened.current,
+        "under the newest key, in the current format"
+    );
+    assert!(
+        keys.open(
+            &portico_signing::seal::webhook_secret_context(&[0; 16]),
+            row
+        )
+        .is_err(),
         "bound to its webhook"
     );
 
