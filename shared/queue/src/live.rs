@@ -360,8 +360,8 @@ impl LivePublisher {
         // Polled once, outside tokio's cooperative budget: a burst of announcements
         // from one task must not be refused merely because the task used its budget
         // (the budget would make a ready channel look full).
-        let sent = tokio::task::unconstrained(self.nats.publish(subject, payload.into()))
-            .now_or_never();
+        let sent =
+            tokio::task::unconstrained(self.nats.publish(subject, payload.into())).now_or_never();
         if !matches!(sent, Some(Ok(()))) {
             metrics::counter!(LIVE_DROPPED).increment(1);
         }
