@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use portico_e2e::checks;
 use portico_e2e::servers::{PrivateNats, PrivatePostgres};
 use portico_e2e::sink::Sink;
 use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, wait_for};
@@ -237,46 +238,14 @@ async fn nothing_accepted_is_lost_while_everything_restarts() -> anyhow::Result<
             .or_default()
             .push(r.json());
     }
-    for (id, bodies) in &per_id {
-        assert!(
-            bodies
-                .iter()
-                .all(|b| b == &bodies[0] && b["id"] == id.as_str()),
-            "a repeated delivery changed under webhook-id {id}"
-        );
-    }
-    let duplicates: usize = per_id.values().map(|v| v.len() - 1).sum();
+    let duplicates = checks::repeats_unchanged(&per_id);
     println!(
         "chaos: {} events delivered, {duplicates} repeated deliveries (same webhook-id)",
         per_id.len()
     );
 
     // The batch completes with exactly one result per order and no order twice.
-    let http = app.http.clone();
-    let url = app.api(&format!("/bulk-orders/{batch_id}"));
-    wait_for(CATCH_UP, || {
-        let (http, url, token) = (http.clone(), url.clone(), token.clone());
-        async move {
-            let Ok(res) = http.get(url).bearer_auth(token).send().await else {
-                return false;
-            };
-            let batch: Value = res.json().await.unwrap_or_default();
-            batch["status"] == "completed"
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("the batch did not complete: {e}"))?;
-    let (results, distinct, orders): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM bulk_order_results),
-                (SELECT count(DISTINCT order_index) FROM bulk_order_results),
-                (SELECT count(*) FROM orders)",
-    )
-    .fetch_one(&app.pool)
-    .await?;
-    assert_eq!(
-        (results, distinct, orders),
-        (ORDERS as i64, ORDERS as i64, ORDERS as i64)
-    );
+    checks::batch_completed_once(&app, &token, &batch_id, ORDERS as i64, CATCH_UP).await?;
 
     app.cleanup().await;
     drop(nats);

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use portico_e2e::checks;
 use portico_e2e::sink::Sink;
 use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, wait_for};
 use reqwest::StatusCode;
@@ -252,52 +253,20 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
         }
         entry.push(body);
     }
-    for (id, bodies) in &per_id {
-        assert!(
-            bodies
-                .iter()
-                .all(|b| b == &bodies[0] && b["id"] == id.as_str()),
-            "a repeated delivery changed under webhook-id {id}"
-        );
-    }
+    let repeats = checks::repeats_unchanged(&per_id);
     for (key, rounds) in &per_key {
         assert!(
             rounds.windows(2).all(|w| w[0] < w[1]),
             "key k{key} delivered out of publish order: {rounds:?}"
         );
     }
-    let repeats: usize = per_id.values().map(|v| v.len() - 1).sum();
     println!(
         "replicas: {} events delivered, {repeats} repeated deliveries (same webhook-id)",
         per_id.len()
     );
 
     // The batch completes with exactly one result per order and no order twice.
-    let http = app.http.clone();
-    let url = app.api(&format!("/bulk-orders/{batch_id}"));
-    wait_for(CATCH_UP, || {
-        let (http, url, token) = (http.clone(), url.clone(), token.clone());
-        async move {
-            let Ok(res) = http.get(url).bearer_auth(token).send().await else {
-                return false;
-            };
-            let batch: Value = res.json().await.unwrap_or_default();
-            batch["status"] == "completed"
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("the batch did not complete: {e}"))?;
-    let (results, distinct, orders): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM bulk_order_results),
-                (SELECT count(DISTINCT order_index) FROM bulk_order_results),
-                (SELECT count(*) FROM orders)",
-    )
-    .fetch_one(&app.pool)
-    .await?;
-    assert_eq!(
-        (results, distinct, orders),
-        (ORDERS as i64, ORDERS as i64, ORDERS as i64)
-    );
+    checks::batch_completed_once(&app, &token, &batch_id, ORDERS as i64, CATCH_UP).await?;
 
     gateway_b.kill().await?;
     dispatcher_b.kill().await?;

@@ -12,6 +12,7 @@
 //! The binaries must be built first (`cargo build --workspace`); the test command in
 //! the README does that.
 
+pub mod checks;
 pub mod otlp;
 pub mod servers;
 pub mod sink;
