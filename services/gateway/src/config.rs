@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use portico_domain::network::Allowlist;
 use portico_domain::webhooks::RetryPolicy;
 use portico_runtime::config::{CommonConfig, parse_addr};
+use portico_signing::keyed_hash::Peppers;
+use portico_signing::seal::Keyring;
 
 /// The command line: `portico-gateway [serve]` or `portico-gateway migrate`.
 #[derive(Debug, clap::Parser)]
@@ -215,11 +217,11 @@ pub struct GatewayConfig {
 
     /// Partner portal settings (`PORTICO_PORTAL_*`).
     #[command(flatten)]
-    pub portal: crate::portal::PortalConfig,
+    pub portal: PortalConfig,
 
     /// Live-update settings (`PORTICO_LIVE_*`).
     #[command(flatten)]
-    pub live: crate::live::LiveConfig,
+    pub live: LiveConfig,
 }
 
 /// A configuration that cannot be served.
@@ -346,6 +348,158 @@ impl WebhookSettings {
             allowlist,
             default_retry_policy,
         })
+    }
+}
+
+/// The pepper dev mode uses when no pepper is configured. Public, so never acceptable
+/// outside dev mode (config validation refuses to start without one).
+const DEV_PEPPER: &[u8] = b"portico-insecure-dev-pepper";
+
+/// The secrets keyring of this configuration: `PORTICO_SECRETS_KEYS` then
+/// `PORTICO_SECRETS_KEY`, or the public dev key when neither is set (dev mode only:
+/// validation refuses that outside it).
+pub fn keyring(config: &GatewayConfig) -> Result<Keyring, ConfigError> {
+    if config.secrets_key.is_none() && config.secrets_keys.is_none() {
+        return Ok(Keyring::insecure_dev());
+    }
+    Keyring::from_config(
+        config.secrets_keys.as_deref(),
+        config.secrets_key.as_deref(),
+    )
+    .map_err(|e| ConfigError(format!("PORTICO_SECRETS_KEYS / PORTICO_SECRETS_KEY: {e}")))
+}
+
+/// The API key peppers of this configuration: `PORTICO_API_KEY_PEPPERS` then
+/// `PORTICO_API_KEY_PEPPER`, or the public dev pepper when neither is set.
+pub fn peppers(config: &GatewayConfig) -> Result<Peppers, ConfigError> {
+    let single = config.api_key_pepper.as_deref().filter(|p| !p.is_empty());
+    let listed = config
+        .api_key_peppers
+        .as_deref()
+        .filter(|p| !p.trim().is_empty());
+    if single.is_none() && listed.is_none() {
+        return Ok(Peppers::single(
+            portico_signing::keyed_hash::LEGACY_PEPPER_ID,
+            DEV_PEPPER,
+        ));
+    }
+    Peppers::from_config(listed, single).map_err(|e| {
+        ConfigError(format!(
+            "PORTICO_API_KEY_PEPPERS / PORTICO_API_KEY_PEPPER: {e}"
+        ))
+    })
+}
+
+/// Live-update settings (`PORTICO_LIVE_*`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LiveConfig {
+    /// Messages queued per connection; beyond it messages are dropped and the client
+    /// gets one `{"type":"lagged","missed":N}` notice.
+    #[arg(long = "live-queue", env = "PORTICO_LIVE_QUEUE", default_value_t = 256)]
+    pub queue: usize,
+
+    /// Live connections (WebSocket and gRPC streams) one user may hold per replica.
+    #[arg(
+        long = "live-max-connections-per-user",
+        env = "PORTICO_LIVE_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 16
+    )]
+    pub max_connections_per_user: usize,
+
+    /// Seconds between pings; a connection that has not answered the previous ping by
+    /// the next one is closed (4002).
+    #[arg(
+        long = "live-ping-secs",
+        env = "PORTICO_LIVE_PING_SECS",
+        default_value_t = 20
+    )]
+    pub ping_secs: u64,
+
+    /// Seconds a write to a client may wait (the client reads nothing, its buffers
+    /// are full) before the connection is closed (4008).
+    #[arg(
+        long = "live-stall-secs",
+        env = "PORTICO_LIVE_STALL_SECS",
+        default_value_t = 10
+    )]
+    pub stall_secs: u64,
+
+    /// Key that signs live tickets. Every replica must share it for a ticket from one
+    /// to work on another; unset, it is derived from PORTICO_JWT_SECRET, else
+    /// PORTICO_SERVICE_TOKEN, else chosen at random per process.
+    #[arg(long = "live-ticket-secret", env = "PORTICO_LIVE_TICKET_SECRET")]
+    pub ticket_secret: Option<String>,
+}
+
+/// Portal settings (flattened into the gateway's configuration).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PortalConfig {
+    /// Who may embed the portal in a frame: the CSP `frame-ancestors` sources,
+    /// space-separated (e.g. `'self' https://app.example.com`); `'none'` forbids
+    /// embedding.
+    #[arg(long, env = "PORTICO_PORTAL_FRAME_ANCESTORS", default_value = "'none'")]
+    pub portal_frame_ancestors: String,
+
+    /// Always mark the session cookie `Secure` (set it when a TLS proxy in front of the
+    /// gateway does not send `X-Forwarded-Proto`).
+    #[arg(long, env = "PORTICO_PORTAL_SECURE_COOKIES", default_value_t = false)]
+    pub portal_secure_cookies: bool,
+
+    /// How long a one-time login link stays valid, in seconds (at most 900).
+    #[arg(long, env = "PORTICO_PORTAL_LOGIN_TTL_SECS", default_value_t = 300)]
+    pub portal_login_ttl_secs: u32,
+
+    /// How long a portal session lasts after sign-in, in seconds.
+    #[arg(long, env = "PORTICO_PORTAL_SESSION_TTL_SECS", default_value_t = 8 * 3600)]
+    pub portal_session_ttl_secs: u32,
+
+    /// Public base URL of the gateway (e.g. `https://portico.example.com`): login links
+    /// are absolute with it, relative (`/portal/login?token=...`) without.
+    #[arg(long, env = "PORTICO_PORTAL_PUBLIC_URL")]
+    pub portal_public_url: Option<String>,
+}
+
+impl PortalConfig {
+    /// Refuses values that would weaken or break the headers and links.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fa = self.portal_frame_ancestors.trim();
+        if fa.is_empty()
+            || fa
+                .chars()
+                .any(|c| c.is_control() || matches!(c, ';' | ',' | '"'))
+        {
+            return Err(ConfigError(
+                "PORTICO_PORTAL_FRAME_ANCESTORS must be CSP sources separated by spaces (e.g. 'none', 'self' or https://app.example.com), without ; or ,".into(),
+            ));
+        }
+        if !(30..=900).contains(&self.portal_login_ttl_secs) {
+            return Err(ConfigError(
+                "PORTICO_PORTAL_LOGIN_TTL_SECS must be between 30 and 900".into(),
+            ));
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.portal_session_ttl_secs) {
+            return Err(ConfigError(
+                "PORTICO_PORTAL_SESSION_TTL_SECS must be between 60 and 604800".into(),
+            ));
+        }
+        if let Some(url) = &self.portal_public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(
+                "PORTICO_PORTAL_PUBLIC_URL must start with http:// or https://".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The Content-Security-Policy of every portal response.
+    pub fn content_security_policy(&self) -> String {
+        format!(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; \
+             frame-ancestors {}",
+            self.portal_frame_ancestors.trim()
+        )
     }
 }
 

@@ -116,7 +116,7 @@ struct Inner {
 impl CredentialService {
     /// Builds the service and starts its usage-log writer; drain the returned
     /// [`UsageWriter`] after the HTTP server stopped.
-    /// `pepper` comes from [`crate::reseal::peppers`]: the newest hashes new secrets,
+    /// `pepper` comes from [`crate::config::peppers`]: the newest hashes new secrets,
     /// each stored hash is verified with the pepper it names.
     pub fn start(pool: PgPool, config: &GatewayConfig, pepper: Peppers) -> (Self, UsageWriter) {
         let limiter = Arc::new(Limiter::default());
@@ -447,7 +447,7 @@ mod tests {
         use clap::Parser;
         let cli = crate::config::Cli::try_parse_from(["portico-gateway"]).expect("defaults parse");
         let pool = PgPool::connect_lazy("postgres://127.0.0.1:1/unused").expect("lazy pool");
-        let peppers = crate::reseal::peppers(&cli.config).expect("dev pepper");
+        let peppers = crate::config::peppers(&cli.config).expect("dev pepper");
         CredentialService::start(pool, &cli.config, peppers).0
     }
 

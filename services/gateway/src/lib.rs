@@ -5,20 +5,26 @@
 //! # Layout
 //! From the bottom up: a module uses only modules above it (and `app`, `rest` and
 //! `grpc` their own sub-modules), so the graph of modules has no circle.
-//! - [`config`]: flags and environment, and the webhook settings parsed from them.
+//! - [`config`]: flags and environment, the webhook, live and portal settings, and the
+//!   secrets keyring and API key peppers built from them.
 //! - [`error`]: one error type, mapped to problem+json and to gRPC status codes.
 //! - [`identity`]: who is calling once authenticated ([`identity::Caller`],
 //!   [`identity::Operator`]), shared by `auth`, `app` and both doors.
 //! - [`jwks`]: the JWKS source user JWTs may be verified against.
-//! - [`credentials`]: partner credentials: verification, limits and the usage log.
-//! - [`net`]: the client address, Basic credentials and RateLimit headers of a
-//!   request's head, for `auth` and both doors.
+//! - [`net`]: the client address and Basic credentials of a request's head, for
+//!   `auth` and both doors.
+//! - [`credentials`]: partner credentials: verification, limits (and the RateLimit
+//!   headers), and the usage log.
+//! - [`live`]: the live-update hub (per-owner NATS subscriptions, bounded queues) and
+//!   tickets.
+//! - [`reseal`]: the `reseal` sub-command.
 //! - [`state`]: pools and clients shared by every request.
 //! - [`auth`]: user JWTs, the service token and partner credentials, for both doors.
 //! - [`app`]: the domain operations both doors call.
+//! - [`live_session`]: who a live connection is and its WebSocket loop, for both doors.
+//! - [`portal`]: the partner portal (server-rendered HTML under `/portal/`).
 //! - [`rest`]: axum router, JSON extraction, middleware, OpenAPI.
 //! - [`grpc`]: tonic services, health and reflection.
-//! - [`portal`]: the partner portal (server-rendered HTML under `/portal/`).
 //!
 //! [`run`] is the seam: the binary binds listeners and calls it; so can a test.
 
@@ -31,6 +37,7 @@ pub mod grpc;
 pub mod identity;
 pub mod jwks;
 pub mod live;
+pub mod live_session;
 pub mod net;
 pub mod portal;
 pub mod rest;
@@ -100,11 +107,11 @@ pub async fn run(
     }
     portico_queue::setup::ensure_stream(&js, &topology).await?;
     let publisher = JobPublisher::coalescing(js.clone(), topology.clone());
-    let secrets_key = reseal::keyring(&config)?;
+    let secrets_key = config::keyring(&config)?;
     let outbox = OutboxSignal::default();
     // Partner credentials: the usage-log writer runs until after the servers stopped.
     let (credentials, usage_writer) =
-        CredentialService::start(pool.clone(), &config, reseal::peppers(&config)?);
+        CredentialService::start(pool.clone(), &config, config::peppers(&config)?);
     let invalidations = credentials
         .listen_for_invalidations(
             &nats,
@@ -256,7 +263,5 @@ pub async fn migrate(config: &GatewayConfig) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// The `reseal` sub-command and the keyring and peppers built from configuration.
+/// The `reseal` sub-command: every sealed value moved to the newest key.
 pub mod reseal;
-/// Webhook values sealed at rest: sealed on write, opened or masked on read.
-pub mod sealing;

@@ -1,5 +1,5 @@
-//! What both doors read from and write to an HTTP request's head: the client's
-//! address, `Basic` credentials and the `RateLimit-*` headers. It lives apart from
+//! What both doors read from an HTTP request's head: the client's address and
+//! `Basic` credentials. It lives apart from
 //! `rest` and `grpc` so that `auth` (which needs the client's address) and the gRPC
 //! partner layer import no door, and the module graph keeps no circle.
 
@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
-
-use crate::credentials::limiter::RateState;
 
 /// The client's address from a request's head: the first `X-Forwarded-For` hop when
 /// the operator says a trusted proxy sets it, else the peer address of the connection.
@@ -42,17 +40,4 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<String> {
     scheme
         .eq_ignore_ascii_case("basic")
         .then(|| credentials.trim().to_owned())
-}
-
-/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the
-/// bucket is full), so a partner can pace itself before it is refused; both doors add
-/// them to every partner answer of a rate-limited integration.
-pub fn rate_limit_headers(headers: &mut HeaderMap, rate: RateState) {
-    for (name, value) in [
-        ("ratelimit-limit", rate.limit),
-        ("ratelimit-remaining", rate.remaining),
-        ("ratelimit-reset", rate.reset_secs),
-    ] {
-        headers.insert(name, axum::http::HeaderValue::from(value));
-    }
 }

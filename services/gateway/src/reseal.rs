@@ -13,51 +13,11 @@
 //! rewritten: removing a key they need would lose them.
 
 use portico_domain::ids::WebhookId;
-use portico_signing::keyed_hash::Peppers;
 use portico_signing::seal::{self, Keyring};
 use portico_storage::reseal as store;
 use sqlx::PgPool;
 
-use crate::config::{ConfigError, GatewayConfig};
-
-/// The pepper dev mode uses when no pepper is configured. Public, so never acceptable
-/// outside dev mode (config validation refuses to start without one).
-const DEV_PEPPER: &[u8] = b"portico-insecure-dev-pepper";
-
-/// The secrets keyring of this configuration: `PORTICO_SECRETS_KEYS` then
-/// `PORTICO_SECRETS_KEY`, or the public dev key when neither is set (dev mode only:
-/// validation refuses that outside it).
-pub fn keyring(config: &GatewayConfig) -> Result<Keyring, ConfigError> {
-    if config.secrets_key.is_none() && config.secrets_keys.is_none() {
-        return Ok(Keyring::insecure_dev());
-    }
-    Keyring::from_config(
-        config.secrets_keys.as_deref(),
-        config.secrets_key.as_deref(),
-    )
-    .map_err(|e| ConfigError(format!("PORTICO_SECRETS_KEYS / PORTICO_SECRETS_KEY: {e}")))
-}
-
-/// The API key peppers of this configuration: `PORTICO_API_KEY_PEPPERS` then
-/// `PORTICO_API_KEY_PEPPER`, or the public dev pepper when neither is set.
-pub fn peppers(config: &GatewayConfig) -> Result<Peppers, ConfigError> {
-    let single = config.api_key_pepper.as_deref().filter(|p| !p.is_empty());
-    let listed = config
-        .api_key_peppers
-        .as_deref()
-        .filter(|p| !p.trim().is_empty());
-    if single.is_none() && listed.is_none() {
-        return Ok(Peppers::single(
-            portico_signing::keyed_hash::LEGACY_PEPPER_ID,
-            DEV_PEPPER,
-        ));
-    }
-    Peppers::from_config(listed, single).map_err(|e| {
-        ConfigError(format!(
-            "PORTICO_API_KEY_PEPPERS / PORTICO_API_KEY_PEPPER: {e}"
-        ))
-    })
-}
+use crate::config::{ConfigError, GatewayConfig, keyring, peppers};
 
 /// Credentials per pepper id (`None`: hashed before peppers had ids), for the report.
 pub type PepperCounts = Vec<(Option<String>, i64)>;

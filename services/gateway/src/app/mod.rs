@@ -8,6 +8,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod integration_templates;
 pub mod integrations;
+pub mod sealing;
 pub mod ssrf_guard;
 pub mod webhook_deliveries;
 pub mod webhooks;

@@ -5,7 +5,7 @@
 //! found. Input is validated by [`portico_domain::webhooks`] (the rules the dispatcher
 //! shares) and the URL by the [`ssrf_guard`](crate::app::ssrf_guard) before anything is
 //! written. Signing secrets and custom header values are stored only sealed with the
-//! secrets keyring, bound to the webhook's id ([`crate::sealing`]); header values are
+//! secrets keyring, bound to the webhook's id ([`crate::app::sealing`]); header values are
 //! returned opened only to callers who may see secrets, masked otherwise. After
 //! every change that affects delivery, a core-NATS message on the `webhooks`
 //! invalidation subject (payload: the user id) tells the dispatchers to drop their
@@ -25,10 +25,10 @@ use portico_storage::webhooks::{self as store, WebhookRow, WebhookValues};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::app::sealing;
 use crate::app::ssrf_guard;
 use crate::error::ApiError;
 use crate::identity::{Caller, Scope};
-use crate::sealing;
 use crate::state::AppState;
 
 /// How long a rotated-out secret keeps signing when the caller does not say.
@@ -238,7 +238,7 @@ pub async fn create(
     .await?;
     invalidate(state, caller.user_id()).await;
     Ok(CreatedWebhook {
-        webhook: sealing::reveal(state.secrets_key(), caller, row.into()),
+        webhook: reveal(state.secrets_key(), caller, row.into()),
         secret: prepared.secret_text(),
     })
 }
@@ -259,7 +259,7 @@ pub async fn list(
     .await?;
     let webhooks: Vec<Webhook> = rows
         .into_iter()
-        .map(|row| sealing::reveal(state.secrets_key(), caller, row.into()))
+        .map(|row| reveal(state.secrets_key(), caller, row.into()))
         .collect();
     Ok(pagination::finish_page(webhooks, &page, |w| {
         pagination::Cursor {
@@ -273,7 +273,7 @@ pub async fn list(
 pub async fn get(state: &AppState, caller: &Caller, id: Uuid) -> Result<Webhook, ApiError> {
     caller.require(Scope::WebhooksRead)?;
     let webhook = load(state, caller, id).await?;
-    Ok(sealing::reveal(state.secrets_key(), caller, webhook))
+    Ok(reveal(state.secrets_key(), caller, webhook))
 }
 
 /// Applies a partial update. `active: true` on a disabled webhook re-enables it and
@@ -346,7 +346,7 @@ pub async fn update(
         let change = if active { "enabled" } else { "disabled" };
         state.live().endpoint_event(caller.user_id(), id, change);
     }
-    Ok(sealing::reveal(state.secrets_key(), caller, row.into()))
+    Ok(reveal(state.secrets_key(), caller, row.into()))
 }
 
 /// Deletes a webhook with its secrets, deliveries and attempts (cascade).
@@ -460,4 +460,11 @@ pub async fn send_test_event(
     });
     state.publisher().publish(&job).await?;
     Ok(event_id)
+}
+
+/// The webhook as `caller` may read it: its header values opened, or masked for a
+/// caller who may not see secrets ([`sealing::reveal_headers`]).
+fn reveal(keys: &portico_signing::seal::Keyring, caller: &Caller, mut webhook: Webhook) -> Webhook {
+    sealing::reveal_headers(keys, caller, webhook.id, &mut webhook.headers);
+    webhook
 }

@@ -168,6 +168,19 @@ fn seconds_to_next_utc_day(now: DateTime<Utc>) -> u64 {
     }
 }
 
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the
+/// bucket is full), so a partner can pace itself before it is refused; both doors add
+/// them to every partner answer of a rate-limited integration.
+pub fn rate_limit_headers(headers: &mut axum::http::HeaderMap, rate: RateState) {
+    for (name, value) in [
+        ("ratelimit-limit", rate.limit),
+        ("ratelimit-remaining", rate.remaining),
+        ("ratelimit-reset", rate.reset_secs),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from(value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 use crate::error::ApiError;
 use crate::grpc::{caller, parse_id};
 use crate::live::hub::{Filter, JoinError, Membership};
-use crate::live::session::{self, ClientOp, Subscribe};
 use crate::live::{CloseCode, Hub};
+use crate::live_session::{self as session, ClientOp, Subscribe};
 use crate::state::AppState;
 
 /// The stream of one subscription.

@@ -117,7 +117,7 @@ where
                 Err(err) => (Ok(tonic::Status::from(err).into_http::<RB>()), false),
             };
             if let (Some(rate), Ok(response)) = (attempt.rate, result.as_mut()) {
-                crate::net::rate_limit_headers(response.headers_mut(), rate);
+                crate::credentials::limiter::rate_limit_headers(response.headers_mut(), rate);
             }
             if let Some(integration_id) = attempt.integration_id {
                 let code = super::observe::status_code(&result);

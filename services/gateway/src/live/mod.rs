@@ -6,57 +6,19 @@
 //!   to bounded per-connection queues.
 //! - [`ticket`]: short-lived, single-use tickets for browsers, which cannot set an
 //!   `Authorization` header on a WebSocket.
-//! - [`session`]: who a connection is (the credential, its expiry), the client
-//!   messages (`subscribe`, `unsubscribe`) and the WebSocket loop.
+//! - [`crate::live_session`] (beside this module, since it authenticates callers
+//!   through the application state): who a connection is (the credential, its expiry),
+//!   the client messages (`subscribe`, `unsubscribe`) and the WebSocket loop.
 //!
 //! The protocol, close codes and examples are documented in `docs/api/live.md`.
 
 pub mod hub;
-pub mod session;
 pub mod ticket;
 
 pub use hub::{Frame, Hub, Membership};
 
-/// Live-update settings (`PORTICO_LIVE_*`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct LiveConfig {
-    /// Messages queued per connection; beyond it messages are dropped and the client
-    /// gets one `{"type":"lagged","missed":N}` notice.
-    #[arg(long = "live-queue", env = "PORTICO_LIVE_QUEUE", default_value_t = 256)]
-    pub queue: usize,
-
-    /// Live connections (WebSocket and gRPC streams) one user may hold per replica.
-    #[arg(
-        long = "live-max-connections-per-user",
-        env = "PORTICO_LIVE_MAX_CONNECTIONS_PER_USER",
-        default_value_t = 16
-    )]
-    pub max_connections_per_user: usize,
-
-    /// Seconds between pings; a connection that has not answered the previous ping by
-    /// the next one is closed (4002).
-    #[arg(
-        long = "live-ping-secs",
-        env = "PORTICO_LIVE_PING_SECS",
-        default_value_t = 20
-    )]
-    pub ping_secs: u64,
-
-    /// Seconds a write to a client may wait (the client reads nothing, its buffers
-    /// are full) before the connection is closed (4008).
-    #[arg(
-        long = "live-stall-secs",
-        env = "PORTICO_LIVE_STALL_SECS",
-        default_value_t = 10
-    )]
-    pub stall_secs: u64,
-
-    /// Key that signs live tickets. Every replica must share it for a ticket from one
-    /// to work on another; unset, it is derived from PORTICO_JWT_SECRET, else
-    /// PORTICO_SERVICE_TOKEN, else chosen at random per process.
-    #[arg(long = "live-ticket-secret", env = "PORTICO_LIVE_TICKET_SECRET")]
-    pub ticket_secret: Option<String>,
-}
+/// Live-update settings (`PORTICO_LIVE_*`), declared with the rest of the configuration.
+pub use crate::config::LiveConfig;
 
 /// The close codes a live WebSocket ends with (the gRPC twin ends with a status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,12 +10,12 @@
 //! - [`html`]: the escaping HTML builder (markup only from literals).
 //! - [`security`]: configuration, tokens, cookies, CSRF, the response headers.
 //! - [`sessions`]: login links, partner sign-in, the session of a request.
-//! - [`api`]: `POST /api/portal/sessions`, `DELETE /api/portal/sessions/{id}`.
+//! - [`crate::rest::portal_sessions`] (with the other REST routes): `POST /api/portal/sessions`,
+//!   `DELETE /api/portal/sessions/{id}`.
 //! - [`pages`]: the page frame, errors, sign-in, login, logout.
 //! - [`charts`]: inline SVG charts from delivery analytics.
 //! - [`webhooks`], [`batches`], [`partner`]: the pages.
 
-pub mod api;
 pub mod batches;
 pub mod charts;
 pub mod html;

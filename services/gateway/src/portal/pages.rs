@@ -295,7 +295,7 @@ pub async fn sign_in(
                     .into(),
         });
     }
-    let client = crate::rest::partner_calls::peer_address(
+    let client = crate::net::peer_address(
         headers,
         &parts.extensions,
         state.config().trust_forwarded_for,

@@ -19,7 +19,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::config::ConfigError;
 use crate::error::ApiError;
 
 /// Name of the session cookie.
@@ -29,77 +28,8 @@ pub const SIGN_IN_COOKIE: &str = "portico_portal_signin";
 /// Header the upload script sends the CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// Portal settings (flattened into the gateway's configuration).
-#[derive(Debug, Clone, clap::Args)]
-pub struct PortalConfig {
-    /// Who may embed the portal in a frame: the CSP `frame-ancestors` sources,
-    /// space-separated (e.g. `'self' https://app.example.com`); `'none'` forbids
-    /// embedding.
-    #[arg(long, env = "PORTICO_PORTAL_FRAME_ANCESTORS", default_value = "'none'")]
-    pub portal_frame_ancestors: String,
-
-    /// Always mark the session cookie `Secure` (set it when a TLS proxy in front of the
-    /// gateway does not send `X-Forwarded-Proto`).
-    #[arg(long, env = "PORTICO_PORTAL_SECURE_COOKIES", default_value_t = false)]
-    pub portal_secure_cookies: bool,
-
-    /// How long a one-time login link stays valid, in seconds (at most 900).
-    #[arg(long, env = "PORTICO_PORTAL_LOGIN_TTL_SECS", default_value_t = 300)]
-    pub portal_login_ttl_secs: u32,
-
-    /// How long a portal session lasts after sign-in, in seconds.
-    #[arg(long, env = "PORTICO_PORTAL_SESSION_TTL_SECS", default_value_t = 8 * 3600)]
-    pub portal_session_ttl_secs: u32,
-
-    /// Public base URL of the gateway (e.g. `https://portico.example.com`): login links
-    /// are absolute with it, relative (`/portal/login?token=...`) without.
-    #[arg(long, env = "PORTICO_PORTAL_PUBLIC_URL")]
-    pub portal_public_url: Option<String>,
-}
-
-impl PortalConfig {
-    /// Refuses values that would weaken or break the headers and links.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let fa = self.portal_frame_ancestors.trim();
-        if fa.is_empty()
-            || fa
-                .chars()
-                .any(|c| c.is_control() || matches!(c, ';' | ',' | '"'))
-        {
-            return Err(ConfigError(
-                "PORTICO_PORTAL_FRAME_ANCESTORS must be CSP sources separated by spaces (e.g. 'none', 'self' or https://app.example.com), without ; or ,".into(),
-            ));
-        }
-        if !(30..=900).contains(&self.portal_login_ttl_secs) {
-            return Err(ConfigError(
-                "PORTICO_PORTAL_LOGIN_TTL_SECS must be between 30 and 900".into(),
-            ));
-        }
-        if !(60..=7 * 24 * 3600).contains(&self.portal_session_ttl_secs) {
-            return Err(ConfigError(
-                "PORTICO_PORTAL_SESSION_TTL_SECS must be between 60 and 604800".into(),
-            ));
-        }
-        if let Some(url) = &self.portal_public_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError(
-                "PORTICO_PORTAL_PUBLIC_URL must start with http:// or https://".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The Content-Security-Policy of every portal response.
-    pub fn content_security_policy(&self) -> String {
-        format!(
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; \
-             frame-ancestors {}",
-            self.portal_frame_ancestors.trim()
-        )
-    }
-}
+/// Portal settings, declared with the rest of the configuration.
+pub use crate::config::PortalConfig;
 
 /// A fresh random token: 32 bytes, base64url without padding.
 pub fn new_token() -> Result<String, ApiError> {

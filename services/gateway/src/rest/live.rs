@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::live::hub::JoinError;
-use crate::live::session::{self, MAX_CLIENT_MESSAGE_BYTES};
+use crate::live_session::{self as session, MAX_CLIENT_MESSAGE_BYTES};
 use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
 

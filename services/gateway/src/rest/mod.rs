@@ -14,6 +14,7 @@ pub mod live;
 pub mod middleware;
 pub mod openapi;
 pub mod partner_calls;
+pub mod portal_sessions;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -97,7 +98,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(integration_templates::routes())
         .merge(admin::routes())
         .merge(live::routes())
-        .merge(crate::portal::api::routes())
+        .merge(portal_sessions::routes())
         .split_for_parts();
     openapi::add_common_responses(&mut doc);
     (router, doc)

@@ -17,8 +17,9 @@ use chrono::Utc;
 use crate::credentials::usage_log::UsageEntry;
 use crate::identity::Caller;
 // Re-exported for the portal, which reads the client address the same way.
+use crate::credentials::limiter::rate_limit_headers;
+use crate::net::basic_credentials;
 pub(crate) use crate::net::peer_address;
-use crate::net::{basic_credentials, rate_limit_headers};
 use crate::state::AppState;
 
 /// The layer's function (`axum::middleware::from_fn_with_state`).

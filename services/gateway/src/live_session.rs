@@ -1,5 +1,5 @@
 //! One live connection: who it is ([`LiveIdentity`], checked before the WebSocket
-//! upgrade), what it asked for ([`ClientOp`] → [`super::hub::Filter`]), and the
+//! upgrade), what it asked for ([`ClientOp`] → [`crate::live::hub::Filter`]), and the
 //! WebSocket loop ([`run_websocket`]): frames out with a per-connection `seq`, client
 //! messages in, pings, the credential's expiry, stalls and shutdown.
 
@@ -12,10 +12,10 @@ use portico_queue::live::Topic;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::hub::{Filter, Membership};
-use super::{CloseCode, Hub};
 use crate::error::ApiError;
 use crate::identity::{Caller, Scope};
+use crate::live::hub::{Filter, Membership};
+use crate::live::{CloseCode, Hub};
 use crate::state::AppState;
 
 /// Largest client message accepted (a subscribe message is a few hundred bytes).

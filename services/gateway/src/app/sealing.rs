@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use portico_domain::ids::WebhookId;
 use portico_signing::seal::{self, Keyring};
 
-use crate::app::webhooks::Webhook;
 use crate::error::ApiError;
 use crate::identity::{Caller, Scope};
 
@@ -47,18 +46,23 @@ pub fn may_see_secrets(caller: &Caller) -> bool {
     caller.require(Scope::WebhooksWrite).is_ok()
 }
 
-/// The webhook as `caller` may read it: header values opened, or masked with [`MASK`]
-/// when the caller may not see secrets. A value that does not open (a key missing from
-/// the keyring) is masked and logged rather than failing the read.
-pub fn reveal(keys: &Keyring, caller: &Caller, mut webhook: Webhook) -> Webhook {
+/// A webhook's header values as `caller` may read them: opened, or masked with
+/// [`MASK`] when the caller may not see secrets. A value that does not open (a key
+/// missing from the keyring) is masked and logged rather than failing the read.
+pub fn reveal_headers(
+    keys: &Keyring,
+    caller: &Caller,
+    webhook_id: uuid::Uuid,
+    headers: &mut BTreeMap<String, String>,
+) {
     let visible = may_see_secrets(caller);
-    let id = *webhook.id.as_bytes();
-    for (name, value) in webhook.headers.iter_mut() {
+    let id = *webhook_id.as_bytes();
+    for (name, value) in headers.iter_mut() {
         *value = if visible {
             match seal::open_header_value(keys, &id, name, value) {
                 Ok((plain, _)) => plain,
                 Err(err) => {
-                    tracing::error!(webhook = %webhook.id, header = %name, %err,
+                    tracing::error!(webhook = %webhook_id, header = %name, %err,
                         "a custom header value does not open; shown masked");
                     MASK.to_owned()
                 }
@@ -67,5 +71,4 @@ pub fn reveal(keys: &Keyring, caller: &Caller, mut webhook: Webhook) -> Webhook 
             MASK.to_owned()
         };
     }
-    webhook
 }

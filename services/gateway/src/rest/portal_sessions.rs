@@ -12,9 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::sessions;
 use crate::error::{ApiError, Problem};
 use crate::identity::Caller;
+use crate::portal::sessions;
 use crate::rest::json::ApiJson;
 use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
