@@ -250,14 +250,21 @@ async fn secrets_survive_a_key_rotation_and_reseal() -> anyhow::Result<()> {
     verify(&whsec, &got[0])?;
     assert_eq!(got[0].header("x-api-key"), "sk_live_1");
 
-    // Attempt history never holds the value.
-    let recorded: Vec<Value> = sqlx::query_scalar(
-        "SELECT a.request_headers FROM webhook_delivery_attempts a
-           JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1",
-    )
-    .bind(id)
-    .fetch_all(&app.pool)
+    // Attempt history never holds the value. The attempt is committed just after the
+    // receiver answered, so wait for it.
+    let attempts = || {
+        sqlx::query_scalar::<_, Value>(
+            "SELECT a.request_headers FROM webhook_delivery_attempts a
+               JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1",
+        )
+        .bind(id)
+        .fetch_all(&app.pool)
+    };
+    wait_for(Duration::from_secs(20), || async {
+        attempts().await.is_ok_and(|rows| !rows.is_empty())
+    })
     .await?;
+    let recorded: Vec<Value> = attempts().await?;
     assert!(!recorded.is_empty());
     for r in &recorded {
         assert_eq!(r["x-api-key"], "***", "{r}");
