@@ -10,7 +10,7 @@ use std::time::Duration;
 use portico_e2e::checks;
 use portico_e2e::servers::{PrivateNats, PrivatePostgres};
 use portico_e2e::sink::Sink;
-use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, wait_for};
+use portico_e2e::{ServiceKind, TestApp, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -35,38 +35,7 @@ async fn publish(app: &TestApp, user: &str, round: usize) -> Vec<String> {
     let events: Vec<Value> = (0..PER_REQUEST)
         .map(|i| json!({"type": "order.created", "data": {"round": round, "i": i}}))
         .collect();
-    let sent = app
-        .http
-        .post(app.api("/events/batch"))
-        .bearer_auth(SERVICE_TOKEN)
-        .header("x-portico-user-id", user)
-        .timeout(Duration::from_secs(5))
-        .json(&json!({"events": events}))
-        .send()
-        .await;
-    let Ok(res) = sent else { return Vec::new() };
-    if res.status() != StatusCode::ACCEPTED {
-        return Vec::new();
-    }
-    let body: Value = res.json().await.unwrap_or_default();
-    body["data"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn order(i: usize) -> Value {
-    json!({
-        "clientOrderRef": format!("C-{i}"),
-        "currency": "EUR",
-        "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
-        "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
-        "lineItems": [{"sku": "SKU-1", "quantity": 1, "unitPrice": "1.00"}],
-    })
+    checks::publish_batch(app, &app.api(""), user, events).await
 }
 
 #[tokio::test]
@@ -117,7 +86,7 @@ async fn nothing_accepted_is_lost_while_everything_restarts() -> anyhow::Result<
                 .header("content-type", "application/x-ndjson")
                 .body(
                     (0..ORDERS)
-                        .map(|i| format!("{}\n", order(i)))
+                        .map(|i| format!("{}\n", checks::order("C", i)))
                         .collect::<String>(),
                 )
                 .send()

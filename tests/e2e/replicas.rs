@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use portico_e2e::checks;
 use portico_e2e::sink::Sink;
-use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, wait_for};
+use portico_e2e::{ServiceKind, TestApp, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -33,39 +33,7 @@ async fn publish(app: &TestApp, base: &str, round: usize) -> Vec<String> {
     let events: Vec<Value> = (0..PER_REQUEST)
         .map(|i| json!({"type": "order.created", "orderingKey": format!("k{i}"), "data": {"round": round, "key": i}}))
         .collect();
-    let sent = app
-        .http
-        .post(format!("{base}/events/batch"))
-        .bearer_auth(SERVICE_TOKEN)
-        .header("x-portico-user-id", USER)
-        .timeout(Duration::from_secs(5))
-        .json(&json!({"events": events}))
-        .send()
-        .await;
-    let Ok(res) = sent else { return Vec::new() };
-    if res.status() != StatusCode::ACCEPTED {
-        return Vec::new();
-    }
-    let body: Value = res.json().await.unwrap_or_default();
-    body["data"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn order(i: usize) -> String {
-    json!({
-        "clientOrderRef": format!("R-{i}"),
-        "currency": "EUR",
-        "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
-        "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
-        "lineItems": [{"sku": "SKU-1", "quantity": 1, "unitPrice": "1.00"}],
-    })
-    .to_string()
+    checks::publish_batch(app, base, USER, events).await
 }
 
 #[tokio::test]
@@ -130,7 +98,7 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
         .header("content-type", "application/x-ndjson")
         .body(
             (0..ORDERS)
-                .map(|i| format!("{}\n", order(i)))
+                .map(|i| format!("{}\n", checks::order("R", i)))
                 .collect::<String>(),
         )
         .send()

@@ -56,3 +56,47 @@ pub async fn batch_completed_once(
     assert_eq!((results, distinct, stored), (orders, orders, orders));
     Ok(())
 }
+
+/// Publishes `events` in one `POST {base}/events/batch` as a service acting for `user`
+/// and returns the ids of those accepted (202); a refused or failed request accepts
+/// none, which the fault tests count rather than fail on.
+pub async fn publish_batch(
+    app: &TestApp,
+    base: &str,
+    user: &str,
+    events: Vec<Value>,
+) -> Vec<String> {
+    let sent = app
+        .http
+        .post(format!("{base}/events/batch"))
+        .bearer_auth(crate::SERVICE_TOKEN)
+        .header("x-portico-user-id", user)
+        .timeout(Duration::from_secs(5))
+        .json(&serde_json::json!({"events": events}))
+        .send()
+        .await;
+    let Ok(res) = sent else { return Vec::new() };
+    if res.status() != reqwest::StatusCode::ACCEPTED {
+        return Vec::new();
+    }
+    let body: Value = res.json().await.unwrap_or_default();
+    body["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A valid one-line order for the fault tests' batches, numbered `{prefix}-{i}`.
+pub fn order(prefix: &str, i: usize) -> Value {
+    serde_json::json!({
+        "clientOrderRef": format!("{prefix}-{i}"),
+        "currency": "EUR",
+        "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
+        "shippingAddress": {"line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+        "lineItems": [{"sku": "SKU-1", "quantity": 1, "unitPrice": "1.00"}],
+    })
+}
