@@ -25,7 +25,7 @@ use crate::auth::Operator;
 use crate::error::{ApiError, Problem};
 use crate::rest::json::ApiJson;
 use crate::rest::openapi::PROBLEM;
-use crate::rest::webhooks::parse_time;
+use crate::rest::webhooks::{collect_field, parse_time};
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
@@ -123,26 +123,22 @@ pub async fn list_dead_letters(
     let Query(params) =
         params.map_err(|e| ApiError::field("invalid_query", "/query", e.body_text()))?;
     let mut errors = Vec::new();
-    let status = params
-        .status
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| ResolutionFilter::parse_field(s, "/status"))
-        .transpose()
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
-    let since = parse_time(params.since.as_deref(), "/since")
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
-    let until = parse_time(params.until.as_deref(), "/until")
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
-    let page = DeadLetterPage::parse(params.limit, params.cursor.as_deref())
-        .map_err(|e| errors.push(e))
-        .ok();
+    let status = collect_field(
+        &mut errors,
+        params
+            .status
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| ResolutionFilter::parse_field(s, "/status"))
+            .transpose(),
+    )
+    .flatten();
+    let since = collect_field(&mut errors, parse_time(params.since.as_deref(), "/since")).flatten();
+    let until = collect_field(&mut errors, parse_time(params.until.as_deref(), "/until")).flatten();
+    let page = collect_field(
+        &mut errors,
+        DeadLetterPage::parse(params.limit, params.cursor.as_deref()),
+    );
     let filter = DeadLetterFilter {
         consumer: params.consumer.filter(|c| !c.is_empty()),
         user_id: params.user_id.filter(|u| !u.is_empty()),

@@ -12,7 +12,7 @@ use portico_domain::pagination::PageRequest;
 use portico_domain::webhooks::DeliveryStatus;
 use portico_domain::wire::WireName;
 
-use super::{OptionalJson, parse_id, parse_time, query};
+use super::{OptionalJson, collect_field, parse_id, parse_time, query};
 use crate::app::webhook_deliveries::{self, Delivery, DeliveryAttempt, DeliveryFilter};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -69,26 +69,22 @@ pub async fn list_deliveries(
     let id = parse_id(&id, "id")?;
     let params = query(params)?;
     let mut errors = Vec::new();
-    let status = params
-        .status
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| DeliveryStatus::parse_field(s, "/status"))
-        .transpose()
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
-    let since = parse_time(params.since.as_deref(), "/since")
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
-    let until = parse_time(params.until.as_deref(), "/until")
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
-    let page = PageRequest::parse(params.limit, params.cursor.as_deref())
-        .map_err(|e| errors.push(e))
-        .ok();
+    let status = collect_field(
+        &mut errors,
+        params
+            .status
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| DeliveryStatus::parse_field(s, "/status"))
+            .transpose(),
+    )
+    .flatten();
+    let since = collect_field(&mut errors, parse_time(params.since.as_deref(), "/since")).flatten();
+    let until = collect_field(&mut errors, parse_time(params.until.as_deref(), "/until")).flatten();
+    let page = collect_field(
+        &mut errors,
+        PageRequest::parse(params.limit, params.cursor.as_deref()),
+    );
     let Some(page) = page.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };

@@ -85,6 +85,15 @@ pub(crate) fn parse_id(text: &str, name: &str) -> Result<Uuid, ApiError> {
     })
 }
 
+/// The value of one parsed query field, or `None` with its error kept in `errors`, so a
+/// request hears about every bad field at once rather than the first.
+pub(crate) fn collect_field<T>(
+    errors: &mut Vec<FieldError>,
+    parsed: Result<T, FieldError>,
+) -> Option<T> {
+    parsed.map_err(|e| errors.push(e)).ok()
+}
+
 /// An optional RFC 3339 time (empty = absent), or `invalid_timestamp` at `path`.
 pub(crate) fn parse_time(
     text: Option<&str>,

@@ -10,7 +10,7 @@ use portico_domain::FieldError;
 use portico_domain::webhooks::DeliveryStatus;
 use portico_domain::wire::WireName;
 
-use super::{OptionalJson, parse_id, parse_time};
+use super::{OptionalJson, collect_field, parse_id, parse_time};
 use crate::app::webhook_deliveries::{self, RetryFailedOutcome, RetryFailedRequest, RetryJob};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
@@ -73,14 +73,8 @@ pub async fn retry_failed(
                 .ok()
         })
         .collect();
-    let since = parse_time(body.since.as_deref(), "/since")
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
-    let until = parse_time(body.until.as_deref(), "/until")
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
+    let since = collect_field(&mut errors, parse_time(body.since.as_deref(), "/since")).flatten();
+    let until = collect_field(&mut errors, parse_time(body.until.as_deref(), "/until")).flatten();
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {
