@@ -1,5 +1,5 @@
 //! The portal in a real browser: Debian's `chromium` driven by `chromedriver` over the
-//! W3C WebDriver protocol (plain JSON over HTTP with reqwest, no WebDriver crate), against
+//! W3C WebDriver protocol (the shared `portico_e2e::browser` helper), against
 //! a real gateway. A user opens a login link, sees the webhook, opens it, clicks retry
 //! on a failed delivery and sees its status change. Screenshots are saved under
 //! `target/portal-screenshots/`.
@@ -8,252 +8,12 @@
 //! the driver cannot be found (`PORTICO_CHROMEDRIVER`, default `/usr/bin/chromedriver`)
 //! the test says so loudly and passes without running.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use base64::Engine;
-use portico_e2e::{ServiceKind, TestApp, wait_for};
-use reqwest::StatusCode;
+use anyhow::bail;
+use portico_e2e::browser::{Browser, driver_path, login_url};
+use portico_e2e::{ServiceKind, TestApp};
 use serde_json::{Value, json};
-
-/// The W3C element reference key.
-const ELEMENT: &str = "element-6066-11e4-a52f-4ae735e5f1f3";
-
-/// A chromedriver process and one browser session on it.
-struct Browser {
-    driver: tokio::process::Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
-}
-
-impl Browser {
-    /// Starts chromedriver on a free loopback port and a headless chromium session.
-    async fn start(driver_path: &str) -> anyhow::Result<Self> {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            l.local_addr()?.port()
-        };
-        let driver = tokio::process::Command::new(driver_path)
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {driver_path}"))?;
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let status_url = format!("{base}/status");
-        wait_for(Duration::from_secs(20), || {
-            let http = http.clone();
-            let url = status_url.clone();
-            async move {
-                match http.get(url).send().await {
-                    Ok(r) => r
-                        .json::<Value>()
-                        .await
-                        .is_ok_and(|v| v["value"]["ready"] == true),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await
-        .context("chromedriver did not become ready")?;
-        let binary =
-            std::env::var("PORTICO_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": binary,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1200,1000",
-                         "--no-first-run", "--disable-extensions"]
-            }
-        }}});
-        let res: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await?
-            .json()
-            .await?;
-        let session = res["value"]["sessionId"]
-            .as_str()
-            .with_context(|| format!("no session: {res}"))?
-            .to_owned();
-        Ok(Self {
-            driver,
-            base,
-            session,
-            http,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/session/{}{path}", self.base, self.session)
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Value,
-    ) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method.clone(), self.url(path));
-        if method != reqwest::Method::GET {
-            req = req.json(&body);
-        }
-        let res = req.send().await?;
-        let status = res.status();
-        let value: Value = res.json().await?;
-        if status != StatusCode::OK {
-            bail!("WebDriver {method} {path}: {status} {value}");
-        }
-        Ok(value["value"].clone())
-    }
-
-    async fn goto(&self, url: &str) -> anyhow::Result<()> {
-        self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
-            .await
-            .map(|_| ())
-    }
-
-    async fn current_url(&self) -> anyhow::Result<String> {
-        let v = self.call(reqwest::Method::GET, "/url", json!({})).await?;
-        Ok(v.as_str().unwrap_or_default().to_owned())
-    }
-
-    async fn find(&self, css: &str) -> anyhow::Result<String> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await?;
-        let id = v[ELEMENT]
-            .as_str()
-            .or_else(|| {
-                v.as_object()
-                    .and_then(|o| o.values().find_map(Value::as_str))
-            })
-            .with_context(|| format!("{css}: no element reference in {v}"))?;
-        Ok(id.to_owned())
-    }
-
-    async fn text(&self, css: &str) -> anyhow::Result<String> {
-        let id = self.find(css).await?;
-        let v = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/element/{id}/text"),
-                json!({}),
-            )
-            .await?;
-        Ok(v.as_str().unwrap_or_default().to_owned())
-    }
-
-    async fn click(&self, css: &str) -> anyhow::Result<()> {
-        let id = self.find(css).await?;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            json!({}),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// Waits until the element's text satisfies `ok` (the page may be reloading).
-    async fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> anyhow::Result<String> {
-        let until = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let last = match self.text(css).await {
-                Ok(t) if ok(&t) => return Ok(t),
-                Ok(t) => format!("text {t:?}"),
-                Err(e) => format!("{e:#}"),
-            };
-            if tokio::time::Instant::now() > until {
-                let url = self.current_url().await.unwrap_or_default();
-                let source = self
-                    .call(reqwest::Method::GET, "/source", json!({}))
-                    .await
-                    .unwrap_or_default();
-                let source = source.as_str().unwrap_or_default();
-                bail!(
-                    "{css} never showed the expected text ({last}) at {url}: {}",
-                    &source[..source.len().min(2000)]
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Types `text` into an element (for a file input: the file's path).
-    async fn send_keys(&self, css: &str, text: &str) -> anyhow::Result<()> {
-        let id = self.find(css).await?;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            json!({ "text": text }),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// Runs `script` in the page and returns its value.
-    async fn execute(&self, script: &str) -> anyhow::Result<Value> {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            json!({"script": script, "args": []}),
-        )
-        .await
-    }
-
-    async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
-        let v = self
-            .call(reqwest::Method::GET, "/screenshot", json!({}))
-            .await?;
-        let png =
-            base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default())?;
-        let dir = portico_e2e::bin_dir().join("portal-screenshots");
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, png)?;
-        Ok(path)
-    }
-
-    async fn quit(mut self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send()
-            .await;
-        let _ = self.driver.kill().await;
-    }
-}
-
-/// The driver to use, or `None` (with a loud message) when it is not installed.
-fn driver_path() -> Option<String> {
-    let path = std::env::var("PORTICO_CHROMEDRIVER")
-        .unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
-    if std::path::Path::new(&path).exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !! SKIPPED: the portal browser test needs chromium and chromedriver     !!\n\
-             !! ({path} not found). Install: apt-get install chromium chromium-driver !!\n\
-             !! (deploy/local/test.sh does this when it can).                         !!\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-        );
-        None
-    }
-}
 
 /// A user opens the login link in chromium, sees the webhook in the list, opens it,
 /// clicks Retry on the failed delivery, and the delivery's status changes from
@@ -298,19 +58,7 @@ async fn a_user_signs_in_by_link_and_retries_a_failed_delivery_in_a_browser() ->
     .bind(event_id)
     .execute(&app.pool)
     .await?;
-    let link: Value = app
-        .http
-        .post(app.api("/portal/sessions"))
-        .bearer_auth(app.user_token("alice"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let login = format!(
-        "{}{}",
-        app.base_url(),
-        link["loginUrl"].as_str().unwrap_or_default()
-    );
+    let login = login_url(&app, "alice").await?;
 
     let browser = Browser::start(&driver).await?;
     let result = async {
@@ -373,19 +121,7 @@ async fn a_new_delivery_appears_live_without_reloading() -> anyhow::Result<()> {
         .json()
         .await?;
     let hook_id = hook["id"].as_str().unwrap_or_default().to_owned();
-    let link: Value = app
-        .http
-        .post(app.api("/portal/sessions"))
-        .bearer_auth(app.user_token("alice"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let login = format!(
-        "{}{}",
-        app.base_url(),
-        link["loginUrl"].as_str().unwrap_or_default()
-    );
+    let login = login_url(&app, "alice").await?;
     let browser = Browser::start(&driver).await?;
     let result = async {
         browser.goto(&login).await?;
@@ -456,19 +192,7 @@ async fn a_ten_thousand_order_upload_reaches_one_hundred_percent() -> anyhow::Re
         ndjson.push('\n');
     }
     std::fs::write(&file, ndjson)?;
-    let link: Value = app
-        .http
-        .post(app.api("/portal/sessions"))
-        .bearer_auth(app.user_token("alice"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let login = format!(
-        "{}{}",
-        app.base_url(),
-        link["loginUrl"].as_str().unwrap_or_default()
-    );
+    let login = login_url(&app, "alice").await?;
     let browser = Browser::start(&driver).await?;
     let result = async {
         browser.goto(&login).await?;

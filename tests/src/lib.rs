@@ -7,11 +7,13 @@
 //! - [`otlp`]: a fake OTLP collector that keeps the spans services export.
 //! - [`sink`]: a loopback HTTP endpoint that records webhook deliveries and answers
 //!   with scripted responses.
+//! - [`browser`]: chromium over WebDriver for the portal's browser tests.
 //! - [`wait_for`]: polling a condition with a deadline (tests never sleep to pass).
 //!
 //! The binaries must be built first (`cargo build --workspace`); the test command in
 //! the README does that.
 
+pub mod browser;
 pub mod checks;
 pub mod otlp;
 pub mod servers;
