@@ -12,6 +12,7 @@
 //! - [`integrations`]: integration types, credential scopes and field rules.
 //! - [`credentials`]: the API key and secret format (prefixes, checksum) and generation.
 //! - [`dead_letters`]: how an operator resolved a dead letter, and the list's status filter.
+//! - [`event_types`]: the catalogue of event types Portico delivers, with payload schemas and examples.
 //! - [`text`]: length and control-character rules for every text field stored in PostgreSQL.
 //! - [`orders`]: an order as submitted, parsed into a typed order or field errors with JSON pointers.
 //! - [`bulk_orders`]: batch states, result statuses, the chunk layout and the results cursor.
@@ -24,6 +25,7 @@ pub mod bulk_orders;
 pub mod credentials;
 pub mod dead_letters;
 pub mod error;
+pub mod event_types;
 pub mod ids;
 pub mod integrations;
 pub mod network;
