@@ -53,6 +53,27 @@ if [ -z "${PORTICO_SCHEMATHESIS:-}" ]; then
   fi
   export PORTICO_SCHEMATHESIS="$ST_VENV/bin/schemathesis"
 fi
+# The buf CLI, for the gRPC contract test (tests/e2e/proto_contract.rs: `buf lint` and
+# `buf breaking` against the previous release): a pinned version from npm under the
+# same cache, installed once and reused by later runs. Keep BUF_VERSION in step with
+# the test's constant.
+BUF_VERSION=1.75.0
+if [ -z "${PORTICO_BUF:-}" ]; then
+  BUF_PREFIX="${PORTICO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/portico}/npm"
+  if ! "$BUF_PREFIX/node_modules/.bin/buf" --version 2>/dev/null | grep -qxF "$BUF_VERSION"; then
+    echo "== buf $BUF_VERSION into $BUF_PREFIX" >&2
+    if ! command -v npm >/dev/null 2>&1; then
+      if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+    fi
+    mkdir -p "$BUF_PREFIX"
+    npm install --prefix "$BUF_PREFIX" --no-audit --no-fund --loglevel=error "@bufbuild/buf@$BUF_VERSION" >&2
+  fi
+  export PORTICO_BUF="$BUF_PREFIX/node_modules/.bin/buf"
+fi
+# The previous release: the upgrade test runs its binaries, the contract test compares
+# its protos. Bump it at each release.
+export PORTICO_UPGRADE_FROM="${PORTICO_UPGRADE_FROM:-0c6b075}"
 
 # --- images and previous release (OPS; deploy/images/) ------------------------------
 # The three service images, built with podman from the binaries just built (the Debian
@@ -60,7 +81,7 @@ fi
 # tests/e2e/images.rs; the previous release's binaries, built once per commit into the
 # same cache, for tests/e2e/upgrade.rs. build.sh installs podman, buildah, debootstrap
 # and runc when missing. PORTICO_SKIP_IMAGES=1 / PORTICO_SKIP_UPGRADE=1 leave them out
-# (those tests then pass, saying so). Bump PORTICO_UPGRADE_FROM at each release.
+# (those tests then pass, saying so). PORTICO_UPGRADE_FROM is set above.
 if [ -z "${PORTICO_SKIP_IMAGES:-}" ]; then
   echo "== images" >&2
   bash deploy/images/build.sh >&2
@@ -73,7 +94,6 @@ if [ -z "${PORTICO_SKIP_IMAGES:-}" ]; then
   PORTICO_KUBE_PLAY_PG="${DATABASE_URL%/*}" bash deploy/images/kube-play.sh 2> >(grep -v 'systemd connection' >&2)
 fi
 if [ -z "${PORTICO_SKIP_UPGRADE:-}" ]; then
-  PORTICO_UPGRADE_FROM="${PORTICO_UPGRADE_FROM:-0c6b075}"
   echo "== previous release $PORTICO_UPGRADE_FROM" >&2
   PORTICO_UPGRADE_FROM_BIN="$(bash deploy/images/build-release.sh "$PORTICO_UPGRADE_FROM")"
   export PORTICO_UPGRADE_FROM_BIN
