@@ -105,3 +105,56 @@ pub async fn insert(
     .await?;
     Ok(inserted.into_iter().map(EventId).collect())
 }
+
+/// One of an owner's events as the portal lists it: the payload only as an excerpt,
+/// so a page of large events stays small.
+#[derive(Debug, Clone)]
+pub struct EventSummary {
+    /// The event's id.
+    pub id: Uuid,
+    /// Its type.
+    pub event_type: String,
+    /// When the gateway accepted it.
+    pub accepted_at: DateTime<Utc>,
+    /// When the dispatcher recorded it (the sort key).
+    pub created_at: DateTime<Utc>,
+    /// The first [`PAYLOAD_EXCERPT_CHARS`] characters of the payload's JSON text.
+    pub payload_excerpt: String,
+}
+
+/// How much of a payload [`recent`] returns.
+pub const PAYLOAD_EXCERPT_CHARS: i32 = 300;
+
+/// A keyset page of `user_id`'s events recorded since `since`, newest first, after a
+/// position `(created_at, id)`; fetches up to `limit` rows.
+///
+/// There is no index on the owner (migration 0007 dropped it from the dispatcher's hot
+/// path: one index entry per event). The time bound lets the BRIN index on
+/// `created_at` skip everything older, so the reader pays for the window it asks
+/// for, and publishing pays nothing.
+pub async fn recent(
+    executor: impl sqlx::PgExecutor<'_>,
+    user_id: &str,
+    since: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<EventSummary>, sqlx::Error> {
+    sqlx::query_as!(
+        EventSummary,
+        r#"SELECT id, event_type, accepted_at, created_at,
+                  left(payload::text, $5) AS "payload_excerpt!"
+           FROM events
+           WHERE user_id = $1 AND created_at >= $2
+             AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+           ORDER BY created_at DESC, id DESC
+           LIMIT $6"#,
+        user_id,
+        since,
+        after.map(|(at, _)| at),
+        after.map(|(_, id)| id),
+        PAYLOAD_EXCERPT_CHARS,
+        limit,
+    )
+    .fetch_all(executor)
+    .await
+}

@@ -507,3 +507,29 @@ pub async fn add_daily_calls(
         })
         .collect())
 }
+
+/// The daily call counters of an integration from `from` (a UTC day) on, oldest
+/// first; days without calls have no row.
+pub async fn daily_calls(
+    executor: impl sqlx::PgExecutor<'_>,
+    integration_id: IntegrationId,
+    from: NaiveDate,
+) -> Result<Vec<DailyCalls>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT day, calls FROM integration_daily_usage
+         WHERE integration_id = $1 AND day >= $2
+         ORDER BY day",
+        integration_id.as_uuid(),
+        from,
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DailyCalls {
+            integration_id,
+            day: r.day,
+            calls: r.calls,
+        })
+        .collect())
+}
