@@ -55,6 +55,11 @@ pub struct ProcessorConfig {
     #[arg(long, env = "PORTICO_DEAD_LETTER_RETENTION_DAYS", default_value_t = 90)]
     pub dead_letter_retention_days: u32,
 
+    /// Days an audit record is kept; the oldest of each owner's chain go and the
+    /// chain's anchor moves, so verification still holds; 0 = forever.
+    #[arg(long, env = "PORTICO_AUDIT_RETENTION_DAYS", default_value_t = 400)]
+    pub audit_retention_days: u32,
+
     /// Days hour and day delivery-analytics rollups are kept (longer than the raw
     /// history they summarise); 0 = forever.
     #[arg(long, env = "PORTICO_ROLLUP_RETENTION_DAYS", default_value_t = 400)]
@@ -79,6 +84,7 @@ impl ProcessorConfig {
             event_days: self.event_retention_days,
             usage_log_days: self.usage_log_retention_days,
             dead_letter_days: self.dead_letter_retention_days,
+            audit_days: self.audit_retention_days,
         }
     }
 

@@ -32,6 +32,8 @@
 //!   dispatcher as it records attempts, and the analytics queries that read them.
 //! - [`reseal`]: paging through sealed values and replacing them compare-and-swap,
 //!   for the re-seal job that moves secrets to the newest secrets key.
+//! - [`audit`]: the tamper-evident audit log: one hash chain per owner, appended in
+//!   the transaction of the change it records, listed, verified and purged.
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches.
 //!
@@ -39,6 +41,7 @@
 //! applied by `portico-gateway migrate` (or at gateway start when configured).
 
 pub mod analytics;
+pub mod audit;
 pub mod bulk_orders;
 pub mod dead_letters;
 pub mod deliveries;

@@ -12,6 +12,8 @@
 //!   be retried by hand, which needs the event's payload).
 //! - usage logs: the rows; daily call counts (`integration_daily_usage`) stay.
 //! - dead letters: the records.
+//! - audit records: the oldest of each owner's chain, moving the chain's anchor
+//!   ([`crate::audit::purge`]) so verification still holds.
 
 use std::time::Duration;
 
@@ -33,6 +35,8 @@ pub struct Retention {
     pub usage_log_days: u32,
     /// Dead-letter records.
     pub dead_letter_days: u32,
+    /// Audit records (`PORTICO_AUDIT_RETENTION_DAYS`).
+    pub audit_days: u32,
 }
 
 /// How many rows one round deleted, per table.
@@ -48,6 +52,8 @@ pub struct Purged {
     pub usage_logs: u64,
     /// Dead letters.
     pub dead_letters: u64,
+    /// Audit records.
+    pub audit_records: u64,
 }
 
 fn days(n: u32) -> Option<f64> {
@@ -147,5 +153,6 @@ pub async fn purge(pool: &PgPool, r: &Retention) -> Result<Purged, sqlx::Error> 
         })
         .await?;
     }
+    purged.audit_records = crate::audit::purge(pool, r.audit_days).await?;
     Ok(purged)
 }
