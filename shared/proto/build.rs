@@ -15,6 +15,7 @@ const PROTO_FILES: &[&str] = &[
     "portico/v1/integration_templates.proto",
     "portico/v1/analytics.proto",
     "portico/v1/live.proto",
+    "portico/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -34,9 +34,35 @@ pub async fn run(
     let pool = portico_storage::connect(&config.common.database_url, 2).await?;
     tracing::info!(newest = keys.current_key_id(), keys = ?keys.key_ids(), "re-sealing");
     let report = reseal_all(&pool, &keys, batch).await?;
+    record(&pool, &keys, &report).await?;
     let counts = store::credentials_per_pepper(&pool).await?;
     pool.close().await;
     Ok((report, counts))
+}
+
+/// Writes the run to the audit log's system chain (no user's resources changed in
+/// substance: the same secrets, sealed under another key), as the operator `reseal`.
+async fn record(pool: &PgPool, keys: &Keyring, r: &ResealReport) -> Result<(), ResealError> {
+    let operator = crate::identity::Operator {
+        name: "reseal".to_owned(),
+        request_id: None,
+        client_addr: None,
+    };
+    let entry = crate::app::audit::AuditEntry::new(
+        "secrets.resealed",
+        "secrets_key",
+        keys.current_key_id(),
+    )
+    .detail("secretsResealed", r.secrets_resealed)
+    .detail("secretsUnreadable", r.secrets_unreadable)
+    .detail("webhooksResealed", r.webhooks_resealed)
+    .detail("webhooksUnreadable", r.webhooks_unreadable);
+    let mut tx = pool.begin().await?;
+    crate::app::audit::record_operator(&mut tx, &operator, None, entry)
+        .await
+        .map_err(|e| ResealError::Audit(e.to_string()))?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// What one run did, per kind of value.
@@ -75,6 +101,9 @@ pub enum ResealError {
     /// Sealing failed (the system random source).
     #[error("sealing: {0}")]
     Seal(#[from] portico_signing::SigningError),
+    /// The run's audit record could not be written (the values are re-sealed).
+    #[error("audit record: {0}")]
+    Audit(String),
 }
 
 /// Re-seals every signing secret and every webhook's custom header values under the

@@ -14,6 +14,7 @@
 //! - [`bulk_orders`]: bulk-order batches, their results and orders;
 //! - [`integrations`]: partner integrations, credentials and usage;
 //! - [`admin`]: the operators' dead-letter API;
+//! - [`audit`]: the audit log and its verification;
 //!
 //! Conversions into domain types (for example [`webhooks::CreateWebhookBody`] into
 //! `portico_domain::webhooks::NewWebhook`) live here, next to the body; conversions
@@ -24,6 +25,7 @@
 //! them by path.
 
 pub mod admin;
+pub mod audit;
 pub mod bulk_orders;
 pub mod common;
 pub mod deliveries;

@@ -9,7 +9,6 @@
 
 use chrono::{DateTime, Utc};
 use portico_domain::ids::IntegrationId;
-use sqlx::PgPool;
 
 use crate::integrations::{self, NewIntegration};
 use crate::webhooks::{self, WebhookRow, WebhookValues};
@@ -209,12 +208,12 @@ pub struct IntegrationWithWebhook<'a> {
 /// Creates an integration, its first credential and its webhook subscription in one
 /// transaction, with the same statements as creating each alone
 /// ([`integrations::insert`], [`integrations::insert_credential`],
-/// [`webhooks::insert_with_secret`]): if any step fails, nothing is written.
+/// [`webhooks::insert_with_secret`]): if any step fails, nothing is written. Runs in
+/// the caller's transaction, so the caller's audit record commits with it.
 pub async fn create_integration_with_webhook(
-    pool: &PgPool,
+    tx: &mut sqlx::PgConnection,
     new: &IntegrationWithWebhook<'_>,
 ) -> Result<(IntegrationId, WebhookRow), sqlx::Error> {
-    let mut tx = pool.begin().await?;
     integrations::insert(&mut *tx, &new.integration).await?;
     integrations::insert_credential(&mut *tx, new.integration.id, new.api_key, new.secret_hash)
         .await?;
@@ -225,6 +224,5 @@ pub async fn create_integration_with_webhook(
         new.sealed_secret,
     )
     .await?;
-    tx.commit().await?;
     Ok((new.integration.id, webhook))
 }

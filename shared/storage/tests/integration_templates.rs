@@ -176,12 +176,14 @@ async fn integration_with_webhook_is_atomic() {
         };
 
         let failing = IntegrationId::generate();
+        let mut tx = pool.begin().await.unwrap();
         let err = templates::create_integration_with_webhook(
-            pool,
+            &mut tx,
             &new(failing, "ptk_failing", "https://fail.example.com/hook"),
         )
         .await
         .expect_err("the webhook insert violates the constraint");
+        drop(tx);
         assert!(
             err.as_database_error()
                 .is_some_and(|e| e.is_check_violation()),
@@ -196,12 +198,14 @@ async fn integration_with_webhook_is_atomic() {
         );
 
         let ok = IntegrationId::generate();
+        let mut tx = pool.begin().await.unwrap();
         let (id, webhook) = templates::create_integration_with_webhook(
-            pool,
+            &mut tx,
             &new(ok, "ptk_ok", "https://ok.example.com/hook"),
         )
         .await
         .unwrap();
+        tx.commit().await.unwrap();
         assert_eq!(id, ok);
         assert_eq!(counts(pool, "alice").await, (1, 1, 1, 1));
         let row = integrations::fetch(pool, "alice", ok)

@@ -297,6 +297,20 @@ pub async fn resolve(
         },
     )
     .await?;
+    // The record goes to the chain of the job's owner (the system chain when unknown).
+    let owner = storage::get(&mut *tx, id)
+        .await?
+        .and_then(|d| d.record.user_id);
+    let action = match resolution {
+        Resolution::Replay => "dead_letter.replayed",
+        Resolution::Discard => "dead_letter.discarded",
+    };
+    let mut entry =
+        crate::app::audit::AuditEntry::new(action, "dead_letter", id).detail("reason", reason);
+    if let Some(message_id) = &replay_message_id {
+        entry = entry.detail("replayMessageId", message_id.as_str());
+    }
+    crate::app::audit::record_operator(&mut tx, operator, owner.as_deref(), entry).await?;
     tx.commit().await?;
     if replay_message_id.is_some() {
         state.outbox().notify();

@@ -29,6 +29,7 @@ use portico_storage::integration_templates::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::app::audit::{self, AuditEntry};
 use crate::app::integrations::{self, Integration, NewIntegration};
 use crate::app::webhooks::{self, Webhook};
 use crate::error::ApiError;
@@ -558,19 +559,23 @@ pub async fn create(
         });
     }
     let columns = Columns::of(&template);
-    store::insert(
-        state.pool(),
-        caller.user_id(),
-        key,
-        &columns.values(&template),
+    let mut tx = state.pool().begin().await?;
+    let created = store::insert(&mut *tx, caller.user_id(), key, &columns.values(&template))
+        .await?
+        .map(from_row)
+        .ok_or_else(|| ApiError::Specific {
+            status: axum::http::StatusCode::CONFLICT,
+            code: "template_exists",
+            message: format!("you already have a template {key}; change it with PATCH"),
+        })?;
+    audit::record(
+        &mut tx,
+        caller,
+        AuditEntry::new("template.created", "template", key),
     )
-    .await?
-    .map(from_row)
-    .ok_or_else(|| ApiError::Specific {
-        status: axum::http::StatusCode::CONFLICT,
-        code: "template_exists",
-        message: format!("you already have a template {key}; change it with PATCH"),
-    })
+    .await?;
+    tx.commit().await?;
+    Ok(created)
 }
 
 /// Changes one of the caller's templates; the merged result must pass every rule.
@@ -597,6 +602,20 @@ pub async fn update(
         events,
         overridable,
     } = patch;
+    let patched: Vec<&str> = [
+        ("name", name.is_some()),
+        ("description", description.is_some()),
+        ("type", integration_type.is_some()),
+        ("scopes", scopes.is_some()),
+        ("allowedScopes", allowed_scopes.is_some()),
+        ("rateLimitPerSecond", rate_limit_per_second.is_some()),
+        ("dailyQuota", daily_quota.is_some()),
+        ("events", events.is_some()),
+        ("overridable", overridable.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, set)| set.then_some(field))
+    .collect();
     spec.name = name.unwrap_or(spec.name);
     spec.description = description.unwrap_or(spec.description);
     spec.integration_type = integration_type.unwrap_or(spec.integration_type);
@@ -608,15 +627,19 @@ pub async fn update(
     spec.overridable = overridable.unwrap_or(spec.overridable);
     let template = validate(key, spec).map_err(ApiError::Validation)?;
     let columns = Columns::of(&template);
-    store::update(
-        state.pool(),
-        caller.user_id(),
-        key,
-        &columns.values(&template),
+    let mut tx = state.pool().begin().await?;
+    let updated = store::update(&mut *tx, caller.user_id(), key, &columns.values(&template))
+        .await?
+        .map(from_row)
+        .ok_or_else(not_found)?;
+    audit::record(
+        &mut tx,
+        caller,
+        AuditEntry::new("template.updated", "template", key).fields(patched),
     )
-    .await?
-    .map(from_row)
-    .ok_or_else(not_found)
+    .await?;
+    tx.commit().await?;
+    Ok(updated)
 }
 
 /// Deletes one of the caller's templates (integrations made from it stay).
@@ -628,11 +651,18 @@ pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<(), 
     if builtin(key)?.is_some() {
         return Err(read_only(key));
     }
-    if store::delete(state.pool(), caller.user_id(), key).await? {
-        Ok(())
-    } else {
-        Err(not_found())
+    let mut tx = state.pool().begin().await?;
+    if !store::delete(&mut *tx, caller.user_id(), key).await? {
+        return Err(not_found());
     }
+    audit::record(
+        &mut tx,
+        caller,
+        AuditEntry::new("template.deleted", "template", key),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The request fields a template does not let a request set, and requested scopes it
@@ -767,8 +797,9 @@ pub async fn create_integration(
     .map_err(webhook_error_paths)?;
     let (api_key, secret_hash) = integration.credential();
     let user_id = caller.user_id();
+    let mut tx = state.pool().begin().await?;
     let (id, webhook_row) = store::create_integration_with_webhook(
-        state.pool(),
+        &mut tx,
         &IntegrationWithWebhook {
             integration: integration.row(user_id),
             api_key,
@@ -778,6 +809,13 @@ pub async fn create_integration(
         },
     )
     .await?;
+    let entry = integration
+        .audit_entry("integration.created")
+        .detail("template", key)
+        .detail("webhookId", webhook_row.id.as_uuid().to_string());
+    audit::record(&mut tx, caller, entry).await?;
+    audit::record(&mut tx, caller, webhook.audit_entry("webhook.created")).await?;
+    tx.commit().await?;
     webhooks::invalidate(state, user_id).await;
     let view = integrations::fetch(state, user_id, id.as_uuid()).await?;
     Ok(CreatedFromTemplate {

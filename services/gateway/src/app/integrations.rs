@@ -21,6 +21,7 @@ use portico_storage::integrations::{self as store, IntegrationChanges, Integrati
 use portico_storage::usage;
 use uuid::Uuid;
 
+use crate::app::audit::{self, AuditEntry};
 use crate::app::ssrf_guard;
 use crate::error::ApiError;
 use crate::identity::Caller;
@@ -341,6 +342,14 @@ impl PreparedIntegration {
         (&self.issued.api_key, &self.secret_hash)
     }
 
+    /// Its audit entry: type, scopes and the public API key, never the secret.
+    pub(crate) fn audit_entry(&self, action: &'static str) -> AuditEntry {
+        AuditEntry::new(action, "integration", self.id)
+            .detail("type", self.integration_type.as_str())
+            .detail("scopes", self.scopes.clone())
+            .detail("apiKey", self.issued.api_key.clone())
+    }
+
     /// The credentials to show once, after the commit.
     pub(crate) fn into_credentials(self) -> IssuedCredentials {
         self.issued
@@ -414,6 +423,7 @@ pub async fn create(
     store::insert(&mut *tx, &prepared.row(caller.user_id())).await?;
     let (api_key, secret_hash) = prepared.credential();
     store::insert_credential(&mut *tx, id, api_key, secret_hash).await?;
+    audit::record(&mut tx, caller, prepared.audit_entry("integration.created")).await?;
     tx.commit().await?;
     let integration = fetch(state, caller.user_id(), id.as_uuid()).await?;
     Ok(WithCredentials {
@@ -526,8 +536,9 @@ pub async fn update(
             .daily_quota
             .map(|q| i32::try_from(q).unwrap_or(i32::MAX)),
     };
+    let mut tx = state.pool().begin().await?;
     let updated = store::update(
-        state.pool(),
+        &mut *tx,
         caller.user_id(),
         IntegrationId::from(id),
         &changes,
@@ -536,6 +547,8 @@ pub async fn update(
     if !updated {
         return Err(ApiError::NotFound("integration"));
     }
+    audit::record(&mut tx, caller, changes_audit(&changes, id)).await?;
+    tx.commit().await?;
     invalidate(state, id).await;
     if patch.active == Some(false) {
         state
@@ -549,10 +562,18 @@ pub async fn update(
 /// working at once on every replica.
 pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
     caller.require_user_or_service()?;
-    let deleted = store::delete(state.pool(), caller.user_id(), IntegrationId::from(id)).await?;
+    let mut tx = state.pool().begin().await?;
+    let deleted = store::delete(&mut *tx, caller.user_id(), IntegrationId::from(id)).await?;
     if !deleted {
         return Err(ApiError::NotFound("integration"));
     }
+    audit::record(
+        &mut tx,
+        caller,
+        AuditEntry::new("integration.deleted", "integration", id),
+    )
+    .await?;
+    tx.commit().await?;
     state.credentials().forget_integration(id);
     invalidate(state, id).await;
     state
@@ -613,6 +634,15 @@ pub async fn regenerate(
         only_webhook_id: None,
     });
     portico_queue::outbox::enqueue(&mut tx, state.publisher().topology(), &job).await?;
+    let action = if grace == 0 {
+        "integration.credentials_revoked"
+    } else {
+        "integration.credentials_regenerated"
+    };
+    let entry = AuditEntry::new(action, "integration", id)
+        .detail("apiKey", issued.api_key.clone())
+        .detail("gracePeriodSeconds", grace);
+    audit::record(&mut tx, caller, entry).await?;
     tx.commit().await?;
     portico_queue::failpoint::hit("integrations.regenerate.after_commit");
     state.outbox().notify();
@@ -784,4 +814,32 @@ async fn usage_totals(
         }
     }
     Ok(totals)
+}
+
+/// The audit entry of an update: the names of the fields it sets (scopes by name).
+fn changes_audit(changes: &IntegrationChanges<'_>, id: Uuid) -> AuditEntry {
+    let set = [
+        ("name", changes.name.is_some()),
+        ("type", changes.integration_type.is_some()),
+        ("webhookUrl", changes.webhook_url.is_some()),
+        ("scopes", changes.scopes.is_some()),
+        ("active", changes.active.is_some()),
+        ("expiresAt", changes.expires_at.is_some()),
+        (
+            "rateLimitPerSecond",
+            changes.rate_limit_per_second.is_some(),
+        ),
+        ("dailyQuota", changes.daily_quota.is_some()),
+    ];
+    let action = match changes.active {
+        Some(false) => "integration.deactivated",
+        Some(true) => "integration.activated",
+        None => "integration.updated",
+    };
+    let mut entry = AuditEntry::new(action, "integration", id)
+        .fields(set.iter().filter(|(_, on)| *on).map(|(name, _)| *name));
+    if let Some(scopes) = &changes.scopes {
+        entry = entry.detail("scopes", scopes.clone());
+    }
+    entry
 }

@@ -3,6 +3,7 @@
 //! render its result; validation, authorisation and persistence live here, once.
 
 pub mod analytics;
+pub mod audit;
 pub mod bulk_orders;
 pub mod dead_letters;
 pub mod events;

@@ -21,6 +21,7 @@ use portico_storage::deliveries::{self, AttemptRow, DeliveryRow};
 use portico_storage::retry_jobs::{self, DeliveryMatch, RetryJobRow};
 use uuid::Uuid;
 
+use crate::app::audit::{self, AuditEntry};
 use crate::error::ApiError;
 use crate::identity::{Caller, Scope};
 use crate::state::AppState;
@@ -302,8 +303,9 @@ pub async fn retry(
 ) -> Result<Delivery, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
     let max_retries = check_max_retries(max_retries)?;
+    let mut tx = state.pool().begin().await?;
     let row = deliveries::retry_now(
-        state.pool(),
+        &mut *tx,
         caller.user_id(),
         WebhookId(webhook_id),
         DeliveryId(delivery_id),
@@ -311,7 +313,13 @@ pub async fn retry(
     )
     .await?;
     match row {
-        Some(row) => row.try_into(),
+        Some(row) => {
+            let entry = AuditEntry::new("delivery.retried", "delivery", delivery_id)
+                .detail("webhookId", webhook_id.to_string());
+            audit::record(&mut tx, caller, entry).await?;
+            tx.commit().await?;
+            row.try_into()
+        }
         None => {
             let current = load_delivery(state, caller, webhook_id, delivery_id).await?;
             Err(ApiError::FailedPrecondition(format!(
@@ -443,6 +451,10 @@ pub async fn retry_failed(
         &Job::WebhookRetryV1 { job_id: job.id },
     )
     .await?;
+    let entry = AuditEntry::new("retry_job.created", "retry_job", job.id)
+        .detail("webhookId", webhook_id.to_string())
+        .detail("matched", total);
+    audit::record(&mut tx, caller, entry).await?;
     tx.commit().await?;
     portico_queue::failpoint::hit("after_outbox_commit");
     state.outbox().notify();
@@ -485,15 +497,22 @@ pub async fn cancel_retry_job(
     job_id: Uuid,
 ) -> Result<RetryJob, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
+    let mut tx = state.pool().begin().await?;
     let row = retry_jobs::cancel(
-        state.pool(),
+        &mut *tx,
         caller.user_id(),
         WebhookId(webhook_id),
         RetryJobId(job_id),
     )
     .await?;
     match row {
-        Some(row) => row.try_into(),
+        Some(row) => {
+            let entry = AuditEntry::new("retry_job.cancelled", "retry_job", job_id)
+                .detail("webhookId", webhook_id.to_string());
+            audit::record(&mut tx, caller, entry).await?;
+            tx.commit().await?;
+            row.try_into()
+        }
         None => {
             let job = load_job(state, caller, webhook_id, job_id).await?;
             Err(ApiError::FailedPrecondition(format!(

@@ -25,6 +25,7 @@ use portico_storage::webhooks::{self as store, WebhookRow, WebhookValues};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::app::audit::{self, AuditEntry};
 use crate::app::sealing;
 use crate::app::ssrf_guard;
 use crate::error::ApiError;
@@ -189,6 +190,16 @@ impl PreparedWebhook {
     pub(crate) fn secret_text(&self) -> String {
         self.secret.to_whsec()
     }
+
+    /// Its audit entry: the filters and header *names*, never a value or the secret.
+    pub(crate) fn audit_entry(&self, action: &'static str) -> AuditEntry {
+        AuditEntry::new(action, "webhook", self.id)
+            .detail("events", self.valid.events.clone())
+            .detail(
+                "headerNames",
+                self.valid.headers.keys().cloned().collect::<Vec<_>>(),
+            )
+    }
 }
 
 /// Checks every rule of a new webhook and the SSRF guard, reporting every field problem
@@ -228,14 +239,17 @@ pub async fn create(
 ) -> Result<CreatedWebhook, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
     let prepared = prepare(state, input).await?;
+    let mut tx = state.pool().begin().await?;
     // The webhook and its first secret in one statement (one round trip, atomic).
     let row = store::insert_with_secret(
-        state.pool(),
+        &mut *tx,
         caller.user_id(),
         &prepared.values(),
         prepared.sealed_secret(),
     )
     .await?;
+    audit::record(&mut tx, caller, prepared.audit_entry("webhook.created")).await?;
+    tx.commit().await?;
     invalidate(state, caller.user_id()).await;
     Ok(CreatedWebhook {
         webhook: reveal(state.secrets_key(), caller, row.into()),
@@ -295,6 +309,7 @@ pub async fn update(
         .await?
         .map(Webhook::from)
         .ok_or(ApiError::NotFound("webhook"))?;
+    let audited = patch_audit(&patch, id, current.active);
     let retry_policy = match &patch.retry_policy {
         Some(p) => p
             .apply(current.retry_policy, "/retryPolicy")
@@ -340,6 +355,7 @@ pub async fn update(
     )
     .await?
     .ok_or(ApiError::NotFound("webhook"))?;
+    audit::record(&mut tx, caller, audited).await?;
     tx.commit().await?;
     invalidate(state, caller.user_id()).await;
     if active != current.active {
@@ -352,9 +368,17 @@ pub async fn update(
 /// Deletes a webhook with its secrets, deliveries and attempts (cascade).
 pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    if !store::delete(state.pool(), caller.user_id(), WebhookId::from(id)).await? {
+    let mut tx = state.pool().begin().await?;
+    if !store::delete(&mut *tx, caller.user_id(), WebhookId::from(id)).await? {
         return Err(ApiError::NotFound("webhook"));
     }
+    audit::record(
+        &mut tx,
+        caller,
+        AuditEntry::new("webhook.deleted", "webhook", id),
+    )
+    .await?;
+    tx.commit().await?;
     invalidate(state, caller.user_id()).await;
     Ok(())
 }
@@ -419,6 +443,9 @@ pub async fn rotate_secret(
         .seal(&sealing::secret_context(id), secret.as_bytes())
         .map_err(ApiError::internal)?;
     let previous = store::rotate_secret(&mut tx, id, grace, &sealed).await?;
+    let entry = AuditEntry::new("webhook.secret_rotated", "webhook", id)
+        .detail("gracePeriodSeconds", grace);
+    audit::record(&mut tx, caller, entry).await?;
     tx.commit().await?;
     invalidate(state, caller.user_id()).await;
     Ok(SecretView {
@@ -459,7 +486,42 @@ pub async fn send_test_event(
         only_webhook_id: Some(id),
     });
     state.publisher().publish(&job).await?;
+    let entry =
+        AuditEntry::new("webhook.test_sent", "webhook", id).detail("eventId", event_id.to_string());
+    audit::record_alone(state, caller, entry).await?;
     Ok(event_id)
+}
+
+/// The audit entry of an update: the names of the fields the patch sets (header
+/// *names*, never values); `webhook.enabled` / `webhook.disabled` when it flips
+/// `active`.
+fn patch_audit(
+    patch: &portico_domain::webhooks::ValidPatch,
+    id: Uuid,
+    was_active: bool,
+) -> AuditEntry {
+    let set = [
+        ("url", patch.url.is_some()),
+        ("events", patch.events.is_some()),
+        ("description", patch.description.is_some()),
+        ("active", patch.active.is_some()),
+        ("headers", patch.headers.is_some()),
+        ("retryPolicy", patch.retry_policy.is_some()),
+        ("rateLimitPerSecond", patch.rate_limit_per_second.is_some()),
+        ("maxConcurrency", patch.max_concurrency.is_some()),
+        ("orderingEnabled", patch.ordering_enabled.is_some()),
+    ];
+    let action = match (was_active, patch.active) {
+        (false, Some(true)) => "webhook.enabled",
+        (true, Some(false)) => "webhook.disabled",
+        _ => "webhook.updated",
+    };
+    let mut entry = AuditEntry::new(action, "webhook", id)
+        .fields(set.iter().filter(|(_, on)| *on).map(|(name, _)| *name));
+    if let Some(headers) = &patch.headers {
+        entry = entry.detail("headerNames", headers.keys().cloned().collect::<Vec<_>>());
+    }
+    entry
 }
 
 /// The webhook as `caller` may read it: its header values opened, or masked for a

@@ -4,6 +4,7 @@
 //! (Python's `grpcio-reflection`, older grpcurl) still speak.
 
 pub mod analytics;
+pub mod audit;
 pub mod bulk_orders;
 pub mod events;
 pub mod integration_templates;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portico_proto::v1::analytics_service_server::AnalyticsServiceServer;
+use portico_proto::v1::audit_service_server::AuditServiceServer;
 use portico_proto::v1::bulk_order_service_server::BulkOrderServiceServer;
 use portico_proto::v1::event_service_server::EventServiceServer;
 use portico_proto::v1::integration_service_server::IntegrationServiceServer;
@@ -79,6 +81,7 @@ pub async fn serve(
         <IntegrationServiceServer<integrations::GrpcIntegrationService> as NamedService>::NAME,
         <IntegrationTemplateServiceServer<integration_templates::GrpcIntegrationTemplateService> as NamedService>::NAME,
         <AnalyticsServiceServer<analytics::GrpcAnalyticsService> as NamedService>::NAME,
+        <AuditServiceServer<audit::GrpcAuditService> as NamedService>::NAME,
     ];
     let initial = if readiness.check().await.is_empty() {
         ServingStatus::Serving
@@ -117,6 +120,9 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder()
         .timeout(timeout)
         .layer(observe::ObserveLayer)
+        .layer(observe::OriginLayer {
+            trust_forwarded_for: state.config().trust_forwarded_for,
+        })
         .layer(partner_calls::PartnerCallsLayer::new(state.clone()));
     let router = builder
         .add_service(health_service)
@@ -126,6 +132,7 @@ pub async fn serve(
         .add_service(integrations::server(state.clone()))
         .add_service(integration_templates::server(state.clone()))
         .add_service(analytics::server(state.clone()))
+        .add_service(audit::server(state.clone()))
         .add_service(live::server(state.clone()))
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);

@@ -85,3 +85,57 @@ pub fn status_code<RB, E>(result: &Result<http::Response<RB>, E>) -> tonic::Code
         Err(_) => tonic::Code::Unavailable,
     }
 }
+
+/// Makes each call's origin (`x-request-id` metadata, the peer address or the trusted
+/// first `X-Forwarded-For` hop) visible to the audit log while the method runs, like
+/// `rest::middleware::audit_origin`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OriginLayer {
+    /// Whether a trusted proxy sets `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
+}
+
+impl<S> Layer<S> for OriginLayer {
+    type Service = Origin<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Origin {
+            inner,
+            trust_forwarded_for: self.trust_forwarded_for,
+        }
+    }
+}
+
+/// The service [`OriginLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct Origin<S> {
+    inner: S,
+    trust_forwarded_for: bool,
+}
+
+impl<S, B> Service<http::Request<B>> for Origin<S>
+where
+    S: Service<http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let origin = crate::app::audit::RequestOrigin::from_head(
+            request.headers(),
+            request.extensions(),
+            self.trust_forwarded_for,
+        );
+        // The clone that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(crate::app::audit::with_origin(origin, inner.call(request)))
+    }
+}

@@ -62,7 +62,8 @@ fn from_timestamp(
     .transpose()
 }
 
-fn page(request: Option<pb::PageRequest>) -> Result<pagination::PageRequest, ApiError> {
+/// A proto page request as a validated page (shared by the list methods).
+pub(crate) fn page(request: Option<pb::PageRequest>) -> Result<pagination::PageRequest, ApiError> {
     let request = request.unwrap_or_default();
     let limit = u32::try_from(request.limit).map_err(|_| {
         ApiError::field("invalid_limit", "/page/limit", "limit must not be negative")
@@ -74,7 +75,8 @@ fn page(request: Option<pb::PageRequest>) -> Result<pagination::PageRequest, Api
     )?)
 }
 
-fn page_info(next_cursor: Option<String>) -> Option<pb::PageInfo> {
+/// The proto page info of a next cursor.
+pub(crate) fn page_info(next_cursor: Option<String>) -> Option<pb::PageInfo> {
     Some(pb::PageInfo {
         next_cursor: next_cursor.unwrap_or_default(),
     })

@@ -63,8 +63,9 @@ pub async fn create_link(
     let now = Utc::now();
     let expires_at = now + Duration::seconds(i64::from(config.portal_login_ttl_secs));
     let id = PortalSessionId::generate();
+    let mut tx = state.pool().begin().await?;
     store::create(
-        state.pool(),
+        &mut *tx,
         &NewPortalSession {
             id,
             user_id: caller.user_id(),
@@ -78,6 +79,17 @@ pub async fn create_link(
         },
     )
     .await?;
+    let narrowed: Option<Vec<String>> = webhook_ids
+        .as_ref()
+        .map(|ids| ids.iter().map(Uuid::to_string).collect());
+    let entry = crate::app::audit::AuditEntry::new(
+        "portal_session.created",
+        "portal_session",
+        id.as_uuid(),
+    )
+    .detail("webhookIds", narrowed);
+    crate::app::audit::record(&mut tx, caller, entry).await?;
+    tx.commit().await?;
     let path = format!("/portal/login?token={token}");
     let url = match &config.portal_public_url {
         Some(base) => format!("{}{path}", base.trim_end_matches('/')),
@@ -94,7 +106,12 @@ pub async fn create_link(
 /// Revokes one of the calling user's sessions or unused links.
 pub async fn revoke(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
     caller.require_user_or_service()?;
-    if store::revoke(state.pool(), caller.user_id(), PortalSessionId(id)).await? {
+    let mut tx = state.pool().begin().await?;
+    if store::revoke(&mut *tx, caller.user_id(), PortalSessionId(id)).await? {
+        let entry =
+            crate::app::audit::AuditEntry::new("portal_session.revoked", "portal_session", id);
+        crate::app::audit::record(&mut tx, caller, entry).await?;
+        tx.commit().await?;
         Ok(())
     } else {
         Err(ApiError::NotFound("portal session"))

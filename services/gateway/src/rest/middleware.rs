@@ -48,3 +48,19 @@ pub async fn observe(request: Request, next: Next) -> Response {
     }
     response
 }
+
+/// Makes the request's origin (request id, client address) visible to the audit log
+/// while the handler runs ([`crate::app::audit::with_origin`]); covers the API, the
+/// portal and the admin routes.
+pub async fn audit_origin(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let origin = crate::app::audit::RequestOrigin::from_head(
+        request.headers(),
+        request.extensions(),
+        state.config().trust_forwarded_for,
+    );
+    crate::app::audit::with_origin(origin, next.run(request)).await
+}

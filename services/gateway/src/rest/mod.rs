@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod audit;
 pub mod bulk_orders;
 pub mod events;
 pub mod integration_templates;
@@ -52,6 +53,7 @@ use crate::state::AppState;
         (name = "integration-templates", description = "Integration templates (built-in and your own) and creating an integration with its webhook from one"),
         (name = "portal", description = "Partner portal login links and sessions"),
         (name = "admin", description = "Operators only (PORTICO_OPERATOR_TOKEN): dead letters"),
+        (name = "audit", description = "The tamper-evident audit log of every change, and its verification"),
         (name = "live", description = "Live updates over a WebSocket (see docs/api/live.md)"),
     )
 )]
@@ -97,6 +99,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(integrations::routes())
         .merge(integration_templates::routes())
         .merge(admin::routes())
+        .merge(audit::routes())
         .merge(live::routes())
         .merge(portal_sessions::routes())
         .split_for_parts();
@@ -123,6 +126,7 @@ pub fn router(state: AppState, admin: Router) -> Router {
         );
     let request_id = HeaderName::from_static("x-request-id");
     let max_body = state.config().max_body_bytes;
+    let origin_state = state.clone();
     let timeout = Duration::from_millis(state.config().request_timeout_ms);
     Router::new()
         .nest("/api/v1", api.clone())
@@ -143,6 +147,11 @@ pub fn router(state: AppState, admin: Router) -> Router {
         ))
         .with_state(state.clone())
         .nest("/portal", crate::portal::router(state, portal_api))
+        // The API and the portal: the audit log sees each request's id and client.
+        .layer(axum::middleware::from_fn_with_state(
+            origin_state,
+            middleware::audit_origin,
+        ))
         .merge(admin)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()

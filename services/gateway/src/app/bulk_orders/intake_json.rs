@@ -113,8 +113,15 @@ pub async fn submit(
             if let Some(chunks) = writer.take_ready() {
                 inserter.send(chunks).await;
             }
-            let tx = inserter.finish().await?;
+            let mut tx = inserter.finish().await?;
             let total = writer.total;
+            crate::app::audit::record(
+                &mut tx,
+                caller,
+                crate::app::audit::AuditEntry::new("bulk_batch.submitted", "bulk_batch", batch_id)
+                    .detail("orders", total),
+            )
+            .await?;
             let batch = commit_batch(state, tx, batch_id, total, &writer.finish_hash()).await?;
             Ok(Submitted::Accepted {
                 batch,

@@ -8,8 +8,15 @@ use super::*;
 pub async fn cancel(state: &AppState, caller: &Caller, id: Uuid) -> Result<BatchRow, ApiError> {
     caller.require(Scope::BulkOrdersWrite)?;
     let id = BatchId(id);
-    match store::request_cancel(state.pool(), caller.user_id(), id).await? {
-        Some(row) => Ok(row),
+    let mut tx = state.pool().begin().await?;
+    match store::request_cancel(&mut *tx, caller.user_id(), id).await? {
+        Some(row) => {
+            let entry =
+                crate::app::audit::AuditEntry::new("bulk_batch.cancelled", "bulk_batch", id);
+            crate::app::audit::record(&mut tx, caller, entry).await?;
+            tx.commit().await?;
+            Ok(row)
+        }
         None => {
             let existing = get_batch_row(state, caller.user_id(), id).await?;
             Err(ApiError::FailedPrecondition(format!(
@@ -59,6 +66,11 @@ pub async fn retry_failed(
             "the batch has no failed or unprocessed orders to retry".into(),
         ));
     }
+    let entry =
+        crate::app::audit::AuditEntry::new("bulk_batch.retry_failed", "bulk_batch", child_id)
+            .detail("parentBatchId", id.to_string())
+            .detail("orders", total);
+    crate::app::audit::record(&mut tx, caller, entry).await?;
     let batch = commit_batch(state, tx, child_id, total as usize, hash.as_ref()).await?;
     Ok((batch, false))
 }
