@@ -1,7 +1,12 @@
-//! Retention: batches (with their chunks and per-order results, by cascade) are deleted
-//! once their `expires_at` has passed (`PORTICO_RESULTS_RETENTION_DAYS` after
-//! submission, set by the gateway). Orders stay; they only lose the link to the batch.
-//! Batches still in progress are kept until they finish. The same loop purges the
+//! Retention: batches (with their chunks, by cascade) are deleted once their
+//! `expires_at` has passed (`PORTICO_RESULTS_RETENTION_DAYS` after submission, set by
+//! the gateway). Orders stay; they only lose the link to the batch. Batches still in
+//! progress are kept until they finish. Per-order results are partitioned by the
+//! batch's creation day: a day's partition is dropped whole once none of that day's
+//! batches is left ([`portico_storage::partitions::drop_results`]). The same loop keeps
+//! the day partitions of the history tables created ahead
+//! ([`portico_storage::partitions::ensure_ahead`], first in every round; the first
+//! round runs at start-up), purges the
 //! other history tables past their retention ([`portico_storage::retention`]) and the
 //! delivery-analytics rollups past theirs ([`portico_storage::analytics::purge`]): this
 //! worker is where every retention rule runs, so there is one schedule to watch.
@@ -17,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Batches deleted per statement, so one purge never holds a huge transaction.
 const DELETE_BATCH: i64 = 100;
+
+/// Orphaned results deleted from the DEFAULT partition per round (rarely any: only
+/// batches whose id no day partition covers).
+const RESULT_ORPHANS_BATCH: i64 = 10_000;
 
 /// How often the unresolved dead letters are counted.
 pub const DEAD_LETTER_COUNT_INTERVAL: Duration = Duration::from_secs(30);
@@ -44,19 +53,40 @@ pub async fn run(
             }
             _ = tick.tick() => {}
         }
+        match portico_storage::partitions::ensure_ahead(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(created = n, "created history partitions ahead"),
+            Err(err) => tracing::warn!(
+                %err,
+                "creating history partitions failed (new rows go to the default partitions); will retry next round"
+            ),
+        }
         match purge_expired(&pool).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "deleted expired bulk-order batches"),
             Err(err) => tracing::warn!(%err, "retention purge failed; will retry next round"),
         }
+        match portico_storage::partitions::drop_results(&pool, RESULT_ORPHANS_BATCH).await {
+            Ok((days, 0)) if days.is_empty() => {}
+            Ok((days, orphans)) => tracing::info!(
+                partitions = ?days,
+                default_partition_rows = orphans,
+                "dropped bulk-order results of deleted batches"
+            ),
+            Err(err) => {
+                tracing::warn!(%err, "dropping bulk-order results failed; will retry next round")
+            }
+        }
         match portico_storage::retention::purge(&pool, &history).await {
             Ok(p) if p == Default::default() => {}
             Ok(p) => tracing::info!(
                 deliveries = p.deliveries,
+                attempt_partitions = p.attempt_partitions,
                 attempts = p.attempts,
                 events = p.events,
                 usage_logs = p.usage_logs,
                 dead_letters = p.dead_letters,
+                audit_records = p.audit_records,
                 "deleted history past its retention"
             ),
             Err(err) => {

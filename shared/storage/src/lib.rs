@@ -35,7 +35,9 @@
 //! - [`audit`]: the tamper-evident audit log: one hash chain per owner, appended in
 //!   the transaction of the change it records, listed, verified and purged.
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
-//!   letters) past its retention, in bounded batches.
+//!   letters) past its retention, in bounded batches or by whole partitions.
+//! - [`partitions`]: the day partitions of attempts and bulk-order results: created
+//!   ahead, listed, and dropped whole by retention.
 //!
 //! The schema lives in `migrations/` beside this crate and is embedded in every binary,
 //! applied by `portico-gateway migrate` (or at gateway start when configured).
@@ -50,6 +52,7 @@ pub mod integration_templates;
 pub mod integrations;
 pub mod orders;
 pub mod outbox;
+pub mod partitions;
 pub mod portal_sessions;
 pub mod recovery;
 pub mod reseal;

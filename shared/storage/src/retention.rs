@@ -1,13 +1,21 @@
-//! Retention of the history tables: every purge deletes the oldest rows past their
-//! retention in bounded batches (one short transaction each, found through the BRIN
-//! time indexes of migration 0010), so a purge never holds a long lock and costs the
-//! hot path nothing. A retention of 0 days keeps rows forever.
+//! Retention of the history tables. Delivery attempts are partitioned by day
+//! ([`crate::partitions`]): their retention drops whole days. The other tables are
+//! purged by deleting the oldest rows past their retention in bounded batches (one
+//! short transaction each, found through the BRIN time indexes of migration 0010), so
+//! a purge never holds a long lock and costs the hot path nothing. A retention of 0
+//! days keeps rows forever.
 //!
 //! What each purge keeps, on purpose:
-//! - deliveries: only final ones (`succeeded`, `failed`) go; their attempts go with
-//!   them (cascade). A delivery still pending or retrying is never deleted.
-//! - attempts: attempt rows older than their own retention go even while their delivery
-//!   is kept (a delivery's `attempts` count and last status stay on the delivery).
+//! - attempts: a day of attempts (those of the deliveries created that UTC day) goes
+//!   once the whole day is older than the attempt retention, even while a delivery of
+//!   that day is kept (a delivery's `attempts` count and last status stay on the
+//!   delivery). Attempts in the DEFAULT partition (ids no day partition covers) are
+//!   deleted by `started_at`, as before partitioning.
+//! - deliveries: only final ones (`succeeded`, `failed`) go, a UTC day at a time (those
+//!   created before the start of the day the retention reaches back to), after the
+//!   attempts, so with equal retentions a delivery's attempts are gone with their
+//!   partition before the delivery, and the foreign key's cascade deletes no rows one by
+//!   one. A delivery still pending or retrying is never deleted.
 //! - events: only once no delivery refers to them any more (a kept delivery can still
 //!   be retried by hand, which needs the event's payload).
 //! - usage logs: the rows; daily call counts (`integration_daily_usage`) stay.
@@ -22,8 +30,9 @@ use sqlx::PgPool;
 /// Rows deleted per statement.
 const BATCH: i64 = 5_000;
 
-/// How long each kind of history is kept, in days (0 = forever).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How long each kind of history is kept, in days (0 = forever; the default keeps
+/// everything).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
     /// Final deliveries (and their attempts).
     pub delivery_days: u32,
@@ -39,12 +48,15 @@ pub struct Retention {
     pub audit_days: u32,
 }
 
-/// How many rows one round deleted, per table.
+/// How many rows (or partitions) one round deleted, per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
     /// Deliveries.
     pub deliveries: u64,
-    /// Attempts (besides those of purged deliveries).
+    /// Day partitions of attempts dropped.
+    pub attempt_partitions: u64,
+    /// Attempt rows deleted from the DEFAULT partition (besides those of purged
+    /// deliveries).
     pub attempts: u64,
     /// Events.
     pub events: u64,
@@ -81,28 +93,37 @@ where
 /// (`SKIP LOCKED`: a row another purge holds is left to it).
 pub async fn purge(pool: &PgPool, r: &Retention) -> Result<Purged, sqlx::Error> {
     let mut purged = Purged::default();
+    if let Some(age) = days(r.attempt_days) {
+        purged.attempt_partitions = crate::partitions::drop_attempts(pool, age).await?.len() as u64;
+        purged.attempts = drain(|| async move {
+            let mut tx = pool.begin().await?;
+            // The attempts' delete guard (migration 0018) lets the maintenance through.
+            sqlx::query_scalar!("SELECT set_config('portico.partition_maintenance', 'on', true)")
+                .fetch_one(&mut *tx)
+                .await?;
+            let done = sqlx::query!(
+                "DELETE FROM webhook_delivery_attempts_default WHERE ctid = ANY(ARRAY(
+                     SELECT ctid FROM webhook_delivery_attempts_default
+                     WHERE started_at < now() - make_interval(secs => $1)
+                     LIMIT $2 FOR UPDATE SKIP LOCKED))",
+                age,
+                BATCH
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+        .await?;
+    }
     if let Some(age) = days(r.delivery_days) {
         purged.deliveries = drain(|| {
             sqlx::query!(
                 "DELETE FROM webhook_deliveries WHERE id IN (
                      SELECT id FROM webhook_deliveries
-                     WHERE created_at < now() - make_interval(secs => $1)
+                     WHERE created_at < date_trunc('day', now() - make_interval(secs => $1), 'UTC')
                        AND status IN ('succeeded', 'failed')
                      LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                age,
-                BATCH
-            )
-            .execute(pool)
-        })
-        .await?;
-    }
-    if let Some(age) = days(r.attempt_days) {
-        purged.attempts = drain(|| {
-            sqlx::query!(
-                "DELETE FROM webhook_delivery_attempts WHERE ctid = ANY(ARRAY(
-                     SELECT ctid FROM webhook_delivery_attempts
-                     WHERE started_at < now() - make_interval(secs => $1)
-                     LIMIT $2 FOR UPDATE SKIP LOCKED))",
                 age,
                 BATCH
             )
