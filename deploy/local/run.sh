@@ -34,4 +34,25 @@ Portico is up (dev mode):
   operator token: $PORTICO_OPERATOR_TOKEN   (admin API: /api/admin/dead-letters)
 Ctrl-C stops everything.
 TXT
+
+# A portal login link for a development user, so a newcomer sees the product at once:
+# wait until the gateway is ready, then ask for a one-time link with the service token.
+HTTP="${PORTICO_HTTP_ADDR:-127.0.0.1:8080}"
+DEV_USER="${PORTICO_DEV_USER:-dev-user}"
+for _ in $(seq 1 120); do curl -fsS -o /dev/null "http://$HTTP/readyz" && break; sleep 0.5; done
+portal_link() {
+  curl -fsS -X POST "http://$HTTP/api/portal/sessions" \
+    -H "authorization: Bearer $PORTICO_SERVICE_TOKEN" -H "x-portico-user-id: $DEV_USER" \
+    | sed -n 's/.*"loginUrl":"\([^"]*\)".*/\1/p'
+}
+if LINK="$(portal_link)" && [ -n "$LINK" ]; then
+  case "$LINK" in http*) ;; *) LINK="http://$HTTP$LINK" ;; esac
+  cat >&2 <<TXT
+  portal   $LINK
+           (user $DEV_USER; the link works once within 5 minutes; a new one:
+            curl -X POST http://$HTTP/api/portal/sessions -H "authorization: Bearer $PORTICO_SERVICE_TOKEN" -H "x-portico-user-id: $DEV_USER")
+TXT
+else
+  echo "  portal   no login link: the gateway did not answer POST /api/portal/sessions (see its log above)" >&2
+fi
 wait -n "${pids[@]}"

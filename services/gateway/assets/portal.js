@@ -34,12 +34,13 @@ if (upload) {
     xhr.setRequestHeader("content-type", json ? "application/json" : "application/x-ndjson");
     xhr.setRequestHeader("x-csrf-token", upload.dataset.csrf || csrf());
     bar.hidden = false;
-    xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = Math.round(100 * e.loaded / e.total); };
+    const setBar = (percent) => { bar.value = percent; bar.setAttribute("aria-valuenow", String(percent)); };
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) setBar(Math.round(100 * e.loaded / e.total)); };
     xhr.onload = () => {
       let answer = {};
       try { answer = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
       if (xhr.status === 202 && answer.location) {
-        bar.value = 100;
+        setBar(100);
         window.location.assign(answer.location);
       } else {
         status.textContent = answer.error || `Upload failed (HTTP ${xhr.status}).`;
@@ -75,9 +76,22 @@ const setBadge = (cell, status) => {
 
 const flash = (el) => { el.classList.remove("live-flash"); void el.offsetWidth; el.classList.add("live-flash"); };
 
+// A new delivery joins the log only when it matches the page's filter (status,
+// event type, time range: the table's data-filter-* attributes) and the page shows
+// the newest deliveries (not an older page).
+function matchesFilter(m) {
+  const f = deliveries.dataset;
+  if (new URLSearchParams(location.search).get("cursor")) return false;
+  if (f.filterStatus && f.filterStatus !== m.status) return false;
+  if (f.filterEventType && f.filterEventType !== m.eventType) return false;
+  const at = Date.parse(m.occurredAt || "") || Date.now();
+  if (f.filterFrom && at < Date.parse(f.filterFrom)) return false;
+  if (f.filterTo && at >= Date.parse(f.filterTo)) return false;
+  return true;
+}
+
 function deliveryRow(m) {
-  const filter = new URLSearchParams(location.search).get("status");
-  if (filter && filter !== m.status) return null;
+  if (!matchesFilter(m)) return null;
   const body = deliveries.tBodies[0];
   body.querySelector(".empty-row")?.remove();
   const row = document.createElement("tr");
@@ -115,6 +129,8 @@ function onBatch(m) {
     if (bar.dataset.batchId !== m.batchId) continue;
     bar.max = Math.max(m.total || 0, 1);
     bar.value = m.processed || 0;
+    bar.setAttribute("aria-valuemax", String(bar.max));
+    bar.setAttribute("aria-valuenow", String(bar.value));
     bar.setAttribute("aria-label", `${m.processed} of ${m.total} orders processed`);
     const text = bar.nextElementSibling;
     if (text && text.classList.contains("progress-text")) text.textContent = `${m.processed} / ${m.total}`;
@@ -138,7 +154,7 @@ async function startLive() {
   const ws = new WebSocket(`${scheme}//${location.host}/api/v1/live?ticket=${encodeURIComponent(answer.ticket)}`);
   ws.onopen = () => {
     const subscribe = { op: "subscribe", topics: [] };
-    if (deliveries) { subscribe.topics.push("deliveries"); subscribe.webhookId = deliveries.dataset.webhookId; }
+    if (deliveries) { subscribe.topics.push("deliveries"); subscribe.webhookId = deliveries.dataset.webhookId; if (deliveries.dataset.filterEventType) subscribe.eventType = deliveries.dataset.filterEventType; }
     const bars = batchBars();
     if (bars.length) { subscribe.topics.push("batches"); if (bars.length === 1) subscribe.batchId = bars[0].dataset.batchId; }
     ws.send(JSON.stringify(subscribe));

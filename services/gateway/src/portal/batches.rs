@@ -50,10 +50,14 @@ async fn visible(
 }
 
 fn progress(h: &mut Html, b: &BatchRow) {
-    h.raw("<progress")
+    let max = b.total.max(1).to_string();
+    let now = b.processed.to_string();
+    h.raw("<progress role=\"progressbar\" aria-valuemin=\"0\"")
         .attr("data-batch-id", &b.id.as_uuid().to_string())
-        .attr("max", &b.total.max(1).to_string())
-        .attr("value", &b.processed.to_string())
+        .attr("max", &max)
+        .attr("value", &now)
+        .attr("aria-valuemax", &max)
+        .attr("aria-valuenow", &now)
         .attr(
             "aria-label",
             &format!("{} of {} orders processed", b.processed, b.total),
@@ -94,7 +98,7 @@ pub async fn list(
         if rows.is_empty() {
             body.raw("<p class=\"empty\">No batches yet. Upload an NDJSON file (one order per line) or a JSON array of orders above.</p>");
         } else {
-            body.raw("<table class=\"list\"><caption>Batches, newest first</caption><thead><tr><th scope=\"col\">Submitted</th><th scope=\"col\">Status</th><th scope=\"col\">Progress</th><th scope=\"col\">Failed</th></tr></thead><tbody>");
+            body.raw("<div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-label=\"Batches\"><table class=\"list\"><caption>Batches, newest first</caption><thead><tr><th scope=\"col\">Submitted</th><th scope=\"col\">Status</th><th scope=\"col\">Progress</th><th scope=\"col\">Failed</th></tr></thead><tbody>");
             for b in rows {
                 body.raw("<tr><td><a")
                     .attr("href", &format!("/portal/batches/{}", b.id.as_uuid()))
@@ -106,7 +110,7 @@ pub async fn list(
                 progress(&mut body, b);
                 body.raw("</td><td>").num(b.failed).raw("</td></tr>");
             }
-            body.raw("</tbody></table>");
+            body.raw("</tbody></table></div>");
         }
         Ok::<_, ApiError>(pages::respond(
             StatusCode::OK,
@@ -120,7 +124,7 @@ pub async fn list(
 fn upload_form(h: &mut Html, session: &PortalSession) {
     h.raw("<section aria-labelledby=\"upload\"><h2 id=\"upload\">Submit a batch</h2><form id=\"upload-form\" class=\"stack\" action=\"/portal/batches/upload\" method=\"post\"")
         .attr("data-csrf", &session.csrf)
-        .raw("><label for=\"batch-file\">NDJSON (one order per line) or JSON array file</label><input id=\"batch-file\" name=\"file\" type=\"file\" accept=\".ndjson,.jsonl,.json,application/json,application/x-ndjson\" required><button type=\"submit\">Upload</button><progress id=\"upload-progress\" max=\"100\" value=\"0\" hidden></progress><p id=\"upload-status\" role=\"status\"></p></form><p class=\"muted\">Uploading needs JavaScript; the API takes the same files at <code>POST /api/bulk-orders</code>.</p></section>");
+        .raw("><label for=\"batch-file\">NDJSON (one order per line) or JSON array file</label><input id=\"batch-file\" name=\"file\" type=\"file\" accept=\".ndjson,.jsonl,.json,application/json,application/x-ndjson\" required><button type=\"submit\">Upload</button><progress id=\"upload-progress\" role=\"progressbar\" aria-label=\"Upload progress (per cent)\" aria-valuemin=\"0\" aria-valuemax=\"100\" aria-valuenow=\"0\" max=\"100\" value=\"0\" hidden></progress><p id=\"upload-status\" role=\"status\"></p></form><p class=\"muted\">Uploading needs JavaScript; the API takes the same files at <code>POST /api/bulk-orders</code>.</p></section>");
 }
 
 /// The batch page's query.
@@ -205,7 +209,7 @@ pub async fn detail(
         if results.is_empty() {
             body.raw("<p class=\"empty\">No results to show yet; they appear as the batch is processed.</p>");
         } else {
-            body.raw("<table class=\"list\"><thead><tr><th scope=\"col\">#</th><th scope=\"col\">Reference</th><th scope=\"col\">Status</th><th scope=\"col\">Order / errors</th></tr></thead><tbody>");
+            body.raw("<div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-label=\"Order results\"><table class=\"list\"><thead><tr><th scope=\"col\">#</th><th scope=\"col\">Reference</th><th scope=\"col\">Status</th><th scope=\"col\">Order / errors</th></tr></thead><tbody>");
             for r in &results {
                 body.raw("<tr><td>")
                     .num(r.index)
@@ -228,7 +232,7 @@ pub async fn detail(
                 }
                 body.raw("</td></tr>");
             }
-            body.raw("</tbody></table>");
+            body.raw("</tbody></table></div>");
         }
         if let Some(next) = next {
             let mut href = format!("{base}?cursor={}", super::html::url_encode(&next));

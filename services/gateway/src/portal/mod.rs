@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`html`]: the escaping HTML builder (markup only from literals).
+//! - [`forms`]: labelled inputs with the application layer's field errors beside them.
 //! - [`security`]: configuration, tokens, cookies, CSRF, the response headers.
 //! - [`sessions`]: login links, partner sign-in, the session of a request.
 //! - [`crate::rest::portal_sessions`] (with the other REST routes): `POST /api/portal/sessions`,
@@ -18,6 +19,9 @@
 
 pub mod batches;
 pub mod charts;
+#[cfg(test)]
+mod contrast;
+pub mod forms;
 pub mod html;
 pub mod pages;
 pub mod partner;
@@ -53,9 +57,10 @@ pub fn router(state: AppState, api: Router) -> Router {
         .route("/sign-in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/logout", post(pages::logout))
         .route("/live-ticket", post(pages::live_ticket))
-        .route("/webhooks", get(webhooks::list))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/webhooks/{id}", get(webhooks::detail))
         .route("/webhooks/{id}/edit", post(webhooks::edit))
+        .route("/webhooks/{id}/headers", post(webhooks::headers))
         .route("/webhooks/{id}/enable", post(webhooks::enable))
         .route("/webhooks/{id}/disable", post(webhooks::disable))
         .route("/webhooks/{id}/test", post(webhooks::send_test))

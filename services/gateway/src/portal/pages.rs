@@ -114,6 +114,9 @@ pub fn badge(h: &mut Html, status: &str) {
 pub fn notice(h: &mut Html, code: Option<&str>) {
     let text = match code {
         Some("saved") => "Saved.",
+        Some("created") => "Webhook created. Reveal its signing secret below to configure your receiver, then send a test event.",
+        Some("header_saved") => "Header saved. Its value is stored sealed and not shown again.",
+        Some("header_removed") => "Header removed.",
         Some("enabled") => "The webhook is enabled.",
         Some("disabled") => "The webhook is disabled.",
         Some("test_sent") => "A test event was sent; its delivery appears below.",

@@ -58,7 +58,7 @@ pub async fn page(State(state): State<AppState>, session: PortalSession) -> Resp
         .await
         {
             Ok(usage) if !usage.entries.is_empty() => {
-                body.raw("<table class=\"list\"><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Call</th><th scope=\"col\">Status</th><th scope=\"col\">Time</th></tr></thead><tbody>");
+                body.raw("<div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-label=\"Recent calls\"><table class=\"list\"><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Call</th><th scope=\"col\">Status</th><th scope=\"col\">Time</th></tr></thead><tbody>");
                 for e in &usage.entries {
                     body.raw("<tr><td>")
                         .text(&time(e.occurred_at))
@@ -72,7 +72,7 @@ pub async fn page(State(state): State<AppState>, session: PortalSession) -> Resp
                         .num(e.latency_us / 1000)
                         .raw(" ms</td></tr>");
                 }
-                body.raw("</tbody></table>");
+                body.raw("</tbody></table></div>");
             }
             Ok(_) => {
                 body.raw("<p class=\"empty\">No calls recorded yet. Calls made with this integration's credentials appear here.</p>");
