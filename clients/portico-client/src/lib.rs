@@ -18,6 +18,7 @@
 //! when no provider is installed yet (reqwest is built without one).
 
 pub mod admin;
+pub mod audit;
 pub mod bulk_orders;
 pub mod error;
 pub mod events;

@@ -87,6 +87,7 @@ pub async fn run(
                 usage_logs = p.usage_logs,
                 dead_letters = p.dead_letters,
                 audit_records = p.audit_records,
+                audit_records = p.audit_records,
                 "deleted history past its retention"
             ),
             Err(err) => {
