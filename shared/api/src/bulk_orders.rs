@@ -14,6 +14,7 @@ use uuid::Uuid;
 /// A batch submission as JSON (documentation shape; orders are parsed by the processor).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::submit_batch))]
 pub struct SubmitBatchBody {
     /// 1 to `PORTICO_MAX_BATCH_ORDERS` (default 10,000) orders.
     pub orders: Vec<OrderInput>,
@@ -89,6 +90,7 @@ pub struct CountsBody {
 /// A batch.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::batch))]
 pub struct BatchBody {
     /// The batch id.
     pub id: Uuid,
@@ -157,6 +159,7 @@ pub enum SubmitOkBody {
 /// A page of batches.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::batch_list))]
 pub struct BatchListBody {
     /// Newest first.
     pub data: Vec<BatchBody>,

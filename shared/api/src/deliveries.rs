@@ -67,6 +67,7 @@ pub struct DeliveryBody {
 /// One page of deliveries.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::delivery_list))]
 pub struct DeliveryListBody {
     /// Newest first.
     pub data: Vec<DeliveryBody>,

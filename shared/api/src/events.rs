@@ -8,6 +8,7 @@ use uuid::Uuid;
 /// An event to deliver to the owning user's webhooks.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(examples(crate::examples::publish_event))]
 pub struct PublishEventBody {
     /// Dotted event type, e.g. `order.created`.
     #[serde(rename = "type")]

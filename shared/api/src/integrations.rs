@@ -16,6 +16,7 @@ use crate::schema::double_option;
 /// An integration (never with its secret).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::integration))]
 pub struct IntegrationBody {
     /// Its id.
     pub id: Uuid,
@@ -59,6 +60,7 @@ pub struct CredentialsBody {
 /// An integration with freshly issued credentials (create and regenerate).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::integration_with_credentials))]
 pub struct IntegrationWithCredentialsBody {
     /// The integration.
     #[serde(flatten)]
@@ -73,6 +75,7 @@ pub struct IntegrationWithCredentialsBody {
 /// A new integration.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(examples(crate::examples::create_integration))]
 pub struct CreateIntegrationBody {
     /// 1-200 characters, not blank, no control characters.
     #[schema(min_length = 1, max_length = 200)]
@@ -166,6 +169,7 @@ pub struct VerifyResultBody {
 /// A page of integrations.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::integration_list))]
 pub struct IntegrationListBody {
     /// Newest first.
     pub data: Vec<IntegrationBody>,

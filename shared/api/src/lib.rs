@@ -8,6 +8,8 @@
 //! - [`common`]: the problem document of every error answer and the page parameters;
 //! - [`schema`]: shared schema pieces (event type and filter patterns) and serde helpers;
 //! - [`events`]: events published by internal services;
+//! - [`event_types`]: the catalogue of event types Portico delivers;
+//! - [`examples`]: examples of the main bodies, shown in the OpenAPI document;
 //! - [`webhooks`]: endpoints and their signing secrets;
 //! - [`deliveries`]: deliveries, their attempts and single retries;
 //! - [`retry_jobs`]: retry-failed and its durable jobs;
@@ -29,7 +31,9 @@ pub mod audit;
 pub mod bulk_orders;
 pub mod common;
 pub mod deliveries;
+pub mod event_types;
 pub mod events;
+pub mod examples;
 pub mod integrations;
 pub mod retry_jobs;
 pub mod schema;

@@ -39,6 +39,7 @@ impl From<RetryPolicyInput> for RetryPolicyPatch {
 /// A webhook to create.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(examples(crate::examples::create_webhook))]
 pub struct CreateWebhookBody {
     /// Absolute http(s) URL; must not reach a private, loopback, link-local or
     /// metadata address unless allowlisted.
@@ -176,6 +177,7 @@ impl From<RetryPolicy> for RetryPolicyBody {
 /// A webhook endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::webhook))]
 pub struct WebhookBody {
     /// Id.
     pub id: Uuid,
@@ -208,6 +210,7 @@ pub struct WebhookBody {
 /// A created webhook with its signing secret.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::created_webhook))]
 pub struct CreatedWebhookBody {
     /// The webhook.
     #[serde(flatten)]
@@ -219,6 +222,7 @@ pub struct CreatedWebhookBody {
 /// One page of webhooks.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(crate::examples::webhook_list))]
 pub struct WebhookListBody {
     /// Newest first.
     pub data: Vec<WebhookBody>,

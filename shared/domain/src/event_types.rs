@@ -378,7 +378,7 @@ fn build() -> Vec<EventType> {
             ),
             example: json!({
                 "integrationId": "0193a6d0-7f00-7a11-8b22-c33d44e55f66",
-                "apiKey": "ptk_live_3kq9Zr7TbW2mXc8vNp4hYs6dJf1",
+                "apiKey": "ptk_3kq9Zr7TbW2mXc8vNp4hYs6d",
                 "previousExpiresAt": "2026-12-02T08:00:00Z",
             }),
         },

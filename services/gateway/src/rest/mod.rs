@@ -6,6 +6,7 @@ pub mod admin;
 pub mod analytics;
 pub mod audit;
 pub mod bulk_orders;
+pub mod event_types;
 pub mod events;
 pub mod integration_templates;
 pub mod integrations;
@@ -93,6 +94,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::publish_event))
         .routes(routes!(events::publish_events))
+        .merge(event_types::routes())
         .merge(webhooks::routes())
         .merge(analytics::routes())
         .merge(bulk_orders::routes())
@@ -104,6 +106,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(portal_sessions::routes())
         .split_for_parts();
     openapi::add_common_responses(&mut doc);
+    // After the shared answers: webhooks are requests Portico sends, not operations.
+    if let Err(e) = event_types::document_webhooks(&mut doc) {
+        tracing::error!(%e, "the event-type catalogue does not fit the OpenAPI document");
+    }
     (router, doc)
 }
 
