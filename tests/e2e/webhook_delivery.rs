@@ -1648,6 +1648,66 @@ async fn per_endpoint_rate_limit_and_concurrency_cap() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every endpoint has a default cap on requests (and so HTTP/1.1 connections) in
+/// flight, `PORTICO_ENDPOINT_CONCURRENCY`, here 3: a burst of 20 events to a slow
+/// endpoint that sets no `maxConcurrency` never has more than 3 requests open at once,
+/// while a webhook's own `maxConcurrency` (6) overrides the default upwards. Everything
+/// is delivered once.
+#[tokio::test]
+async fn endpoints_get_a_default_concurrency_cap_a_webhook_may_override() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn_with(
+        &[("PORTICO_ENDPOINT_CONCURRENCY", "3")],
+        &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
+    )
+    .await?;
+    let slow = Reply::status(200).delayed(Duration::from_millis(150));
+    let default_sink = Sink::start().await?;
+    default_sink.set_default(slow.clone());
+    let defaulted = create_webhook(
+        &app,
+        "cora",
+        &Hook::new(default_sink.url("/default"), &["capped.*"]),
+    )
+    .await?;
+    let own_sink = Sink::start().await?;
+    own_sink.set_default(slow);
+    let mut own = Hook::new(own_sink.url("/own"), &["own.*"]);
+    own.max_concurrency = Some(6);
+    let own = create_webhook(&app, "cora", &own).await?;
+
+    for kind in ["capped.tick", "own.tick"] {
+        publish_many(
+            &app,
+            "cora",
+            (0..20).map(|i| json!({"type": kind, "data": {"i": i}})).collect(),
+        )
+        .await?;
+    }
+    wait_deliveries(&app, defaulted.id, |r| {
+        r.len() == 20 && r.iter().all(|d| d.status == "succeeded")
+    })
+    .await?;
+    wait_deliveries(&app, own.id, |r| {
+        r.len() == 20 && r.iter().all(|d| d.status == "succeeded")
+    })
+    .await?;
+    let (default_peak, own_peak) = (default_sink.peak_in_flight(), own_sink.peak_in_flight());
+    println!("peak requests in flight: default cap {default_peak}, own cap {own_peak}");
+    assert!(
+        (1..=3).contains(&default_peak),
+        "default cap 3, peak {default_peak}"
+    );
+    assert!(
+        own_peak > 3 && own_peak <= 6,
+        "maxConcurrency 6 overrides the default of 3, peak {own_peak}"
+    );
+    assert_eq!(default_sink.count(), 20);
+    assert_eq!(own_sink.count(), 20);
+    app.cleanup().await;
+    Ok(())
+}
+
 /// `POST /webhooks/{id}/test` delivers a signed `webhook.test` event to that webhook
 /// only (whatever its filter), and a failed delivery retried by hand
 /// (`POST .../deliveries/{id}/retry`) is attempted again with the same `webhook-id`

@@ -80,6 +80,19 @@ struct Inner {
     received: Vec<Received>,
     script: VecDeque<Reply>,
     default: Option<Reply>,
+    /// Requests being answered right now, and the most there ever were at once.
+    in_flight: usize,
+    peak_in_flight: usize,
+}
+
+/// Counts a request out of `in_flight` when its answer is done (or abandoned).
+struct InFlight(Arc<Mutex<Inner>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        guard.in_flight = guard.in_flight.saturating_sub(1);
+    }
 }
 
 /// A running sink; it stops when dropped.
@@ -128,6 +141,12 @@ impl Sink {
         self.lock().received.clone()
     }
 
+    /// The most requests the sink was answering at once so far: what a sender's
+    /// concurrency cap must bound.
+    pub fn peak_in_flight(&self) -> usize {
+        self.lock().peak_in_flight
+    }
+
     /// How many requests arrived.
     pub fn count(&self) -> usize {
         self.lock().received.len()
@@ -156,6 +175,8 @@ async fn receive(
 ) -> Response {
     let reply = {
         let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.in_flight += 1;
+        guard.peak_in_flight = guard.peak_in_flight.max(guard.in_flight);
         guard.received.push(Received {
             path: uri
                 .path_and_query()
@@ -167,6 +188,7 @@ async fn receive(
         });
         guard.script.pop_front().or_else(|| guard.default.clone())
     };
+    let _in_flight = InFlight(inner);
     let reply = reply.unwrap_or_else(|| Reply::status(200));
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

@@ -53,6 +53,26 @@ pub struct DispatcherConfig {
     #[arg(long, env = "PORTICO_DELIVERY_CONCURRENCY", default_value_t = 1024)]
     pub delivery_concurrency: usize,
 
+    /// Requests in flight at once to one endpoint whose webhook sets no
+    /// `maxConcurrency`, in this replica: with HTTP/1.1 that is also the most
+    /// connections it opens to the endpoint. Without a cap a backlog opened about 1,000
+    /// connections to one partner; 64 is far above what a fast endpoint needs (at
+    /// 10,000 deliveries/s and 2 ms per answer, 20 are busy) and well below what
+    /// overwhelms a small one. 0 = no default cap.
+    #[arg(long, env = "PORTICO_ENDPOINT_CONCURRENCY", default_value_t = 64)]
+    pub endpoint_concurrency: u32,
+
+    /// Deliveries held in memory at once in this replica (planned, in flight, or
+    /// waiting for their chunk's commit). A chunk waits for room before it starts, so
+    /// however deep the backlog and however many endpoints an event fans out to, the
+    /// dispatcher's memory stays bounded; the waiting chunk's jobs are kept alive with
+    /// in-progress acks. A chunk larger than the whole budget takes all of it. 8,192 is
+    /// what 16 chunks of 512 single-endpoint events hold, so one endpoint per event
+    /// never waits; at about 3 KiB per delivery it bounds the dispatcher near 40 MiB
+    /// (a 10-endpoint backlog used to grow it past 240 MiB).
+    #[arg(long, env = "PORTICO_DISPATCH_MAX_DELIVERIES", default_value_t = 8192)]
+    pub dispatch_max_deliveries: usize,
+
     /// Pulled event chunks worked on at once, so one slow endpoint does not stall the
     /// stream. With 4, a chunk's round trip (attempts, then one commit) left both cores
     /// 40 % idle under load; 16 keeps them busy (benchmarks: 4,144 -> 6,671 deliveries/s).

@@ -130,12 +130,13 @@ pub struct EndpointCache {
 }
 
 impl EndpointCache {
-    /// An empty cache reading from `pool` and opening secrets with `key`.
-    pub fn new(pool: PgPool, key: Keyring) -> Self {
+    /// An empty cache reading from `pool` and opening secrets with `key`; endpoints
+    /// that set no `maxConcurrency` get `default_concurrency` (0 = uncapped).
+    pub fn new(pool: PgPool, key: Keyring, default_concurrency: u32) -> Self {
         Self {
             pool,
             key,
-            limiters: LimiterRegistry::default(),
+            limiters: LimiterRegistry::with_default_concurrency(default_concurrency),
             entries: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
         }

@@ -259,6 +259,9 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
         }
     }
 
+    // Room for this chunk's deliveries in the replica's memory budget, held until
+    // they are committed; the chunk's jobs stay alive (in-progress acks) meanwhile.
+    let _held = dispatcher.hold(planned.len()).await;
     let handled = delivery::run_all(
         &dispatcher.transport,
         &dispatcher.global,

@@ -91,6 +91,11 @@ pub struct Dispatcher {
     pub transport: Transport,
     /// Outgoing requests in flight in this replica (`PORTICO_DELIVERY_CONCURRENCY`).
     pub global: Arc<Semaphore>,
+    /// Deliveries held in memory in this replica (`PORTICO_DISPATCH_MAX_DELIVERIES`):
+    /// a chunk takes one permit per delivery it plans before it sends any.
+    pub held: Semaphore,
+    /// The number of permits `held` was made with.
+    pub held_cap: usize,
     /// Stream and subject names.
     pub topology: Topology,
     /// Wakes the outbox relay after operational events were committed.
@@ -118,6 +123,18 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Waits for room for `deliveries` in this replica's memory budget
+    /// (`PORTICO_DISPATCH_MAX_DELIVERIES`); a chunk larger than the whole budget takes
+    /// all of it, so it still runs, alone. `None` only if the budget were closed
+    /// (it never is), in which case the chunk runs unbounded rather than not at all.
+    pub async fn hold(&self, deliveries: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if deliveries == 0 {
+            return None;
+        }
+        let wanted = deliveries.min(self.held_cap).min(u32::MAX as usize) as u32;
+        self.held.acquire_many(wanted).await.ok()
+    }
+
     /// Drops a user's cached endpoints here and in every other replica (and gateway).
     pub async fn invalidate_user(&self, user: &str) {
         self.cache.invalidate(user);
@@ -188,9 +205,11 @@ pub async fn run(
     let dispatcher = Arc::new(Dispatcher {
         pool: pool.clone(),
         events_pool: events_pool.clone(),
-        cache: EndpointCache::new(pool.clone(), secrets_key),
+        cache: EndpointCache::new(pool.clone(), secrets_key, config.endpoint_concurrency),
         transport: Transport::new(allowlist, timeout)?,
         global: Arc::new(Semaphore::new(config.delivery_concurrency.max(1))),
+        held: Semaphore::new(config.dispatch_max_deliveries.max(1)),
+        held_cap: config.dispatch_max_deliveries.max(1),
         topology: topology.clone(),
         outbox: outbox.clone(),
         retry_signal: Notify::new(),

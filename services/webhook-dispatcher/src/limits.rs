@@ -117,9 +117,20 @@ impl EndpointLimiter {
 #[derive(Debug, Default)]
 pub struct LimiterRegistry {
     limiters: Mutex<HashMap<Uuid, Arc<EndpointLimiter>>>,
+    /// `PORTICO_ENDPOINT_CONCURRENCY`: the cap of an endpoint that sets none (0 = none).
+    default_concurrency: u32,
 }
 
 impl LimiterRegistry {
+    /// A registry whose endpoints without a `maxConcurrency` of their own are capped at
+    /// `default_concurrency` requests in flight (0 = uncapped).
+    pub fn with_default_concurrency(default_concurrency: u32) -> Self {
+        Self {
+            limiters: Mutex::default(),
+            default_concurrency,
+        }
+    }
+
     /// The limiter of `webhook_id`; a new one when its limits changed.
     pub fn get(
         &self,
@@ -127,6 +138,9 @@ impl LimiterRegistry {
         rate: Option<i32>,
         concurrency: Option<i32>,
     ) -> Arc<EndpointLimiter> {
+        let concurrency = concurrency
+            .filter(|c| *c > 0)
+            .or_else(|| i32::try_from(self.default_concurrency).ok().filter(|c| *c > 0));
         let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&webhook_id) {
             Some(l) if l.same_limits(rate, concurrency) => l.clone(),

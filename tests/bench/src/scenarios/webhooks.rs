@@ -253,6 +253,18 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
         (bench.sink.connections() - connections) as f64,
         "",
     );
+    for service in &bench.system.services {
+        let name = service.kind.binary().trim_start_matches("portico-");
+        let key = format!("peak_rss_mib_{}", name.replace('-', "_"));
+        report
+            .fig(
+                &key,
+                &format!("{name} peak RSS since start (VmHWM)"),
+                crate::system::peak_rss_kib(service.pid) as f64 / 1024.0,
+                "MiB",
+            )
+            .goal(Goal::Below(64.0));
+    }
     report.fig(
         "publish_failed",
         "publish requests failed",
