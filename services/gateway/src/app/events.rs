@@ -1,9 +1,11 @@
 //! Publishing events: validated here, then handed to JetStream (deduplicated by the
 //! idempotency key) and answered once JetStream has stored them. Recording and fan-out
-//! happen in the webhook-dispatcher, in batches, never in the request.
+//! happen in the webhook-dispatcher, in batches, never in the request. An owner reads
+//! their recent recorded events with [`recent`] (the portal's events page).
 
 use chrono::Utc;
 use portico_domain::FieldError;
+use portico_domain::pagination::{Cursor, PageRequest, finish_page};
 use portico_queue::jobs::{EventDispatch, Job};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -148,4 +150,36 @@ pub async fn publish_many(
             duplicate: p.duplicate,
         })
         .collect())
+}
+
+/// How far back [`recent`] looks: the read pays for the window (events have no owner
+/// index, see `portico_storage::events::recent`), so it is bounded.
+pub const RECENT_WINDOW_HOURS: i64 = 24;
+
+/// One of the caller's recent events (the payload as an excerpt).
+pub use portico_storage::events::EventSummary;
+
+/// A page of the caller's events recorded in the last [`RECENT_WINDOW_HOURS`], newest
+/// first, and the cursor of the next page. Users and services only: an event belongs
+/// to its user, and a partner holds no scope that reads events. Events are recorded
+/// by the dispatcher, so one appears here once it was dispatched.
+pub async fn recent(
+    state: &AppState,
+    caller: &Caller,
+    page: PageRequest,
+) -> Result<(Vec<EventSummary>, Option<String>), ApiError> {
+    caller.require_user_or_service()?;
+    let since = Utc::now() - chrono::Duration::hours(RECENT_WINDOW_HOURS);
+    let rows = portico_storage::events::recent(
+        state.pool(),
+        caller.user_id(),
+        since,
+        page.after.map(|c| (c.created_at, c.id)),
+        page.fetch_limit(),
+    )
+    .await?;
+    Ok(finish_page(rows, &page, |e| Cursor {
+        created_at: e.created_at,
+        id: e.id,
+    }))
 }

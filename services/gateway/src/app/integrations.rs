@@ -843,3 +843,43 @@ fn changes_audit(changes: &IntegrationChanges<'_>, id: Uuid) -> AuditEntry {
     }
     entry
 }
+
+/// Most days [`daily_usage`] reads.
+pub const MAX_USAGE_DAYS: u32 = 90;
+
+/// Calls per UTC day of one of the caller's integrations over the last `days` days
+/// (today included), oldest first, a zero for a day without calls: the counters the
+/// daily quota is charged against, which outlive the usage log's retention.
+pub async fn daily_usage(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    days: u32,
+) -> Result<Vec<(chrono::NaiveDate, u64)>, ApiError> {
+    caller.require_user_or_service()?;
+    if days == 0 || days > MAX_USAGE_DAYS {
+        return Err(ApiError::field(
+            "invalid_days",
+            "/days",
+            format!("days must be between 1 and {MAX_USAGE_DAYS}"),
+        ));
+    }
+    let integration_id = IntegrationId::from(id);
+    if !store::exists(state.pool(), caller.user_id(), integration_id).await? {
+        return Err(ApiError::NotFound("integration"));
+    }
+    let today = Utc::now().date_naive();
+    let first = today - Duration::days(i64::from(days) - 1);
+    let counted = store::daily_calls(state.pool(), integration_id, first).await?;
+    Ok(first
+        .iter_days()
+        .take(days as usize)
+        .map(|day| {
+            let calls = counted
+                .iter()
+                .find(|c| c.day == day)
+                .map_or(0, |c| u64::try_from(c.calls).unwrap_or(0));
+            (day, calls)
+        })
+        .collect())
+}

@@ -1,5 +1,6 @@
 //! Delivery charts as inline SVG, rendered on the server from the analytics API's
-//! application layer (`crate::app::analytics`): no chart library, no script. Colours
+//! application layer (`crate::app::analytics`), and an integration's calls per day
+//! ([`daily`]): no chart library, no script. Colours
 //! come from the stylesheet (classes), since the CSP forbids inline styles.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -157,6 +158,36 @@ pub fn latency(h: &mut Html, day: &LastDay) {
         .raw(" ms.</figcaption></figure>");
 }
 
+/// Calls per day as bars (an integration's usage), oldest on the left, with a caption
+/// naming the first and last day and the tallest bar: the same look as [`outcomes`].
+pub fn daily(h: &mut Html, days: &[(chrono::NaiveDate, u64)]) {
+    let max = days.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1) as f64;
+    let slot = 480.0 / days.len().max(1) as f64;
+    h.raw("<figure><svg class=\"chart\" role=\"img\" aria-label=\"Calls per day\" viewBox=\"0 0 480 120\" width=\"100%\">");
+    for (i, (_, n)) in days.iter().enumerate() {
+        let height = 100.0 * *n as f64 / max;
+        h.raw("<rect class=\"bar\" x=\"")
+            .coord(i as f64 * slot + slot * 0.1)
+            .raw("\" y=\"")
+            .coord(110.0 - height)
+            .raw("\" width=\"")
+            .coord(slot * 0.8)
+            .raw("\" height=\"")
+            .coord(height)
+            .raw("\"></rect>");
+    }
+    h.raw("<line x1=\"0\" y1=\"110\" x2=\"480\" y2=\"110\" class=\"axis\"></line></svg><figcaption>Calls per day (UTC)");
+    if let (Some((first, _)), Some((last, _))) = (days.first(), days.last()) {
+        h.raw(" from ")
+            .text(&first.to_string())
+            .raw(" to ")
+            .text(&last.to_string());
+    }
+    h.raw("; the tallest bar is ")
+        .num(max as u64)
+        .raw(".</figcaption></figure>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +240,25 @@ mod tests {
         let mut h = Html::new();
         latency(&mut h, &d);
         assert!(h.as_str().contains("top of the chart is 20 ms"));
+    }
+
+    /// Daily bars: one per day, the busiest at full height, the days named.
+    #[test]
+    fn daily_bars_scale_to_the_busiest_day() {
+        let first = chrono::NaiveDate::from_ymd_opt(2026, 11, 29).unwrap();
+        let days: Vec<_> = first.iter_days().take(3).zip([5, 0, 10]).collect();
+        let mut h = Html::new();
+        daily(&mut h, &days);
+        let out = h.as_str();
+        assert_eq!(out.matches("class=\"bar\"").count(), 3);
+        assert!(
+            out.contains("y=\"10.0\" width=\"128.0\" height=\"100.0\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("from 2026-11-29 to 2026-12-01; the tallest bar is 10."),
+            "{out}"
+        );
     }
 
     /// Buckets outside the day are ignored.

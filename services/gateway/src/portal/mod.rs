@@ -15,12 +15,13 @@
 //!   `DELETE /api/portal/sessions/{id}`.
 //! - [`pages`]: the page frame, errors, sign-in, login, logout.
 //! - [`charts`]: inline SVG charts from delivery analytics.
-//! - [`webhooks`], [`batches`], [`partner`]: the pages.
+//! - [`webhooks`], [`batches`], [`events`], [`partner`]: the pages.
 
 pub mod batches;
 pub mod charts;
 #[cfg(test)]
 mod contrast;
+pub mod events;
 pub mod forms;
 pub mod html;
 pub mod pages;
@@ -87,6 +88,7 @@ pub fn router(state: AppState, api: Router) -> Router {
         .route("/batches/{id}/download", get(batches::download))
         .route("/batches/{id}/cancel", post(batches::cancel))
         .route("/batches/{id}/retry-failed", post(batches::retry_failed))
+        .route("/events", get(events::page))
         .route("/partner", get(partner::page))
         .route("/assets/portal.css", get(css))
         .route("/assets/portal.js", get(js))

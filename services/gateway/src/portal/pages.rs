@@ -22,6 +22,10 @@ pub enum Nav {
     Batches,
     /// The partner's integration page.
     Partner,
+    /// A user's integrations pages.
+    Integrations,
+    /// The events page.
+    Events,
     /// Nothing (sign-in, errors).
     None,
 }
@@ -50,6 +54,7 @@ pub fn page(session: Option<&PortalSession>, title: &str, nav: Nav, body: &Html)
             nav_link(&mut h, "/portal/webhooks", "Webhooks", nav == Nav::Webhooks);
         }
         nav_link(&mut h, "/portal/batches", "Batches", nav == Nav::Batches);
+        nav_link(&mut h, "/portal/events", "Events", nav == Nav::Events);
         h.raw("</nav><form method=\"post\" action=\"/portal/logout\" class=\"logout\">");
         csrf_field(&mut h, &s.csrf);
         h.raw("<button type=\"submit\">Sign out</button></form>");
@@ -114,7 +119,9 @@ pub fn badge(h: &mut Html, status: &str) {
 pub fn notice(h: &mut Html, code: Option<&str>) {
     let text = match code {
         Some("saved") => "Saved.",
-        Some("created") => "Webhook created. Reveal its signing secret below to configure your receiver, then send a test event.",
+        Some("created") => {
+            "Webhook created. Reveal its signing secret below to configure your receiver, then send a test event."
+        }
         Some("header_saved") => "Header saved. Its value is stored sealed and not shown again.",
         Some("header_removed") => "Header removed.",
         Some("enabled") => "The webhook is enabled.",
@@ -125,6 +132,10 @@ pub fn notice(h: &mut Html, code: Option<&str>) {
         Some("cancel_requested") => "Cancel requested; the batch stops after the chunk in flight.",
         Some("retry_batch") => "A new batch retries the failed and unprocessed orders.",
         Some("signed_out") => "You are signed out.",
+        Some("integration_activated") => "The integration is active; its credentials work again.",
+        Some("integration_deactivated") => {
+            "The integration is deactivated; its credentials stop working at once."
+        }
         _ => return,
     };
     h.raw("<p class=\"notice\" role=\"status\">")
