@@ -5,6 +5,13 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portico_domain::FieldError;
+use std::collections::HashMap;
+use std::time::Duration;
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// The `domain` of every gRPC `google.rpc.ErrorInfo` Portico sends: its `reason` is
+/// then one of Portico's stable error codes (the `code` of problem+json).
+pub const ERROR_DOMAIN: &str = "portico.dev";
 
 /// The media type of every error answer (RFC 9457), for the responses and for the
 /// OpenAPI document alike (defined with the API bodies, so clients share it).
@@ -171,6 +178,39 @@ impl ApiError {
         }
     }
 
+    /// The gRPC richer error model's details (`google.rpc.Status.details`), so a
+    /// gRPC client learns as much as a REST one from problem+json: always an
+    /// `ErrorInfo` whose reason is the stable `code` (domain [`ERROR_DOMAIN`]); for a
+    /// validation failure a `BadRequest` with one violation per bad field (its
+    /// `field` the same JSON pointer as REST's `errors[].path`, its `reason` the
+    /// field's code); for a rate limit a `RetryInfo` with the Retry-After delay.
+    fn rich_details(&self) -> ErrorDetails {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(self.code(), ERROR_DOMAIN, HashMap::new());
+        match self {
+            ApiError::Validation(errors) | ApiError::Unprocessable { errors, .. } => {
+                details.set_bad_request(
+                    errors
+                        .iter()
+                        .map(|e| FieldViolation {
+                            field: e.path.clone(),
+                            description: e.message.clone(),
+                            reason: e.code.clone(),
+                            localized_message: None,
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                details.set_retry_info(Some(Duration::from_secs(*retry_after_secs)));
+            }
+            _ => {}
+        }
+        details
+    }
+
     fn log(&self) {
         if let ApiError::Internal(cause) = self {
             tracing::error!(%cause, "internal error");
@@ -211,6 +251,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The one mapping of every gRPC failure: the matching status code, the field errors
+/// (or the detail) as message, the rich details ([`ApiError::rich_details`]) and the
+/// `x-portico-error-code` metadata that predates them.
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
         err.log();
@@ -248,7 +291,8 @@ impl From<ApiError> for tonic::Status {
             },
             ApiError::Internal(_) => tonic::Code::Internal,
         };
-        let mut status = tonic::Status::new(code, message);
+        let mut status = tonic::Status::with_error_details(code, message, err.rich_details());
+        // Kept for clients written before the rich details: the same code as ErrorInfo.
         if let Ok(v) = err.code().parse() {
             status.metadata_mut().insert("x-portico-error-code", v);
         }
@@ -293,5 +337,58 @@ impl From<portico_queue::QueueError> for ApiError {
 impl From<FieldError> for ApiError {
     fn from(err: FieldError) -> Self {
         ApiError::Validation(vec![err])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_failure_carries_each_field_and_the_code_over_grpc() {
+        let status = tonic::Status::from(ApiError::Validation(vec![
+            FieldError::new("invalid_url", "/url", "url must be an absolute https URL"),
+            FieldError::new("empty_events", "/events", "events must not be empty"),
+        ]));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let details = status.get_error_details();
+        let violations = &details
+            .bad_request()
+            .expect("a BadRequest")
+            .field_violations;
+        let seen: Vec<_> = violations
+            .iter()
+            .map(|v| (v.field.as_str(), v.reason.as_str()))
+            .collect();
+        assert_eq!(seen, [("/url", "invalid_url"), ("/events", "empty_events")]);
+        let info = details.error_info().expect("an ErrorInfo");
+        assert_eq!(info.reason, "validation_failed");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(
+            status
+                .metadata()
+                .get("x-portico-error-code")
+                .map(|v| v.to_str().ok()),
+            Some(Some("validation_failed"))
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_carries_its_retry_delay_over_grpc() {
+        let status = tonic::Status::from(ApiError::RateLimited {
+            message: "too many requests".into(),
+            retry_after_secs: 7,
+        });
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(7))
+        );
+        assert!(details.bad_request().is_none());
+        assert_eq!(
+            details.error_info().map(|i| i.reason.as_str()),
+            Some("rate_limited")
+        );
     }
 }
