@@ -8,7 +8,8 @@
 //! ([`portico_storage::partitions::ensure_ahead`], first in every round; the first
 //! round runs at start-up), purges the
 //! other history tables past their retention ([`portico_storage::retention`]) and the
-//! delivery-analytics rollups past theirs ([`portico_storage::analytics::purge`]): this
+//! delivery-analytics rollups past theirs ([`portico_storage::analytics::purge`]) and
+//! idempotency keys past their 24 hours ([`portico_storage::idempotency::purge_expired`]): this
 //! worker is where every retention rule runs, so there is one schedule to watch.
 //!
 //! The loop also counts the dead letters that wait for an operator
@@ -100,6 +101,13 @@ pub async fn run(
             Err(err) => {
                 tracing::warn!(%err, "rollup retention purge failed; will retry next round")
             }
+        match portico_storage::idempotency::purge_expired(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(keys = n, "deleted idempotency keys past their 24 hours"),
+            Err(err) => {
+                tracing::warn!(%err, "idempotency-key purge failed; will retry next round")
+            }
+        }
         }
     }
 }

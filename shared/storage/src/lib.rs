@@ -34,6 +34,10 @@
 //!   for the re-seal job that moves secrets to the newest secrets key.
 //! - [`audit`]: the tamper-evident audit log: one hash chain per owner, appended in
 //!   the transaction of the change it records, listed, verified and purged.
+//! - [`idempotency`]: idempotency keys of creates: claim, the stored (sealed) answer,
+//!   release, and their 24-hour retention.
+//! - [`versions`]: a row's version (`updated_at`) locked for a conditional write
+//!   (`If-Match`).
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches or by whole partitions.
 //! - [`partitions`]: the day partitions of attempts and bulk-order results: created
@@ -50,6 +54,7 @@ pub mod deliveries;
 pub mod events;
 pub mod integration_templates;
 pub mod integrations;
+pub mod idempotency;
 pub mod orders;
 pub mod outbox;
 pub mod partitions;
@@ -62,6 +67,7 @@ pub mod usage;
 pub mod webhooks;
 
 use std::time::Duration;
+pub mod versions;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, PgPool};

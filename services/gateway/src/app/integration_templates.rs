@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::audit::{self, AuditEntry};
 use crate::app::integrations::{self, Integration, NewIntegration};
+use crate::app::preconditions::{ETag, Precondition};
 use crate::app::webhooks::{self, Webhook};
 use crate::error::ApiError;
 use crate::identity::Caller;
@@ -122,6 +123,31 @@ pub struct Template {
     pub created_at: Option<DateTime<Utc>>,
     /// Saved templates only: last changed.
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Template {
+    /// The version clients name in `If-Match` (and gRPC `etag`); built-in templates
+    /// are read only and have none.
+    pub fn etag(&self) -> Option<ETag> {
+        self.updated_at.map(|at| ETag::of(&self.key, at))
+    }
+}
+
+/// Locks one of the caller's saved templates and checks `precondition` against its
+/// version (nothing to lock without a condition).
+async fn check_version(
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    key: &str,
+    precondition: &Precondition,
+) -> Result<(), ApiError> {
+    if !precondition.is_set() {
+        return Ok(());
+    }
+    let version = portico_storage::versions::integration_template(conn, caller.user_id(), key)
+        .await?
+        .ok_or_else(not_found)?;
+    precondition.check(&ETag::of(key, version))
 }
 
 /// What a template is made of, as the data file, REST and gRPC give it (wire names,
@@ -579,11 +605,13 @@ pub async fn create(
 }
 
 /// Changes one of the caller's templates; the merged result must pass every rule.
+/// `precondition` is checked against the locked row (412 when stale).
 pub async fn update(
     state: &AppState,
     caller: &Caller,
     key: &str,
     patch: TemplatePatch,
+    precondition: &Precondition,
 ) -> Result<Template, ApiError> {
     caller.require_user_or_service()?;
     let current = find(state, caller, key).await?;
@@ -628,6 +656,7 @@ pub async fn update(
     let template = validate(key, spec).map_err(ApiError::Validation)?;
     let columns = Columns::of(&template);
     let mut tx = state.pool().begin().await?;
+    check_version(&mut tx, caller, key, precondition).await?;
     let updated = store::update(&mut *tx, caller.user_id(), key, &columns.values(&template))
         .await?
         .map(from_row)
@@ -642,8 +671,14 @@ pub async fn update(
     Ok(updated)
 }
 
-/// Deletes one of the caller's templates (integrations made from it stay).
-pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<(), ApiError> {
+/// Deletes one of the caller's templates (integrations made from it stay), if its
+/// version meets `precondition`.
+pub async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    precondition: &Precondition,
+) -> Result<(), ApiError> {
     caller.require_user_or_service()?;
     if validate_key(key).is_err() {
         return Err(not_found());
@@ -652,6 +687,7 @@ pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<(), 
         return Err(read_only(key));
     }
     let mut tx = state.pool().begin().await?;
+    check_version(&mut tx, caller, key, precondition).await?;
     if !store::delete(&mut *tx, caller.user_id(), key).await? {
         return Err(not_found());
     }

@@ -22,6 +22,7 @@ use portico_storage::usage;
 use uuid::Uuid;
 
 use crate::app::audit::{self, AuditEntry};
+use crate::app::preconditions::{ETag, Precondition};
 use crate::app::ssrf_guard;
 use crate::error::ApiError;
 use crate::identity::Caller;
@@ -277,6 +278,32 @@ pub(crate) async fn fetch(
         .ok_or(ApiError::NotFound("integration"))
 }
 
+/// Locks the integration's version and checks `precondition` against it (nothing to
+/// lock without a condition): 404 when the caller has no such integration, 412 when
+/// the version is stale.
+async fn check_version(
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    id: Uuid,
+    precondition: &Precondition,
+) -> Result<(), ApiError> {
+    if !precondition.is_set() {
+        return Ok(());
+    }
+    let version =
+        portico_storage::versions::integration(conn, caller.user_id(), IntegrationId::from(id))
+            .await?
+            .ok_or(ApiError::NotFound("integration"))?;
+    precondition.check(&ETag::of(id, version))
+}
+
+impl Integration {
+    /// The version clients name in `If-Match` (and gRPC `etag`).
+    pub fn etag(&self) -> ETag {
+        ETag::of(self.id, self.updated_at)
+    }
+}
+
 /// Tells this replica and every other one to forget cached credentials of `id`. A
 /// failed broadcast is logged; the cache TTL bounds how long other replicas lag.
 async fn invalidate(state: &AppState, id: Uuid) {
@@ -475,12 +502,15 @@ pub async fn get(state: &AppState, caller: &Caller, id: Uuid) -> Result<Integrat
 }
 
 /// Partially updates an integration; its cached credentials are invalidated on every
-/// replica so new scopes, limits, expiry or deactivation apply at once.
+/// replica so new scopes, limits, expiry or deactivation apply at once. `precondition`
+/// is checked against the locked row, so a stale version answers 412 and changes
+/// nothing.
 pub async fn update(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
     patch: IntegrationPatch,
+    precondition: &Precondition,
 ) -> Result<Integration, ApiError> {
     caller.require_user_or_service()?;
     let mut errors = Vec::new();
@@ -537,6 +567,7 @@ pub async fn update(
             .map(|q| i32::try_from(q).unwrap_or(i32::MAX)),
     };
     let mut tx = state.pool().begin().await?;
+    check_version(&mut tx, caller, id, precondition).await?;
     let updated = store::update(
         &mut *tx,
         caller.user_id(),
@@ -558,11 +589,17 @@ pub async fn update(
     fetch(state, caller.user_id(), id).await
 }
 
-/// Deletes an integration with its credentials and usage log; its credentials stop
-/// working at once on every replica.
-pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+/// Deletes an integration with its credentials and usage log, if its version meets
+/// `precondition`; its credentials stop working at once on every replica.
+pub async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    precondition: &Precondition,
+) -> Result<(), ApiError> {
     caller.require_user_or_service()?;
     let mut tx = state.pool().begin().await?;
+    check_version(&mut tx, caller, id, precondition).await?;
     let deleted = store::delete(&mut *tx, caller.user_id(), IntegrationId::from(id)).await?;
     if !deleted {
         return Err(ApiError::NotFound("integration"));

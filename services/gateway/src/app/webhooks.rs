@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::app::audit::{self, AuditEntry};
+use crate::app::preconditions::{ETag, Precondition};
 use crate::app::sealing;
 use crate::app::ssrf_guard;
 use crate::error::ApiError;
@@ -107,6 +108,13 @@ impl From<WebhookRow> for Webhook {
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
+    }
+}
+
+impl Webhook {
+    /// The version clients name in `If-Match` (and gRPC `etag`).
+    pub fn etag(&self) -> ETag {
+        ETag::of(self.id, self.updated_at)
     }
 }
 
@@ -299,6 +307,18 @@ pub async fn update(
     id: Uuid,
     patch: WebhookPatch,
 ) -> Result<Webhook, ApiError> {
+    update_if(state, caller, id, patch, &Precondition::None).await
+}
+
+/// [`update`] if the webhook's version meets `precondition` (`If-Match`, gRPC `etag`),
+/// checked against the locked row: a stale version answers 412 and changes nothing.
+pub async fn update_if(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    patch: WebhookPatch,
+    precondition: &Precondition,
+) -> Result<Webhook, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
     let patch = patch.validate().map_err(ApiError::Validation)?;
     if let Some(url) = &patch.url {
@@ -322,6 +342,7 @@ pub async fn update(
         .map(|u| u.as_str().to_owned())
         .unwrap_or(current.url);
     let events = patch.events.unwrap_or(current.events);
+    precondition.check(&current.etag())?;
     let description = patch.description.unwrap_or(current.description);
     let active = patch.active.unwrap_or(current.active);
     // New values are sealed; unchanged ones stay as stored.
@@ -380,8 +401,25 @@ pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), A
     .await?;
     tx.commit().await?;
     invalidate(state, caller.user_id()).await;
+    delete_if(state, caller, id, &Precondition::None).await
+}
+
+/// [`delete`] if the webhook's version meets `precondition` (checked on the locked row).
+pub async fn delete_if(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    precondition: &Precondition,
+) -> Result<(), ApiError> {
     Ok(())
 }
+    if precondition.is_set() {
+        let version =
+            portico_storage::versions::webhook(&mut tx, caller.user_id(), WebhookId::from(id))
+                .await?
+                .ok_or(ApiError::NotFound("webhook"))?;
+        precondition.check(&ETag::of(id, version))?;
+    }
 
 fn open_secret(state: &AppState, id: WebhookId, sealed: &[u8]) -> Result<String, ApiError> {
     let opened = state

@@ -15,10 +15,11 @@ use tonic::{Request, Response, Status};
 use crate::app::integration_templates::{
     self as templates, FromTemplate, Template, TemplatePatch, TemplateSpec,
 };
-use crate::grpc::caller;
+use crate::app::preconditions::Precondition;
 use crate::grpc::integrations::{
     from_timestamp, page, render, timestamp, to_proto_type, type_name,
 };
+use crate::grpc::{caller, idempotent};
 use crate::state::AppState;
 
 /// The gRPC service.
@@ -36,7 +37,9 @@ fn names<T: Copy>(items: &[T], name: impl Fn(T) -> &'static str) -> Vec<String> 
 }
 
 fn render_template(t: Template) -> IntegrationTemplate {
+    let etag = t.etag().map(|e| e.to_string()).unwrap_or_default();
     IntegrationTemplate {
+        etag,
         r#type: to_proto_type(t.integration_type) as i32,
         scopes: names(&t.scopes, |s| s.as_str()),
         any_scope_allowed: t.allowed_scopes.is_none(),
@@ -90,20 +93,33 @@ impl IntegrationTemplateService for GrpcIntegrationTemplateService {
         request: Request<CreateTemplateRequest>,
     ) -> Result<Response<IntegrationTemplate>, Status> {
         let caller = caller(&self.state, &request).await?;
-        let r = request.into_inner();
-        let spec = TemplateSpec {
-            name: r.name,
-            description: r.description,
-            integration_type: type_name(r.r#type),
-            scopes: r.scopes,
-            allowed_scopes: (!r.allowed_scopes.is_empty()).then_some(r.allowed_scopes),
-            rate_limit_per_second: r.rate_limit_per_second,
-            daily_quota: r.daily_quota,
-            events: r.events,
-            overridable: r.overridable,
+        let (metadata, _, r) = request.into_parts();
+        let message = r.clone();
+        let caller = &caller;
+        let create = || async move {
+            let spec = TemplateSpec {
+                name: r.name,
+                description: r.description,
+                integration_type: type_name(r.r#type),
+                scopes: r.scopes,
+                allowed_scopes: (!r.allowed_scopes.is_empty()).then_some(r.allowed_scopes),
+                rate_limit_per_second: r.rate_limit_per_second,
+                daily_quota: r.daily_quota,
+                events: r.events,
+                overridable: r.overridable,
+            };
+            let template = templates::create(&self.state, &caller, &r.key, spec).await?;
+            Ok(render_template(template))
         };
-        let template = templates::create(&self.state, &caller, &r.key, spec).await?;
-        Ok(Response::new(render_template(template)))
+        idempotent::once(
+            &self.state,
+            &caller,
+            "portico.v1.IntegrationTemplateService/CreateTemplate",
+            &metadata,
+            &message,
+            create,
+        )
+        .await
     }
 
     async fn update_template(
@@ -126,7 +142,9 @@ impl IntegrationTemplateService for GrpcIntegrationTemplateService {
             events: r.events.map(|l| l.values),
             overridable: r.overridable.map(|l| l.values),
         };
-        let template = templates::update(&self.state, &caller, &r.key, patch).await?;
+        let precondition = Precondition::from_grpc(r.etag.as_deref());
+        let template =
+            templates::update(&self.state, &caller, &r.key, patch, &precondition).await?;
         Ok(Response::new(render_template(template)))
     }
 
@@ -135,8 +153,9 @@ impl IntegrationTemplateService for GrpcIntegrationTemplateService {
         request: Request<DeleteTemplateRequest>,
     ) -> Result<Response<()>, Status> {
         let caller = caller(&self.state, &request).await?;
-        let key = request.into_inner().key;
-        templates::delete(&self.state, &caller, &key).await?;
+        let r = request.into_inner();
+        let precondition = Precondition::from_grpc(r.etag.as_deref());
+        templates::delete(&self.state, &caller, &r.key, &precondition).await?;
         Ok(Response::new(()))
     }
 
@@ -145,32 +164,45 @@ impl IntegrationTemplateService for GrpcIntegrationTemplateService {
         request: Request<CreateIntegrationFromTemplateRequest>,
     ) -> Result<Response<CreateIntegrationFromTemplateResponse>, Status> {
         let caller = caller(&self.state, &request).await?;
-        let r = request.into_inner();
-        let input = FromTemplate {
-            webhook_url: Some(r.webhook_url),
-            name: r.name,
-            scopes: (!r.scopes.is_empty()).then_some(r.scopes),
-            rate_limit_per_second: r.rate_limit_per_second,
-            daily_quota: r.daily_quota,
-            expires_at: r
-                .expires_at
-                .as_ref()
-                .map(|t| from_timestamp(t, "expires_at"))
-                .transpose()?,
-            events: (!r.events.is_empty()).then_some(r.events),
+        let (metadata, _, r) = request.into_parts();
+        let message = r.clone();
+        let caller = &caller;
+        let create = || async move {
+            let input = FromTemplate {
+                webhook_url: Some(r.webhook_url),
+                name: r.name,
+                scopes: (!r.scopes.is_empty()).then_some(r.scopes),
+                rate_limit_per_second: r.rate_limit_per_second,
+                daily_quota: r.daily_quota,
+                expires_at: r
+                    .expires_at
+                    .as_ref()
+                    .map(|t| from_timestamp(t, "expires_at"))
+                    .transpose()?,
+                events: (!r.events.is_empty()).then_some(r.events),
+            };
+            let created =
+                templates::create_integration(&self.state, &caller, &r.template_key, input).await?;
+            Ok(CreateIntegrationFromTemplateResponse {
+                template_key: created.template,
+                integration: Some(render(created.integration)),
+                credentials: Some(Credentials {
+                    api_key: created.credentials.api_key,
+                    api_secret: created.credentials.api_secret,
+                }),
+                webhook_id: created.webhook.id.to_string(),
+                webhook_events: created.webhook.events,
+                webhook_secret: created.webhook_secret,
+            })
         };
-        let created =
-            templates::create_integration(&self.state, &caller, &r.template_key, input).await?;
-        Ok(Response::new(CreateIntegrationFromTemplateResponse {
-            template_key: created.template,
-            integration: Some(render(created.integration)),
-            credentials: Some(Credentials {
-                api_key: created.credentials.api_key,
-                api_secret: created.credentials.api_secret,
-            }),
-            webhook_id: created.webhook.id.to_string(),
-            webhook_events: created.webhook.events,
-            webhook_secret: created.webhook_secret,
-        }))
+        idempotent::once(
+            &self.state,
+            &caller,
+            "portico.v1.IntegrationTemplateService/CreateIntegrationFromTemplate",
+            &metadata,
+            &message,
+            create,
+        )
+        .await
     }
 }

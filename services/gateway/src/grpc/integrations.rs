@@ -17,8 +17,9 @@ use tonic::{Request, Response, Status};
 use crate::app::integrations::{
     self, Integration, IntegrationPatch, NewIntegration, UsageQuery, UsageTotals,
 };
+use crate::app::preconditions::Precondition;
 use crate::error::ApiError;
-use crate::grpc::{caller, parse_id};
+use crate::grpc::{caller, idempotent, parse_id};
 use crate::state::AppState;
 
 /// The gRPC service.
@@ -79,6 +80,7 @@ pub(crate) fn type_name(value: i32) -> String {
 }
 
 pub(crate) fn render(i: Integration) -> IntegrationMessage {
+    let etag = i.etag().to_string();
     IntegrationMessage {
         id: i.id.to_string(),
         name: i.name,
@@ -93,6 +95,7 @@ pub(crate) fn render(i: Integration) -> IntegrationMessage {
         created_at: Some(timestamp(i.created_at)),
         updated_at: Some(timestamp(i.updated_at)),
         last_used_at: i.last_used_at.map(timestamp),
+        etag,
     }
 }
 
@@ -122,28 +125,41 @@ impl IntegrationService for GrpcIntegrationService {
         request: Request<CreateIntegrationRequest>,
     ) -> Result<Response<CreateIntegrationResponse>, Status> {
         let caller = caller(&self.state, &request).await?;
-        let r = request.into_inner();
-        let input = NewIntegration {
-            name: r.name,
-            integration_type: type_name(r.r#type),
-            webhook_url: (!r.webhook_url.is_empty()).then_some(r.webhook_url),
-            scopes: (!r.scopes.is_empty()).then_some(r.scopes),
-            expires_at: r
-                .expires_at
-                .as_ref()
-                .map(|t| from_timestamp(t, "expires_at"))
-                .transpose()?,
-            rate_limit_per_second: r.rate_limit_per_second,
-            daily_quota: r.daily_quota,
+        let (metadata, _, r) = request.into_parts();
+        let message = r.clone();
+        let caller = &caller;
+        let create = || async move {
+            let input = NewIntegration {
+                name: r.name,
+                integration_type: type_name(r.r#type),
+                webhook_url: (!r.webhook_url.is_empty()).then_some(r.webhook_url),
+                scopes: (!r.scopes.is_empty()).then_some(r.scopes),
+                expires_at: r
+                    .expires_at
+                    .as_ref()
+                    .map(|t| from_timestamp(t, "expires_at"))
+                    .transpose()?,
+                rate_limit_per_second: r.rate_limit_per_second,
+                daily_quota: r.daily_quota,
+            };
+            let created = integrations::create(&self.state, &caller, input).await?;
+            Ok(CreateIntegrationResponse {
+                integration: Some(render(created.integration)),
+                credentials: Some(Credentials {
+                    api_key: created.credentials.api_key,
+                    api_secret: created.credentials.api_secret,
+                }),
+            })
         };
-        let created = integrations::create(&self.state, &caller, input).await?;
-        Ok(Response::new(CreateIntegrationResponse {
-            integration: Some(render(created.integration)),
-            credentials: Some(Credentials {
-                api_key: created.credentials.api_key,
-                api_secret: created.credentials.api_secret,
-            }),
-        }))
+        idempotent::once(
+            &self.state,
+            &caller,
+            "portico.v1.IntegrationService/CreateIntegration",
+            &metadata,
+            &message,
+            create,
+        )
+        .await
     }
 
     async fn list_integrations(
@@ -210,7 +226,9 @@ impl IntegrationService for GrpcIntegrationService {
             rate_limit_per_second: r.rate_limit_per_second,
             daily_quota: r.daily_quota,
         };
-        let integration = integrations::update(&self.state, &caller, id, patch).await?;
+        let precondition = Precondition::from_grpc(r.etag.as_deref());
+        let integration =
+            integrations::update(&self.state, &caller, id, patch, &precondition).await?;
         Ok(Response::new(render(integration)))
     }
 
@@ -220,7 +238,8 @@ impl IntegrationService for GrpcIntegrationService {
     ) -> Result<Response<()>, Status> {
         let caller = caller(&self.state, &request).await?;
         let id = parse_id(&request.get_ref().id, "id")?;
-        integrations::delete(&self.state, &caller, id).await?;
+        let precondition = Precondition::from_grpc(request.get_ref().etag.as_deref());
+        integrations::delete(&self.state, &caller, id, &precondition).await?;
         Ok(Response::new(()))
     }
 

@@ -7,6 +7,7 @@ pub mod analytics;
 pub mod audit;
 pub mod bulk_orders;
 pub mod events;
+pub mod idempotent;
 pub mod integration_templates;
 pub mod integrations;
 pub mod live;

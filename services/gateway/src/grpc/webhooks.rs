@@ -17,13 +17,14 @@ use portico_proto::v1 as pb;
 use portico_proto::v1::webhook_service_server::{WebhookService, WebhookServiceServer};
 use tonic::{Request, Response, Status};
 
+use crate::app::preconditions::Precondition;
 use crate::app::webhook_deliveries::{
     self, Delivery, DeliveryAttempt, DeliveryFilter, RetryFailedOutcome, RetryFailedRequest,
     RetryJob,
 };
 use crate::app::webhooks::{self, SecretView, Webhook};
 use crate::error::ApiError;
-use crate::grpc::{caller, parse_id};
+use crate::grpc::{caller, idempotent, parse_id};
 use crate::state::AppState;
 
 /// The gRPC service.
@@ -101,6 +102,7 @@ fn policy_patch(p: pb::RetryPolicyPatch) -> RetryPolicyPatch {
 }
 
 fn render_webhook(w: Webhook) -> pb::Webhook {
+    let etag = w.etag().to_string();
     pb::Webhook {
         id: w.id.to_string(),
         url: w.url,
@@ -118,6 +120,7 @@ fn render_webhook(w: Webhook) -> pb::Webhook {
         rate_limit_per_second: w.rate_limit_per_second.unwrap_or(0),
         max_concurrency: w.max_concurrency.unwrap_or(0),
         created_at: Some(timestamp(w.created_at)),
+        etag,
         updated_at: Some(timestamp(w.updated_at)),
     }
 }
@@ -208,22 +211,35 @@ impl WebhookService for GrpcWebhookService {
         request: Request<pb::CreateWebhookRequest>,
     ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
         let caller = caller(&self.state, &request).await?;
-        let r = request.into_inner();
-        let input = NewWebhook {
-            url: r.url,
-            events: r.events,
-            description: non_empty(r.description),
-            headers: r.headers.into_iter().collect(),
-            retry_policy: r.retry_policy.map(policy_patch).unwrap_or_default(),
-            rate_limit_per_second: non_zero(r.rate_limit_per_second),
-            max_concurrency: non_zero(r.max_concurrency),
-            ordering_enabled: r.ordering_enabled,
+        let (metadata, _, r) = request.into_parts();
+        let message = r.clone();
+        let caller = &caller;
+        let create = || async move {
+            let input = NewWebhook {
+                url: r.url,
+                events: r.events,
+                description: non_empty(r.description),
+                headers: r.headers.into_iter().collect(),
+                retry_policy: r.retry_policy.map(policy_patch).unwrap_or_default(),
+                rate_limit_per_second: non_zero(r.rate_limit_per_second),
+                max_concurrency: non_zero(r.max_concurrency),
+                ordering_enabled: r.ordering_enabled,
+            };
+            let created = webhooks::create(&self.state, &caller, input).await?;
+            Ok(pb::CreateWebhookResponse {
+                webhook: Some(render_webhook(created.webhook)),
+                secret: created.secret,
+            })
         };
-        let created = webhooks::create(&self.state, &caller, input).await?;
-        Ok(Response::new(pb::CreateWebhookResponse {
-            webhook: Some(render_webhook(created.webhook)),
-            secret: created.secret,
-        }))
+        idempotent::once(
+            &self.state,
+            &caller,
+            "portico.v1.WebhookService/CreateWebhook",
+            &metadata,
+            &message,
+            create,
+        )
+        .await
     }
 
     async fn list_webhooks(
@@ -267,7 +283,8 @@ impl WebhookService for GrpcWebhookService {
             max_concurrency: r.max_concurrency.map(non_zero),
             ordering_enabled: r.ordering_enabled,
         };
-        let webhook = webhooks::update(&self.state, &caller, id, patch).await?;
+        let precondition = Precondition::from_grpc(r.etag.as_deref());
+        let webhook = webhooks::update_if(&self.state, &caller, id, patch, &precondition).await?;
         Ok(Response::new(render_webhook(webhook)))
     }
 
@@ -277,7 +294,8 @@ impl WebhookService for GrpcWebhookService {
     ) -> Result<Response<()>, Status> {
         let caller = caller(&self.state, &request).await?;
         let id = parse_id(&request.get_ref().id, "id")?;
-        webhooks::delete(&self.state, &caller, id).await?;
+        let precondition = Precondition::from_grpc(request.get_ref().etag.as_deref());
+        webhooks::delete_if(&self.state, &caller, id, &precondition).await?;
         Ok(Response::new(()))
     }
 

@@ -26,6 +26,7 @@ use crate::app::integration_templates::{
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
+use crate::rest::concurrency::{IfMatch, with_etag};
 use crate::rest::integrations::{CredentialsBody, IntegrationBody, present, query};
 use crate::rest::json::ApiJson;
 use crate::rest::openapi::PROBLEM;
@@ -302,7 +303,10 @@ pub async fn get_template(
     Path(key): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let template = templates::get(&state, &caller, &key).await?;
-    Ok(axum::Json(TemplateBody::from(template)))
+    Ok(with_etag(
+        template.etag(),
+        axum::Json(TemplateBody::from(template)),
+    ))
 }
 
 /// Save a template of your own under this key.
@@ -322,9 +326,12 @@ pub async fn create_template(
     ApiJson(body): ApiJson<SaveTemplateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let template = templates::create(&state, &caller, &key, body.into()).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(TemplateBody::from(template)),
+    Ok(with_etag(
+        template.etag(),
+        (
+            StatusCode::CREATED,
+            axum::Json(TemplateBody::from(template)),
+        ),
     ))
 }
 
@@ -343,6 +350,7 @@ pub async fn update_template(
     State(state): State<AppState>,
     caller: Caller,
     Path(key): Path<String>,
+    IfMatch(precondition): IfMatch,
     ApiJson(body): ApiJson<UpdateTemplateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let patch = TemplatePatch {
@@ -356,8 +364,11 @@ pub async fn update_template(
         events: body.events,
         overridable: body.overridable,
     };
-    let template = templates::update(&state, &caller, &key, patch).await?;
-    Ok(axum::Json(TemplateBody::from(template)))
+    let template = templates::update(&state, &caller, &key, patch, &precondition).await?;
+    Ok(with_etag(
+        template.etag(),
+        axum::Json(TemplateBody::from(template)),
+    ))
 }
 
 /// Delete one of your templates (integrations made from it stay).
@@ -373,8 +384,9 @@ pub async fn delete_template(
     State(state): State<AppState>,
     caller: Caller,
     Path(key): Path<String>,
+    IfMatch(precondition): IfMatch,
 ) -> Result<impl IntoResponse, ApiError> {
-    templates::delete(&state, &caller, &key).await?;
+    templates::delete(&state, &caller, &key, &precondition).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -24,6 +24,7 @@ use crate::app::integrations::{
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
+use crate::rest::concurrency::{IfMatch, with_etag};
 use crate::rest::json::ApiJson;
 use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
@@ -171,9 +172,13 @@ pub async fn create_integration(
         },
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(IntegrationWithCredentialsBody::from(created)),
+    let etag = created.integration.etag();
+    Ok(with_etag(
+        Some(etag),
+        (
+            StatusCode::CREATED,
+            axum::Json(IntegrationWithCredentialsBody::from(created)),
+        ),
     ))
 }
 
@@ -219,7 +224,10 @@ pub async fn get_integration(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let integration = integrations::get(&state, &caller, parse_id(&id)?).await?;
-    Ok(axum::Json(IntegrationBody::from(integration)))
+    Ok(with_etag(
+        Some(integration.etag()),
+        axum::Json(IntegrationBody::from(integration)),
+    ))
 }
 
 /// Update an integration; absent fields stay as they are.
@@ -236,6 +244,7 @@ pub async fn update_integration(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    IfMatch(precondition): IfMatch,
     ApiJson(body): ApiJson<UpdateIntegrationBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let patch = IntegrationPatch {
@@ -248,8 +257,12 @@ pub async fn update_integration(
         rate_limit_per_second: body.rate_limit_per_second,
         daily_quota: body.daily_quota,
     };
-    let integration = integrations::update(&state, &caller, parse_id(&id)?, patch).await?;
-    Ok(axum::Json(IntegrationBody::from(integration)))
+    let integration =
+        integrations::update(&state, &caller, parse_id(&id)?, patch, &precondition).await?;
+    Ok(with_etag(
+        Some(integration.etag()),
+        axum::Json(IntegrationBody::from(integration)),
+    ))
 }
 
 /// Delete an integration with its usage log; its credentials stop working at once.
@@ -264,8 +277,9 @@ pub async fn delete_integration(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    IfMatch(precondition): IfMatch,
 ) -> Result<impl IntoResponse, ApiError> {
-    integrations::delete(&state, &caller, parse_id(&id)?).await?;
+    integrations::delete(&state, &caller, parse_id(&id)?, &precondition).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -293,9 +307,11 @@ pub async fn regenerate_credentials(
     };
     let regenerated =
         integrations::regenerate(&state, &caller, id, options.grace_period_seconds).await?;
-    Ok(axum::Json(IntegrationWithCredentialsBody::from(
-        regenerated,
-    )))
+    let etag = regenerated.integration.etag();
+    Ok(with_etag(
+        Some(etag),
+        axum::Json(IntegrationWithCredentialsBody::from(regenerated)),
+    ))
 }
 
 /// Check an API key and secret. Invalid, expired, revoked or another user's

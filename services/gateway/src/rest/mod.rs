@@ -6,6 +6,7 @@ pub mod admin;
 pub mod analytics;
 pub mod audit;
 pub mod bulk_orders;
+pub mod concurrency;
 pub mod event_types;
 pub mod events;
 pub mod integration_templates;
@@ -107,6 +108,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts();
     openapi::add_common_responses(&mut doc);
     // After the shared answers: webhooks are requests Portico sends, not operations.
+    // Before the shared answers, which document the Idempotency-Key's 400 from it.
+    concurrency::document(&mut doc);
     if let Err(e) = event_types::document_webhooks(&mut doc) {
         tracing::error!(%e, "the event-type catalogue does not fit the OpenAPI document");
     }
@@ -142,6 +145,11 @@ pub fn router(state: AppState, admin: Router) -> Router {
         .layer(axum::middleware::from_fn(middleware::observe))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        // Inside the timeout: a create that times out releases its idempotency key.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            concurrency::conditional_requests,
+        ))
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))

@@ -15,6 +15,7 @@ use super::{parse_id, query};
 use crate::app::webhooks::{self, Webhook};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
+use crate::rest::concurrency::{IfMatch, with_etag};
 use crate::rest::json::ApiJson;
 use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
@@ -53,12 +54,16 @@ pub async fn create_webhook(
     ApiJson(body): ApiJson<CreateWebhookBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let created = webhooks::create(&state, &caller, body.into()).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(CreatedWebhookBody {
-            webhook: webhook_body(created.webhook),
-            secret: created.secret,
-        }),
+    let etag = created.webhook.etag();
+    Ok(with_etag(
+        Some(etag),
+        (
+            StatusCode::CREATED,
+            axum::Json(CreatedWebhookBody {
+                webhook: webhook_body(created.webhook),
+                secret: created.secret,
+            }),
+        ),
     ))
 }
 
@@ -99,7 +104,10 @@ pub async fn get_webhook(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "id")?;
     let webhook = webhooks::get(&state, &caller, id).await?;
-    Ok(axum::Json(webhook_body(webhook)))
+    Ok(with_etag(
+        Some(webhook.etag()),
+        axum::Json(webhook_body(webhook)),
+    ))
 }
 
 /// Update a webhook partially; `active: true` re-enables a disabled one.
@@ -116,11 +124,15 @@ pub async fn update_webhook(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    IfMatch(precondition): IfMatch,
     ApiJson(body): ApiJson<UpdateWebhookBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "id")?;
-    let webhook = webhooks::update(&state, &caller, id, body.into()).await?;
-    Ok(axum::Json(webhook_body(webhook)))
+    let webhook = webhooks::update_if(&state, &caller, id, body.into(), &precondition).await?;
+    Ok(with_etag(
+        Some(webhook.etag()),
+        axum::Json(webhook_body(webhook)),
+    ))
 }
 
 /// Delete a webhook with its deliveries; pending deliveries are not sent.
@@ -135,9 +147,10 @@ pub async fn delete_webhook(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    IfMatch(precondition): IfMatch,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, "id")?;
-    webhooks::delete(&state, &caller, id).await?;
+    webhooks::delete_if(&state, &caller, id, &precondition).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
