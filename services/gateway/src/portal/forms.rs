@@ -30,8 +30,9 @@ impl<'a> Errors<'a> {
         self.0.is_empty()
     }
 
-    /// The summary above a refused form (`role="alert"`, so it is announced): every
-    /// message, each linking to its field when a field claims it.
+    /// The summary of a refused form, put at the top of the page so it is seen
+    /// whatever the form's place (`role="alert"`, so it is announced): every message,
+    /// each linking to its field when a field claims it.
     pub fn summary(&self, h: &mut Html, fields: &[(&str, &[&str])]) {
         if self.0.is_empty() {
             return;

@@ -88,7 +88,6 @@ fn create_form(h: &mut Html, csrf: &str, form: Option<(&CreateForm, &[FieldError
         None => (None, Errors::default()),
     };
     h.raw("<section aria-labelledby=\"create\"><h2 id=\"create\">Create a webhook</h2>");
-    errors.summary(h, CREATE_FIELDS);
     h.raw("<form method=\"post\" action=\"/portal/webhooks\" class=\"stack\">");
     csrf_field(h, csrf);
     Field {
@@ -145,6 +144,9 @@ async fn render_list(
         .collect();
     let narrowed = session.webhook_ids.is_some();
     let mut body = Html::new();
+    if let Some((_, errors)) = refused {
+        Errors(errors).summary(&mut body, CREATE_FIELDS);
+    }
     if shown.is_empty() {
         if narrowed {
             body.raw("<p class=\"empty\">This sign-in shows only some webhooks, and none of them exists any more. Ask for a new login link where you found this one.</p>");
@@ -485,6 +487,27 @@ async fn render_detail(
     let csrf = session.csrf.as_str();
     let mut body = Html::new();
     notice(&mut body, q.done.as_deref());
+    // A refused form's summary opens the page, linking to each field further down.
+    if let Some((_, errors)) = view.settings {
+        Errors(errors).summary(&mut body, SETTINGS_FIELDS);
+    }
+    if let Some((name, errors)) = view.header {
+        let target = w
+            .headers
+            .keys()
+            .position(|k| k.eq_ignore_ascii_case(name))
+            .map_or_else(|| "header-name".to_owned(), |i| format!("header-value-{i}"));
+        let value_target = if target == "header-name" {
+            "header-value"
+        } else {
+            target.as_str()
+        };
+        let fields: [(&str, &[&str]); 2] = [
+            (value_target, &["/value"]),
+            (target.as_str(), &["/headers", "/name"]),
+        ];
+        Errors(errors).summary(&mut body, &fields);
+    }
     if let Some(n) = q.dry_run {
         body.raw("<p class=\"notice\" role=\"status\">Dry run: ")
             .num(n)
@@ -828,7 +851,6 @@ fn settings_section(
     let conc_hint =
         format!("deliveries in flight at once, 1 to {MAX_CONCURRENCY_LIMIT}; empty = the default");
     body.raw("<section aria-labelledby=\"edit\"><h2 id=\"edit\">Settings</h2>");
-    errors.summary(body, SETTINGS_FIELDS);
     body.raw("<form method=\"post\" class=\"stack\"")
         .attr("action", &format!("{base}/edit"))
         .raw(">");
