@@ -8,6 +8,7 @@ mod config;
 mod events;
 mod exit;
 mod integrations;
+mod listen;
 mod output;
 mod progress;
 mod tail;
@@ -38,6 +39,7 @@ Settings come from a profile in the config file ($PORTICO_CONFIG, else \
   portico webhooks create --url https://example.com/hooks --event 'order.*'
   portico events publish --type order.created --data '{\"orderId\": \"o-1\"}'
   portico deliveries list <WEBHOOK_ID> --status failed
+  portico listen --events 'order.*' --forward-to http://localhost:3000/hooks
   portico bulk submit orders.ndjson
   portico verify --secret whsec_... -H 'webhook-id: ...' -H 'webhook-timestamp: ...' -H 'webhook-signature: ...' --body-file body.json
   portico completions bash > /etc/bash_completion.d/portico",
@@ -126,6 +128,8 @@ enum Command {
     /// Partner integrations: create, list, get, delete, regenerate, usage.
     #[command(subcommand)]
     Integrations(integrations::IntegrationsCmd),
+    /// Forward deliveries of a temporary endpoint to a local URL (development).
+    Listen(listen::ListenArgs),
     /// Check a Standard Webhooks signature offline.
     Verify(verify::VerifyArgs),
     /// Profiles in the config file.
@@ -253,6 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(cmd) => events::run(cmd, &cli.global.client()?, out).await,
         Command::Bulk(cmd) => bulk::run(cmd, &cli.global.client()?, out).await,
         Command::Integrations(cmd) => integrations::run(cmd, &cli.global.client()?, out).await,
+        Command::Listen(args) => listen::run(args, &cli.global.client()?, out).await,
         Command::Verify(args) => verify::run(args, out),
         Command::Config(cmd) => run_config(cmd, &cli.global),
         Command::Completions { shell } => {

@@ -69,21 +69,29 @@ fn line(m: &Value) -> String {
     }
 }
 
-/// Runs `portico deliveries tail`.
-pub async fn run(args: TailArgs, client: &Client, out: Out) -> anyhow::Result<()> {
-    let base = client.base_url();
-    let ws_base = if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        bail!(
-            "deliveries tail supports http:// servers only for now (no TLS WebSocket client in the CLI yet)"
-        );
-    };
-    let mut request = format!("{ws_base}/api/v1/live")
+/// A WebSocket opened by [`open_socket`].
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The `ws://` root of the client's server; `what` names the command in the error.
+pub fn ws_base(client: &Client, what: &str) -> anyhow::Result<String> {
+    match client.base_url().strip_prefix("http://") {
+        Some(rest) => Ok(format!("ws://{rest}")),
+        None => bail!(
+            "{what} supports http:// servers only for now (no TLS WebSocket client in the CLI yet)"
+        ),
+    }
+}
+
+/// Opens the WebSocket at `path` (under `/api/v1`) with the client's credentials; a
+/// refused upgrade is reported as the server's problem document.
+pub async fn open_socket(client: &Client, what: &str, path: &str) -> anyhow::Result<Socket> {
+    let ws_base = ws_base(client, what)?;
+    let mut request = format!("{ws_base}/api/v1{path}")
         .into_client_request()
-        .context("the live URL")?;
+        .context("the WebSocket URL")?;
     request.headers_mut().extend(client.auth_headers().clone());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+    let (socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Http(response) => {
@@ -95,6 +103,12 @@ pub async fn run(args: TailArgs, client: &Client, out: Out) -> anyhow::Result<()
             }
             other => anyhow::anyhow!("cannot open the live connection: {other}"),
         })?;
+    Ok(socket)
+}
+
+/// Runs `portico deliveries tail`.
+pub async fn run(args: TailArgs, client: &Client, out: Out) -> anyhow::Result<()> {
+    let mut socket = open_socket(client, "deliveries tail", "/live").await?;
     let mut subscribe = json!({"op": "subscribe", "topics": ["deliveries"]});
     if let Some(id) = args.webhook {
         subscribe["webhookId"] = json!(id);

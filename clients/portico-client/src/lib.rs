@@ -23,6 +23,7 @@ pub mod bulk_orders;
 pub mod error;
 pub mod events;
 pub mod integrations;
+pub mod listen;
 pub mod pagination;
 pub mod retry;
 pub mod webhooks;

@@ -327,8 +327,14 @@ impl WebhookSettings {
     /// Parses the allowlist and checks the default policy; a bad CIDR or an
     /// out-of-range default stops the gateway at start-up instead of misbehaving later.
     pub fn from_config(config: &GatewayConfig) -> Result<Self, ConfigError> {
-        let allowlist = Allowlist::parse(&config.webhook_allowlist)
-            .map_err(|e| ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
+        let (allowlist, dev_loopback) =
+            Allowlist::for_service(&config.webhook_allowlist, config.common.dev_mode)
+                .map_err(|e| ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
+        if dev_loopback {
+            tracing::warn!(
+                "PORTICO_DEV_MODE: webhook URLs on loopback (127.0.0.0/8, ::1) are allowed; never run dev mode in production"
+            );
+        }
         let default_retry_policy = RetryPolicy {
             max_retries: config.default_max_retries,
             base_delay_ms: config.default_base_delay_ms,

@@ -35,6 +35,13 @@ pub struct DispatcherConfig {
     #[arg(long, env = "PORTICO_WEBHOOK_ALLOWLIST", default_value = "")]
     pub webhook_allowlist: String,
 
+    /// Seconds a listen endpoint (`portico listen`) is kept after its connection went
+    /// away; reconnecting within it keeps the endpoint, past it the endpoint and its
+    /// deliveries are deleted. Connected tools refresh it every 15 s, so keep it well
+    /// above that.
+    #[arg(long, env = "PORTICO_LISTEN_TIMEOUT_SECS", default_value_t = 600)]
+    pub listen_timeout_secs: u64,
+
     /// Events pulled and recorded per round.
     #[arg(long, env = "PORTICO_DISPATCH_BATCH", default_value_t = 512)]
     pub dispatch_batch: usize,
@@ -115,6 +122,11 @@ impl DispatcherConfig {
         }
         portico_domain::network::Allowlist::parse(&self.webhook_allowlist)
             .map_err(|e| ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
+        if self.listen_timeout_secs == 0 {
+            return Err(ConfigError(
+                "PORTICO_LISTEN_TIMEOUT_SECS must be positive".into(),
+            ));
+        }
         if self.delivery_timeout_ms == 0 {
             return Err(ConfigError(
                 "PORTICO_DELIVERY_TIMEOUT_MS must be positive".into(),

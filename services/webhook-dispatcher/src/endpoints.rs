@@ -27,14 +27,26 @@ use crate::limits::{EndpointLimiter, LimiterRegistry};
 /// How long a cached user entry is trusted without an invalidation.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// How deliveries reach an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointTransport {
+    /// A signed HTTP POST to its URL.
+    Http,
+    /// A NATS request to the gateway holding the endpoint's `portico listen`
+    /// connection; no HTTP request to any address (`portico_queue::listen`).
+    Listen,
+}
+
 /// One active webhook, ready to deliver to.
 pub struct Endpoint {
     /// The webhook id.
     pub id: Uuid,
     /// Its owner.
     pub user_id: String,
-    /// Where deliveries go.
+    /// Where deliveries go (for a listen endpoint, the `listen:<id>` placeholder).
     pub url: reqwest::Url,
+    /// How they get there.
+    pub transport: EndpointTransport,
     /// Event filters (exact, `prefix.*`, `*`).
     pub events: Vec<String>,
     /// The owner's custom headers (validated by the API; unusable ones are skipped).
@@ -237,6 +249,7 @@ impl EndpointCache {
             id,
             user_id,
             url,
+            transport,
             events,
             headers,
             max_retries,
@@ -254,6 +267,14 @@ impl EndpointCache {
             Ok(u) => u,
             Err(err) => {
                 tracing::error!(webhook = %id, %err, "stored webhook URL does not parse; skipping it");
+                return None;
+            }
+        };
+        let transport = match transport.as_str() {
+            "listen" => EndpointTransport::Listen,
+            "http" => EndpointTransport::Http,
+            other => {
+                tracing::error!(webhook = %id, transport = other, "unknown webhook transport; skipping it");
                 return None;
             }
         };
@@ -292,6 +313,7 @@ impl EndpointCache {
             id,
             user_id,
             url,
+            transport,
             events,
             headers,
             secrets,
@@ -314,6 +336,7 @@ impl Endpoint {
             id: Uuid::nil(),
             user_id: "u".into(),
             url: reqwest::Url::parse(url).unwrap(),
+            transport: EndpointTransport::Http,
             events: vec!["*".into()],
             headers: Vec::new(),
             secrets,

@@ -199,14 +199,29 @@ pub async fn run(
         )
         .map_err(|e| config::ConfigError(format!("PORTICO_SECRETS_KEYS: {e}")))?
     };
-    let allowlist = portico_domain::network::Allowlist::parse(&config.webhook_allowlist)
-        .map_err(|e| config::ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
+    let (allowlist, dev_loopback) = portico_domain::network::Allowlist::for_service(
+        &config.webhook_allowlist,
+        config.common.dev_mode,
+    )
+    .map_err(|e| config::ConfigError(format!("PORTICO_WEBHOOK_ALLOWLIST: {e}")))?;
+    if dev_loopback {
+        tracing::warn!(
+            "PORTICO_DEV_MODE: deliveries to loopback (127.0.0.0/8, ::1) are allowed; never run dev mode in production"
+        );
+    }
     let outbox = OutboxSignal::default();
     let dispatcher = Arc::new(Dispatcher {
         pool: pool.clone(),
         events_pool: events_pool.clone(),
         cache: EndpointCache::new(pool.clone(), secrets_key, config.endpoint_concurrency),
-        transport: Transport::new(allowlist, timeout)?,
+        transport: Transport::new(
+            allowlist,
+            timeout,
+            transport::ListenRoute {
+                nats: nats.clone(),
+                topology: topology.clone(),
+            },
+        )?,
         global: Arc::new(Semaphore::new(config.delivery_concurrency.max(1))),
         held: Semaphore::new(config.dispatch_max_deliveries.max(1)),
         held_cap: config.dispatch_max_deliveries.max(1),
@@ -244,7 +259,11 @@ pub async fn run(
         invalidations,
         background.clone(),
     ));
-    side_tasks.spawn(sweep_cache(dispatcher.clone(), background.clone()));
+    side_tasks.spawn(sweep_cache(
+        dispatcher.clone(),
+        Duration::from_secs(config.listen_timeout_secs.max(1)),
+        background.clone(),
+    ));
     side_tasks.spawn(portico_queue::consumer::report_pending(
         vec![
             ("webhook-dispatcher.events", consumer.clone()),
@@ -369,13 +388,39 @@ async fn watch_invalidations(
     }
 }
 
-async fn sweep_cache(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
+/// The periodic upkeep: expired cache entries every [`endpoints::CACHE_TTL`], and
+/// listen endpoints whose connection has been gone past `listen_timeout` (checked
+/// every half of it, at most every TTL).
+async fn sweep_cache(
+    dispatcher: Arc<Dispatcher>,
+    listen_timeout: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(endpoints::CACHE_TTL);
+    let mut listen_tick = tokio::time::interval(
+        (listen_timeout / 2).clamp(Duration::from_secs(1), endpoints::CACHE_TTL),
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => dispatcher.cache.sweep(),
+            _ = listen_tick.tick() => sweep_listen_endpoints(&dispatcher, listen_timeout).await,
         }
+    }
+}
+
+/// Deletes the listen endpoints no gateway has seen connected for `timeout` (the tool
+/// died without deleting its endpoint) and drops their owners' cached endpoints.
+async fn sweep_listen_endpoints(dispatcher: &Dispatcher, timeout: Duration) {
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(timeout).unwrap_or_default();
+    match portico_storage::listen::delete_abandoned(&dispatcher.pool, cutoff).await {
+        Ok(gone) => {
+            for endpoint in gone {
+                tracing::info!(webhook = %endpoint.id.as_uuid(), "removed a listen endpoint whose connection was gone past PORTICO_LISTEN_TIMEOUT_SECS");
+                dispatcher.invalidate_user(&endpoint.user_id).await;
+            }
+        }
+        Err(err) => tracing::warn!(%err, "listen endpoint sweep failed; retrying at the next tick"),
     }
 }
 

@@ -11,6 +11,12 @@
 //! send signed data to a place the owner never registered), proxies from the
 //! environment are ignored (they would bypass the guard), and every attempt has a
 //! timeout covering connect, request and response.
+//!
+//! A listen endpoint (`portico listen`) is never sent an HTTP request: the same signed
+//! headers and body go as a NATS request to the gateway replica holding the
+//! developer's connection ([`ListenRoute`], `portico_queue::listen`), and its reply (the
+//! developer's local server's answer) is recorded like an HTTP response. No responder
+//! (the tool is disconnected) or no reply within the timeout is a failed attempt.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use chrono::{DateTime, Utc};
 use portico_domain::network::{Allowlist, BlockedReason, check_ip};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::endpoints::Endpoint;
+use crate::endpoints::{Endpoint, EndpointTransport};
 use crate::envelope::{self, PreparedEvent};
 
 /// Response bodies are kept up to this many bytes (enough to show an error page's gist).
@@ -164,17 +170,33 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// Where deliveries to listen endpoints go: core NATS, on each endpoint's
+/// [`portico_queue::Topology::listen_subject`].
+#[derive(Clone)]
+pub struct ListenRoute {
+    /// The dispatcher's NATS connection.
+    pub nats: async_nats::Client,
+    /// Names the subjects.
+    pub topology: portico_queue::Topology,
+}
+
 /// The shared outgoing client.
 #[derive(Clone)]
 pub struct Transport {
     client: reqwest::Client,
     allowlist: Arc<Allowlist>,
+    listen: ListenRoute,
+    timeout: Duration,
 }
 
 impl Transport {
     /// Builds the client: HTTP/1.1 keep-alive, guarded DNS, no redirects, no proxies,
-    /// `timeout` per attempt.
-    pub fn new(allowlist: Allowlist, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// `timeout` per attempt; listen endpoints are reached through `listen`.
+    pub fn new(
+        allowlist: Allowlist,
+        timeout: Duration,
+        listen: ListenRoute,
+    ) -> Result<Self, reqwest::Error> {
         let allowlist = Arc::new(allowlist);
         let client = reqwest::Client::builder()
             .http1_only()
@@ -188,7 +210,12 @@ impl Transport {
                 allowlist: allowlist.clone(),
             })
             .build()?;
-        Ok(Self { client, allowlist })
+        Ok(Self {
+            client,
+            allowlist,
+            listen,
+            timeout,
+        })
     }
 
     /// Makes one attempt and records it; never fails (a failure is a record). Call it
@@ -220,6 +247,12 @@ impl Transport {
         };
         portico_telemetry::propagation::inject_current_http(&mut headers);
         record.request_headers = envelope::headers_json(&headers);
+        if endpoint.transport == EndpointTransport::Listen {
+            self.send_listen(endpoint, &headers, event, &mut record)
+                .await;
+            record.latency = clock.elapsed();
+            return record;
+        }
         if let Some(blocked) = self.literal_ip_refused(&endpoint.url) {
             record.error = Some((ErrorKind::Blocked, blocked));
             record.latency = clock.elapsed();
@@ -266,6 +299,97 @@ impl Transport {
         }
         record.latency = clock.elapsed();
         record
+    }
+
+    /// Hands the signed request to the gateway holding the listen connection and
+    /// records its reply as the response.
+    async fn send_listen(
+        &self,
+        endpoint: &Endpoint,
+        headers: &http::HeaderMap,
+        event: &PreparedEvent,
+        record: &mut AttemptRecord,
+    ) {
+        let mut nats_headers = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            if let Ok(value) = value.to_str() {
+                nats_headers.append(name.as_str(), value);
+            }
+        }
+        let subject = self.listen.topology.listen_subject(endpoint.id);
+        let request = async_nats::Request::new()
+            .headers(nats_headers)
+            .payload(event.body.clone())
+            .timeout(Some(self.timeout));
+        let reply = match self.listen.nats.send_request(subject, request).await {
+            Ok(message) => message,
+            Err(err) => {
+                use async_nats::RequestErrorKind as K;
+                record.error = Some(match err.kind() {
+                    K::TimedOut => (
+                        ErrorKind::Timeout,
+                        "no answer from the portico listen connection in time".to_owned(),
+                    ),
+                    K::NoResponders => (
+                        ErrorKind::Connect,
+                        "no portico listen connection is attached to this endpoint".to_owned(),
+                    ),
+                    _ => (ErrorKind::Connect, format!("listen request: {err}")),
+                });
+                return;
+            }
+        };
+        let reply: portico_queue::listen::ListenReply = match serde_json::from_slice(&reply.payload)
+        {
+            Ok(r) => r,
+            Err(err) => {
+                record.error = Some((ErrorKind::Body, format!("invalid listen reply: {err}")));
+                return;
+            }
+        };
+        record.status = reply.status;
+        record.response_body = reply.body.map(|mut b| {
+            if b.len() > MAX_RESPONSE_BODY {
+                let mut cut = MAX_RESPONSE_BODY;
+                while !b.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                b.truncate(cut);
+            }
+            b.replace('\0', "\u{FFFD}")
+        });
+        match reply.status {
+            None => {
+                let kind = match reply.error_kind.as_deref() {
+                    Some("timeout") => ErrorKind::Timeout,
+                    Some("body") => ErrorKind::Body,
+                    _ => ErrorKind::Connect,
+                };
+                let text = reply
+                    .error
+                    .unwrap_or_else(|| "the local server gave no response".to_owned());
+                record.error = Some((kind, format!("forwarding to the local server: {text}")));
+            }
+            Some(status) => {
+                if matches!(status, 429 | 503) {
+                    record.retry_after = reply
+                        .retry_after
+                        .as_deref()
+                        .and_then(|v| portico_domain::retry::parse_retry_after(v, Utc::now()));
+                }
+                if (300..400).contains(&status) {
+                    record.error = Some((
+                        ErrorKind::Redirect,
+                        format!("{status}: redirects are not followed"),
+                    ));
+                } else if !(200..300).contains(&status) {
+                    record.error = Some((
+                        ErrorKind::HttpStatus,
+                        format!("the local server answered {status}"),
+                    ));
+                }
+            }
+        }
     }
 
     fn literal_ip_refused(&self, url: &reqwest::Url) -> Option<String> {

@@ -11,6 +11,7 @@
 //! - [`event_types`]: the catalogue of event types Portico delivers;
 //! - [`examples`]: examples of the main bodies, shown in the OpenAPI document;
 //! - [`webhooks`]: endpoints and their signing secrets;
+//! - [`listen`]: listen endpoints (`portico listen`) and their WebSocket messages;
 //! - [`deliveries`]: deliveries, their attempts and single retries;
 //! - [`retry_jobs`]: retry-failed and its durable jobs;
 //! - [`bulk_orders`]: bulk-order batches, their results and orders;
@@ -35,6 +36,7 @@ pub mod event_types;
 pub mod events;
 pub mod examples;
 pub mod integrations;
+pub mod listen;
 pub mod retry_jobs;
 pub mod schema;
 pub mod webhooks;

@@ -119,7 +119,24 @@ impl Allowlist {
     pub fn allows(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|c| c.contains(ip))
     }
+
+    /// The allowlist a service runs with: `PORTICO_WEBHOOK_ALLOWLIST` (`text`), plus the
+    /// loopback networks ([`DEV_LOOPBACK`]) in development mode (`PORTICO_DEV_MODE`),
+    /// so a developer can point a webhook at a server on their own machine without
+    /// configuring anything; never outside it. The flag says whether dev mode added
+    /// loopback, so the service logs a warning at start. The one place that decides.
+    pub fn for_service(text: &str, dev_mode: bool) -> Result<(Self, bool), String> {
+        let mut list = Self::parse(text)?;
+        if !dev_mode {
+            return Ok((list, false));
+        }
+        list.0.extend(Self::parse(DEV_LOOPBACK)?.0);
+        Ok((list, true))
+    }
 }
+
+/// What development mode adds to the allowlist: IPv4 and IPv6 loopback.
+pub const DEV_LOOPBACK: &str = "127.0.0.0/8, ::1/128";
 
 /// Why an address is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +358,26 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// Dev mode opens loopback (and only loopback) on top of the operator's list;
+    /// outside dev mode loopback stays refused.
+    #[test]
+    fn dev_mode_opens_loopback_only() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        let private: IpAddr = "10.0.0.1".parse().unwrap();
+        let (prod, opened) = Allowlist::for_service("", false).unwrap();
+        assert!(!opened);
+        assert!(check_ip(loopback, &prod).is_err());
+        let (dev, opened) = Allowlist::for_service("", true).unwrap();
+        assert!(opened);
+        assert!(check_ip(loopback, &dev).is_ok());
+        assert!(check_ip(v6, &dev).is_ok());
+        assert!(check_ip(private, &dev).is_err());
+        let (both, _) = Allowlist::for_service("10.0.0.0/8", true).unwrap();
+        assert!(check_ip(private, &both).is_ok() && check_ip(loopback, &both).is_ok());
+        assert!(Allowlist::for_service("nope", true).is_err());
     }
 
     /// Every forbidden range is refused; public addresses pass; the allowlist opens

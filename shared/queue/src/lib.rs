@@ -15,12 +15,15 @@
 //!   transaction as the state that needs them, published by a relay.
 //! - [`live`]: live announcements on plain core-NATS subjects per owner, published
 //!   after a commit, fire-and-forget, for the gateway's WebSocket and gRPC listeners.
+//! - [`listen`]: the request and reply that carry a delivery to a listen endpoint
+//!   (`portico listen`) through the gateway holding its connection, without HTTP.
 //! - [`failpoint`]: named crash points, so tests can kill a process exactly between a
 //!   commit and a publish.
 
 pub mod consumer;
 pub mod failpoint;
 pub mod jobs;
+pub mod listen;
 pub mod live;
 pub mod outbox;
 pub mod publisher;

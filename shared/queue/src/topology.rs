@@ -86,6 +86,14 @@ impl Topology {
     pub fn invalidation_subject(&self, topic: &str) -> String {
         format!("{}.invalidate.{topic}", self.prefix)
     }
+
+    /// Core-NATS subject of listen endpoint `webhook_id`: the dispatcher sends each
+    /// delivery to it as a request, and the gateway replica holding the endpoint's
+    /// `portico listen` connection answers (see [`crate::listen`]). Outside the jobs
+    /// stream's subjects, so a request is never stored.
+    pub fn listen_subject(&self, webhook_id: impl std::fmt::Display) -> String {
+        format!("{}.listen.{webhook_id}", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //!   (batch-processor) and read back (gateway).
 //! - [`webhooks`]: webhook endpoints and their sealed signing secrets; the owner's row
 //!   (gateway) and the active-endpoint view with secrets (dispatcher).
+//! - [`listen`]: listen endpoints (`portico listen`): marking, the gateway's
+//!   heartbeat and the dispatcher's sweep of abandoned ones.
 //! - [`retry_jobs`]: retry-failed jobs, from creation (gateway) to re-queueing the
 //!   matching deliveries chunk by chunk (dispatcher).
 //! - [`integrations`]: partner integrations, their credentials (api keys, secret
@@ -54,6 +56,7 @@ pub mod deliveries;
 pub mod events;
 pub mod integration_templates;
 pub mod integrations;
+pub mod listen;
 pub mod idempotency;
 pub mod orders;
 pub mod outbox;

@@ -386,6 +386,9 @@ pub struct EndpointRow {
     pub user_id: String,
     /// Where deliveries go (as stored; the dispatcher parses it).
     pub url: String,
+    /// `http` (POST to `url`) or `listen` (a NATS request to the gateway holding the
+    /// `portico listen` connection; see [`crate::listen`]).
+    pub transport: String,
     /// Event filters.
     pub events: Vec<String>,
     /// Custom headers, as stored (a JSON object of strings when the API wrote it; the
@@ -419,7 +422,7 @@ pub async fn active_endpoints(
     // `coalesce(array_agg(...))` is never NULL, and an array of nullable timestamps.
     sqlx::query_as!(
         EndpointRow,
-        r#"SELECT w.id, w.user_id, w.url, w.events, w.headers, w.max_retries, w.base_delay_ms,
+        r#"SELECT w.id, w.user_id, w.url, w.transport, w.events, w.headers, w.max_retries, w.base_delay_ms,
                   w.max_delay_ms, w.ordering_enabled, w.rate_limit_per_second, w.max_concurrency,
                   coalesce(array_agg(s.ciphertext ORDER BY s.created_at DESC, s.id DESC)
                            FILTER (WHERE s.id IS NOT NULL), '{}') AS "ciphertexts!",

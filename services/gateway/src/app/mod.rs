@@ -10,6 +10,7 @@ pub mod events;
 pub mod idempotency;
 pub mod integration_templates;
 pub mod integrations;
+pub mod listen;
 pub mod preconditions;
 pub mod sealing;
 pub mod ssrf_guard;

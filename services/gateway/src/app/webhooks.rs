@@ -322,6 +322,19 @@ pub async fn update_if(
     caller.require(Scope::WebhooksWrite)?;
     let patch = patch.validate().map_err(ApiError::Validation)?;
     if let Some(url) = &patch.url {
+        // A listen endpoint's URL is its placeholder; it reaches its tool, not an
+        // address, and must never become one.
+        if portico_storage::listen::is_listen(state.pool(), caller.user_id(), WebhookId::from(id))
+            .await?
+        {
+            return Err(ApiError::Specific {
+                status: axum::http::StatusCode::CONFLICT,
+                code: "listen_endpoint_url",
+                message:
+                    "a listen endpoint's url cannot change; create a webhook for an address instead"
+                        .into(),
+            });
+        }
         guard(state, url).await?;
     }
     let mut tx = state.pool().begin().await?;

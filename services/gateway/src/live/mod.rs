@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`hub`]: one core-NATS subscription per owner served by this replica, fanned out
 //!   to bounded per-connection queues.
+//! - [`listen`]: the listen WebSocket of `portico listen`: deliveries to a listen
+//!   endpoint, answered by the tool's local server (`GET /api/listen/{id}`).
 //! - [`ticket`]: short-lived, single-use tickets for browsers, which cannot set an
 //!   `Authorization` header on a WebSocket.
 //! - [`crate::live_session`] (beside this module, since it authenticates callers
@@ -13,6 +15,7 @@
 //! The protocol, close codes and examples are documented in `docs/api/live.md`.
 
 pub mod hub;
+pub mod listen;
 pub mod ticket;
 
 pub use hub::{Frame, Hub, Membership};

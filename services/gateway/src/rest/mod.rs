@@ -13,6 +13,7 @@ pub mod integration_templates;
 pub mod integrations;
 pub mod json;
 pub mod keep_alive;
+pub mod listen;
 pub mod live;
 pub mod middleware;
 pub mod openapi;
@@ -104,6 +105,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(admin::routes())
         .merge(audit::routes())
         .merge(live::routes())
+        .merge(listen::routes())
         .merge(portal_sessions::routes())
         .split_for_parts();
     openapi::add_common_responses(&mut doc);
