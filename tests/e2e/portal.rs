@@ -1307,3 +1307,329 @@ async fn the_delivery_log_filters_by_status_event_type_and_time() -> anyhow::Res
     app.cleanup().await;
     Ok(())
 }
+
+/// An integration created over the API for `user`: its id and credentials.
+async fn api_integration(app: &TestApp, user: &str) -> anyhow::Result<(String, String, String)> {
+    let res = app
+        .http
+        .post(app.api("/integrations"))
+        .bearer_auth(app.user_token(user))
+        .json(&json!({"name": "Acme ERP", "type": "erp",
+                      "scopes": ["bulk_orders:read", "webhooks:read"]}))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await?;
+    let field = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    Ok((
+        field(&created["id"]),
+        field(&created["credentials"]["apiKey"]),
+        field(&created["credentials"]["apiSecret"]),
+    ))
+}
+
+/// Another user's integration is 404 on every integration page and action, as over
+/// the API; a partner signed in with an integration's credentials reaches none of
+/// the user's integration pages, nor the account's events (the catalogue only).
+#[tokio::test]
+async fn integration_pages_are_the_owners_alone() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let (id, key, secret) = api_integration(&app, "alice").await?;
+    let alice = sign_in(&app, "alice", None).await?;
+    let (status, html) = page(&app, &alice, "/portal/integrations").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(&format!("href=\"/portal/integrations/{id}\"")),
+        "{html}"
+    );
+    let (status, html) = page(&app, &alice, &format!("/portal/integrations/{id}")).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&key) && !html.contains(&secret), "{html}");
+
+    let bob = sign_in(&app, "bob", None).await?;
+    let (status, html) = page(&app, &bob, "/portal/integrations").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !html.contains(&id) && html.contains("No integrations yet"),
+        "{html}"
+    );
+    let bob_csrf = csrf_of(&html);
+    for path in [
+        format!("/portal/integrations/{id}"),
+        format!("/portal/integrations/{id}/credentials"),
+    ] {
+        let (status, html) = page(&app, &bob, &path).await?;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!html.contains(&key), "{path}");
+    }
+    let res = post_form(
+        &app,
+        &bob,
+        &format!("/portal/integrations/{id}/regenerate"),
+        &[("csrf", &bob_csrf), ("grace_seconds", "0")],
+    )
+    .await?;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = post_form(
+        &app,
+        &bob,
+        &format!("/portal/integrations/{id}/active"),
+        &[("csrf", &bob_csrf), ("active", "false")],
+    )
+    .await?;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let partner = partner_cookie(&app, &key, &secret).await?;
+    for path in [
+        "/portal/integrations".to_owned(),
+        format!("/portal/integrations/{id}"),
+        format!("/portal/integrations/{id}/credentials"),
+    ] {
+        let (status, _) = page(&app, &partner, &path).await?;
+        assert_eq!(status, StatusCode::NOT_FOUND, "partner: {path}");
+    }
+    let (status, html) = page(&app, &partner, "/portal/events").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("does not show the account") && html.contains("id=\"type-order.created\"")
+    );
+    assert!(
+        !html.contains("href=\"/portal/integrations\""),
+        "no nav link for partners"
+    );
+
+    // Nothing of alice's changed.
+    let verdict: Value = app
+        .http
+        .post(app.api("/integrations/verify"))
+        .bearer_auth(app.user_token("alice"))
+        .json(&json!({"apiKey": key, "apiSecret": secret}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(verdict["valid"], json!(true));
+    app.cleanup().await;
+    Ok(())
+}
+
+/// Every integration POST without the session's CSRF token is refused with 403 and
+/// changes nothing: no integration is created, no credentials are regenerated.
+#[tokio::test]
+async fn integration_forms_without_the_csrf_token_are_refused() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let (id, key, secret) = api_integration(&app, "alice").await?;
+    let alice = sign_in(&app, "alice", None).await?;
+    let base = format!("/portal/integrations/{id}");
+    let attempts: [(String, Vec<(&str, &str)>); 5] = [
+        (
+            "/portal/integrations".to_owned(),
+            vec![
+                ("name", "Forged"),
+                ("type", "custom"),
+                ("scope", "orders:read"),
+            ],
+        ),
+        (
+            "/portal/integrations/from-template".to_owned(),
+            vec![
+                ("template", "erp-read-only"),
+                ("webhook_url", "http://127.0.0.1:9/x"),
+            ],
+        ),
+        (
+            format!("{base}/edit"),
+            vec![
+                ("name", "Forged"),
+                ("rate_limit_per_second", "1"),
+                ("daily_quota", "1"),
+            ],
+        ),
+        (format!("{base}/active"), vec![("active", "false")]),
+        (format!("{base}/regenerate"), vec![("grace_seconds", "0")]),
+    ];
+    for (path, form) in &attempts {
+        for csrf in [None, Some("forged-token")] {
+            let mut fields = form.clone();
+            if let Some(c) = csrf {
+                fields.push(("csrf", c));
+            }
+            let res = post_form(&app, &alice, path, &fields).await?;
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path} with {csrf:?}");
+        }
+    }
+    let list: Value = app
+        .http
+        .get(app.api("/integrations"))
+        .bearer_auth(app.user_token("alice"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let items = list["data"].as_array();
+    assert_eq!(items.map(Vec::len), Some(1), "{list}");
+    assert_eq!(items.and_then(|i| i[0]["name"].as_str()), Some("Acme ERP"));
+    assert_eq!(items.and_then(|i| i[0]["active"].as_bool()), Some(true));
+    let verdict: Value = app
+        .http
+        .post(app.api("/integrations/verify"))
+        .bearer_auth(app.user_token("alice"))
+        .json(&json!({"apiKey": key, "apiSecret": secret}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(verdict["valid"], json!(true), "the old secret still works");
+    app.cleanup().await;
+    Ok(())
+}
+
+/// Created from scratch in the portal (two scopes ticked), the credentials page shows
+/// the secret once: the redirect carries it only sealed in a cookie that the page
+/// clears, so the same page opened again says they are gone. The secret works.
+/// Regenerating shows a new secret once, and the old one keeps working for the
+/// chosen grace period.
+#[tokio::test]
+async fn new_credentials_are_shown_once_and_work() -> anyhow::Result<()> {
+    let app = gateway().await?;
+    let alice = sign_in(&app, "alice", None).await?;
+    let (_, html) = page(&app, &alice, "/portal/integrations").await?;
+    let csrf = csrf_of(&html);
+    let res = post_form(
+        &app,
+        &alice,
+        "/portal/integrations",
+        &[
+            ("csrf", &csrf),
+            ("name", "Warehouse"),
+            ("type", "shipping"),
+            ("scope", "orders:read"),
+            ("scope", "bulk_orders:read"),
+            ("rate_limit_per_second", ""),
+            ("daily_quota", "5000"),
+        ],
+    )
+    .await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let location = res.headers()[LOCATION].to_str()?.to_owned();
+    assert!(location.ends_with("/credentials"), "{location}");
+    let reveal = set_cookie_value(&res, "portico_portal_credentials").expect("a sealed cookie");
+    assert!(
+        reveal.contains("HttpOnly") && reveal.contains("Max-Age=120"),
+        "{reveal}"
+    );
+    let reveal = reveal.split(';').next().unwrap_or_default().to_owned();
+    assert!(
+        !reveal.contains("ptk_"),
+        "the cookie holds the credentials sealed: {reveal}"
+    );
+
+    let both = format!("{alice}; {reveal}");
+    let res = browser()
+        .get(format!("{}{location}", app.base_url()))
+        .header(COOKIE, &both)
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    let cleared = set_cookie_value(&res, "portico_portal_credentials").expect("cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let html = res.text().await?;
+    let code = |id: &str| {
+        let marker = format!("<code id=\"{id}\">");
+        html.split(&marker)
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (key, secret) = (code("api-key"), code("api-secret"));
+    assert!(!key.is_empty() && !secret.is_empty(), "{html}");
+    assert!(html.contains("data-copy=\"api-secret\""));
+
+    // The browser honours the cleared cookie: the page now says they are gone.
+    let (status, again) = page(&app, &alice, &location).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !again.contains(&secret) && again.contains("credentials-gone"),
+        "{again}"
+    );
+    // A sealed cookie opens only for its session: alice's other session gets nothing.
+    let other = sign_in(&app, "alice", None).await?;
+    let stolen = browser()
+        .get(format!("{}{location}", app.base_url()))
+        .header(COOKIE, format!("{other}; {reveal}"))
+        .send()
+        .await?;
+    assert_eq!(stolen.status(), StatusCode::OK);
+    let stolen = stolen.text().await?;
+    assert!(!stolen.contains(&secret) && stolen.contains("credentials-gone"));
+
+    let verify = |key: String, secret: String| {
+        let app = &app;
+        async move {
+            let v: Value = app
+                .http
+                .post(app.api("/integrations/verify"))
+                .bearer_auth(app.user_token("alice"))
+                .json(&json!({"apiKey": key, "apiSecret": secret}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::Ok(v)
+        }
+    };
+    let verdict = verify(key.clone(), secret.clone()).await?;
+    assert_eq!(verdict["valid"], json!(true), "{verdict}");
+    let scopes = verdict["scopes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(scopes.len(), 2, "{verdict}");
+    assert!(scopes.contains(&json!("orders:read")) && scopes.contains(&json!("bulk_orders:read")));
+
+    // Regenerate with a one-hour grace: a new secret, once; the old one still works.
+    let id = location
+        .trim_start_matches("/portal/integrations/")
+        .trim_end_matches("/credentials")
+        .to_owned();
+    let res = post_form(
+        &app,
+        &alice,
+        &format!("/portal/integrations/{id}/regenerate"),
+        &[("csrf", &csrf), ("grace_seconds", "3600")],
+    )
+    .await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let reveal = set_cookie_value(&res, "portico_portal_credentials").expect("a sealed cookie");
+    let reveal = reveal.split(';').next().unwrap_or_default().to_owned();
+    let html = browser()
+        .get(format!("{}{location}", app.base_url()))
+        .header(COOKIE, format!("{alice}; {reveal}"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        html.contains("previous credentials keep working until"),
+        "{html}"
+    );
+    assert!(!html.contains(&secret), "the old secret is not shown");
+    let new_secret = html
+        .split("<code id=\"api-secret\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap_or_default()
+        .to_owned();
+    let new_key = html
+        .split("<code id=\"api-key\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(verify(new_key, new_secret).await?["valid"], json!(true));
+    assert_eq!(
+        verify(key, secret).await?["valid"],
+        json!(true),
+        "in its grace period"
+    );
+    app.cleanup().await;
+    Ok(())
+}

@@ -15,7 +15,7 @@
 //!   `DELETE /api/portal/sessions/{id}`.
 //! - [`pages`]: the page frame, errors, sign-in, login, logout.
 //! - [`charts`]: inline SVG charts from delivery analytics.
-//! - [`webhooks`], [`batches`], [`events`], [`partner`]: the pages.
+//! - [`webhooks`], [`batches`], [`integrations`], [`events`], [`partner`]: the pages.
 
 pub mod batches;
 pub mod charts;
@@ -24,6 +24,7 @@ mod contrast;
 pub mod events;
 pub mod forms;
 pub mod html;
+pub mod integrations;
 pub mod pages;
 pub mod partner;
 pub mod security;
@@ -88,6 +89,25 @@ pub fn router(state: AppState, api: Router) -> Router {
         .route("/batches/{id}/download", get(batches::download))
         .route("/batches/{id}/cancel", post(batches::cancel))
         .route("/batches/{id}/retry-failed", post(batches::retry_failed))
+        .route(
+            "/integrations",
+            get(integrations::list).post(integrations::create),
+        )
+        .route(
+            "/integrations/from-template",
+            post(integrations::create_from_template),
+        )
+        .route("/integrations/{id}", get(integrations::detail))
+        .route("/integrations/{id}/edit", post(integrations::edit))
+        .route("/integrations/{id}/active", post(integrations::set_active))
+        .route(
+            "/integrations/{id}/regenerate",
+            post(integrations::regenerate),
+        )
+        .route(
+            "/integrations/{id}/credentials",
+            get(integrations::credentials),
+        )
         .route("/events", get(events::page))
         .route("/partner", get(partner::page))
         .route("/assets/portal.css", get(css))

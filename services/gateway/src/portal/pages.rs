@@ -54,6 +54,14 @@ pub fn page(session: Option<&PortalSession>, title: &str, nav: Nav, body: &Html)
             nav_link(&mut h, "/portal/webhooks", "Webhooks", nav == Nav::Webhooks);
         }
         nav_link(&mut h, "/portal/batches", "Batches", nav == Nav::Batches);
+        if !s.is_partner() && s.webhook_ids.is_none() {
+            nav_link(
+                &mut h,
+                "/portal/integrations",
+                "Integrations",
+                nav == Nav::Integrations,
+            );
+        }
         nav_link(&mut h, "/portal/events", "Events", nav == Nav::Events);
         h.raw("</nav><form method=\"post\" action=\"/portal/logout\" class=\"logout\">");
         csrf_field(&mut h, &s.csrf);
