@@ -8,7 +8,8 @@
 //! (100 requests of 10 on ten ordering keys, alternating between the two gateways) and
 //! a 5,000-order batch whose orders also emit events to the same endpoint.
 //! `PORTICO_TEST_REPLICAS_FULL=1` runs the full scale instead: 20,000 events
-//! (2,000 requests) and a 50,000-order batch, several minutes there.
+//! (2,000 requests, over 100 ordering keys) and a 50,000-order batch, several minutes
+//! there.
 //!
 //! Per-endpoint limits hold as documented (docs/operations.md, "What is per replica"):
 //! a slow endpoint with `maxConcurrency: 2`, fed throughout the run, never has more than
@@ -26,7 +27,14 @@ use portico_e2e::{ServiceKind, TestApp, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const CATCH_UP: Duration = Duration::from_secs(120);
+/// How long the system may take to catch up after the load (full scale: 600 s).
+fn catch_up() -> Duration {
+    if std::env::var_os("PORTICO_TEST_REPLICAS_FULL").is_some() {
+        Duration::from_secs(600)
+    } else {
+        Duration::from_secs(120)
+    }
+}
 const PER_REQUEST: usize = 10;
 const USER: &str = "user-replicas";
 /// The capped endpoint's `maxConcurrency`, and the dispatcher replicas running.
@@ -35,26 +43,35 @@ const DISPATCHERS: usize = 2;
 
 /// Requests of [`PER_REQUEST`] events and orders in the batch: the default scale, or
 /// the full one with `PORTICO_TEST_REPLICAS_FULL=1`.
-fn scale() -> (usize, usize) {
+/// The third figure is the key groups of [`publish`].
+fn scale() -> (usize, usize, usize) {
     if std::env::var_os("PORTICO_TEST_REPLICAS_FULL").is_some() {
-        (2_000, 50_000)
+        (2_000, 50_000, 10)
     } else {
-        (100, 5_000)
+        (100, 5_000, 1)
     }
 }
 
 /// Publishes one request of events through `base` (a gateway's `/api`), one event per
-/// ordering key `k0..k9`, each carrying the round; returns the accepted ids.
-async fn publish(app: &TestApp, base: &str, round: usize) -> Vec<String> {
+/// ordering key, each carrying the round; returns the accepted ids. The keys are
+/// `k0..k9`, or with `key_groups` > 1 the request's ten keys rotate through
+/// `10 x key_groups` keys: each key's deliveries run one after another (the next is
+/// released when the previous has finished), so the full scale spreads its 20,000
+/// events over 100 keys.
+async fn publish(app: &TestApp, base: &str, round: usize, key_groups: usize) -> Vec<String> {
+    let group = round % key_groups.max(1);
     let events: Vec<Value> = (0..PER_REQUEST)
-        .map(|i| json!({"type": "order.created", "orderingKey": format!("k{i}"), "data": {"round": round, "key": i}}))
+        .map(|i| {
+            let key = group * PER_REQUEST + i;
+            json!({"type": "order.created", "orderingKey": format!("k{key}"), "data": {"round": round, "key": key}})
+        })
         .collect();
     checks::publish_batch(app, base, USER, events).await
 }
 
 #[tokio::test]
 async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
-    let (rounds, orders) = scale();
+    let (rounds, orders, key_groups) = scale();
     let mut app = TestApp::prepare().await?;
     app.env = vec![("PORTICO_RETRY_POLL_MS".into(), "100".into())];
     for kind in [
@@ -168,7 +185,7 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
         } else if kills && round == rounds * 3 / 4 {
             gateway_b.kill().await?;
             // Requests meant for it go to the surviving gateway meanwhile.
-            let ids = publish(&app, &base_a, round).await;
+            let ids = publish(&app, &base_a, round, key_groups).await;
             refused_requests += usize::from(ids.is_empty());
             accepted.extend(ids);
             gateway_b = app
@@ -181,7 +198,7 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
         } else {
             base_b(&gateway_b)
         };
-        let ids = publish(&app, &base, round).await;
+        let ids = publish(&app, &base, round, key_groups).await;
         refused_requests += usize::from(ids.is_empty());
         accepted.extend(ids);
         if round % 10 == 0 {
@@ -205,7 +222,7 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
     let wanted: HashSet<String> = accepted.iter().cloned().collect();
     {
         let (sink2, wanted2) = (sink.clone(), wanted.clone());
-        let waited = wait_for(CATCH_UP, move || {
+        let waited = wait_for(catch_up(), move || {
             let (sink, wanted) = (sink2.clone(), wanted2.clone());
             async move {
                 let got: HashSet<String> = sink
@@ -275,7 +292,7 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
     // The capped endpoint got every event, never more than its cap per replica at once.
     {
         let (sink2, wanted) = (capped_sink.clone(), capped.len());
-        wait_for(CATCH_UP, move || {
+        wait_for(catch_up(), move || {
             let sink = sink2.clone();
             async move {
                 let got: HashSet<String> = sink
@@ -299,7 +316,7 @@ async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
     );
 
     // The batch completes with exactly one result per order and no order twice.
-    checks::batch_completed_once(&app, &token, &batch_id, orders as i64, CATCH_UP).await?;
+    checks::batch_completed_once(&app, &token, &batch_id, orders as i64, catch_up()).await?;
 
     gateway_b.kill().await?;
     dispatcher_b.kill().await?;
