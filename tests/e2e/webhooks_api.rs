@@ -651,6 +651,7 @@ async fn grpc_twin_manages_webhooks_with_proper_status_codes() -> anyhow::Result
                     &hank,
                     pb::DeleteWebhookRequest {
                         id: hook.id.clone(),
+                        etag: None,
                     },
                 ))
                 .await
@@ -684,6 +685,7 @@ async fn grpc_twin_manages_webhooks_with_proper_status_codes() -> anyhow::Result
             &gina,
             pb::DeleteWebhookRequest {
                 id: hook.id.clone(),
+                etag: None,
             },
         ))
         .await?;

@@ -128,7 +128,8 @@ async fn versions_are_scoped_and_locked() {
     common::with_database(|pool: PgPool| async move {
         let id = WebhookId::generate();
         sqlx::query(
-            "INSERT INTO webhooks (id, user_id, url, events) VALUES ($1, 'ann', 'https://example.com/h', '{order.*}')",
+            "INSERT INTO webhooks (id, user_id, url, events, max_retries, base_delay_ms, max_delay_ms)
+             VALUES ($1, 'ann', 'https://example.com/h', '{order.*}', 5, 1000, 300000)",
         )
         .bind(id.as_uuid())
         .execute(&pool)

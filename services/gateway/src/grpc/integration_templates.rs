@@ -108,12 +108,12 @@ impl IntegrationTemplateService for GrpcIntegrationTemplateService {
                 events: r.events,
                 overridable: r.overridable,
             };
-            let template = templates::create(&self.state, &caller, &r.key, spec).await?;
+            let template = templates::create(&self.state, caller, &r.key, spec).await?;
             Ok(render_template(template))
         };
         idempotent::once(
             &self.state,
-            &caller,
+            caller,
             "portico.v1.IntegrationTemplateService/CreateTemplate",
             &metadata,
             &message,
@@ -182,7 +182,7 @@ impl IntegrationTemplateService for GrpcIntegrationTemplateService {
                 events: (!r.events.is_empty()).then_some(r.events),
             };
             let created =
-                templates::create_integration(&self.state, &caller, &r.template_key, input).await?;
+                templates::create_integration(&self.state, caller, &r.template_key, input).await?;
             Ok(CreateIntegrationFromTemplateResponse {
                 template_key: created.template,
                 integration: Some(render(created.integration)),
@@ -197,7 +197,7 @@ impl IntegrationTemplateService for GrpcIntegrationTemplateService {
         };
         idempotent::once(
             &self.state,
-            &caller,
+            caller,
             "portico.v1.IntegrationTemplateService/CreateIntegrationFromTemplate",
             &metadata,
             &message,

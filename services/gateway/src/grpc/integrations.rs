@@ -142,7 +142,7 @@ impl IntegrationService for GrpcIntegrationService {
                 rate_limit_per_second: r.rate_limit_per_second,
                 daily_quota: r.daily_quota,
             };
-            let created = integrations::create(&self.state, &caller, input).await?;
+            let created = integrations::create(&self.state, caller, input).await?;
             Ok(CreateIntegrationResponse {
                 integration: Some(render(created.integration)),
                 credentials: Some(Credentials {
@@ -153,7 +153,7 @@ impl IntegrationService for GrpcIntegrationService {
         };
         idempotent::once(
             &self.state,
-            &caller,
+            caller,
             "portico.v1.IntegrationService/CreateIntegration",
             &metadata,
             &message,

@@ -225,7 +225,7 @@ impl WebhookService for GrpcWebhookService {
                 max_concurrency: non_zero(r.max_concurrency),
                 ordering_enabled: r.ordering_enabled,
             };
-            let created = webhooks::create(&self.state, &caller, input).await?;
+            let created = webhooks::create(&self.state, caller, input).await?;
             Ok(pb::CreateWebhookResponse {
                 webhook: Some(render_webhook(created.webhook)),
                 secret: created.secret,
@@ -233,7 +233,7 @@ impl WebhookService for GrpcWebhookService {
         };
         idempotent::once(
             &self.state,
-            &caller,
+            caller,
             "portico.v1.WebhookService/CreateWebhook",
             &metadata,
             &message,
