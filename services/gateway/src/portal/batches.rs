@@ -154,7 +154,8 @@ pub async fn detail(
             .transpose()?;
         let mut body = Html::new();
         notice(&mut body, q.done.as_deref());
-        body.raw("<dl class=\"facts\"><dt>Status</dt><dd class=\"status\">");
+        // The status is announced when the live updates change it.
+        body.raw("<dl class=\"facts\"><dt>Status</dt><dd class=\"status\" aria-live=\"polite\">");
         badge(&mut body, &b.status);
         body.raw("</dd><dt>Progress</dt><dd>");
         progress(&mut body, &b);
