@@ -166,3 +166,22 @@ fn main_operations_have_examples() {
         );
     }
 }
+
+/// The download format and the reason a webhook was disabled are listed values too.
+#[test]
+fn more_closed_sets_are_enums() {
+    let doc = generated_json();
+    let format = doc["paths"]["/bulk-orders/{id}/results/download"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "format"))
+        .map(|p| p["schema"].to_string())
+        .unwrap_or_default();
+    assert!(
+        format.contains("\"ndjson\"") && format.contains("\"csv\"") && format.contains("enum"),
+        "{format}"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["PorticoWebhookDisabledData"]["properties"]["reason"]["enum"],
+        serde_json::json!(["gone", "failing", null])
+    );
+}

@@ -248,11 +248,24 @@ pub struct ResultsQuery {
     pub cursor: Option<String>,
 }
 
+/// The file formats of `GET /bulk-orders/{id}/results/download`, so the OpenAPI
+/// document lists them as an enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadFormat {
+    /// One JSON result per line (the default).
+    Ndjson,
+    /// Comma-separated values with a header line.
+    Csv,
+}
+
 /// Options of `GET /bulk-orders/{id}/results/download`.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
-    /// `ndjson` (default) or `csv`.
+    /// `ndjson` (default) or `csv`. Documented as [`DownloadFormat`]; read as text so
+    /// an unknown value keeps its own error code.
+    #[param(value_type = Option<DownloadFormat>, inline)]
     pub format: Option<String>,
     /// Only results with this status.
     #[param(value_type = Option<ResultStatus>)]

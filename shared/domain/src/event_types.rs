@@ -224,11 +224,11 @@ fn webhook_properties() -> serde_json::Map<String, Value> {
     let mut map = delivery_properties();
     map.insert(
         "reason".into(),
-        nullable(
-            "string",
-            None,
-            "Why it was disabled: `gone` (the endpoint answered 410) or `failing` (too many consecutive failures); null in the warning.",
-        ),
+        json!({
+            "type": ["string", "null"],
+            "enum": ["gone", "failing", null],
+            "description": "Why it was disabled: `gone` (the endpoint answered 410) or `failing` (too many consecutive failures); null in the warning.",
+        }),
     );
     map.insert(
         "consecutiveFailures".into(),
