@@ -342,6 +342,7 @@ pub async fn update_if(
         .await?
         .map(Webhook::from)
         .ok_or(ApiError::NotFound("webhook"))?;
+    precondition.check(&current.etag())?;
     let audited = patch_audit(&patch, id, current.active);
     let retry_policy = match &patch.retry_policy {
         Some(p) => p
@@ -355,7 +356,6 @@ pub async fn update_if(
         .map(|u| u.as_str().to_owned())
         .unwrap_or(current.url);
     let events = patch.events.unwrap_or(current.events);
-    precondition.check(&current.etag())?;
     let description = patch.description.unwrap_or(current.description);
     let active = patch.active.unwrap_or(current.active);
     // New values are sealed; unchanged ones stay as stored.
@@ -401,8 +401,25 @@ pub async fn update_if(
 
 /// Deletes a webhook with its secrets, deliveries and attempts (cascade).
 pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+    delete_if(state, caller, id, &Precondition::None).await
+}
+
+/// [`delete`] if the webhook's version meets `precondition` (checked on the locked row).
+pub async fn delete_if(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    precondition: &Precondition,
+) -> Result<(), ApiError> {
     caller.require(Scope::WebhooksWrite)?;
     let mut tx = state.pool().begin().await?;
+    if precondition.is_set() {
+        let version =
+            portico_storage::versions::webhook(&mut tx, caller.user_id(), WebhookId::from(id))
+                .await?
+                .ok_or(ApiError::NotFound("webhook"))?;
+        precondition.check(&ETag::of(id, version))?;
+    }
     if !store::delete(&mut *tx, caller.user_id(), WebhookId::from(id)).await? {
         return Err(ApiError::NotFound("webhook"));
     }
@@ -414,25 +431,8 @@ pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), A
     .await?;
     tx.commit().await?;
     invalidate(state, caller.user_id()).await;
-    delete_if(state, caller, id, &Precondition::None).await
-}
-
-/// [`delete`] if the webhook's version meets `precondition` (checked on the locked row).
-pub async fn delete_if(
-    state: &AppState,
-    caller: &Caller,
-    id: Uuid,
-    precondition: &Precondition,
-) -> Result<(), ApiError> {
     Ok(())
 }
-    if precondition.is_set() {
-        let version =
-            portico_storage::versions::webhook(&mut tx, caller.user_id(), WebhookId::from(id))
-                .await?
-                .ok_or(ApiError::NotFound("webhook"))?;
-        precondition.check(&ETag::of(id, version))?;
-    }
 
 fn open_secret(state: &AppState, id: WebhookId, sealed: &[u8]) -> Result<String, ApiError> {
     let opened = state

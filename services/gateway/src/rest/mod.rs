@@ -108,10 +108,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(listen::routes())
         .merge(portal_sessions::routes())
         .split_for_parts();
-    openapi::add_common_responses(&mut doc);
-    // After the shared answers: webhooks are requests Portico sends, not operations.
     // Before the shared answers, which document the Idempotency-Key's 400 from it.
     concurrency::document(&mut doc);
+    openapi::add_common_responses(&mut doc);
+    // After the shared answers: webhooks are requests Portico sends, not operations.
     if let Err(e) = event_types::document_webhooks(&mut doc) {
         tracing::error!(%e, "the event-type catalogue does not fit the OpenAPI document");
     }
@@ -145,13 +145,13 @@ pub fn router(state: AppState, admin: Router) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(middleware::observe))
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
         // Inside the timeout: a create that times out releases its idempotency key.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             concurrency::conditional_requests,
         ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
