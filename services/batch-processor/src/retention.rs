@@ -88,7 +88,6 @@ pub async fn run(
                 usage_logs = p.usage_logs,
                 dead_letters = p.dead_letters,
                 audit_records = p.audit_records,
-                audit_records = p.audit_records,
                 "deleted history past its retention"
             ),
             Err(err) => {
@@ -101,13 +100,13 @@ pub async fn run(
             Err(err) => {
                 tracing::warn!(%err, "rollup retention purge failed; will retry next round")
             }
+        }
         match portico_storage::idempotency::purge_expired(&pool).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(keys = n, "deleted idempotency keys past their 24 hours"),
             Err(err) => {
                 tracing::warn!(%err, "idempotency-key purge failed; will retry next round")
             }
-        }
         }
     }
 }
