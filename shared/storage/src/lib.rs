@@ -34,12 +34,12 @@
 //!   dispatcher as it records attempts, and the analytics queries that read them.
 //! - [`reseal`]: paging through sealed values and replacing them compare-and-swap,
 //!   for the re-seal job that moves secrets to the newest secrets key.
-//! - [`audit`]: the tamper-evident audit log: one hash chain per owner, appended in
-//!   the transaction of the change it records, listed, verified and purged.
 //! - [`idempotency`]: idempotency keys of creates: claim, the stored (sealed) answer,
 //!   release, and their 24-hour retention.
 //! - [`versions`]: a row's version (`updated_at`) locked for a conditional write
 //!   (`If-Match`).
+//! - [`audit`]: the tamper-evident audit log: one hash chain per owner, appended in
+//!   the transaction of the change it records, listed, verified and purged.
 //! - [`retention`]: deleting history (events, deliveries, attempts, usage logs, dead
 //!   letters) past its retention, in bounded batches or by whole partitions.
 //! - [`partitions`]: the day partitions of attempts and bulk-order results: created
@@ -54,10 +54,10 @@ pub mod bulk_orders;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod events;
+pub mod idempotency;
 pub mod integration_templates;
 pub mod integrations;
 pub mod listen;
-pub mod idempotency;
 pub mod orders;
 pub mod outbox;
 pub mod partitions;
@@ -67,10 +67,10 @@ pub mod reseal;
 pub mod retention;
 pub mod retry_jobs;
 pub mod usage;
+pub mod versions;
 pub mod webhooks;
 
 use std::time::Duration;
-pub mod versions;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, PgPool};
