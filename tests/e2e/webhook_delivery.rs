@@ -1654,8 +1654,7 @@ async fn per_endpoint_rate_limit_and_concurrency_cap() -> anyhow::Result<()> {
 /// while a webhook's own `maxConcurrency` (6) overrides the default upwards. Everything
 /// is delivered once.
 #[tokio::test]
-async fn endpoints_get_a_default_concurrency_cap_a_webhook_may_override() -> anyhow::Result<()>
-{
+async fn endpoints_get_a_default_concurrency_cap_a_webhook_may_override() -> anyhow::Result<()> {
     let app = TestApp::spawn_with(
         &[("PORTICO_ENDPOINT_CONCURRENCY", "3")],
         &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher],
@@ -1680,7 +1679,9 @@ async fn endpoints_get_a_default_concurrency_cap_a_webhook_may_override() -> any
         publish_many(
             &app,
             "cora",
-            (0..20).map(|i| json!({"type": kind, "data": {"i": i}})).collect(),
+            (0..20)
+                .map(|i| json!({"type": kind, "data": {"i": i}}))
+                .collect(),
         )
         .await?;
     }

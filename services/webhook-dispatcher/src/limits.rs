@@ -138,9 +138,11 @@ impl LimiterRegistry {
         rate: Option<i32>,
         concurrency: Option<i32>,
     ) -> Arc<EndpointLimiter> {
-        let concurrency = concurrency
-            .filter(|c| *c > 0)
-            .or_else(|| i32::try_from(self.default_concurrency).ok().filter(|c| *c > 0));
+        let concurrency = concurrency.filter(|c| *c > 0).or_else(|| {
+            i32::try_from(self.default_concurrency)
+                .ok()
+                .filter(|c| *c > 0)
+        });
         let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&webhook_id) {
             Some(l) if l.same_limits(rate, concurrency) => l.clone(),
