@@ -387,7 +387,7 @@ async fn creates_integration_and_webhook_from_a_template() -> anyhow::Result<()>
     let webhook = &created["webhook"];
     assert_eq!(
         webhook["events"],
-        json!(["order.*", "bulk_order.completed", "bulk_order.failed"])
+        json!(["order.*", "bulk_order.completed"])
     );
     assert_eq!(webhook["url"], "http://127.0.0.1:9/market-hooks");
     let secret = webhook["secret"].as_str().unwrap_or_default();

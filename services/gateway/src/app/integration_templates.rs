@@ -888,6 +888,35 @@ mod tests {
         assert!(templates.windows(2).all(|w| w[0].key < w[1].key));
     }
 
+    /// A built-in template subscribes only to event types that exist: every exact name
+    /// is in the catalogue (`portico_domain::event_types`), and every `prefix.*`
+    /// pattern matches at least one of its types, so a partner is never promised an
+    /// event Portico does not send.
+    #[test]
+    fn builtin_templates_subscribe_to_catalogued_events() {
+        let templates = match builtins() {
+            Ok(t) => t,
+            Err(e) => panic!("data/integration-templates.json: {e}"),
+        };
+        let names: Vec<&str> = portico_domain::event_types::all()
+            .iter()
+            .map(|t| t.name)
+            .collect();
+        for t in templates.iter() {
+            for pattern in &t.events {
+                let known = match pattern.strip_suffix('*') {
+                    Some(prefix) => names.iter().any(|n| n.starts_with(prefix)),
+                    None => names.contains(&pattern.as_str()),
+                };
+                assert!(
+                    known,
+                    "template {}: no catalogued event type for {pattern}",
+                    t.key
+                );
+            }
+        }
+    }
+
     /// The ERP read-only template can never get a write scope.
     #[test]
     fn erp_read_only_forbids_write_scopes() {
