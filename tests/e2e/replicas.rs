@@ -73,7 +73,15 @@ async fn publish(app: &TestApp, base: &str, round: usize, key_groups: usize) -> 
 async fn two_replicas_of_everything_lose_nothing() -> anyhow::Result<()> {
     let (rounds, orders, key_groups) = scale();
     let mut app = TestApp::prepare().await?;
-    app.env = vec![("PORTICO_RETRY_POLL_MS".into(), "100".into())];
+    // Two replicas of everything share the test server's `max_connections` (100):
+    // at 16 pooled connections each (the dispatcher holds 16 more for recording
+    // events) two full sets would need 128, and at the full scale, where every pool
+    // fills, new connections were refused and a restarted replica could not start.
+    // Sized as docs/operations.md says: every replica's pools fit the server.
+    app.env = vec![
+        ("PORTICO_RETRY_POLL_MS".into(), "100".into()),
+        ("PORTICO_DB_MAX_CONNECTIONS".into(), "8".into()),
+    ];
     for kind in [
         ServiceKind::Gateway,
         ServiceKind::WebhookDispatcher,

@@ -723,19 +723,23 @@ pub async fn release_ordered(
     executor: impl sqlx::PgExecutor<'_>,
     recorded_through: i64,
 ) -> Result<u64, sqlx::Error> {
-    // The turn-takers are found once (MATERIALIZED) and joined by id: as `id IN
-    // (subquery)` the planner, expecting one waiting row, ran the anti-join again for
-    // every waiting row, and a thousand waiting rows took seconds per release.
+    // Each key's head, the non-final delivery with the lowest stream sequence, is found
+    // in one ordered pass over the partial index `webhook_deliveries_ordered_idx`
+    // (DISTINCT ON); a head still pending and not yet released takes its turn. An
+    // anti-join ("no earlier non-final delivery of the key") compared every waiting row
+    // with every earlier one of its key: 20,000 waiting deliveries on 100 keys took 2 s
+    // per release, and released 35 a second. The turn-takers are joined by id once
+    // found (MATERIALIZED), so the planner cannot re-run the search per row.
     let done = sqlx::query!(
-        "WITH turn AS MATERIALIZED (
-             SELECT p.id FROM webhook_deliveries p
-             WHERE p.ordering_seq IS NOT NULL AND p.status = 'pending' AND p.next_attempt_at IS NULL
-               AND p.ordering_seq <= $1
-               AND NOT EXISTS (
-                   SELECT 1 FROM webhook_deliveries e
-                   WHERE e.webhook_id = p.webhook_id AND e.ordering_key = p.ordering_key
-                     AND e.ordering_seq IS NOT NULL AND e.ordering_seq < p.ordering_seq
-                     AND e.status IN ('pending', 'retrying', 'delivering'))
+        "WITH heads AS MATERIALIZED (
+             SELECT DISTINCT ON (webhook_id, ordering_key)
+                    id, status, next_attempt_at, ordering_seq
+             FROM webhook_deliveries
+             WHERE ordering_seq IS NOT NULL AND status IN ('pending', 'retrying', 'delivering')
+             ORDER BY webhook_id, ordering_key, ordering_seq),
+         turn AS MATERIALIZED (
+             SELECT id FROM heads
+             WHERE status = 'pending' AND next_attempt_at IS NULL AND ordering_seq <= $1
              LIMIT 1000)
          UPDATE webhook_deliveries d SET next_attempt_at = now(), updated_at = now()
          FROM turn
