@@ -82,7 +82,13 @@ async fn a_restored_backup_with_an_empty_jetstream_completes_everything_committe
     .await
     .context("the first batch's job published")?;
     // A batch whose job is still in the outbox: the gateway dies right after the
-    // commit (the failpoint), before its relay publishes.
+    // commit (the failpoint), before its relay publishes. Every service runs an outbox
+    // relay, so the dispatcher's is stopped meanwhile, and the row is then held locked
+    // (the relays claim with SKIP LOCKED) until the backup is taken: the backup holds a
+    // job no relay had published yet, whatever the relays' timing.
+    src.take(ServiceKind::WebhookDispatcher)
+        .terminate(Duration::from_secs(20))
+        .await?;
     src.take(ServiceKind::Gateway)
         .terminate(Duration::from_secs(20))
         .await?;
@@ -102,7 +108,12 @@ async fn a_restored_backup_with_an_empty_jetstream_completes_everything_committe
         .take(ServiceKind::Gateway)
         .wait_exit(Duration::from_secs(10))
         .await;
-    assert_eq!(count(&src, "SELECT count(*) FROM outbox").await, 1);
+    let mut unpublished = src.pool.begin().await?;
+    let held: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox FOR UPDATE")
+        .fetch_all(&mut *unpublished)
+        .await?;
+    assert_eq!(held.len(), 1, "the batch's job waits in the outbox");
+    src.start_with(ServiceKind::WebhookDispatcher, &env).await?;
 
     // --- the backup, while the dispatcher keeps retrying ---------------------------
     let dump = std::env::temp_dir().join(format!("portico-backup-{}.dump", src.id));
@@ -117,6 +128,7 @@ async fn a_restored_backup_with_an_empty_jetstream_completes_everything_committe
     // The old installation is gone (its stream too) once the backup is taken; what
     // its dispatcher sent after the dump is not in the backup.
     src.take(ServiceKind::WebhookDispatcher).kill().await?;
+    unpublished.rollback().await?;
     let sent_before = sink.count();
     assert!(sent_before >= in_flight_after_backup);
 
