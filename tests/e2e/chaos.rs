@@ -14,8 +14,11 @@ use portico_e2e::{ServiceKind, TestApp, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// How long the system may take to catch up once the chaos is over.
-const CATCH_UP: Duration = Duration::from_secs(120);
+/// How long the system may take to catch up once the chaos is over. One run on a
+/// loaded machine still missed 10 of 680 events after 120 s (a rerun delivered all in
+/// 69 s); 300 s tells a slow recovery (jobs in nak backoff after the PostgreSQL crash)
+/// from a loss, which still fails here.
+const CATCH_UP: Duration = Duration::from_secs(300);
 /// Events per publish request.
 const PER_REQUEST: usize = 10;
 /// Orders in the batch (submitted just before the batch-processor is killed, so it is
