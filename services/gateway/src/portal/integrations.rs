@@ -521,21 +521,15 @@ pub async fn create_from_template(
                     None,
                 ),
             )),
-            Err(ApiError::NotFound(_)) => {
-                let errors = [FieldError::new(
-                    "template_not_found",
-                    "/template",
-                    "choose a template from the list",
-                )];
-                let refused = Refused {
-                    form: "template",
-                    values: &form,
-                    errors: &errors,
-                };
-                render_list(&state, &session, None, Some(refused)).await
-            }
             Err(e) => {
-                let errors = field_errors(e)?;
+                let errors = match e {
+                    ApiError::NotFound(_) => vec![FieldError::new(
+                        "template_not_found",
+                        "/template",
+                        "choose a template from the list",
+                    )],
+                    other => field_errors(other)?,
+                };
                 let refused = Refused {
                     form: "template",
                     values: &form,
