@@ -90,13 +90,14 @@ pub fn with_etag(etag: Option<ETag>, response: impl IntoResponse) -> Response {
 }
 
 /// The route template without the `/api` or `/api/v1` mount.
-fn route_template(request: &Request) -> Option<String> {
+fn route_template(request: &Request) -> Option<&str> {
     let matched = request.extensions().get::<MatchedPath>()?.as_str();
-    let route = matched
-        .strip_prefix("/api/v1")
-        .or_else(|| matched.strip_prefix("/api"))
-        .unwrap_or(matched);
-    Some(route.to_owned())
+    Some(
+        matched
+            .strip_prefix("/api/v1")
+            .or_else(|| matched.strip_prefix("/api"))
+            .unwrap_or(matched),
+    )
 }
 
 /// The request path without the `/api` or `/api/v1` mount (both share keys).
@@ -116,7 +117,6 @@ pub async fn conditional_requests(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = route_template(&request);
     if request.method() == Method::GET {
         let none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
         let response = next.run(request).await;
@@ -125,11 +125,10 @@ pub async fn conditional_requests(
             None => response,
         };
     }
+    // Every publish passes here: the cheap checks first, and nothing allocated.
     let idempotent = request.method() == Method::POST
-        && route
-            .as_deref()
-            .is_some_and(|r| IDEMPOTENT_CREATES.contains(&r))
-        && request.headers().contains_key("idempotency-key");
+        && request.headers().contains_key("idempotency-key")
+        && route_template(&request).is_some_and(|r| IDEMPOTENT_CREATES.contains(&r));
     if !idempotent {
         return next.run(request).await;
     }
