@@ -12,8 +12,11 @@
 //!   endpoint) into Portico's own schema (its migrations, indexes and constraints) in
 //!   one set-based statement per chunk, and then acknowledges the chunk.
 //!
-//! No retries, no per-endpoint limits, no secrets, no health tracking, no ordering,
-//! no observability: whatever Portico does on top of this costs the difference.
+//! Like Portico (`PORTICO_ENDPOINT_CONCURRENCY`), at most [`ENDPOINT_CAP`] requests are
+//! in flight to one endpoint: without a cap, 16 chunks of 512 events with 10 endpoints
+//! each open tens of thousands of connections at once and run out of file descriptors.
+//! No retries, no secrets, no health tracking, no ordering, no observability: whatever
+//! Portico does on top of this costs the difference.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +51,9 @@ pub struct NullArgs {
     /// Chunks worked on at once (Portico's default `PORTICO_DISPATCH_CHUNKS`).
     pub chunks_in_flight: usize,
 }
+
+/// Requests in flight to one endpoint: Portico's default `PORTICO_ENDPOINT_CONCURRENCY`.
+pub const ENDPOINT_CAP: usize = 64;
 
 /// The pipeline's user (rows need an owner; nothing reads it).
 const OWNER: &str = "bench-null";
@@ -342,29 +348,55 @@ async fn dispatch(
     let mut chunks = messages.ready_chunks(args.chunk.max(1));
     let permits = Arc::new(Semaphore::new(args.chunks_in_flight.max(1)));
     let conns: ConnPool = Arc::new(Mutex::new(Vec::new()));
+    let caps: Arc<Vec<Semaphore>> = Arc::new(
+        (0..webhooks.len())
+            .map(|_| Semaphore::new(ENDPOINT_CAP))
+            .collect(),
+    );
     let template = Arc::new(Template::new(&sink, Method::POST, "/e/0").json());
+    // Chunk tasks live in this set: when the run aborts this task, they stop with it
+    // and their connections close before Portico's phase starts.
+    let mut tasks = tokio::task::JoinSet::new();
     while let Some(chunk) = chunks.next().await {
         let permit = permits.clone().acquire_owned().await?;
         let messages: Vec<_> = chunk.into_iter().filter_map(Result::ok).collect();
-        let (pool, webhooks, sink, conns, template) = (
+        let (pool, webhooks, sink, conns, caps, template) = (
             pool.clone(),
             webhooks.clone(),
             sink.clone(),
             conns.clone(),
+            caps.clone(),
             template.clone(),
         );
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = permit;
-            if let Err(e) = handle_chunk(messages, &pool, &webhooks, &sink, &conns, &template).await
-            {
+            let hop = Hop {
+                sink: &sink,
+                conns: &conns,
+                caps: &caps,
+                template: &template,
+            };
+            if let Err(e) = handle_chunk(messages, &pool, &webhooks, &hop).await {
                 eprintln!("null-pipeline: chunk failed: {e:#}");
             }
         });
+        while tasks.try_join_next().is_some() {}
     }
     Ok(())
 }
 
-async fn post(conns: &ConnPool, sink: &Target, req: Request<Full<Bytes>>) -> (Option<i32>, i32) {
+/// What a chunk needs to POST to the sink.
+struct Hop<'a> {
+    sink: &'a Target,
+    conns: &'a ConnPool,
+    /// One per endpoint: [`ENDPOINT_CAP`] requests in flight at most.
+    caps: &'a [Semaphore],
+    template: &'a Template,
+}
+
+async fn post(hop: &Hop<'_>, endpoint: usize, req: Request<Full<Bytes>>) -> (Option<i32>, i32) {
+    let _slot = hop.caps[endpoint].acquire().await.ok();
+    let (conns, sink) = (hop.conns, hop.sink);
     let mut conn = conns
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -385,16 +417,15 @@ async fn handle_chunk(
     messages: Vec<jetstream::Message>,
     pool: &sqlx::PgPool,
     webhooks: &[Uuid],
-    sink: &Target,
-    conns: &ConnPool,
-    template: &Template,
+    hop: &Hop<'_>,
 ) -> anyhow::Result<()> {
     let started_at = chrono::Utc::now();
     let paths: Vec<String> = (0..webhooks.len()).map(|i| format!("/e/{i}")).collect();
     let posts = messages.iter().flat_map(|m| {
         paths
             .iter()
-            .map(|p| post(conns, sink, template.build_at(p, m.payload.clone())))
+            .enumerate()
+            .map(|(i, p)| post(hop, i, hop.template.build_at(p, m.payload.clone())))
     });
     let results = futures::future::join_all(posts).await;
 
