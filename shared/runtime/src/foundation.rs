@@ -37,6 +37,7 @@ impl Foundation {
     /// Installs the metrics recorder and connects to PostgreSQL and NATS as
     /// `client_name` (the name NATS monitoring shows).
     pub async fn connect(common: &CommonConfig, client_name: &str) -> Result<Self, RuntimeError> {
+        crate::limits::raise_open_files();
         let metrics = portico_telemetry::metrics::install()?;
         let pool =
             portico_storage::connect(&common.database_url, common.db_max_connections).await?;

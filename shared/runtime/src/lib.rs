@@ -9,10 +9,12 @@
 //! - [`readiness`]: the `/readyz` check (PostgreSQL with a current schema, JetStream).
 //! - [`admin`]: the admin router and server every service runs.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into a cancellation token.
+//! - [`limits`]: the open-files limit raised to what the host allows.
 
 pub mod admin;
 pub mod config;
 pub mod foundation;
+pub mod limits;
 pub mod readiness;
 pub mod shutdown;
 
