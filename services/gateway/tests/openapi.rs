@@ -185,3 +185,80 @@ fn more_closed_sets_are_enums() {
         serde_json::json!(["gone", "failing", null])
     );
 }
+
+/// Every answer that carries an `ETag` declares it (the creates, reads and updates of the
+/// versioned resources, the 304, and the credential regeneration that bumps a version),
+/// no other answer claims one, and every operation that honours `If-Match` declares it
+/// and its 412.
+#[test]
+fn entity_tags_are_declared_where_they_are_sent() {
+    use portico_gateway::rest::concurrency::VERSIONED;
+
+    let doc = generated_json();
+    let mut sent: Vec<(String, &str, &str)> = [
+        ("/webhooks", "post", "201"),
+        ("/integrations", "post", "201"),
+        ("/integrations/{id}/regenerate-credentials", "post", "200"),
+        ("/integration-templates/{key}", "post", "201"),
+    ]
+    .into_iter()
+    .map(|(p, m, s)| (p.to_owned(), m, s))
+    .collect();
+    for path in VERSIONED {
+        for (method, status) in [("get", "200"), ("get", "304"), ("patch", "200")] {
+            sent.push(((*path).to_owned(), method, status));
+        }
+    }
+    for (path, method, status) in &sent {
+        let header = &doc["paths"][path.as_str()][method]["responses"][status]["headers"]["ETag"];
+        assert_eq!(
+            header["schema"]["type"], "string",
+            "{method} {path} {status}"
+        );
+        assert!(
+            header["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{method} {path} {status}"
+        );
+    }
+
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut declared = Vec::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            for (status, response) in op["responses"].as_object().into_iter().flatten() {
+                if response["headers"].get("ETag").is_some() {
+                    declared.push((path.clone(), method.as_str(), status.as_str()));
+                }
+            }
+            let if_match = op["parameters"].as_array().into_iter().flatten().any(|p| {
+                p["in"] == "header"
+                    && p["name"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case("if-match"))
+            });
+            let versioned_write = VERSIONED.contains(&path.as_str())
+                && ["patch", "put", "delete"].contains(&method.as_str());
+            assert_eq!(if_match, versioned_write, "{method} {path}: If-Match");
+            if if_match {
+                let refused = &op["responses"]["412"];
+                assert_eq!(
+                    refused["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{method} {path}"
+                );
+                assert!(
+                    refused["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("precondition_failed")),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    declared.sort();
+    let mut expected: Vec<(String, &str, &str)> = sent;
+    expected.sort();
+    assert_eq!(declared, expected);
+}

@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::{Object, OpenApi, Ref, RefOr, Required, Type};
+use utoipa::openapi::{HeaderBuilder, Object, OpenApi, Ref, RefOr, Required, Type};
 
 use crate::app::idempotency::{self, Claimed, IdempotencyKey};
 use crate::app::preconditions::{ETag, Precondition, none_match_hits};
@@ -264,6 +264,13 @@ pub fn document(doc: &mut OpenApi) {
                     RefOr::T(
                         ResponseBuilder::new()
                             .description("Not modified: the ETag named in If-None-Match is current")
+                            .header(
+                                "ETag",
+                                HeaderBuilder::new()
+                                    .schema(Some(Object::with_type(Type::String)))
+                                    .description(Some("The resource's current version"))
+                                    .build(),
+                            )
                             .build(),
                     ),
                 );

@@ -293,7 +293,8 @@ pub async fn list_templates(
 #[utoipa::path(get, path = "/integration-templates/{key}", tag = "integration-templates",
     params(("key" = String, Path, description = "Template key")),
     responses(
-        (status = 200, description = "The template", body = TemplateBody),
+        (status = 200, description = "The template", body = TemplateBody,
+            headers(("ETag" = String, description = "The template's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current; built-in templates have none (they cannot be changed)"))),
         (status = 404, description = "No such template for this user (template_not_found)", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = [])))]
@@ -314,7 +315,8 @@ pub async fn get_template(
     params(("key" = String, Path, description = "Template key: a-z, 0-9 and '-', 3-64 characters, starting and ending with a letter or digit")),
     request_body = SaveTemplateBody,
     responses(
-        (status = 201, description = "Saved", body = TemplateBody),
+        (status = 201, description = "Saved", body = TemplateBody,
+            headers(("ETag" = String, description = "The template's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current; built-in templates have none (they cannot be changed)"))),
         (status = 400, description = "Invalid key or field (invalid_template_key, invalid_name, invalid_integration_type, invalid_scope, scope_not_allowed, invalid_rate_limit, invalid_quota, invalid_event_filter, invalid_template_field, ...)", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A built-in template has this key (template_key_reserved), or you already have one (template_exists)", body = Problem, content_type = PROBLEM),
     ),
@@ -340,7 +342,8 @@ pub async fn create_template(
     params(("key" = String, Path, description = "Template key")),
     request_body = UpdateTemplateBody,
     responses(
-        (status = 200, description = "The changed template", body = TemplateBody),
+        (status = 200, description = "The changed template", body = TemplateBody,
+            headers(("ETag" = String, description = "The template's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current; built-in templates have none (they cannot be changed)"))),
         (status = 400, description = "Invalid field (the merged template must pass every rule)", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such template for this user (template_not_found)", body = Problem, content_type = PROBLEM),
         (status = 409, description = "A built-in template cannot be changed (template_read_only)", body = Problem, content_type = PROBLEM),

@@ -147,7 +147,8 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
 #[utoipa::path(post, path = "/integrations", tag = "integrations",
     request_body = CreateIntegrationBody,
     responses(
-        (status = 201, description = "Created; store the secret now", body = IntegrationWithCredentialsBody),
+        (status = 201, description = "Created; store the secret now", body = IntegrationWithCredentialsBody,
+            headers(("ETag" = String, description = "The integration's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current"))),
         (status = 400, description = "Invalid name, type, webhookUrl, scopes, expiry or limits", body = Problem, content_type = PROBLEM),
         (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
         (status = 403, description = "Partners cannot manage integrations", body = Problem, content_type = PROBLEM),
@@ -214,7 +215,8 @@ pub async fn list_integrations(
 #[utoipa::path(get, path = "/integrations/{id}", tag = "integrations",
     params(("id" = Uuid, Path, description = "Integration id")),
     responses(
-        (status = 200, description = "The integration", body = IntegrationBody),
+        (status = 200, description = "The integration", body = IntegrationBody,
+            headers(("ETag" = String, description = "The integration's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current"))),
         (status = 404, description = "No such integration for this user", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = [])))]
@@ -235,7 +237,8 @@ pub async fn get_integration(
     params(("id" = Uuid, Path, description = "Integration id")),
     request_body = UpdateIntegrationBody,
     responses(
-        (status = 200, description = "The updated integration", body = IntegrationBody),
+        (status = 200, description = "The updated integration", body = IntegrationBody,
+            headers(("ETag" = String, description = "The integration's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current"))),
         (status = 400, description = "Invalid field", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such integration for this user", body = Problem, content_type = PROBLEM),
     ),
@@ -288,7 +291,8 @@ pub async fn delete_integration(
     params(("id" = Uuid, Path, description = "Integration id")),
     request_body(content = RegenerateBody, description = "Optional; an empty body uses the default grace period"),
     responses(
-        (status = 200, description = "New credentials; store the secret now", body = IntegrationWithCredentialsBody),
+        (status = 200, description = "New credentials; store the secret now", body = IntegrationWithCredentialsBody,
+            headers(("ETag" = String, description = "The integration's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current"))),
         (status = 400, description = "Invalid grace period", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such integration for this user", body = Problem, content_type = PROBLEM),
     ),

@@ -43,7 +43,8 @@ pub(crate) fn webhook_body(w: Webhook) -> WebhookBody {
 #[utoipa::path(post, path = "/webhooks", tag = "webhooks",
     request_body = CreateWebhookBody,
     responses(
-        (status = 201, description = "Created", body = CreatedWebhookBody),
+        (status = 201, description = "Created", body = CreatedWebhookBody,
+            headers(("ETag" = String, description = "The webhook's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current"))),
         (status = 400, description = "Invalid input (invalid_url, empty_events, invalid_event_filter, reserved_header, invalid_retry_policy, forbidden_address, unresolvable_host, ...)", body = Problem, content_type = PROBLEM),
         (status = 401, description = "Not authenticated", body = Problem, content_type = PROBLEM),
     ),
@@ -93,7 +94,8 @@ pub async fn list_webhooks(
 #[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks",
     params(("id" = Uuid, Path, description = "Webhook id")),
     responses(
-        (status = 200, description = "The webhook", body = WebhookBody),
+        (status = 200, description = "The webhook", body = WebhookBody,
+            headers(("ETag" = String, description = "The webhook's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current"))),
         (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
     ),
     security(("userJwt" = []), ("serviceToken" = []), ("partnerBasic" = [])))]
@@ -115,7 +117,8 @@ pub async fn get_webhook(
     params(("id" = Uuid, Path, description = "Webhook id")),
     request_body = UpdateWebhookBody,
     responses(
-        (status = 200, description = "The updated webhook", body = WebhookBody),
+        (status = 200, description = "The updated webhook", body = WebhookBody,
+            headers(("ETag" = String, description = "The webhook's version (a strong entity tag): send it in If-Match to change or delete only this version, or in If-None-Match to get 304 while it is current"))),
         (status = 400, description = "Invalid input; nothing changed", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such webhook for this caller", body = Problem, content_type = PROBLEM),
     ),
