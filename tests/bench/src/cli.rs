@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::{Parser, Subcommand};
 
-use crate::machine;
 use crate::report::{Report, RunReport};
 use crate::scenarios::analytics::{self, AnalyticsArgs};
 use crate::scenarios::bulk::{self, BulkArgs};
@@ -22,6 +21,7 @@ use crate::scenarios::webhooks::{self, Mode, WebhooksArgs};
 use crate::scenarios::{Bench, Knobs};
 use crate::sink::Sink;
 use crate::system::{System, SystemOptions};
+use crate::{live, machine};
 
 /// `portico-bench [options] <scenario> [scenario options]`.
 #[derive(Debug, Parser)]
@@ -111,6 +111,13 @@ pub struct Cli {
     /// latency measurements, into this directory (`perf report -i <file>`).
     #[arg(long, global = true)]
     pub perf: Option<PathBuf>,
+    /// Live-update subscribers: before the measured phase of `webhooks` and `latency`,
+    /// open this many WebSocket connections to `GET /api/live` as the phase's owner,
+    /// subscribed to its deliveries, and report what each received and whether it
+    /// lagged or was closed. With --start and more than 16, the started gateway's
+    /// per-user limit is raised to match.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub subscribers: usize,
     /// What to measure.
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -478,6 +485,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunReport> {
             .map(PathBuf::from)
             .unwrap_or_default(),
     };
+    let mut service_env = cli.service_env.clone();
+    let limit_key = "PORTICO_LIVE_MAX_CONNECTIONS_PER_USER";
+    if cli.subscribers > live::DEFAULT_CONNECTION_LIMIT
+        && !service_env.iter().any(|(k, _)| k == limit_key)
+    {
+        service_env.push((limit_key.to_owned(), cli.subscribers.to_string()));
+    }
     let opts = SystemOptions {
         gateway: cli.gateway.clone(),
         start: cli.start,
@@ -486,7 +500,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunReport> {
         nats_url: cli.nats_url.clone(),
         jwt_secret: cli.jwt_secret.clone(),
         service_token: cli.service_token.clone(),
-        service_env: cli.service_env.clone(),
+        service_env,
         rust_log: cli.rust_log.clone(),
         keep: cli.keep,
     };
@@ -527,6 +541,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunReport> {
             payload_bytes: cli.payload_bytes,
             stall_timeout: Duration::from_secs_f64(cli.stall_timeout),
             perf_dir: cli.perf.clone(),
+            subscribers: cli.subscribers,
         },
         limits: None,
         null_rates: Vec::new(),

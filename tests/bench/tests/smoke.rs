@@ -1,7 +1,8 @@
 //! The bench's smoke run, in the test suite so the tool cannot rot: the compiled
 //! `portico-bench` starts the debug services itself (fresh database and stream
 //! prefix), measures the machine limits for a second each, sends 200 events one
-//! request at a time and in batches, and runs 2 s of fixed-rate latency load.
+//! request at a time and in batches, and runs 2 s of fixed-rate latency load, with two
+//! live-update subscribers attached to each measured phase.
 //!
 //! Benchmarks are not tests: nothing here asserts a time or a rate, only that the
 //! figures come out and that every delivery arrived.
@@ -20,7 +21,8 @@ fn figure(report: &Value, key: &str) -> Option<f64> {
 
 /// Scenario: an operator runs `portico-bench --start smoke`; it prints the machine,
 /// the three machine limits, both publish modes and the latency run, and every event
-/// published is delivered exactly as expected.
+/// published is delivered exactly as expected; each live subscriber hears of every
+/// delivery (or is told how many it missed) and stays open.
 #[test]
 fn smoke_run_reports_figures_and_every_delivery_arrives() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portico-bench"));
@@ -31,7 +33,15 @@ fn smoke_run_reports_figures_and_every_delivery_arrives() {
         cmd.args(["--nats-url", &url]);
     }
     let output = cmd
-        .args(["--start", "--json", "--stall-timeout", "20", "smoke"])
+        .args([
+            "--start",
+            "--json",
+            "--stall-timeout",
+            "20",
+            "--subscribers",
+            "2",
+            "smoke",
+        ])
         .output()
         .expect("the bench binary runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -71,6 +81,17 @@ fn smoke_run_reports_figures_and_every_delivery_arrives() {
         assert!(expected > 0.0, "nothing was expected: {r}");
         assert_eq!(delivered, expected, "a delivery is missing: {r}");
         assert_eq!(figure(r, "publish_failed"), Some(0.0), "{r}");
+        assert_eq!(figure(r, "live_subscribers"), Some(2.0), "{r}");
+        for i in 1..=2 {
+            let received = figure(r, &format!("live_sub{i}_received")).unwrap_or(-1.0);
+            let missed = figure(r, &format!("live_sub{i}_missed")).unwrap_or(-1.0);
+            assert_eq!(
+                received + missed,
+                expected,
+                "live subscriber {i} neither heard of nor was told it missed some deliveries: {r}"
+            );
+        }
+        assert_eq!(figure(r, "live_closed_subscribers"), Some(0.0), "{r}");
     }
     let latency = by("latency");
     assert_eq!(latency.len(), 1);

@@ -15,9 +15,11 @@ use bytes::Bytes;
 use hyper::Method;
 
 use crate::client::{Target, Template, open_loop};
+use crate::live::Subscribers;
 use crate::report::{Goal, Report};
 use crate::scenarios::{
-    Bench, delete_webhooks, event_json, ms, wait_delivered, webhooks_for_new_user,
+    Bench, LIVE_QUIET, delete_webhooks, event_json, live_title, ms, wait_delivered,
+    webhooks_for_new_user,
 };
 use crate::sink::Tracker;
 
@@ -43,10 +45,11 @@ pub async fn run(bench: &mut Bench, args: LatencyArgs) -> anyhow::Result<Report>
         format!(
             "{} events/s for {} s, {} endpoint(s), one request per event, first {} s not counted",
             args.rate, args.duration, args.endpoints, args.warmup
-        ),
+        ) + &live_title(bench.knobs.subscribers),
     );
     eprintln!("latency: {} ...", report.title);
     let (user, token, ids) = webhooks_for_new_user(bench, "latency", args.endpoints).await?;
+    let live = Subscribers::open(&bench.system.base_url, &token, bench.knobs.subscribers).await?;
     let total = (args.rate * args.duration).round() as u64;
     let warmup = (args.rate * args.warmup).round() as u64;
     let tracker = bench
@@ -76,6 +79,10 @@ pub async fn run(bench: &mut Bench, args: LatencyArgs) -> anyhow::Result<Report>
     if let Some(p) = profiler {
         report.note(format!("perf profiles: {}", p.stop().join(", ")));
     }
+    let live = match live {
+        Some(l) => Some(l.finish(tracker.unique(), LIVE_QUIET).await),
+        None => None,
+    };
 
     let lat = tracker.latency.summary();
     report
@@ -164,6 +171,9 @@ pub async fn run(bench: &mut Bench, args: LatencyArgs) -> anyhow::Result<Report>
         "the latency histogram is log-linear (64 steps per power of two, within 1.6 %); \
          the publisher's send time is read right before each request is written",
     );
+    if let Some(live) = &live {
+        live.report(&mut report);
+    }
     report.cpu("the run", Some((tracker.unique(), "delivery")), usage);
     delete_webhooks(bench, &token, &ids).await;
     Ok(report)

@@ -33,6 +33,9 @@ pub struct Knobs {
     /// Record a `perf` CPU profile of each started service during measured phases,
     /// into this directory.
     pub perf_dir: Option<std::path::PathBuf>,
+    /// Live-update WebSocket subscribers to attach (as the phase's owner, deliveries
+    /// topic) during the `webhooks` and `latency` measurements.
+    pub subscribers: usize,
 }
 
 /// `perf record` processes sampling the services during one phase.
@@ -195,6 +198,18 @@ pub async fn wait_delivered(tracker: &Tracker, target: u64, stall: Duration) -> 
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How long live subscribers may go without a new message, once the phase's
+/// deliveries are in, before their counts are taken as final.
+pub const LIVE_QUIET: Duration = Duration::from_secs(3);
+
+/// The title suffix naming the live subscribers attached (none: empty).
+pub fn live_title(subscribers: usize) -> String {
+    match subscribers {
+        0 => String::new(),
+        n => format!(", {n} live subscriber(s)"),
     }
 }
 

@@ -14,10 +14,11 @@ use bytes::Bytes;
 use hyper::Method;
 
 use crate::client::{Target, Template, closed_loop};
+use crate::live::Subscribers;
 use crate::report::{Goal, Report};
 use crate::scenarios::{
-    Bench, delete_webhooks, event_json, limits, ms, null_pipeline, wait_delivered,
-    webhooks_for_new_user,
+    Bench, LIVE_QUIET, delete_webhooks, event_json, limits, live_title, ms, null_pipeline,
+    wait_delivered, webhooks_for_new_user,
 };
 use crate::sink::{Tracker, now_ns};
 
@@ -113,11 +114,12 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
                 ),
                 _ => format!("one request per event ({} connections)", args.concurrency),
             }
-        ),
+        ) + &live_title(bench.knobs.subscribers),
     );
     eprintln!("webhooks: {} ...", report.title);
     let phase = format!("{tag}{}", args.endpoints);
     let (user, token, ids) = webhooks_for_new_user(bench, &phase, args.endpoints).await?;
+    let live = Subscribers::open(&bench.system.base_url, &token, bench.knobs.subscribers).await?;
     let tracker = bench
         .sink
         .track(Tracker::new(args.events, args.endpoints as u64, 0));
@@ -185,6 +187,10 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
     if let Some(p) = profiler {
         report.note(format!("perf profiles: {}", p.stop().join(", ")));
     }
+    let live = match live {
+        Some(l) => Some(l.finish(tracker.unique(), LIVE_QUIET).await),
+        None => None,
+    };
 
     let delivered = tracker.unique();
     let last = tracker.last_ns().unwrap_or(published_ns);
@@ -341,6 +347,9 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
         "publishing took {publish_secs:.2} s; the last delivery came {:.2} s after the last publish answer",
         (last.saturating_sub(published_ns)) as f64 / 1e9
     ));
+    if let Some(live) = &live {
+        live.report(&mut report);
+    }
     report.cpu("the run", Some((delivered, "delivery")), usage);
     delete_webhooks(bench, &token, &ids).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
