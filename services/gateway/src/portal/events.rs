@@ -123,11 +123,11 @@ fn catalogue(body: &mut Html) {
         body.raw("<dt><code>")
             .text(name)
             .raw("</code></dt><dd>")
-            .text(meaning)
+            .text_with_code(meaning)
             .raw("</dd>");
     }
     body.raw("</dl><p class=\"muted\">")
-        .text(event_types::NAMING_CONVENTION)
+        .text_with_code(event_types::NAMING_CONVENTION)
         .raw("</p>");
     for origin in Origin::ALL {
         match origin {
@@ -153,7 +153,7 @@ fn entry(body: &mut Html, t: &EventType) {
         .raw("><h4><code>")
         .text(t.name)
         .raw("</code></h4><p>")
-        .text(t.description)
+        .text_with_code(t.description)
         .raw(" <span class=\"muted\">Emitted by ")
         .text(t.emitted_by)
         .raw(
@@ -182,5 +182,32 @@ mod tests {
         }
         assert!(out.contains("&quot;type&quot;: &quot;order.created&quot;"));
         assert!(!out.contains("<script"));
+    }
+
+    /// The catalogue's markdown code spans are `<code>` on the page, never literal
+    /// backticks: the naming convention, the header meanings and every description.
+    #[test]
+    fn code_spans_in_the_catalogue_are_rendered() {
+        let mut h = Html::new();
+        catalogue(&mut h);
+        let out = h.into_string();
+        assert!(
+            out.contains("Lower-case <code>&lt;resource&gt;.&lt;past-tense verb&gt;</code>"),
+            "the naming convention's spans"
+        );
+        assert!(out.contains("<code>order:&lt;id&gt;:created</code>"));
+        assert!(out.contains("Space-separated <code>v1,&lt;base64 HMAC-SHA256"));
+        // The texts the catalogue writes with spans (between the examples, which are
+        // JSON in <pre> and never contain a backtick).
+        let prose: String = out
+            .split("<pre>")
+            .map(|chunk| chunk.split_once("</pre>").map_or(chunk, |(_, after)| after))
+            .collect();
+        assert!(!prose.contains('`'), "a literal backtick on the page");
+        for t in event_types::all() {
+            let mut d = Html::new();
+            d.text_with_code(t.description);
+            assert!(out.contains(d.as_str()), "{}", t.name);
+        }
     }
 }

@@ -76,6 +76,35 @@ impl Html {
         self
     }
 
+    /// Appends escaped text whose markdown code spans (`` `like this` ``) become
+    /// `<code>` elements: the catalogue's descriptions are written for the docs and
+    /// the OpenAPI document, which render them, and the portal must not show the
+    /// backticks. Only single-backtick spans are recognised; a backtick without a
+    /// partner, or an empty pair, stays as written. Everything, inside spans too, is
+    /// escaped.
+    pub fn text_with_code(&mut self, text: &str) -> &mut Self {
+        let mut rest = text;
+        while let Some(open) = rest.find('`') {
+            let after = &rest[open + 1..];
+            match after.find('`') {
+                Some(len) if len > 0 => {
+                    self.text(&rest[..open])
+                        .raw("<code>")
+                        .text(&after[..len])
+                        .raw("</code>");
+                    rest = &after[len + 1..];
+                }
+                // An empty pair: both backticks stay, as written.
+                Some(_) => {
+                    self.text(&rest[..open + 2]);
+                    rest = &after[1..];
+                }
+                None => break,
+            }
+        }
+        self.text(rest)
+    }
+
     /// Appends `<tag>text</tag>` with `text` escaped.
     pub fn el(&mut self, open: &'static str, text: &str, close: &'static str) -> &mut Self {
         self.raw(open).text(text).raw(close)
@@ -124,6 +153,24 @@ mod tests {
             "<p title=\"&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\">&lt;img src=x onerror=&#39;x&#39;&gt; &amp; ünï</p>"
         );
         assert!(!h.as_str().contains("<script"));
+    }
+
+    /// Code spans become `<code>`, their content and the text around them escaped;
+    /// an unpaired backtick or an empty pair stays literal.
+    #[test]
+    fn code_spans_become_code_elements() {
+        let mut h = Html::new();
+        h.text_with_code("Lower-case `<resource>.<verb>` & `*`; a `stray");
+        assert_eq!(
+            h.as_str(),
+            "Lower-case <code>&lt;resource&gt;.&lt;verb&gt;</code> &amp; <code>*</code>; a `stray"
+        );
+        let mut h = Html::new();
+        h.text_with_code("`<script>` `` done ` ");
+        assert_eq!(h.as_str(), "<code>&lt;script&gt;</code> `` done ` ");
+        let mut h = Html::new();
+        h.text_with_code("no spans");
+        assert_eq!(h.as_str(), "no spans");
     }
 
     /// Values in links are percent-encoded, so they cannot add parameters or paths.
