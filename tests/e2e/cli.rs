@@ -1,7 +1,8 @@
 //! The `portico` binary against the real system: webhooks created, listed and read,
 //! an event published and its signed delivery verified offline (and a tampered body
 //! refused), a bulk NDJSON file followed to its summary (exit code 7 when an order
-//! fails), and problem+json errors printed as one line with their exit codes.
+//! fails), the audit log listed with its filters and verified (exit code 8 once a
+//! record is edited), and problem+json errors printed as one line with their exit codes.
 //!
 //! Run `cargo build --workspace --bins` first: the tests run `target/debug/portico`.
 
@@ -10,7 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use portico_e2e::sink::{Reply, Sink};
-use portico_e2e::{SERVICE_TOKEN, TestApp, bin_dir, wait_for};
+use portico_e2e::{SERVICE_TOKEN, ServiceKind, TestApp, bin_dir, wait_for};
 use serde_json::{Value, json};
 
 /// Runs `portico` with the gateway's URL and the service token for `user`, an empty
@@ -868,6 +869,220 @@ async fn deliveries_tail_prints_live_attempts() -> anyhow::Result<()> {
     assert!(printed[0].contains(" attempt 1 order.created "), "{text}");
     assert!(printed[0].contains("200 -> succeeded"), "{text}");
 
+    app.cleanup().await;
+    Ok(())
+}
+
+/// `audit list` with every filter the API offers, as JSON and as a table, scoped to
+/// the caller's user; `audit verify` exits 0 on an intact chain and 8 (naming the
+/// record) once a record is edited in the database; partner credentials exit 4; a bad
+/// time is refused before any request (1), a bad actor kind by the API (3).
+#[tokio::test]
+async fn audit_list_filters_and_verify_exit_codes() -> anyhow::Result<()> {
+    // The gateway writes, links and verifies the log: no other service is needed.
+    let app = TestApp::spawn_with(&[], &[ServiceKind::Gateway]).await?;
+    let user = "audit-cli-user";
+
+    // Three changes: webhook.created, webhook.updated, integration.created.
+    let created = json_out(
+        &portico(
+            &app,
+            user,
+            &[
+                "-o",
+                "json",
+                "webhooks",
+                "create",
+                "--url",
+                "http://127.0.0.1:9/hooks",
+                "--event",
+                "order.*",
+            ],
+        )
+        .await?,
+    );
+    let hook = created["id"].as_str().expect("webhook id").to_owned();
+    json_out(
+        &portico(
+            &app,
+            user,
+            &[
+                "-o",
+                "json",
+                "webhooks",
+                "update",
+                &hook,
+                "--description",
+                "audited",
+            ],
+        )
+        .await?,
+    );
+    let integration = json_out(
+        &portico(
+            &app,
+            user,
+            &[
+                "-o",
+                "json",
+                "integrations",
+                "create",
+                "--name",
+                "Audit ERP",
+                "--type",
+                "erp",
+                "--scope",
+                "orders:read",
+            ],
+        )
+        .await?,
+    );
+
+    let actions = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|r| r["action"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let all = json_out(&portico(&app, user, &["-o", "json", "audit", "list"]).await?);
+    assert_eq!(
+        actions(&all),
+        ["integration.created", "webhook.updated", "webhook.created"],
+        "{all}"
+    );
+    assert_eq!(all[0]["seq"], 3, "{all}");
+    assert_eq!(all[0]["actor"]["kind"], "service", "{all}");
+    assert_eq!(all[1]["resourceId"], hook.as_str());
+    assert!(
+        all[0]["hash"].as_str().is_some_and(|h| h.len() == 64),
+        "{all}"
+    );
+
+    for (args, expected) in [
+        (
+            vec!["--resource-type", "webhook"],
+            vec!["webhook.updated", "webhook.created"],
+        ),
+        (
+            vec![
+                "--action",
+                "webhook.updated",
+                "--resource-id",
+                hook.as_str(),
+            ],
+            vec!["webhook.updated"],
+        ),
+        (
+            vec!["--actor-kind", "service", "--actor-id", user],
+            vec!["integration.created", "webhook.updated", "webhook.created"],
+        ),
+        (vec!["--actor-kind", "partner"], vec![]),
+        (
+            vec!["--since", "2000-01-01T00:00:00Z"],
+            vec!["integration.created", "webhook.updated", "webhook.created"],
+        ),
+        (vec!["--until", "2000-01-01T00:00:00Z"], vec![]),
+        (vec!["--limit", "1"], vec!["integration.created"]),
+        (
+            vec!["--limit", "2"],
+            vec!["integration.created", "webhook.updated"],
+        ),
+    ] {
+        let mut full = vec!["-o", "json", "audit", "list"];
+        full.extend(args.iter().copied());
+        let listed = json_out(&portico(&app, user, &full).await?);
+        assert_eq!(actions(&listed), expected, "{args:?}: {listed}");
+    }
+    // Another user's log is not visible.
+    let other =
+        json_out(&portico(&app, "audit-cli-other", &["-o", "json", "audit", "list"]).await?);
+    assert_eq!(other, json!([]));
+
+    let table = portico(&app, user, &["audit", "list", "--resource-type", "webhook"]).await?;
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("SEQ") && lines[0].contains("ACTION"),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[1].contains("webhook.updated") && lines[1].contains(&hook),
+        "{text}"
+    );
+
+    // Refusals: a bad time locally (1), a bad actor kind by the API (3).
+    let out = portico(&app, user, &["audit", "list", "--since", "yesterday"]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--since"), "{}", stderr(&out));
+    let out = portico(&app, user, &["audit", "list", "--actor-kind", "robot"]).await?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/actorKind"), "{}", stderr(&out));
+
+    // Partner credentials are refused (403: exit 4).
+    let key = integration["credentials"]["apiKey"].as_str().expect("key");
+    let secret = integration["credentials"]["apiSecret"]
+        .as_str()
+        .expect("secret");
+    let base = app.base_url();
+    let out = portico_raw(
+        &app,
+        &[
+            ("PORTICO_URL", &base),
+            ("PORTICO_API_KEY", key),
+            ("PORTICO_API_SECRET", secret),
+        ],
+        &["audit", "list"],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+
+    // An intact chain: exit 0, as JSON and as a table.
+    let verified = json_out(&portico(&app, user, &["-o", "json", "audit", "verify"]).await?);
+    assert_eq!(verified["valid"], true, "{verified}");
+    assert_eq!(
+        (verified["records"].clone(), verified["headSeq"].clone()),
+        (json!(3), json!(3))
+    );
+    assert_eq!(verified["head"], all[0]["hash"], "{verified}");
+    let out = portico(&app, user, &["audit", "verify", "--from-seq", "2"]).await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("valid    true"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("records  2"), "{}", stdout(&out));
+
+    // Someone with database access edits record 2: exit 8, the record named.
+    sqlx::query(
+        "UPDATE audit_log SET changes = '{\"fields\": [\"url\"]}' WHERE owner_id = $1 AND seq = 2",
+    )
+    .bind(user)
+    .execute(&app.pool)
+    .await?;
+    let out = portico(&app, user, &["audit", "verify"]).await?;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("broken at record 2 (edited)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = portico(&app, user, &["-o", "json", "audit", "verify"]).await?;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let broken: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        (
+            broken["valid"].clone(),
+            broken["brokenAt"].clone(),
+            broken["reason"].clone()
+        ),
+        (json!(false), json!(2), json!("edited")),
+        "{broken}"
+    );
+
+    let _ =
+        std::fs::remove_file(std::env::temp_dir().join(format!("portico-cli-e2e-{}.json", app.id)));
     app.cleanup().await;
     Ok(())
 }

@@ -20,6 +20,8 @@ pub const UNAVAILABLE: u8 = 5;
 pub const INVALID_SIGNATURE: u8 = 6;
 /// `bulk submit`: the batch finished with failed or unprocessed orders, or did not finish.
 pub const ORDERS_FAILED: u8 = 7;
+/// `audit verify`: a record of the audit log was edited or removed.
+pub const AUDIT_CHAIN_BROKEN: u8 = 8;
 
 /// The text of `--help`'s exit-code section.
 pub const HELP: &str = "Exit codes:
@@ -30,7 +32,8 @@ pub const HELP: &str = "Exit codes:
   4  authentication or authorization failed (401, 403)
   5  server unreachable, unavailable or failed (5xx, 429 after retries)
   6  verify: signature does not match
-  7  bulk submit: orders failed, or the batch did not complete";
+  7  bulk submit: orders failed, or the batch did not complete
+  8  audit verify: a record was edited or removed";
 
 /// An error that ends the command with a specific code and message.
 #[derive(Debug, thiserror::Error)]

@@ -98,7 +98,9 @@ pub enum IntegrationsCmd {
     },
 }
 
-fn time(text: Option<String>, flag: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+/// Parses an RFC 3339 flag value, naming the flag when it is not one (shared by the
+/// commands that take times).
+pub(crate) fn time(text: Option<String>, flag: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
     text.map(|t| {
         DateTime::parse_from_rfc3339(&t)
             .map(|d| d.with_timezone(&Utc))

@@ -1,8 +1,10 @@
 //! `portico`: the command-line tool of the Portico API, built on `portico-client`, so a
 //! partner or an internal team manages webhooks, publishes events, follows deliveries,
-//! submits bulk orders and checks signatures without hand-crafting HTTP calls.
+//! submits bulk orders, reads and verifies the audit log and checks signatures without
+//! hand-crafting HTTP calls.
 //! Documented in `docs/cli.md`.
 
+mod audit;
 mod bulk;
 mod config;
 mod events;
@@ -30,8 +32,8 @@ use crate::output::{Format, Out};
 #[command(
     name = "portico",
     version,
-    about = "Manage Portico webhooks, events, deliveries, bulk orders and integrations",
-    long_about = "Manage Portico webhooks, events, deliveries, bulk orders and integrations.\n\n\
+    about = "Manage Portico webhooks, events, deliveries, bulk orders and integrations, and read the audit log",
+    long_about = "Manage Portico webhooks, events, deliveries, bulk orders and integrations, and read the audit log.\n\n\
 Settings come from a profile in the config file ($PORTICO_CONFIG, else \
 ~/.config/portico/config.json), overridden by PORTICO_* variables, overridden by flags.",
     after_help = "Examples:
@@ -41,6 +43,8 @@ Settings come from a profile in the config file ($PORTICO_CONFIG, else \
   portico deliveries list <WEBHOOK_ID> --status failed
   portico listen --events 'order.*' --forward-to http://localhost:3000/hooks
   portico bulk submit orders.ndjson
+  portico audit list --resource-type webhook --since 2026-12-01T00:00:00Z
+  portico audit verify
   portico verify --secret whsec_... -H 'webhook-id: ...' -H 'webhook-timestamp: ...' -H 'webhook-signature: ...' --body-file body.json
   portico completions bash > /etc/bash_completion.d/portico",
     after_long_help = exit::HELP
@@ -128,6 +132,9 @@ enum Command {
     /// Partner integrations: create, list, get, delete, regenerate, usage.
     #[command(subcommand)]
     Integrations(integrations::IntegrationsCmd),
+    /// The audit log of the user: list (with filters), verify the hash chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Forward deliveries of a temporary endpoint to a local URL (development).
     Listen(listen::ListenArgs),
     /// Check a Standard Webhooks signature offline.
@@ -257,6 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(cmd) => events::run(cmd, &cli.global.client()?, out).await,
         Command::Bulk(cmd) => bulk::run(cmd, &cli.global.client()?, out).await,
         Command::Integrations(cmd) => integrations::run(cmd, &cli.global.client()?, out).await,
+        Command::Audit(cmd) => audit::run(cmd, &cli.global.client()?, out).await,
         Command::Listen(args) => listen::run(args, &cli.global.client()?, out).await,
         Command::Verify(args) => verify::run(args, out),
         Command::Config(cmd) => run_config(cmd, &cli.global),
