@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::app::listen::{self, NewListenEndpoint};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::live_session::{self as session, MAX_CLIENT_MESSAGE_BYTES};
+use crate::live_session::{self as session, MAX_CLIENT_MESSAGE_BYTES, READ_BUFFER_BYTES};
 use crate::rest::json::ApiJson;
 use crate::rest::live::LiveQuery;
 use crate::rest::openapi::PROBLEM;
@@ -118,6 +118,7 @@ pub async fn listen_socket(
         .await
         .map_err(|e| ApiError::Unavailable(format!("NATS: {e}")))?;
     Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .on_upgrade(move |socket| {

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::live::hub::JoinError;
-use crate::live_session::{self as session, MAX_CLIENT_MESSAGE_BYTES};
+use crate::live_session::{self as session, MAX_CLIENT_MESSAGE_BYTES, READ_BUFFER_BYTES};
 use crate::rest::openapi::PROBLEM;
 use crate::state::AppState;
 
@@ -115,6 +115,7 @@ pub async fn live_socket(
             },
         })?;
     Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .on_upgrade(move |socket| session::run_websocket(socket, membership, identity, hub)))
