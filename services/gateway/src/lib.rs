@@ -139,6 +139,15 @@ pub async fn run(
 
     let relay =
         tokio::spawn(OutboxRelay::new(pool.clone(), publisher, outbox).run(shutdown.child_token()));
+    // Links the audit records requests write; stops after the servers, linking what
+    // the last requests wrote.
+    let linker_stop = CancellationToken::new();
+    let linker = tokio::spawn(
+        state
+            .audit_linker()
+            .clone()
+            .run(pool.clone(), linker_stop.clone()),
+    );
     let jwks = {
         let state = state.clone();
         let stop = shutdown.child_token();
@@ -166,6 +175,8 @@ pub async fn run(
     // No request can log usage any more: write everything still buffered.
     usage_writer.finish().await;
     let _ = invalidations.await;
+    linker_stop.cancel();
+    let _ = linker.await;
     let _ = relay.await;
     let _ = jwks.await;
     nats.flush().await.ok();

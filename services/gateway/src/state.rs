@@ -29,6 +29,7 @@ struct Inner {
     config: GatewayConfig,
     webhooks: WebhookSettings,
     live: crate::live::Hub,
+    audit_linker: crate::app::audit::AuditLinker,
 }
 
 /// The parts [`AppState::new`] assembles.
@@ -86,7 +87,13 @@ impl AppState {
             config: parts.config,
             webhooks: parts.webhooks,
             live: parts.live,
+            audit_linker: crate::app::audit::AuditLinker::default(),
         }))
+    }
+
+    /// Links the audit records requests wrote into their chains (run once, at start).
+    pub fn audit_linker(&self) -> &crate::app::audit::AuditLinker {
+        &self.0.audit_linker
     }
 
     /// PostgreSQL.

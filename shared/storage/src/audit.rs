@@ -7,13 +7,22 @@
 //! Editing a record changes what its bytes hash to; removing one leaves a gap in the
 //! sequence numbers and a `prev_hash` that links to nothing; so [`verify`] finds both.
 //!
-//! [`append`] runs inside the caller's transaction (the same one as the change it
-//! records): it locks the owner's chain head (`INSERT .. ON CONFLICT DO UPDATE`, one
-//! statement that creates the head on first use), reads the time while holding it
-//! (`clock_timestamp()`, never before the previous record's, so time order is sequence
-//! order), and inserts the record
-//! and moves the head in a second statement. Two writers of one owner therefore
-//! serialise on the head row until the first commits, and the chain never forks.
+//! Writing is two steps (migration 0020). [`enqueue`] runs inside the caller's
+//! transaction (the same one as the change it records) and inserts the record into
+//! `audit_pending`, touching no chain head: the change and its record commit together
+//! or not at all, and writers of one owner do not wait for each other. [`link`] then
+//! moves an owner's committed waiting records into the chain, a batch per transaction:
+//! it locks the owner's chain head (`INSERT .. ON CONFLICT DO UPDATE`, which creates the
+//! head on first use), gives the records, in queued order, the next sequence numbers,
+//! their times (the time queued, never before the previous record's, so time order is
+//! sequence order) and their hashes, and moves them and the head in one statement.
+//! Linkers of one owner serialise on the head row, so the chain never forks; one WAL
+//! flush links the whole batch. (Holding the head from each write's audit statement to
+//! its commit, as [`append`] does, let one owner's writers commit one at a time: about
+//! 500 creates/s here, with seconds of queueing behind them.)
+//!
+//! [`append`] is the one-step form (lock, link and insert inside the caller's
+//! transaction), kept for tools and tests that want the linked record at once.
 //!
 //! Retention ([`purge`]) removes the oldest records of a chain only, and moves the
 //! chain's anchor (`anchor_seq`, `anchor_hash`: the first retained record's sequence
@@ -252,6 +261,195 @@ pub async fn append(
     .execute(&mut *conn)
     .await?;
     Ok(row)
+}
+
+/// Records linked per transaction by [`link`].
+const LINK_BATCH: i64 = 1_000;
+
+/// Writes a record to be linked into its owner's chain, inside the caller's transaction
+/// (the one of the change it records), without locking the chain head; [`link`] gives
+/// it its place in the chain after the commit. The record's time is read here
+/// (`clock_timestamp()`).
+pub async fn enqueue(
+    executor: impl sqlx::PgExecutor<'_>,
+    record: &NewAuditRecord<'_>,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        r#"INSERT INTO audit_pending (id, owner_id, actor_kind, actor_id, client_addr,
+                                     request_id, action, resource_type, resource_id, changes)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+        id,
+        record.owner_id,
+        record.actor_kind,
+        record.actor_id,
+        record.client_addr,
+        record.request_id,
+        record.action,
+        record.resource_type,
+        record.resource_id,
+        record.changes,
+    )
+    .execute(executor)
+    .await?;
+    Ok(id)
+}
+
+/// True when `owner_id` has committed records not yet linked into its chain.
+pub async fn has_pending(
+    executor: impl sqlx::PgExecutor<'_>,
+    owner_id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM audit_pending WHERE owner_id = $1) AS "exists!""#,
+        owner_id
+    )
+    .fetch_one(executor)
+    .await
+}
+
+/// Up to `limit` owners with committed records not yet linked (a sweep's work list).
+pub async fn pending_owners(
+    executor: impl sqlx::PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT DISTINCT owner_id FROM audit_pending LIMIT $1",
+        limit
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// Links every committed waiting record of `owner_id` into its chain, oldest queued
+/// first, [`LINK_BATCH`] per transaction, and returns how many. Each transaction locks
+/// the chain head, so linkers of one owner (every gateway replica, a list, a
+/// verification) run one after another and the chain never forks; a record committed
+/// while a batch is linked waits for the next call. Cheap when there is nothing to
+/// link (one indexed read, no lock).
+pub async fn link(pool: &sqlx::PgPool, owner_id: &str) -> Result<u64, sqlx::Error> {
+    if !has_pending(pool, owner_id).await? {
+        return Ok(0);
+    }
+    let mut total = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let head = sqlx::query!(
+            r#"INSERT INTO audit_chain_heads AS h (owner_id) VALUES ($1)
+               ON CONFLICT (owner_id) DO UPDATE SET owner_id = h.owner_id
+               RETURNING head_seq, head_hash, head_at"#,
+            owner_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let waiting = sqlx::query!(
+            r#"SELECT id, queued_at, actor_kind, actor_id, client_addr, request_id, action,
+                      resource_type, resource_id, changes
+                 FROM audit_pending WHERE owner_id = $1
+                ORDER BY queued_at, id
+                LIMIT $2"#,
+            owner_id,
+            LINK_BATCH
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let count = waiting.len();
+        if count == 0 {
+            tx.rollback().await?;
+            return Ok(total);
+        }
+        let mut prev_hash = head.head_hash;
+        let mut prev_at = head.head_at;
+        let mut seq = head.head_seq;
+        let (mut ids, mut seqs, mut ats, mut prevs, mut hashes) = (
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+        );
+        for w in waiting {
+            seq += 1;
+            // PostgreSQL keeps microseconds; hash what will be read back.
+            let queued = DateTime::from_timestamp_micros(w.queued_at.timestamp_micros())
+                .unwrap_or(w.queued_at);
+            let at = prev_at.map_or(queued, |p| p.max(queued));
+            let mut row = AuditRecordRow {
+                owner_id: owner_id.to_owned(),
+                seq,
+                id: w.id,
+                at,
+                actor_kind: w.actor_kind,
+                actor_id: w.actor_id,
+                client_addr: w.client_addr,
+                request_id: w.request_id,
+                action: w.action,
+                resource_type: w.resource_type,
+                resource_id: w.resource_id,
+                changes: w.changes,
+                prev_hash: std::mem::take(&mut prev_hash),
+                hash: Vec::new(),
+            };
+            row.hash = row.expected_hash().to_vec();
+            prev_hash = row.hash.clone();
+            prev_at = Some(at);
+            ids.push(row.id);
+            seqs.push(row.seq);
+            ats.push(row.at);
+            prevs.push(row.prev_hash);
+            hashes.push(row.hash);
+        }
+        // The waiting rows move as read (the head's lock keeps other linkers out, and
+        // nothing else changes them), with the place in the chain computed above.
+        let linked = sqlx::query_scalar!(
+            r#"WITH place AS (
+                   SELECT * FROM UNNEST($2::uuid[], $3::int8[], $4::timestamptz[],
+                                        $5::bytea[], $6::bytea[])
+                            AS p(id, seq, at, prev_hash, hash)),
+               gone AS (
+                   DELETE FROM audit_pending w USING place
+                    WHERE w.id = place.id AND w.owner_id = $1
+                   RETURNING w.*),
+               rec AS (
+                   INSERT INTO audit_log (owner_id, seq, id, at, actor_kind, actor_id,
+                                          client_addr, request_id, action, resource_type,
+                                          resource_id, changes, prev_hash, hash)
+                   SELECT g.owner_id, p.seq, g.id, p.at, g.actor_kind, g.actor_id,
+                          g.client_addr, g.request_id, g.action, g.resource_type,
+                          g.resource_id, g.changes, p.prev_hash, p.hash
+                     FROM gone g JOIN place p ON p.id = g.id
+                   RETURNING 1),
+               moved AS (
+                   UPDATE audit_chain_heads SET head_seq = $7, head_hash = $8, head_at = $9
+                    WHERE owner_id = $1
+                   RETURNING 1)
+               SELECT (SELECT count(*) FROM rec) AS "linked!""#,
+            owner_id,
+            &ids,
+            &seqs,
+            &ats,
+            &prevs,
+            &hashes,
+            seq,
+            &prev_hash,
+            prev_at,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if usize::try_from(linked).ok() != Some(count) {
+            // Cannot happen while only linkers delete waiting rows; never commit a
+            // chain whose head names records that were not written.
+            tx.rollback().await?;
+            return Err(sqlx::Error::Protocol(format!(
+                "audit link for {owner_id:?}: {linked} of {count} waiting records moved"
+            )));
+        }
+        tx.commit().await?;
+        total += count as u64;
+        if (count as i64) < LINK_BATCH {
+            return Ok(total);
+        }
+    }
 }
 
 /// What a list may be narrowed to; `None` = any.

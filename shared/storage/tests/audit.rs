@@ -103,6 +103,102 @@ async fn concurrent_writers_of_one_owner_never_fork_the_chain() {
     .await;
 }
 
+/// Writes a record the two-step way (as the gateway does): committed, waiting.
+async fn enqueue(pool: &sqlx::PgPool, owner: &str, resource_id: &str) {
+    let changes = serde_json::json!({"fields": ["description"], "n": resource_id});
+    let mut tx = pool.begin().await.expect("begin");
+    audit::enqueue(
+        &mut *tx,
+        &NewAuditRecord {
+            owner_id: owner,
+            actor_kind: "service",
+            actor_id: owner,
+            client_addr: None,
+            request_id: Some(resource_id),
+            action: "webhook.created",
+            resource_type: "webhook",
+            resource_id,
+            changes: &changes,
+        },
+    )
+    .await
+    .expect("enqueue");
+    tx.commit().await.expect("commit");
+}
+
+/// Forty writers of one owner commit their records without the chain head, a rolled
+/// back one leaves none, and concurrent linkers (replicas, a list) link each committed
+/// record exactly once, in queued order, after any record linked the one-step way:
+/// one chain that verifies, times in sequence order, nothing left waiting.
+#[tokio::test]
+async fn waiting_records_link_once_in_queued_order() {
+    with_database(|pool| async move {
+        append(&pool, "hana", "webhook.updated").await;
+        let mut writers = Vec::new();
+        for i in 0..40 {
+            let pool = pool.clone();
+            writers.push(tokio::spawn(async move {
+                enqueue(&pool, "hana", &format!("w-{i}")).await
+            }));
+        }
+        let mut tx = pool.begin().await.expect("begin");
+        audit::enqueue(
+            &mut *tx,
+            &NewAuditRecord {
+                owner_id: "hana",
+                actor_kind: "user",
+                actor_id: "hana",
+                client_addr: None,
+                request_id: None,
+                action: "webhook.deleted",
+                resource_type: "webhook",
+                resource_id: "rolled-back",
+                changes: &serde_json::json!({}),
+            },
+        )
+        .await
+        .expect("enqueue");
+        tx.rollback().await.expect("rollback");
+        for w in writers {
+            w.await.expect("writer");
+        }
+        assert!(audit::has_pending(&pool, "hana").await.unwrap());
+        assert_eq!(
+            audit::pending_owners(&pool, 10).await.unwrap(),
+            vec!["hana".to_owned()]
+        );
+        let mut linkers = Vec::new();
+        for _ in 0..3 {
+            let pool = pool.clone();
+            linkers.push(tokio::spawn(async move {
+                audit::link(&pool, "hana").await.expect("link")
+            }));
+        }
+        let mut linked = 0;
+        for l in linkers {
+            linked += l.await.expect("linker");
+        }
+        assert_eq!(linked, 40, "each committed record linked once");
+        assert!(!audit::has_pending(&pool, "hana").await.unwrap());
+        assert_eq!(audit::link(&pool, "hana").await.unwrap(), 0);
+        let v = audit::verify(&pool, "hana", None).await.unwrap();
+        assert_eq!((v.records, v.head_seq, v.broken), (41, 41, None));
+        let rows = audit::records_from(&pool, "hana", 1, 100).await.unwrap();
+        assert!(
+            rows.windows(2).all(|w| w[0].at <= w[1].at),
+            "time order is seq order"
+        );
+        assert!(rows.iter().all(|r| r.resource_id != "rolled-back"));
+        let distinct: std::collections::HashSet<_> =
+            rows[1..].iter().map(|r| r.request_id.clone()).collect();
+        assert_eq!(distinct.len(), 40, "every writer's record, once");
+        // The one-step form goes on from the linked head.
+        let next = append(&pool, "hana", "webhook.deleted").await;
+        assert_eq!((next.seq, next.prev_hash.clone()), (42, v.head_hash));
+    })
+    .await;
+}
+
 /// An UPDATE of one record's field is found at that record; a DELETE of a middle record
 /// is found as removed at its sequence number; deleting the newest is found too.
 #[tokio::test]

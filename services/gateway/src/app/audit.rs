@@ -12,78 +12,227 @@
 //! are never secret (signing secrets, API secrets and custom header values never reach
 //! a record: header *names* may, their values may not).
 //!
+//! Chaining: [`record`] writes the record without touching the owner's chain head
+//! ([`portico_storage::audit::enqueue`]), so one owner's requests commit in parallel;
+//! when the request is done its door hands the owner to the [`AuditLinker`], which
+//! links the owner's committed records into the hash chain a batch at a time
+//! ([`portico_storage::audit::link`]). [`list`] and [`verify`] link the caller's
+//! waiting records first, so they always see every record committed before them.
+//!
 //! Not audited, on purpose: publishing events (`POST /api/events`, gRPC `Publish`):
-//! the hot path, one record per event would serialise every publisher of a user on
-//! the chain head; events have their own durable record (the `events` table).
+//! the hot path; events have their own durable record (the `events` table).
 //!
 //! Reading: [`list`] (filters and a keyset cursor) and [`verify`] (recomputes the
 //! owner's hash chain, [`portico_storage::audit::verify`]). Users and internal services
 //! read their own user's log; partners are refused (403): the log records the owner's
 //! own management actions, which a partner's scopes do not cover.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use axum::http::HeaderValue;
 use chrono::{DateTime, Utc};
 use portico_domain::pagination::{self, PageRequest};
 use portico_storage::audit::{self as store, AuditFilter, NewAuditRecord};
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::identity::{Caller, Operator};
 use crate::state::AppState;
 
-/// Where the current request came from: set by each door around its handler.
+/// Where the current request came from: set by each door around its handler. Holds the
+/// request head's values as they arrived (no text is made per request); [`record`]
+/// reads them only when it writes a record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestOrigin {
     /// The request's `x-request-id` (REST sets one when the client sent none).
-    pub request_id: Option<String>,
-    /// The client's address (the first `X-Forwarded-For` hop when trusted).
-    pub client_addr: Option<String>,
+    request_id: Option<HeaderValue>,
+    /// The `X-Forwarded-For` header, when a trusted proxy sets it.
+    forwarded_for: Option<HeaderValue>,
+    /// The connection's peer address.
+    peer: Option<IpAddr>,
 }
 
 /// Longest request id kept in a record, in bytes.
 const MAX_REQUEST_ID_BYTES: usize = 200;
 
 impl RequestOrigin {
-    /// The origin of a request head: its `x-request-id` (1-200 visible bytes, else
-    /// none) and the client's address.
+    /// The origin of a request head: its `x-request-id` and what says the client's
+    /// address (the trusted `X-Forwarded-For`, the connection's peer).
     pub fn from_head(
         headers: &axum::http::HeaderMap,
         extensions: &axum::http::Extensions,
         trust_forwarded_for: bool,
     ) -> Self {
-        let request_id = headers
-            .get("x-request-id")
+        let peer = extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip())
+            .or_else(|| {
+                extensions
+                    .get::<tonic::transport::server::TcpConnectInfo>()
+                    .and_then(|info| info.remote_addr())
+                    .map(|addr| addr.ip())
+            });
+        Self {
+            request_id: headers.get("x-request-id").cloned(),
+            forwarded_for: trust_forwarded_for
+                .then(|| headers.get("x-forwarded-for").cloned())
+                .flatten(),
+            peer,
+        }
+    }
+
+    /// The request id as recorded: 1-200 visible bytes, else none.
+    fn request_id(&self) -> Option<&str> {
+        self.request_id
+            .as_ref()
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES)
-            .map(str::to_owned);
-        let mut client_addr = crate::net::peer_address(headers, extensions, trust_forwarded_for);
-        if client_addr.is_none() {
-            client_addr = extensions
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|info| info.remote_addr())
-                .map(|addr| addr.ip().to_string());
-        }
-        Self {
-            request_id,
-            client_addr,
+    }
+
+    /// The client's address as recorded: the first `X-Forwarded-For` hop when trusted
+    /// (as [`crate::net::peer_address`] reads it), else the peer's address.
+    fn client_addr(&self) -> Option<String> {
+        let forwarded = self
+            .forwarded_for
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 64);
+        match forwarded {
+            Some(first) => Some(first.to_owned()),
+            None => self.peer.map(|ip| ip.to_string()),
         }
     }
 }
 
+/// A request's origin and the owners whose chains it wrote a record to.
+struct RequestScope {
+    origin: RequestOrigin,
+    written: RefCell<Vec<String>>,
+}
+
 tokio::task_local! {
-    static ORIGIN: RequestOrigin;
+    static SCOPE: RequestScope;
 }
 
 /// Runs a request's handler with its origin visible to [`record`]. Handlers run inside
-/// the future of the door's middleware, so the task-local is set while they run.
-pub async fn with_origin<F: Future>(origin: RequestOrigin, handler: F) -> F::Output {
-    ORIGIN.scope(origin, handler).await
+/// the future of the door's middleware, so the task-local is set while they run. When
+/// the handler is done (its transaction committed or rolled back), the owners it wrote
+/// records for are handed to `linker`, which links them into their chains.
+pub async fn with_origin<F: Future>(
+    origin: RequestOrigin,
+    linker: AuditLinker,
+    handler: F,
+) -> F::Output {
+    let scope = RequestScope {
+        origin,
+        written: RefCell::new(Vec::new()),
+    };
+    let (output, scope) = SCOPE
+        .scope(scope, async move {
+            let output = handler.await;
+            let written = SCOPE.with(|s| s.written.take());
+            (output, written)
+        })
+        .await;
+    for owner in scope {
+        linker.wake(owner);
+    }
+    output
 }
 
-/// The current request's origin; empty outside a request (a background job).
-fn origin() -> RequestOrigin {
-    ORIGIN.try_with(Clone::clone).unwrap_or_default()
+/// Notes that the current request wrote a record to `owner`'s chain, so the door links
+/// it when the request is done.
+fn note_written(owner: &str) {
+    let _ = SCOPE.try_with(|s| {
+        let mut written = s.written.borrow_mut();
+        if !written.iter().any(|o| o == owner) {
+            written.push(owner.to_owned());
+        }
+    });
+}
+
+/// How often the linker looks for records nobody asked it to link (written outside a
+/// request, by another replica that stopped, or by the `reseal` job).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Owners linked per sweep.
+const SWEEP_OWNERS: i64 = 1_000;
+
+/// Links committed audit records into their owners' chains
+/// ([`portico_storage::audit::link`]) soon after the requests that wrote them, a batch
+/// per owner: requests of one owner no longer wait for each other on the chain head.
+/// Cheap to clone; one per gateway ([`AppState`]), run by [`AuditLinker::run`].
+#[derive(Clone, Default)]
+pub struct AuditLinker(Arc<LinkerInner>);
+
+#[derive(Default)]
+struct LinkerInner {
+    owners: Mutex<HashSet<String>>,
+    wake: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for AuditLinker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLinker").finish_non_exhaustive()
+    }
+}
+
+impl AuditLinker {
+    /// Asks for `owner`'s waiting records to be linked (coalesced: an owner asked for
+    /// many times before the linker runs is linked once).
+    pub fn wake(&self, owner: String) {
+        if let Ok(mut owners) = self.0.owners.lock() {
+            owners.insert(owner);
+        }
+        self.0.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.0
+            .owners
+            .lock()
+            .map(|mut owners| owners.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// Links what requests ask for, and every [`SWEEP_EVERY`] whatever still waits,
+    /// until `shutdown`; then links what was asked for last and returns. A failure is
+    /// logged and retried by the next sweep (the records stay waiting, committed).
+    pub async fn run(self, pool: sqlx::PgPool, shutdown: CancellationToken) {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let owners = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.0.wake.notified() => self.take(),
+                _ = sweep.tick() => match store::pending_owners(&pool, SWEEP_OWNERS).await {
+                    Ok(owners) => owners,
+                    Err(err) => {
+                        tracing::warn!(%err, "audit records waiting to be linked could not be listed");
+                        Vec::new()
+                    }
+                },
+            };
+            link_all(&pool, owners).await;
+        }
+        link_all(&pool, self.take()).await;
+    }
+}
+
+async fn link_all(pool: &sqlx::PgPool, owners: Vec<String>) {
+    for owner in owners {
+        if let Err(err) = store::link(pool, &owner).await {
+            tracing::warn!(%err, owner, "audit records not linked yet; the next sweep retries");
+        }
+    }
 }
 
 /// What one audited operation did.
@@ -129,39 +278,59 @@ impl AuditEntry {
     }
 }
 
-/// Appends the entry to the caller's owner's chain, in `conn`'s transaction (call it
-/// last before the commit: it locks the owner's chain head until then).
+/// Writes the entry for the caller's owner's chain, in `conn`'s transaction (the one of
+/// the change it records). It takes no lock: the record is linked into the chain after
+/// the commit ([`AuditLinker`]).
 pub async fn record(
     conn: &mut sqlx::PgConnection,
     caller: &Caller,
     entry: AuditEntry,
 ) -> Result<(), ApiError> {
+    let partner_id;
     let (kind, actor) = match caller {
-        Caller::User { user_id } => ("user", user_id.clone()),
-        Caller::Service { user_id } => ("service", user_id.clone()),
-        Caller::Partner(p) => ("partner", p.integration_id.to_string()),
+        Caller::User { user_id } => ("user", user_id.as_str()),
+        Caller::Service { user_id } => ("service", user_id.as_str()),
+        Caller::Partner(p) => {
+            partner_id = p.integration_id.to_string();
+            ("partner", partner_id.as_str())
+        }
     };
-    append(conn, caller.user_id(), kind, &actor, origin(), entry).await
+    // Empty outside a request (a background job).
+    let (request_id, client_addr) = SCOPE
+        .try_with(|s| {
+            (
+                s.origin.request_id().map(str::to_owned),
+                s.origin.client_addr(),
+            )
+        })
+        .unwrap_or_default();
+    append(
+        conn,
+        caller.user_id(),
+        kind,
+        actor,
+        request_id.as_deref(),
+        client_addr.as_deref(),
+        entry,
+    )
+    .await
 }
 
-/// Appends an operator's action to the chain of `owner_id` (the user whose data it
-/// touched), or to the system chain ([`store::SYSTEM_OWNER`]) when none.
+/// Writes an operator's action for the chain of `owner_id` (the user whose data it
+/// touched), or the system chain ([`store::SYSTEM_OWNER`]) when none.
 pub async fn record_operator(
     conn: &mut sqlx::PgConnection,
     operator: &Operator,
     owner_id: Option<&str>,
     entry: AuditEntry,
 ) -> Result<(), ApiError> {
-    let origin = RequestOrigin {
-        request_id: operator.request_id.clone(),
-        client_addr: operator.client_addr.clone(),
-    };
     append(
         conn,
         owner_id.unwrap_or(store::SYSTEM_OWNER),
         "operator",
         &operator.name,
-        origin,
+        operator.request_id.as_deref(),
+        operator.client_addr.as_deref(),
         entry,
     )
     .await
@@ -172,18 +341,19 @@ async fn append(
     owner_id: &str,
     actor_kind: &str,
     actor_id: &str,
-    origin: RequestOrigin,
+    request_id: Option<&str>,
+    client_addr: Option<&str>,
     entry: AuditEntry,
 ) -> Result<(), ApiError> {
     let changes = Value::Object(entry.changes);
-    store::append(
+    store::enqueue(
         conn,
         &NewAuditRecord {
             owner_id,
             actor_kind,
             actor_id,
-            client_addr: origin.client_addr.as_deref(),
-            request_id: origin.request_id.as_deref(),
+            client_addr,
+            request_id,
             action: entry.action,
             resource_type: entry.resource_type,
             resource_id: &entry.resource_id,
@@ -191,6 +361,7 @@ async fn append(
         },
     )
     .await?;
+    note_written(owner_id);
     Ok(())
 }
 
@@ -237,6 +408,8 @@ pub async fn list(
     page: PageRequest,
 ) -> Result<(Vec<AuditRecord>, Option<String>), ApiError> {
     require_owner(caller)?;
+    // What the caller's own committed calls wrote is listed, linked.
+    store::link(state.pool(), caller.user_id()).await?;
     let rows = store::list(
         state.pool(),
         caller.user_id(),
@@ -298,6 +471,8 @@ pub async fn verify(
             "fromSeq must be a sequence number (1 or more)",
         ));
     }
+    // Every record committed before this call is in the chain verified.
+    store::link(state.pool(), caller.user_id()).await?;
     let v = store::verify(state.pool(), caller.user_id(), from_seq).await?;
     let (broken_at, reason, detail) = match v.broken {
         Some((seq, why, detail)) => (Some(seq), Some(why.as_str()), Some(detail)),

@@ -123,6 +123,7 @@ pub async fn serve(
         .layer(observe::ObserveLayer)
         .layer(observe::OriginLayer {
             trust_forwarded_for: state.config().trust_forwarded_for,
+            linker: state.audit_linker().clone(),
         })
         .layer(partner_calls::PartnerCallsLayer::new(state.clone()));
     let router = builder

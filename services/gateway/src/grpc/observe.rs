@@ -89,10 +89,12 @@ pub fn status_code<RB, E>(result: &Result<http::Response<RB>, E>) -> tonic::Code
 /// Makes each call's origin (`x-request-id` metadata, the peer address or the trusted
 /// first `X-Forwarded-For` hop) visible to the audit log while the method runs, like
 /// `rest::middleware::audit_origin`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct OriginLayer {
     /// Whether a trusted proxy sets `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
+    /// Links the audit records a call wrote when it is done.
+    pub linker: crate::app::audit::AuditLinker,
 }
 
 impl<S> Layer<S> for OriginLayer {
@@ -102,6 +104,7 @@ impl<S> Layer<S> for OriginLayer {
         Origin {
             inner,
             trust_forwarded_for: self.trust_forwarded_for,
+            linker: self.linker.clone(),
         }
     }
 }
@@ -111,6 +114,7 @@ impl<S> Layer<S> for OriginLayer {
 pub struct Origin<S> {
     inner: S,
     trust_forwarded_for: bool,
+    linker: crate::app::audit::AuditLinker,
 }
 
 impl<S, B> Service<http::Request<B>> for Origin<S>
@@ -136,6 +140,10 @@ where
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(crate::app::audit::with_origin(origin, inner.call(request)))
+        Box::pin(crate::app::audit::with_origin(
+            origin,
+            self.linker.clone(),
+            inner.call(request),
+        ))
     }
 }

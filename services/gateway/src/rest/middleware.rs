@@ -1,52 +1,96 @@
 //! Per-request plumbing: a span whose parent is the caller's `traceparent`, and the
 //! rate/errors/duration metrics per route template.
 
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-/// Wraps a request in a span and records its metrics.
+/// Wraps a request in a span and records its metrics. Every request passes here (each
+/// event publish), so it formats nothing of its own: the span borrows the request's
+/// values, and the metric handles of a route, method and status are made once
+/// ([`record`]).
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let span = tracing::info_span!(
-        "http_request",
-        otel.name = %format!("{method} {route}"),
-        http.request.method = %method,
-        http.route = %route,
-        request_id = %request_id,
-        http.response.status_code = tracing::field::Empty,
-    );
+    // An `Arc<str>` inside: cloning it copies no text.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let span = {
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info_span!(
+            "http_request",
+            otel.name = %format_args!("{method} {route}"),
+            http.request.method = %method,
+            http.route = route,
+            request_id = request_id,
+            http.response.status_code = tracing::field::Empty,
+        )
+    };
     portico_telemetry::propagation::set_parent_from_http(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
-    let elapsed = started.elapsed().as_secs_f64();
-    let method = method.to_string();
-    metrics::counter!(portico_telemetry::metrics::HTTP_REQUESTS,
-        "service" => "gateway", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
-    .increment(1);
-    metrics::histogram!(portico_telemetry::metrics::HTTP_DURATION,
-        "service" => "gateway", "method" => method, "route" => route)
-    .record(elapsed);
+    record(&method, route, status, started.elapsed().as_secs_f64());
     if status >= 500 {
         tracing::warn!(parent: &span, status, "request failed");
     }
     response
+}
+
+/// The request counter and duration histogram of one route, method and status.
+struct Handles {
+    method: Method,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Handles by route template: routes, methods and statuses are few, so this stays
+/// small, and a request finds its handles under a read lock without building a key.
+type HandleMap = HashMap<String, Vec<Handles>>;
+
+static HANDLES: OnceLock<RwLock<HandleMap>> = OnceLock::new();
+
+/// Counts a request and records its duration (`portico_http_requests_total`,
+/// `portico_http_request_duration_seconds`, labelled by service, method, route and,
+/// for the count, status). Labels are formatted and the registry searched only the
+/// first time a route, method and status are seen.
+fn record(method: &Method, route: &str, status: u16, elapsed: f64) {
+    let map = HANDLES.get_or_init(Default::default);
+    if let Ok(map) = map.read()
+        && let Some(h) = map.get(route).and_then(|all| {
+            all.iter()
+                .find(|h| h.status == status && h.method == *method)
+        })
+    {
+        h.requests.increment(1);
+        h.duration.record(elapsed);
+        return;
+    }
+    let made = Handles {
+        method: method.clone(),
+        status,
+        requests: metrics::counter!(portico_telemetry::metrics::HTTP_REQUESTS,
+            "service" => "gateway", "method" => method.to_string(), "route" => route.to_owned(),
+            "status" => status.to_string()),
+        duration: metrics::histogram!(portico_telemetry::metrics::HTTP_DURATION,
+            "service" => "gateway", "method" => method.to_string(), "route" => route.to_owned()),
+    };
+    made.requests.increment(1);
+    made.duration.record(elapsed);
+    if let Ok(mut map) = map.write() {
+        map.entry(route.to_owned()).or_default().push(made);
+    }
 }
 
 /// Makes the request's origin (request id, client address) visible to the audit log
@@ -62,5 +106,5 @@ pub async fn audit_origin(
         request.extensions(),
         state.config().trust_forwarded_for,
     );
-    crate::app::audit::with_origin(origin, next.run(request)).await
+    crate::app::audit::with_origin(origin, state.audit_linker().clone(), next.run(request)).await
 }
