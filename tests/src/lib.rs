@@ -8,6 +8,7 @@
 //! - [`sink`]: a loopback HTTP endpoint that records webhook deliveries and answers
 //!   with scripted responses.
 //! - [`browser`]: chromium over WebDriver for the portal's browser tests.
+//! - [`diagnose`]: what the system knows about events a fault test never saw arrive.
 //! - [`wait_for`]: polling a condition with a deadline (tests never sleep to pass).
 //!
 //! The binaries must be built first (`cargo build --workspace`); the test command in
@@ -15,6 +16,7 @@
 
 pub mod browser;
 pub mod checks;
+pub mod diagnose;
 pub mod otlp;
 pub mod servers;
 pub mod sink;

@@ -30,12 +30,15 @@ async fn wait_listening(port: u16, what: &str) -> anyhow::Result<()> {
     .with_context(|| format!("{what} did not start listening on {port}"))
 }
 
-/// A nats-server with JetStream, its store kept across restarts.
+/// A nats-server with JetStream, its store kept across restarts. Its log (every start
+/// appends to it) is removed with the store unless [`PrivateNats::keep_log`] was called.
 pub struct PrivateNats {
     child: Option<Child>,
     /// Its port.
     pub port: u16,
     store: PathBuf,
+    log: PathBuf,
+    keep_log: bool,
 }
 
 impl PrivateNats {
@@ -46,7 +49,9 @@ impl PrivateNats {
         let mut nats = Self {
             child: None,
             port: free_port()?,
+            log: store.with_extension("log"),
             store,
+            keep_log: false,
         };
         nats.restart().await?;
         Ok(nats)
@@ -55,6 +60,16 @@ impl PrivateNats {
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Keeps the log file when the server is dropped (a failed test points at it).
+    pub fn keep_log(&mut self) {
+        self.keep_log = true;
     }
 
     /// Kills the server at once (SIGKILL): what a crash looks like to its clients.
@@ -78,6 +93,8 @@ impl PrivateNats {
                 "-sd",
             ])
             .arg(&self.store)
+            .arg("-l")
+            .arg(&self.log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -94,6 +111,9 @@ impl Drop for PrivateNats {
             let _ = child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.store);
+        if !self.keep_log {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -175,6 +195,12 @@ impl PrivatePostgres {
         };
         pg.start_server().await?;
         Ok(pg)
+    }
+
+    /// The server's log file (in its data directory, removed with it by
+    /// [`PrivatePostgres::remove`]).
+    pub fn log_path(&self) -> PathBuf {
+        self.data.join("server.log")
     }
 
     /// The URL of its `postgres` database.

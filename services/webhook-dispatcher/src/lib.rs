@@ -81,9 +81,12 @@ pub enum DispatcherError {
 pub struct Dispatcher {
     /// PostgreSQL.
     pub pool: PgPool,
-    /// PostgreSQL without waiting for the WAL flush, for recording events only: their
-    /// jobs are acked after the synchronous commit of their deliveries, which flushes
-    /// the events' commit too ([`portico_storage::connect_async_commit`]).
+    /// PostgreSQL, for recording events only (a pool of their own, so chunks recording
+    /// events never wait behind the retry poller and the outbox). Its commits wait for
+    /// the WAL flush like every other: an event row committed without it was lost when
+    /// PostgreSQL crashed before the flush, while its deliveries, committed after the
+    /// restart, were kept and its job acked, so its retries had no payload to send
+    /// (`tests/e2e/chaos.rs`, `an_event_recorded_just_before_postgres_crashes_is_retried`).
     pub events_pool: PgPool,
     /// Active endpoints per user.
     pub cache: EndpointCache,
@@ -161,7 +164,7 @@ pub async fn run(
         base.jetstream.clone(),
         base.topology.clone(),
     );
-    let events_pool = portico_storage::connect_async_commit(
+    let events_pool = portico_storage::connect(
         &config.common.database_url,
         config.dispatch_chunks.clamp(1, 16) as u32,
     )

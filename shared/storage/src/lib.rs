@@ -143,19 +143,6 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StorageE
     open(parse_url(url)?, max_connections).await
 }
 
-/// Opens a pool whose commits do not wait for the WAL flush (`synchronous_commit =
-/// off`, set at connection start: no extra round trip). Only for writes that a later
-/// synchronous commit makes durable before anything is acknowledged: WAL is flushed in
-/// order, so that commit's flush covers every earlier commit record. The dispatcher
-/// records events this way and only acks them after the synchronous commit of their
-/// deliveries; an event that has no deliveries is acked with its row flushed by the
-/// WAL writer within `wal_writer_delay`, and a crash of PostgreSQL itself in that
-/// window loses only the record of an event nobody was subscribed to.
-pub async fn connect_async_commit(url: &str, max_connections: u32) -> Result<PgPool, StorageError> {
-    let options = parse_url(url)?.options([("synchronous_commit", "off")]);
-    open(options, max_connections).await
-}
-
 /// The pool settings every Portico pool shares (see [`connect`]).
 async fn open(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, StorageError> {
     let options =
