@@ -139,6 +139,73 @@ pub async fn insert_with_secret(
     .await
 }
 
+/// [`insert_with_secret`] and the webhook's audit record
+/// ([`crate::audit::enqueue`]: written to `audit_pending`, linked into the owner's chain
+/// afterwards) in one statement: run on a pool it is one round trip and one commit, and
+/// the webhook, its secret and its record exist together or not at all.
+pub async fn insert_with_secret_audited(
+    executor: impl sqlx::PgExecutor<'_>,
+    user_id: &str,
+    values: &WebhookValues<'_>,
+    sealed_secret: &[u8],
+    audit: &crate::audit::NewAuditRecord<'_>,
+) -> Result<WebhookRow, sqlx::Error> {
+    // As in insert_with_secret; the record is written only when the webhook is.
+    sqlx::query_as!(
+        WebhookRow,
+        r#"WITH w AS (
+               INSERT INTO webhooks (id, user_id, url, events, description, max_retries,
+                   base_delay_ms, max_delay_ms, headers, ordering_enabled, rate_limit_per_second,
+                   max_concurrency)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+               RETURNING id, url, events, description, active, disabled_reason, max_retries,
+                   base_delay_ms, max_delay_ms, headers, ordering_enabled, rate_limit_per_second,
+                   max_concurrency, created_at, updated_at
+           ), s AS (
+               INSERT INTO webhook_secrets (id, webhook_id, ciphertext)
+               SELECT $13, w.id, $14 FROM w
+           ), a AS (
+               INSERT INTO audit_pending (id, owner_id, actor_kind, actor_id, client_addr,
+                                          request_id, action, resource_type, resource_id,
+                                          changes)
+               SELECT $15, $16, $17, $18, $19, $20, $21, $22, $23, $24 FROM w
+           )
+           SELECT id AS "id!", url AS "url!", events AS "events!", description,
+                  active AS "active!", disabled_reason, max_retries AS "max_retries!",
+                  base_delay_ms AS "base_delay_ms!", max_delay_ms AS "max_delay_ms!",
+                  headers AS "headers!: Json<BTreeMap<String, String>>",
+                  ordering_enabled AS "ordering_enabled!", rate_limit_per_second,
+                  max_concurrency, created_at AS "created_at!", updated_at AS "updated_at!"
+           FROM w"#,
+        values.id.as_uuid(),
+        user_id,
+        values.url,
+        values.events,
+        values.description,
+        values.max_retries,
+        values.base_delay_ms,
+        values.max_delay_ms,
+        Json(values.headers) as _,
+        values.ordering_enabled,
+        values.rate_limit_per_second,
+        values.max_concurrency,
+        portico_domain::ids::new_id(),
+        sealed_secret,
+        uuid::Uuid::now_v7(),
+        audit.owner_id,
+        audit.actor_kind,
+        audit.actor_id,
+        audit.client_addr,
+        audit.request_id,
+        audit.action,
+        audit.resource_type,
+        audit.resource_id,
+        audit.changes,
+    )
+    .fetch_one(executor)
+    .await
+}
+
 /// One of `user_id`'s webhooks.
 pub async fn get(
     executor: impl sqlx::PgExecutor<'_>,

@@ -286,34 +286,10 @@ pub async fn record(
     caller: &Caller,
     entry: AuditEntry,
 ) -> Result<(), ApiError> {
-    let partner_id;
-    let (kind, actor) = match caller {
-        Caller::User { user_id } => ("user", user_id.as_str()),
-        Caller::Service { user_id } => ("service", user_id.as_str()),
-        Caller::Partner(p) => {
-            partner_id = p.integration_id.to_string();
-            ("partner", partner_id.as_str())
-        }
-    };
-    // Empty outside a request (a background job).
-    let (request_id, client_addr) = SCOPE
-        .try_with(|s| {
-            (
-                s.origin.request_id().map(str::to_owned),
-                s.origin.client_addr(),
-            )
-        })
-        .unwrap_or_default();
-    append(
-        conn,
-        caller.user_id(),
-        kind,
-        actor,
-        request_id.as_deref(),
-        client_addr.as_deref(),
-        entry,
-    )
-    .await
+    let record = PreparedRecord::of_caller(caller, entry);
+    store::enqueue(conn, &record.as_new()).await?;
+    record.written();
+    Ok(())
 }
 
 /// Writes an operator's action for the chain of `owner_id` (the user whose data it
@@ -324,45 +300,90 @@ pub async fn record_operator(
     owner_id: Option<&str>,
     entry: AuditEntry,
 ) -> Result<(), ApiError> {
-    append(
-        conn,
-        owner_id.unwrap_or(store::SYSTEM_OWNER),
-        "operator",
-        &operator.name,
-        operator.request_id.as_deref(),
-        operator.client_addr.as_deref(),
-        entry,
-    )
-    .await
+    let record = PreparedRecord {
+        owner_id: owner_id.unwrap_or(store::SYSTEM_OWNER).to_owned(),
+        actor_kind: "operator",
+        actor_id: operator.name.clone(),
+        request_id: operator.request_id.clone(),
+        client_addr: operator.client_addr.clone(),
+        changes: Value::Object(entry.changes),
+        action: entry.action,
+        resource_type: entry.resource_type,
+        resource_id: entry.resource_id,
+    };
+    store::enqueue(conn, &record.as_new()).await?;
+    record.written();
+    Ok(())
 }
 
-async fn append(
-    conn: &mut sqlx::PgConnection,
-    owner_id: &str,
-    actor_kind: &str,
-    actor_id: &str,
-    request_id: Option<&str>,
-    client_addr: Option<&str>,
-    entry: AuditEntry,
-) -> Result<(), ApiError> {
-    let changes = Value::Object(entry.changes);
-    store::enqueue(
-        conn,
-        &NewAuditRecord {
-            owner_id,
+/// A caller's record with who, where from and what filled in, for a storage statement
+/// that writes a change and its record at once
+/// ([`portico_storage::webhooks::insert_with_secret_audited`]): build it, pass
+/// [`PreparedRecord::as_new`] to the statement, and call [`PreparedRecord::written`]
+/// once it succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedRecord {
+    owner_id: String,
+    actor_kind: &'static str,
+    actor_id: String,
+    request_id: Option<String>,
+    client_addr: Option<String>,
+    action: &'static str,
+    resource_type: &'static str,
+    resource_id: String,
+    changes: Value,
+}
+
+impl PreparedRecord {
+    /// The caller's record of `entry`, from the current request's origin (none outside
+    /// a request).
+    pub fn of_caller(caller: &Caller, entry: AuditEntry) -> Self {
+        let (actor_kind, actor_id) = match caller {
+            Caller::User { user_id } => ("user", user_id.clone()),
+            Caller::Service { user_id } => ("service", user_id.clone()),
+            Caller::Partner(p) => ("partner", p.integration_id.to_string()),
+        };
+        let (request_id, client_addr) = SCOPE
+            .try_with(|s| {
+                (
+                    s.origin.request_id().map(str::to_owned),
+                    s.origin.client_addr(),
+                )
+            })
+            .unwrap_or_default();
+        Self {
+            owner_id: caller.user_id().to_owned(),
             actor_kind,
             actor_id,
-            client_addr,
             request_id,
+            client_addr,
             action: entry.action,
             resource_type: entry.resource_type,
-            resource_id: &entry.resource_id,
-            changes: &changes,
-        },
-    )
-    .await?;
-    note_written(owner_id);
-    Ok(())
+            resource_id: entry.resource_id,
+            changes: Value::Object(entry.changes),
+        }
+    }
+
+    /// The record as storage writes it.
+    pub fn as_new(&self) -> NewAuditRecord<'_> {
+        NewAuditRecord {
+            owner_id: &self.owner_id,
+            actor_kind: self.actor_kind,
+            actor_id: &self.actor_id,
+            client_addr: self.client_addr.as_deref(),
+            request_id: self.request_id.as_deref(),
+            action: self.action,
+            resource_type: self.resource_type,
+            resource_id: &self.resource_id,
+            changes: &self.changes,
+        }
+    }
+
+    /// Call after the record's statement (or transaction) committed: the door links the
+    /// owner's chain when the request is done.
+    pub fn written(&self) {
+        note_written(&self.owner_id);
+    }
 }
 
 /// Refuses partners: the audit log is the owner's.

@@ -247,17 +247,18 @@ pub async fn create(
 ) -> Result<CreatedWebhook, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
     let prepared = prepare(state, input).await?;
-    let mut tx = state.pool().begin().await?;
-    // The webhook and its first secret in one statement (one round trip, atomic).
-    let row = store::insert_with_secret(
-        &mut *tx,
+    let record = audit::PreparedRecord::of_caller(caller, prepared.audit_entry("webhook.created"));
+    // The webhook, its first secret and its audit record in one statement, committed on
+    // its own: one round trip, atomic.
+    let row = store::insert_with_secret_audited(
+        state.pool(),
         caller.user_id(),
         &prepared.values(),
         prepared.sealed_secret(),
+        &record.as_new(),
     )
     .await?;
-    audit::record(&mut tx, caller, prepared.audit_entry("webhook.created")).await?;
-    tx.commit().await?;
+    record.written();
     invalidate(state, caller.user_id()).await;
     Ok(CreatedWebhook {
         webhook: reveal(state.secrets_key(), caller, row.into()),
