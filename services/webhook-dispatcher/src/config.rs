@@ -42,7 +42,10 @@ pub struct DispatcherConfig {
     #[arg(long, env = "PORTICO_LISTEN_TIMEOUT_SECS", default_value_t = 600)]
     pub listen_timeout_secs: u64,
 
-    /// Events pulled and recorded per round.
+    /// Events pulled and recorded per round, and the most deliveries sent and
+    /// committed together: a chunk whose events fan out to more endpoints sends and
+    /// commits its deliveries in groups of this many, so what one commit holds (attempt
+    /// records, statement buffers) does not grow with the number of endpoints per event.
     #[arg(long, env = "PORTICO_DISPATCH_BATCH", default_value_t = 512)]
     pub dispatch_batch: usize,
 
@@ -69,14 +72,17 @@ pub struct DispatcherConfig {
     #[arg(long, env = "PORTICO_ENDPOINT_CONCURRENCY", default_value_t = 64)]
     pub endpoint_concurrency: u32,
 
-    /// Deliveries held in memory at once in this replica (planned, in flight, or
-    /// waiting for their chunk's commit). A chunk waits for room before it starts, so
-    /// however deep the backlog and however many endpoints an event fans out to, the
-    /// dispatcher's memory stays bounded; the waiting chunk's jobs are kept alive with
-    /// in-progress acks. A chunk larger than the whole budget takes all of it. 8,192 is
-    /// what 16 chunks of 512 single-endpoint events hold, so one endpoint per event
-    /// never waits; at about 3 KiB per delivery it bounds the dispatcher near 40 MiB
-    /// (a 10-endpoint backlog used to grow it past 240 MiB).
+    /// Deliveries held in memory at once in this replica (in flight, or waiting for
+    /// their group's commit). Each group of a chunk's deliveries (at most
+    /// `PORTICO_DISPATCH_BATCH`) waits for room before it sends and gives it back when
+    /// committed, and no new chunk is pulled while twice this many are planned and not
+    /// yet committed; so however deep the backlog and however many endpoints an event
+    /// fans out to, the dispatcher's memory stays bounded. Waiting chunks' jobs are kept
+    /// alive with in-progress acks. 8,192 is what 16 chunks of 512 single-endpoint
+    /// events hold, so one endpoint per event never waits; with 10 endpoints per event
+    /// it keeps 16 groups of 512 going (a 10-endpoint backlog peaked at 148 MiB when a
+    /// chunk's 5,120 deliveries were sent and committed together, about 96 MiB in
+    /// groups).
     #[arg(long, env = "PORTICO_DISPATCH_MAX_DELIVERIES", default_value_t = 8192)]
     pub dispatch_max_deliveries: usize,
 

@@ -144,6 +144,14 @@ pub async fn run_one(
     };
     // The semaphore is never closed; if it were, sending without a slot is still safe.
     let _slot = global.acquire().await.ok();
+    // Boxed, so that the request's state (kilobytes: the client's futures) exists only
+    // while the attempt runs: most deliveries of a large group wait above for their
+    // endpoint's cap, and hold only this small future meanwhile.
+    Box::pin(attempt(transport, jitter, p)).await
+}
+
+/// Makes the attempt of an admitted delivery and decides what follows.
+async fn attempt(transport: &Transport, jitter: RetryJitter, p: &Planned) -> Handled {
     let number = p.attempts_before.saturating_add(1);
     let span = tracing::info_span!(
         "webhook.delivery_attempt",

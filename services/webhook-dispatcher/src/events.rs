@@ -3,13 +3,15 @@
 //!
 //! Per chunk: one set-based INSERT of the events (a redelivered or re-published event
 //! is left as it is); the owners' endpoints from the cache (one query for the users
-//! it lacks); the first attempt of every new delivery, concurrently; then one
-//! transaction writing every delivery row in its resulting state (succeeded, retrying
-//! with its next attempt time, failed, or pending) with its attempt row. The chunk's
-//! messages are acked only after that commit; if any write fails they are nak'ed and
-//! come back, and nothing is acked that is not committed. A redelivered event whose
-//! deliveries already exist is not delivered again to those endpoints (the
-//! `UNIQUE (event_id, webhook_id)` constraint settles races between replicas).
+//! it lacks); then the new deliveries in groups of at most `PORTICO_DISPATCH_BATCH`:
+//! each group's first attempts, concurrently, then one transaction writing its
+//! delivery rows in their resulting state (succeeded, retrying with its next attempt
+//! time, failed, or pending) with their attempt rows. The chunk's messages are acked
+//! only after every group's commit; if any write fails they are nak'ed and come back,
+//! and nothing is acked that is not committed. A redelivered event whose deliveries
+//! already exist is not delivered again to those endpoints (the
+//! `UNIQUE (event_id, webhook_id)` constraint settles races between replicas), so the
+//! groups a failed chunk did commit are not sent twice.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,10 +24,10 @@ use portico_queue::jobs::{EventDispatch, Job};
 use portico_storage::deliveries::{self, IdArray, NewDelivery, NewDeliveryRows};
 use portico_storage::events::{NewEvent, NewEvents};
 
-use crate::Dispatcher;
 use crate::delivery::{self, Handled, Planned};
 use crate::envelope::PreparedEvent;
 use crate::record::{self, BatchResults, Rows};
+use crate::{Counted, Dispatcher};
 
 /// Why a chunk could not be committed.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +54,12 @@ impl ChunkError {
 /// a record and a `portico.event.dead_lettered` event to its owner. A transient failure
 /// naks the chunk with backoff, and an event that reaches its last delivery is
 /// dead-lettered rather than silently dropped by the redelivery limit.
-pub async fn handle_chunk(dispatcher: &Dispatcher, messages: Vec<JobMessage>) {
-    let err = match kept_alive(dispatcher, &messages, process(dispatcher, &messages)).await {
+///
+/// `estimate` counts the chunk in the dispatcher's planned deliveries until the chunk
+/// has counted the deliveries it actually plans.
+pub async fn handle_chunk(dispatcher: &Dispatcher, messages: Vec<JobMessage>, estimate: Counted) {
+    let work = process(dispatcher, &messages, Some(estimate));
+    let err = match kept_alive(dispatcher, &messages, work).await {
         Ok(()) => {
             finish_all(messages, Outcome::Done).await;
             return;
@@ -65,7 +71,7 @@ pub async fn handle_chunk(dispatcher: &Dispatcher, messages: Vec<JobMessage>) {
         metrics::counter!(CHUNKS_ISOLATED, "consumer" => CONSUMER).increment(1);
         for message in messages {
             let alone = std::slice::from_ref(&message);
-            let result = kept_alive(dispatcher, alone, process(dispatcher, alone)).await;
+            let result = kept_alive(dispatcher, alone, process(dispatcher, alone, None)).await;
             match result {
                 Ok(()) => finish_all(vec![message], Outcome::Done).await,
                 Err(err) => fail(dispatcher, message, &err).await,
@@ -177,7 +183,11 @@ async fn finish_all(messages: Vec<JobMessage>, outcome: Outcome) {
     }
 }
 
-async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(), ChunkError> {
+async fn process(
+    dispatcher: &Dispatcher,
+    messages: &[JobMessage],
+    estimate: Option<Counted>,
+) -> Result<(), ChunkError> {
     // One entry per distinct event (the same event twice in a chunk is handled once).
     let mut seen = HashSet::with_capacity(messages.len());
     let mut jobs: Vec<(&EventDispatch, &JobMessage)> = Vec::with_capacity(messages.len());
@@ -259,19 +269,59 @@ async fn process(dispatcher: &Dispatcher, messages: &[JobMessage]) -> Result<(),
         }
     }
 
-    // Room for this chunk's deliveries in the replica's memory budget, held until
-    // they are committed; the chunk's jobs stay alive (in-progress acks) meanwhile.
+    // The deliveries go in groups of at most `dispatch_batch`, each sent and committed
+    // on its own (the ordered ones waiting for their turn are written with the first):
+    // what a group holds until its commit (attempt records, the statement's buffers)
+    // stays the size of a one-endpoint chunk however far an event fans out, and one
+    // group's commit overlaps the next one's requests. The chunk's jobs are acked only
+    // when every group has committed.
+    let size = dispatcher.group_size.max(1);
+    let mut waiting = Some(waiting);
+    let mut groups: Vec<&[Planned]> = planned.chunks(size).collect();
+    if groups.is_empty() {
+        groups.push(&[]);
+    }
+    let work: Vec<_> = groups
+        .into_iter()
+        .map(|group| {
+            let counted = dispatcher.planned.count(group.len());
+            deliver_group(
+                dispatcher,
+                group,
+                waiting.take().unwrap_or_default(),
+                counted,
+            )
+        })
+        .collect();
+    drop(estimate);
+    futures::future::join_all(work)
+        .await
+        .into_iter()
+        .collect::<Result<(), ChunkError>>()
+}
+
+/// Sends one group of a chunk's deliveries and commits them with `rows` (the ordered
+/// deliveries recorded as pending). The group first waits for room in the replica's
+/// memory budget and holds it until its commit; meanwhile its chunk's jobs are kept
+/// alive (in-progress acks). `_counted` keeps the group in the planned deliveries
+/// until it is done.
+async fn deliver_group(
+    dispatcher: &Dispatcher,
+    planned: &[Planned],
+    rows: NewDeliveryRows,
+    _counted: Counted,
+) -> Result<(), ChunkError> {
     let _held = dispatcher.hold(planned.len()).await;
     let handled = delivery::run_all(
         &dispatcher.transport,
         &dispatcher.global,
         dispatcher.retry_jitter,
-        &planned,
+        planned,
     )
     .await;
     let deferred = handled.iter().any(|h| matches!(h, Handled::Deferred(_)));
     let mut results = BatchResults::default();
-    let mut rows = waiting;
+    let mut rows = rows;
     for (p, h) in planned.iter().zip(handled) {
         let state = results.add(p, h);
         push_row(

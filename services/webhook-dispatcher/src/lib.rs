@@ -34,6 +34,7 @@ pub mod retries;
 pub mod transport;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -95,10 +96,18 @@ pub struct Dispatcher {
     /// Outgoing requests in flight in this replica (`PORTICO_DELIVERY_CONCURRENCY`).
     pub global: Arc<Semaphore>,
     /// Deliveries held in memory in this replica (`PORTICO_DISPATCH_MAX_DELIVERIES`):
-    /// a chunk takes one permit per delivery it plans before it sends any.
+    /// each group of a chunk's deliveries takes one permit per delivery before it sends
+    /// any, and gives them back once the group is committed.
     pub held: Semaphore,
     /// The number of permits `held` was made with.
     pub held_cap: usize,
+    /// Most deliveries sent and committed together (`PORTICO_DISPATCH_BATCH`): a
+    /// chunk whose events fan out to more is split into groups of this many, so that
+    /// what one commit holds does not grow with the number of endpoints per event.
+    pub group_size: usize,
+    /// Deliveries planned by the chunks in hand and not yet committed (waiting for
+    /// room in `held`, in flight, or being committed); see [`Dispatcher::room_to_pull`].
+    pub planned: Arc<PlannedCount>,
     /// Stream and subject names.
     pub topology: Topology,
     /// Wakes the outbox relay after operational events were committed.
@@ -138,12 +147,78 @@ impl Dispatcher {
         self.held.acquire_many(wanted).await.ok()
     }
 
+    /// Waits until fewer than twice `PORTICO_DISPATCH_MAX_DELIVERIES` deliveries are
+    /// planned and not yet committed, so that a new chunk is pulled only when its
+    /// deliveries could soon get room: with ten endpoints per event, two or three
+    /// chunks already fill the budget, and pulling sixteen would only hold their
+    /// events and plans in memory. Twice the budget keeps the next groups ready when
+    /// room frees up. With one endpoint per event, `PORTICO_DISPATCH_CHUNKS` binds
+    /// first and this never waits.
+    pub async fn room_to_pull(&self) {
+        self.planned.below(self.held_cap.saturating_mul(2)).await;
+    }
+
     /// Drops a user's cached endpoints here and in every other replica (and gateway).
     pub async fn invalidate_user(&self, user: &str) {
         self.cache.invalidate(user);
         let subject = self.topology.invalidation_subject("webhooks");
         if let Err(err) = self.nats.publish(subject, user.to_owned().into()).await {
             tracing::warn!(%err, "cache invalidation broadcast failed; other replicas catch up within the TTL");
+        }
+    }
+}
+
+/// A count of deliveries planned and not yet committed, shared by the chunks that
+/// add to it and the loop that waits for it to fall before pulling more.
+#[derive(Debug, Default)]
+pub struct PlannedCount {
+    deliveries: AtomicUsize,
+    fell: Notify,
+}
+
+impl PlannedCount {
+    /// Counts `deliveries` until the returned guard is dropped (when they are
+    /// committed or given up, or, for a pulled chunk's estimate, planned).
+    pub fn count(self: &Arc<Self>, deliveries: usize) -> Counted {
+        self.deliveries.fetch_add(deliveries, Ordering::AcqRel);
+        Counted {
+            count: self.clone(),
+            deliveries,
+        }
+    }
+
+    /// Deliveries counted now.
+    pub fn get(&self) -> usize {
+        self.deliveries.load(Ordering::Acquire)
+    }
+
+    /// Waits until fewer than `limit` deliveries are counted.
+    pub async fn below(&self, limit: usize) {
+        loop {
+            let fell = self.fell.notified();
+            tokio::pin!(fell);
+            fell.as_mut().enable();
+            if self.get() < limit {
+                return;
+            }
+            fell.await;
+        }
+    }
+}
+
+/// Deliveries counted in a [`PlannedCount`] until dropped.
+pub struct Counted {
+    count: Arc<PlannedCount>,
+    deliveries: usize,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.deliveries > 0 {
+            self.count
+                .deliveries
+                .fetch_sub(self.deliveries, Ordering::AcqRel);
+            self.count.fell.notify_waiters();
         }
     }
 }
@@ -228,6 +303,8 @@ pub async fn run(
         global: Arc::new(Semaphore::new(config.delivery_concurrency.max(1))),
         held: Semaphore::new(config.dispatch_max_deliveries.max(1)),
         held_cap: config.dispatch_max_deliveries.max(1),
+        group_size: config.dispatch_batch.max(1),
+        planned: Arc::default(),
         topology: topology.clone(),
         outbox: outbox.clone(),
         retry_signal: Notify::new(),
@@ -313,6 +390,11 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             p = chunk_permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
+        // And room for more deliveries, however many endpoints the events fan out to.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = dispatcher.room_to_pull() => {}
+        }
         let chunk = tokio::select! {
             _ = shutdown.cancelled() => break,
             chunk = chunks.next() => chunk,
@@ -332,10 +414,13 @@ pub async fn run(
                 Err(err) => tracing::warn!(%err, "pull failed; continuing"),
             }
         }
+        // Until the chunk has planned its deliveries, count one per event, so that the
+        // next turn of this loop sees it.
+        let estimate = dispatcher.planned.count(messages.len());
         let d = dispatcher.clone();
         chunk_tasks.spawn(async move {
             let _permit = permit;
-            events::handle_chunk(&d, messages).await;
+            events::handle_chunk(&d, messages, estimate).await;
         });
         while chunk_tasks.try_join_next().is_some() {}
     }
@@ -452,4 +537,36 @@ async fn run_maintenance(
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// Waiting for room to pull returns at once below the limit, waits while the
+    /// counted deliveries reach it, and returns once enough of them are dropped.
+    #[tokio::test]
+    async fn pulling_waits_for_planned_deliveries_to_fall() {
+        let count = Arc::new(PlannedCount::default());
+        assert!(count.below(10).now_or_never().is_some());
+        let first = count.count(6);
+        let second = count.count(4);
+        assert_eq!(count.get(), 10);
+        let waiter = tokio::spawn({
+            let count = count.clone();
+            async move { count.below(10).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(first);
+        assert_eq!(count.get(), 4);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter is woken when the count falls")
+            .expect("the waiter does not panic");
+        drop(second);
+        assert_eq!(count.get(), 0);
+    }
 }
