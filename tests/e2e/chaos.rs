@@ -490,6 +490,18 @@ async fn jetstream_keeps_acknowledged_jobs_across_kills() -> anyhow::Result<()> 
             }
         }
         if !wanted.is_empty() {
+            let info = consumer.clone().info().await?.clone();
+            let stream = js
+                .get_stream(topology.jobs_stream())
+                .await?
+                .info()
+                .await?
+                .state
+                .messages;
+            println!(
+                "chaos: then the stream holds {stream} messages; consumer num_pending {}, num_ack_pending {}",
+                info.num_pending, info.num_ack_pending
+            );
             println!(
                 "chaos: after kill {kill} (stream restarted at sequence {last}): never delivered {wanted:?}"
             );
