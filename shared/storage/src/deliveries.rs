@@ -645,6 +645,11 @@ pub struct ClaimedRow {
 /// dispatcher died mid-attempt). `FOR UPDATE SKIP LOCKED` plus the status change to
 /// `delivering` with a lease owned by `owner` means replicas never claim the same row
 /// twice. The lease is short; [`renew_leases`] extends it while the attempts run.
+///
+/// A due delivery whose event row is missing can never be sent (its payload is gone):
+/// the same statement fails it with a `last_error` saying so, rather than leaving it at
+/// the head of the due order, where 500 such rows once made every claim come back
+/// empty and stopped all retries.
 pub async fn claim_due(
     executor: impl sqlx::PgExecutor<'_>,
     limit: i64,
@@ -653,17 +658,25 @@ pub async fn claim_due(
 ) -> Result<Vec<ClaimedRow>, sqlx::Error> {
     sqlx::query_as!(
         ClaimedRow,
-        r#"UPDATE webhook_deliveries d
-         SET status = 'delivering', lease_until = now() + make_interval(secs => $3),
-             lease_owner = $2, updated_at = now()
-         FROM events e
-         WHERE e.id = d.event_id AND d.id IN (
-             SELECT id FROM webhook_deliveries
+        r#"WITH due AS MATERIALIZED (
+             SELECT id, event_id FROM webhook_deliveries
              WHERE (status IN ('retrying', 'pending') AND next_attempt_at <= now())
                 OR (status IN ('pending', 'delivering') AND lease_until IS NOT NULL AND lease_until < now())
              ORDER BY next_attempt_at
              LIMIT $1
-             FOR UPDATE SKIP LOCKED)
+             FOR UPDATE SKIP LOCKED),
+         orphaned AS (
+             UPDATE webhook_deliveries d
+             SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, lease_owner = NULL,
+                 last_error = 'the event record is missing; the delivery cannot be rebuilt',
+                 updated_at = now()
+             FROM due
+             WHERE d.id = due.id AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = due.event_id))
+         UPDATE webhook_deliveries d
+         SET status = 'delivering', lease_until = now() + make_interval(secs => $3),
+             lease_owner = $2, updated_at = now()
+         FROM due JOIN events e ON e.id = due.event_id
+         WHERE d.id = due.id
          RETURNING d.id, d.webhook_id, d.event_id, d.user_id, d.event_type, d.attempts, d.max_retries,
                    d.lease_owner AS "lease_owner!", e.payload::text AS "payload!", e.accepted_at"#,
         limit,

@@ -498,6 +498,65 @@ async fn claims_leases_results_and_ordered_release() {
 
 /// Health: failures add up across batches and disable at the threshold, a success
 /// restarts the count, 410 disables at once, and a healthy webhook is not touched.
+/// A due delivery whose event row is gone cannot be sent: the claim fails it (with a
+/// reason) instead of returning nothing, so it never stands in front of the deliveries
+/// that can be sent.
+#[tokio::test]
+async fn a_delivery_without_its_event_is_failed_not_left_in_front() {
+    with_database(|pool| async move {
+        let w = webhook(&pool, ALICE, 5, 0).await;
+        let event = EventId::generate();
+        record_events(&pool, &[(event, ALICE, "a")]).await;
+        let (orphan, sendable) = (DeliveryId::generate(), DeliveryId::generate());
+        let earlier = Utc::now() - chrono::Duration::seconds(10);
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        let mut rows = NewDeliveryRows::default();
+        // The orphan is due first: it is what a claim of one row takes.
+        rows.push(delivery(
+            orphan,
+            w,
+            EventId::generate(),
+            ALICE,
+            DeliveryStatus::Retrying,
+            1,
+            Some(earlier),
+        ));
+        rows.push(delivery(
+            sendable,
+            w,
+            event,
+            ALICE,
+            DeliveryStatus::Retrying,
+            1,
+            Some(past),
+        ));
+        deliveries::insert_deliveries(&pool, &rows, &AttemptRows::default(), &IdArray::default())
+            .await
+            .unwrap();
+
+        let first = deliveries::claim_due(&pool, 1, "replica-a/claim-1", LEASE)
+            .await
+            .unwrap();
+        assert!(first.is_empty(), "the orphan is not handed out: {first:?}");
+        let (status, error): (String, Option<String>) =
+            sqlx::query_as("SELECT status, last_error FROM webhook_deliveries WHERE id = $1")
+                .bind(orphan.0)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(status, "failed");
+        assert!(
+            error.is_some_and(|e| e.contains("event record is missing")),
+            "the reason is recorded"
+        );
+        let next = deliveries::claim_due(&pool, 1, "replica-a/claim-2", LEASE)
+            .await
+            .unwrap();
+        assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), [sendable]);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn health_deltas_count_failures_and_disable() {
     with_database(|pool| async move {
