@@ -54,6 +54,7 @@ RUST_DIRS = [ROOT / "services", ROOT / "shared"]
 EXPECTED_ALERTS = {
     "GatewayHighErrorRate", "GatewayHighLatency", "DeliveryFailureRateHigh",
     "DeliveriesExhausted", "WebhookEndpointDisabled", "QueueBacklogGrowing",
+    "QueueConsumerAheadOfStream",
     "JobsRedeliveredOften", "OutboxStuck", "DeadLettersPresent", "BatchStalled",
     "UsageLogDropping", "CredentialGuessing", "ServiceDown",
     "DeliverySuccessBudgetBurnFast", "DeliverySuccessBudgetBurnSlow",

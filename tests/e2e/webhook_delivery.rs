@@ -1792,6 +1792,8 @@ async fn test_events_and_manual_retries_are_delivered() -> anyhow::Result<()> {
         "portico_deliveries_total{",
         "portico_delivery_attempt_duration_seconds_bucket",
         "portico_event_to_delivery_seconds_bucket",
+        // Healthy: the events consumer is not ahead of its stream.
+        r#"portico_queue_consumer_ahead_of_stream{consumer="webhook-dispatcher.events"} 0"#,
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }

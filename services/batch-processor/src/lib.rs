@@ -86,6 +86,7 @@ pub async fn run(
         shutdown.child_token(),
     ));
     let pending = tokio::spawn(portico_queue::consumer::report_pending(
+        base.jetstream.clone(),
         vec![("batch-processor", consumer.clone())],
         shutdown.child_token(),
     ));

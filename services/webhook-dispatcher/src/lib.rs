@@ -345,6 +345,7 @@ pub async fn run(
         background.clone(),
     ));
     side_tasks.spawn(portico_queue::consumer::report_pending(
+        base.jetstream.clone(),
         vec![
             ("webhook-dispatcher.events", consumer.clone()),
             (

@@ -233,24 +233,86 @@ pub async fn dead_letter_job(
 }
 
 /// Publishes, every 5 seconds until `shutdown`, how many jobs wait in each consumer
-/// (`portico_queue_pending`), which the backlog alerts watch.
+/// (`portico_queue_pending`), which the backlog alerts watch, and whether the consumer
+/// is ahead of its stream (`portico_queue_consumer_ahead_of_stream`, see
+/// [`consumer_ahead_of_stream`]), which `QueueConsumerAheadOfStream` watches. Each
+/// consumer costs two requests per tick: its info, then its stream's.
 pub async fn report_pending(
+    jetstream: async_nats::jetstream::Context,
     consumers: Vec<(&'static str, PullConsumer)>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // Per consumer, whether it was ahead at the last look (None: not looked yet), so
+    // the error is logged once when it goes ahead, not every 5 seconds.
+    let mut ahead: Vec<Option<bool>> = vec![None; consumers.len()];
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        for (label, consumer) in &consumers {
-            if let Ok(info) = consumer.get_info().await {
-                metrics::gauge!(portico_telemetry::metrics::QUEUE_PENDING, "consumer" => *label)
-                    .set(info.num_pending as f64);
+        for ((label, consumer), was_ahead) in consumers.iter().zip(ahead.iter_mut()) {
+            let Ok(info) = consumer.get_info().await else {
+                continue;
+            };
+            metrics::gauge!(portico_telemetry::metrics::QUEUE_PENDING, "consumer" => *label)
+                .set(info.num_pending as f64);
+            // The stream is read after the consumer: a healthy stream's last sequence
+            // only grows meanwhile, so a job published between the two reads cannot
+            // make a healthy consumer look ahead.
+            let stream_last = match jetstream.get_stream_no_info(&info.stream_name).await {
+                Ok(stream) => match stream.get_info().await {
+                    Ok(stream_info) => stream_info.state.last_sequence,
+                    Err(err) => {
+                        tracing::debug!(consumer = *label, %err, "stream info unavailable");
+                        continue;
+                    }
+                },
+                Err(err) => {
+                    tracing::debug!(consumer = *label, %err, "stream info unavailable");
+                    continue;
+                }
+            };
+            let consumer_seq = info.delivered.stream_sequence;
+            let now_ahead = consumer_ahead_of_stream(consumer_seq, stream_last);
+            metrics::gauge!(portico_telemetry::metrics::QUEUE_CONSUMER_AHEAD_OF_STREAM, "consumer" => *label)
+                .set(if now_ahead { 1.0 } else { 0.0 });
+            if now_ahead && *was_ahead != Some(true) {
+                tracing::error!(
+                    consumer = *label,
+                    durable = %info.name,
+                    stream = %info.stream_name,
+                    consumer_stream_sequence = consumer_seq,
+                    stream_last_sequence = stream_last,
+                    "durable consumer is ahead of its stream (the stream came back at a lower \
+                     sequence): jobs published now are stored but not delivered until the stream \
+                     passes the consumer's sequence. Delete this durable consumer and restart the \
+                     services that consume it, which create it again and are handed every job \
+                     still in the stream (docs/operations.md#queueconsumeraheadofstream)"
+                );
+            } else if !now_ahead && *was_ahead == Some(true) {
+                tracing::warn!(
+                    consumer = *label,
+                    durable = %info.name,
+                    stream = %info.stream_name,
+                    consumer_stream_sequence = consumer_seq,
+                    stream_last_sequence = stream_last,
+                    "durable consumer is no longer ahead of its stream; the jobs published while \
+                     it was ahead were skipped unless it was deleted and created again"
+                );
             }
+            *was_ahead = Some(now_ahead);
         }
     }
+}
+
+/// Whether a durable consumer has been handed stream sequences beyond its stream's last
+/// one, which a healthy stream never allows (its sequence only grows). nats-server
+/// 2.9.10 can bring a work-queue stream back from a kill at a lower sequence than its
+/// consumer's stored state; the consumer then skips every job published until the
+/// stream's sequence passes its own, so accepted events are silently not delivered.
+pub fn consumer_ahead_of_stream(consumer_stream_sequence: u64, stream_last_sequence: u64) -> bool {
+    consumer_stream_sequence > stream_last_sequence
 }
 
 /// Runs `handle` on every job of `stream`, at most `concurrency` at once, until
@@ -298,4 +360,25 @@ pub async fn run_bounded<F, Fut>(
     }
     drop(stream);
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consumer_ahead_of_stream;
+
+    #[test]
+    fn a_consumer_past_the_streams_last_sequence_is_ahead() {
+        // The run that found it: the stream came back at 0, the consumer at 76.
+        assert!(consumer_ahead_of_stream(76, 0));
+        assert!(consumer_ahead_of_stream(77, 76));
+        assert!(consumer_ahead_of_stream(u64::MAX, u64::MAX - 1));
+    }
+
+    #[test]
+    fn a_consumer_at_or_behind_the_streams_last_sequence_is_not() {
+        // Caught up (every job delivered), behind (a backlog), and a new empty stream.
+        assert!(!consumer_ahead_of_stream(76, 76));
+        assert!(!consumer_ahead_of_stream(10, 76));
+        assert!(!consumer_ahead_of_stream(0, 0));
+    }
 }

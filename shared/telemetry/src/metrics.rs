@@ -34,6 +34,10 @@ pub const JOBS_DEAD_LETTERED: &str = "portico_jobs_dead_lettered_total";
 pub const DEAD_LETTERS_UNRESOLVED: &str = "portico_dead_letters_unresolved";
 /// Messages waiting in a durable consumer.
 pub const QUEUE_PENDING: &str = "portico_queue_pending";
+/// 1 while a durable consumer has been delivered past its stream's last sequence (the
+/// stream came back from a crash at a lower sequence, and the consumer skips new jobs
+/// until the stream passes it), else 0. Alert: `QueueConsumerAheadOfStream`.
+pub const QUEUE_CONSUMER_AHEAD_OF_STREAM: &str = "portico_queue_consumer_ahead_of_stream";
 /// Outbox rows not yet published.
 pub const OUTBOX_PENDING: &str = "portico_outbox_pending";
 /// Age of the oldest accepted-but-undispatched job (seconds).
