@@ -97,46 +97,7 @@ pub async fn insert_with_secret(
     values: &WebhookValues<'_>,
     sealed_secret: &[u8],
 ) -> Result<WebhookRow, sqlx::Error> {
-    // The outer SELECT reads a CTE, whose columns PostgreSQL reports as nullable: the
-    // overrides restore the table's NOT NULL.
-    sqlx::query_as!(
-        WebhookRow,
-        r#"WITH w AS (
-               INSERT INTO webhooks (id, user_id, url, events, description, max_retries,
-                   base_delay_ms, max_delay_ms, headers, ordering_enabled, rate_limit_per_second,
-                   max_concurrency)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-               RETURNING id, url, events, description, active, disabled_reason, max_retries,
-                   base_delay_ms, max_delay_ms, headers, ordering_enabled, rate_limit_per_second,
-                   max_concurrency, created_at, updated_at
-           ), s AS (
-               INSERT INTO webhook_secrets (id, webhook_id, ciphertext)
-               SELECT $13, w.id, $14 FROM w
-           )
-           SELECT id AS "id!", url AS "url!", events AS "events!", description,
-                  active AS "active!", disabled_reason, max_retries AS "max_retries!",
-                  base_delay_ms AS "base_delay_ms!", max_delay_ms AS "max_delay_ms!",
-                  headers AS "headers!: Json<BTreeMap<String, String>>",
-                  ordering_enabled AS "ordering_enabled!", rate_limit_per_second,
-                  max_concurrency, created_at AS "created_at!", updated_at AS "updated_at!"
-           FROM w"#,
-        values.id.as_uuid(),
-        user_id,
-        values.url,
-        values.events,
-        values.description,
-        values.max_retries,
-        values.base_delay_ms,
-        values.max_delay_ms,
-        Json(values.headers) as _,
-        values.ordering_enabled,
-        values.rate_limit_per_second,
-        values.max_concurrency,
-        portico_domain::ids::new_id(),
-        sealed_secret,
-    )
-    .fetch_one(executor)
-    .await
+    insert(executor, user_id, values, sealed_secret, None).await
 }
 
 /// [`insert_with_secret`] and the webhook's audit record
@@ -150,7 +111,21 @@ pub async fn insert_with_secret_audited(
     sealed_secret: &[u8],
     audit: &crate::audit::NewAuditRecord<'_>,
 ) -> Result<WebhookRow, sqlx::Error> {
-    // As in insert_with_secret; the record is written only when the webhook is.
+    insert(executor, user_id, values, sealed_secret, Some(audit)).await
+}
+
+/// The one statement behind both inserts: the webhook, its secret and, when `audit` is
+/// given, its audit record.
+async fn insert(
+    executor: impl sqlx::PgExecutor<'_>,
+    user_id: &str,
+    values: &WebhookValues<'_>,
+    sealed_secret: &[u8],
+    audit: Option<&crate::audit::NewAuditRecord<'_>>,
+) -> Result<WebhookRow, sqlx::Error> {
+    // The outer SELECT reads a CTE, whose columns PostgreSQL reports as nullable: the
+    // overrides restore the table's NOT NULL. The record is written only when the
+    // webhook is, and only when one is given ($15 is its id).
     sqlx::query_as!(
         WebhookRow,
         r#"WITH w AS (
@@ -169,6 +144,7 @@ pub async fn insert_with_secret_audited(
                                           request_id, action, resource_type, resource_id,
                                           changes)
                SELECT $15, $16, $17, $18, $19, $20, $21, $22, $23, $24 FROM w
+               WHERE $15::uuid IS NOT NULL
            )
            SELECT id AS "id!", url AS "url!", events AS "events!", description,
                   active AS "active!", disabled_reason, max_retries AS "max_retries!",
@@ -191,16 +167,16 @@ pub async fn insert_with_secret_audited(
         values.max_concurrency,
         portico_domain::ids::new_id(),
         sealed_secret,
-        uuid::Uuid::now_v7(),
-        audit.owner_id,
-        audit.actor_kind,
-        audit.actor_id,
-        audit.client_addr,
-        audit.request_id,
-        audit.action,
-        audit.resource_type,
-        audit.resource_id,
-        audit.changes,
+        audit.map(|_| uuid::Uuid::now_v7()),
+        audit.map(|a| a.owner_id),
+        audit.map(|a| a.actor_kind),
+        audit.map(|a| a.actor_id),
+        audit.and_then(|a| a.client_addr),
+        audit.and_then(|a| a.request_id),
+        audit.map(|a| a.action),
+        audit.map(|a| a.resource_type),
+        audit.map(|a| a.resource_id),
+        audit.map(|a| a.changes),
     )
     .fetch_one(executor)
     .await

@@ -537,3 +537,59 @@ async fn retry_jobs_from_creation_to_completion() {
     })
     .await;
 }
+
+/// The audited create writes the webhook, its secret and one waiting audit record
+/// together; the plain create writes no record.
+#[tokio::test]
+async fn the_audited_create_writes_its_record_and_the_plain_one_none() {
+    with_database(|pool| async move {
+        let pending = |pool: PgPool| async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_pending")
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        };
+        create(&pool, ALICE, "https://a.example/plain", b"s1").await;
+        assert_eq!(pending(pool.clone()).await, 0);
+
+        let events = vec!["order.*".to_owned()];
+        let headers = BTreeMap::new();
+        let changes = serde_json::json!({"fields": ["url"]});
+        let record = portico_storage::audit::NewAuditRecord {
+            owner_id: ALICE,
+            actor_kind: "user",
+            actor_id: ALICE,
+            client_addr: Some("127.0.0.1"),
+            request_id: None,
+            action: "webhook.created",
+            resource_type: "webhook",
+            resource_id: "w",
+            changes: &changes,
+        };
+        let row = webhooks::insert_with_secret_audited(
+            &pool,
+            ALICE,
+            &values("https://a.example/audited", &events, &headers),
+            b"s2",
+            &record,
+        )
+        .await
+        .expect("audited insert");
+        assert_eq!(row.url, "https://a.example/audited");
+        let (owner, action, addr): (String, String, Option<String>) =
+            sqlx::query_as("SELECT owner_id, action, client_addr FROM audit_pending")
+                .fetch_one(&pool)
+                .await
+                .expect("one record");
+        assert_eq!(
+            (owner.as_str(), action.as_str(), addr.as_deref()),
+            (ALICE, "webhook.created", Some("127.0.0.1"))
+        );
+        let secrets: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_secrets")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(secrets, 2);
+    })
+    .await;
+}
