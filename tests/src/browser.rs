@@ -220,6 +220,23 @@ impl Browser {
         }
     }
 
+    /// Waits until the browser's URL satisfies `ok`: after a click that submits a form,
+    /// the old page (and its elements) can still be there for a moment. On timeout the
+    /// error carries the last URL.
+    pub async fn wait_url(&self, ok: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+        let until = tokio::time::Instant::now() + WAIT;
+        loop {
+            let url = self.current_url().await?;
+            if ok(&url) {
+                return Ok(url);
+            }
+            if tokio::time::Instant::now() > until {
+                bail!("the browser never reached the expected page; it is at {url}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Types `text` into an element (for a file input: the file's path).
     pub async fn send_keys(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let id = self.find(css).await?;
