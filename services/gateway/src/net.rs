@@ -16,18 +16,24 @@ pub fn peer_address(
     trust_forwarded_for: bool,
 ) -> Option<String> {
     if trust_forwarded_for
-        && let Some(first) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 64)
+        && let Some(first) = headers.get("x-forwarded-for").and_then(first_forwarded_hop)
     {
         return Some(first.to_owned());
     }
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip().to_string())
+}
+
+/// The first hop of an `X-Forwarded-For` value (the client, as the trusted proxy saw
+/// it), when it is readable and of a plausible length.
+pub fn first_forwarded_hop(value: &axum::http::HeaderValue) -> Option<&str> {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 64)
 }
 
 /// The credentials of a `Basic` Authorization header, if that is what was sent.

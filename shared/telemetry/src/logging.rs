@@ -36,6 +36,18 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// True when spans are exported (an OTLP endpoint is configured in the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); read once.
+/// [`init`] installs the exporter on it, and hot paths use it to skip span work that
+/// only an exported span needs.
+pub fn traces_exported() -> bool {
+    static EXPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *EXPORTED.get_or_init(|| {
+        std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+            || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+    })
+}
+
 /// Installs the global subscriber for `service_name`. Trace export is on only when an
 /// OTLP endpoint is configured through the standard OpenTelemetry variables.
 pub fn init(service_name: &str, format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
@@ -53,9 +65,7 @@ pub fn init(service_name: &str, format: LogFormat) -> Result<TelemetryGuard, Tel
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
     };
-    let otlp_configured = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-        || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
-    let provider = if otlp_configured {
+    let provider = if traces_exported() {
         Some(otlp_provider(service_name)?)
     } else {
         None

@@ -101,10 +101,7 @@ impl RequestOrigin {
         let forwarded = self
             .forwarded_for
             .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 64);
+            .and_then(crate::net::first_forwarded_hop);
         match forwarded {
             Some(first) => Some(first.to_owned()),
             None => self.peer.map(|ip| ip.to_string()),
