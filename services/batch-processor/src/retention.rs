@@ -85,6 +85,7 @@ pub async fn run(
                 attempt_partitions = p.attempt_partitions,
                 attempts = p.attempts,
                 events = p.events,
+                event_keys = p.event_keys,
                 usage_logs = p.usage_logs,
                 dead_letters = p.dead_letters,
                 audit_records = p.audit_records,

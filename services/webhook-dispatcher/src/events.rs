@@ -9,9 +9,11 @@
 //! time, failed, or pending) with their attempt rows. The chunk's messages are acked
 //! only after every group's commit; if any write fails they are nak'ed and come back,
 //! and nothing is acked that is not committed. A redelivered event whose deliveries
-//! already exist is not delivered again to those endpoints (the
-//! `UNIQUE (event_id, webhook_id)` constraint settles races between replicas), so the
-//! groups a failed chunk did commit are not sent twice.
+//! already exist is not delivered again to those endpoints, so the groups a failed
+//! chunk did commit are not sent twice. A delivery's id is derived from (event,
+//! webhook, acceptance time) ([`portico_domain::ids::delivery_id`]): two replicas
+//! handling the same redelivered job make the same ids and the primary key keeps one
+//! row of each.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -244,7 +246,13 @@ async fn process(
             let event = prepared
                 .get_or_insert_with(|| Arc::new(prepare(e, m)))
                 .clone();
-            let delivery_id = portico_domain::ids::new_id();
+            // Derived, not random: a redelivered job makes the same id, which the
+            // insert skips (`ON CONFLICT DO NOTHING`), whatever replica handles it.
+            let delivery_id = portico_domain::ids::delivery_id(
+                e.event_id,
+                endpoint.id,
+                e.accepted_at.timestamp_millis(),
+            );
             if endpoint.ordering_enabled && e.ordering_key.is_some() {
                 // Ordered: recorded as pending and released by the retry poller when
                 // every earlier delivery of its key has finished.

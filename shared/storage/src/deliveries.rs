@@ -309,6 +309,12 @@ pub async fn existing(
 /// statement. A pair that already has a delivery (another replica got the same
 /// redelivered job) is skipped along with its attempt. Returns the inserted ids.
 ///
+/// The skip is `ON CONFLICT DO NOTHING` on the primary key: delivery ids are derived
+/// from (event, webhook, acceptance time) ([`portico_domain::ids::delivery_id`]), so a
+/// redelivered pair makes the same id. No conflict target, so the statement works
+/// on the partitioned table (migration 0022), which has no unique index on
+/// `(event_id, webhook_id)`.
+///
 /// `healed` webhooks (every attempt to them succeeded) get their failure counter reset
 /// in the same statement, which touches only rows whose counter is not already zero: a
 /// chunk of successful deliveries commits in one round trip, without a transaction
@@ -348,7 +354,7 @@ pub async fn insert_deliveries_with_rollups(
                 ordering_seq, status, attempts, max_retries, next_attempt_at, last_status_code, last_error)
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                 $7::int8[], $8::text[], $9::int4[], $10::int4[], $11::timestamptz[], $12::int4[], $13::text[])
-            ON CONFLICT (event_id, webhook_id) DO NOTHING
+            ON CONFLICT DO NOTHING
             RETURNING id
          ), att AS (
             INSERT INTO webhook_delivery_attempts (delivery_id, attempt_number, request_headers,

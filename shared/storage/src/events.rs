@@ -81,6 +81,13 @@ impl<'a> NewEvents<'a> {
 
 /// Inserts events; one already recorded (a redelivered job, a re-published
 /// idempotency key) is left as it is. Returns the ids that were new.
+///
+/// Whether an event is new is decided by its key in `event_keys` (migration 0021), not
+/// by a unique index of `events`: the events table is partitioned by day of acceptance
+/// (migration 0022), and a re-published event carries another acceptance time, so
+/// only the key table, unique on the id across all days, can tell. One statement: the
+/// keys that went in select the event rows that go in. `ON CONFLICT DO NOTHING` on the
+/// events skips a row an older release recorded without a key.
 pub async fn insert(
     executor: impl sqlx::PgExecutor<'_>,
     events: &NewEvents<'_>,
@@ -89,10 +96,18 @@ pub async fn insert(
         return Ok(HashSet::new());
     }
     let inserted = sqlx::query_scalar!(
-        "INSERT INTO events (id, user_id, event_type, payload, idempotency_key, ordering_key, accepted_at)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]::json[], $5::text[], $6::text[], $7::timestamptz[])
-         ON CONFLICT (id) DO NOTHING
-         RETURNING id",
+        r#"WITH fresh AS (
+             INSERT INTO event_keys (id, accepted_at)
+             SELECT * FROM unnest($1::uuid[], $7::timestamptz[])
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id)
+         INSERT INTO events (id, user_id, event_type, payload, idempotency_key, ordering_key, accepted_at)
+         SELECT e.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]::json[], $5::text[], $6::text[],
+                                $7::timestamptz[])
+              AS e(id, user_id, event_type, payload, idempotency_key, ordering_key, accepted_at)
+         WHERE e.id IN (SELECT id FROM fresh)
+         ON CONFLICT DO NOTHING
+         RETURNING id AS "id!""#,
         &events.id,
         &events.user_id as &[&str],
         &events.event_type as &[&str],

@@ -17,7 +17,10 @@
 //!   partition before the delivery, and the foreign key's cascade deletes no rows one by
 //!   one. A delivery still pending or retrying is never deleted.
 //! - events: only once no delivery refers to them any more (a kept delivery can still
-//!   be retried by hand, which needs the event's payload).
+//!   be retried by hand, which needs the event's payload); an event's key
+//!   (`event_keys`, what makes a re-published event a duplicate) only once its event
+//!   is gone, so the same event is recorded and delivered once for as long as it is
+//!   stored.
 //! - usage logs: the rows; daily call counts (`integration_daily_usage`) stay.
 //! - dead letters: the records.
 //! - audit records: the oldest of each owner's chain, moving the chain's anchor
@@ -60,6 +63,8 @@ pub struct Purged {
     pub attempts: u64,
     /// Events.
     pub events: u64,
+    /// Event keys (`event_keys`, the dedupe record of events whose rows are gone).
+    pub event_keys: u64,
     /// Usage-log rows.
     pub usage_logs: u64,
     /// Dead letters.
@@ -138,6 +143,24 @@ pub async fn purge(pool: &PgPool, r: &Retention) -> Result<Purged, sqlx::Error> 
                      SELECT e.id FROM events e
                      WHERE e.created_at < now() - make_interval(secs => $1)
                        AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                age,
+                BATCH
+            )
+            .execute(pool)
+        })
+        .await?;
+        // A key goes once its event is gone (never before: it is what keeps a
+        // re-published event from being recorded and delivered again). A key and its
+        // event were written by one statement with the same acceptance time, which
+        // names the event's partition.
+        purged.event_keys = drain(|| {
+            sqlx::query!(
+                "DELETE FROM event_keys WHERE id IN (
+                     SELECT k.id FROM event_keys k
+                     WHERE k.accepted_at < now() - make_interval(secs => $1)
+                       AND NOT EXISTS (SELECT 1 FROM events e
+                                       WHERE e.id = k.id AND e.accepted_at = k.accepted_at)
                      LIMIT $2 FOR UPDATE SKIP LOCKED)",
                 age,
                 BATCH

@@ -114,7 +114,8 @@ fn all(page_limit: u32) -> PageRequest {
 }
 
 /// Events are recorded once: a chunk replayed with one new event reports only that
-/// one as new, and the stored payload is the text given (read back by the claim).
+/// one as new (by its key in `event_keys`, whatever its acceptance time), and the
+/// stored payload is the text given (read back by the claim).
 #[tokio::test]
 async fn events_are_recorded_once() {
     with_database(|pool| async move {
@@ -125,8 +126,38 @@ async fn events_are_recorded_once() {
         );
         let new = record_events(&pool, &[(e1, ALICE, "a"), (e2, ALICE, "b")]).await;
         assert_eq!(new, HashSet::from([e1, e2]));
+        // e1 again, accepted later (a re-published event): its key says it is known,
+        // so no second row, even though the events table is partitioned by day of
+        // acceptance and has no unique index on the id alone.
         let new = record_events(&pool, &[(e1, ALICE, "a"), (e3, BOB, "c")]).await;
         assert_eq!(new, HashSet::from([e3]));
+        let rows: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM events WHERE id = $1),
+                    (SELECT count(*) FROM event_keys WHERE id = $1)",
+        )
+        .bind(e1.as_uuid())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            (1, 1),
+            "one event row and one key for a re-published event"
+        );
+        // An event an older release recorded without a key (rolling upgrade): its key
+        // is added, its row is left as it is, and it is not new.
+        let legacy = EventId::generate();
+        sqlx::query(
+            "INSERT INTO events (id, user_id, event_type, payload, idempotency_key, accepted_at)
+             VALUES ($1, $2, 'a', '{}', 'k', now())",
+        )
+        .bind(legacy.as_uuid())
+        .bind(ALICE)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let new = record_events(&pool, &[(legacy, ALICE, "a")]).await;
+        assert!(new.is_empty(), "an event already recorded is not new");
         assert!(
             events::insert(&pool, &NewEvents::default())
                 .await
@@ -193,8 +224,9 @@ async fn deliveries_are_recorded_read_and_retried() {
                 .unwrap();
         assert_eq!(failures, 0);
 
-        // The same (webhook, event) again, under a new id: nothing written.
-        let again = DeliveryId::generate();
+        // The same (webhook, event) again: a redelivered job derives the same id
+        // (`ids::delivery_id`), and nothing is written.
+        let again = d1;
         let mut rows = NewDeliveryRows::default();
         rows.push(delivery(
             again,

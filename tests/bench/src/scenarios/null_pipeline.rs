@@ -8,9 +8,9 @@
 //! - dispatch: one pull consumer takes chunks (up to `chunk` messages, up to
 //!   `chunks_in_flight` chunks at once), POSTs each event to every endpoint of the sink
 //!   with a bare hyper client (keep-alive connections, no signing, no TLS), writes the
-//!   rows Portico writes per delivery (the event, one delivery and one attempt per
-//!   endpoint) into Portico's own schema (its migrations, indexes and constraints) in
-//!   one set-based statement per chunk, and then acknowledges the chunk.
+//!   rows Portico writes per delivery (the event and its dedupe key, one delivery and
+//!   one attempt per endpoint) into Portico's own schema (its migrations, indexes and
+//!   constraints) in one set-based statement per chunk, and then acknowledges the chunk.
 //!
 //! Like Portico (`PORTICO_ENDPOINT_CONCURRENCY`), at most [`ENDPOINT_CAP`] requests are
 //! in flight to one endpoint: without a cap, 16 chunks of 512 events with 10 endpoints
@@ -453,17 +453,23 @@ async fn handle_chunk(
     let statuses: Vec<Option<i32>> = results.iter().map(|r| r.0).collect();
     let latencies: Vec<i32> = results.iter().map(|r| r.1).collect();
     sqlx::query(
-        "WITH ev AS (
+        "WITH fresh AS (
+            INSERT INTO event_keys (id, accepted_at)
+            SELECT i, $5 FROM unnest($1::uuid[]) AS t(i)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id
+         ), ev AS (
             INSERT INTO events (id, user_id, event_type, payload, idempotency_key, accepted_at)
             SELECT i, $2, 'bench.event', p::json, k, $5
             FROM unnest($1::uuid[], $3::text[], $4::text[]) AS t(i, p, k)
-            ON CONFLICT (id) DO NOTHING
+            WHERE i IN (SELECT id FROM fresh)
+            ON CONFLICT DO NOTHING
          ), del AS (
             INSERT INTO webhook_deliveries (id, webhook_id, event_id, user_id, event_type, status,
                 attempts, max_retries, last_status_code)
             SELECT d, w, e, $2, 'bench.event', 'succeeded', 1, 0, s
             FROM unnest($6::uuid[], $7::uuid[], $8::uuid[], $9::int4[]) AS t(d, w, e, s)
-            ON CONFLICT (event_id, webhook_id) DO NOTHING
+            ON CONFLICT DO NOTHING
             RETURNING id
          )
          INSERT INTO webhook_delivery_attempts (delivery_id, attempt_number, request_headers,
