@@ -73,7 +73,7 @@ if [ -z "${PORTICO_BUF:-}" ]; then
 fi
 # The previous release: the upgrade test runs its binaries, the contract test compares
 # its protos. Bump it at each release.
-export PORTICO_UPGRADE_FROM="${PORTICO_UPGRADE_FROM:-0c6b075}"
+export PORTICO_UPGRADE_FROM="${PORTICO_UPGRADE_FROM:-c18712b}"
 
 # --- images and previous release (OPS; deploy/images/) ------------------------------
 # The three service images, built with podman from the binaries just built (the Debian

@@ -523,7 +523,8 @@ async fn one_unstorable_order_does_not_hold_up_its_chunk() -> anyhow::Result<()>
 
 /// History past its retention is deleted by the batch-processor's retention loop, and
 /// nothing that is still needed: a delivery still retrying and the event it refers to
-/// stay, recent rows stay, daily usage counts stay.
+/// stay, recent rows stay, daily usage counts stay. Deliveries, attempts and events go
+/// as whole day partitions (checked in the catalog).
 #[tokio::test]
 async fn history_past_its_retention_is_deleted() -> anyhow::Result<()> {
     let mut app =
@@ -569,27 +570,79 @@ async fn history_past_its_retention_is_deleted() -> anyhow::Result<()> {
             .fetch_all(&app.pool)
             .await?;
     let (old, retrying, recent) = (ids[0], ids[1], ids[2]);
-    // Backdate two deliveries (one still retrying) and their events and attempts.
-    sqlx::query(
-        "UPDATE webhook_deliveries SET created_at = now() - interval '40 days' WHERE id = ANY($1)",
+    // Backdate two deliveries (one still retrying) with their events and attempts: the
+    // history is partitioned by day (delivery id, event acceptance time), so their keys
+    // move to day partitions 40 and 35 days back, as if recorded then. The moves are
+    // maintenance (the deliveries' cascade trigger and the attempts' guard stand aside).
+    let mut tx = app.pool.begin().await?;
+    sqlx::query("SET LOCAL portico.partition_maintenance = 'on'")
+        .execute(&mut *tx)
+        .await?;
+    for table in ["webhook_deliveries", "webhook_delivery_attempts", "events"] {
+        sqlx::query(
+            "SELECT portico_ensure_day_partitions($1, (now() AT TIME ZONE 'UTC')::date - 41,
+                                                  (now() AT TIME ZONE 'UTC')::date - 34)",
+        )
+        .bind(table)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for ((delivery, event), days) in [(old, 40), (retrying, 35)] {
+        // The same id with its first 48 bits (the time) moved back `days` days.
+        let moved: Uuid = sqlx::query_scalar(
+            "SELECT (left(replace(portico_uuid7_floor(now() - make_interval(days => $2))::text, '-', ''), 12)
+                     || right(replace($1::text, '-', ''), 20))::uuid",
+        )
+        .bind(delivery)
+        .bind(days)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE webhook_delivery_attempts SET delivery_id = $2,
+                 started_at = now() - make_interval(days => $3) WHERE delivery_id = $1",
+        )
+        .bind(delivery)
+        .bind(moved)
+        .bind(days)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET id = $2, created_at = now() - make_interval(days => $3)
+             WHERE id = $1",
+        )
+        .bind(delivery)
+        .bind(moved)
+        .bind(days)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["events", "event_keys"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET accepted_at = now() - make_interval(days => $2) WHERE id = $1"
+            )))
+            .bind(event)
+            .bind(days)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if days == 40 {
+            sqlx::query("UPDATE events SET created_at = now() - interval '40 days' WHERE id = $1")
+                .bind(event)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    let moved: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM webhook_deliveries WHERE event_id = ANY($1) ORDER BY created_at",
     )
-    .bind(vec![old.0, retrying.0])
-    .execute(&app.pool)
+    .bind(vec![old.1, retrying.1])
+    .fetch_all(&app.pool)
     .await?;
+    let (old, retrying) = ((moved[0], old.1), (moved[1], retrying.1));
     sqlx::query(
         "UPDATE webhook_deliveries SET status = 'retrying', next_attempt_at = now() + interval '1 day' WHERE id = $1",
     )
     .bind(retrying.0)
-    .execute(&app.pool)
-    .await?;
-    sqlx::query("UPDATE events SET created_at = now() - interval '40 days' WHERE id = ANY($1)")
-        .bind(vec![old.1, retrying.1])
-        .execute(&app.pool)
-        .await?;
-    sqlx::query(
-        "UPDATE webhook_delivery_attempts SET started_at = now() - interval '40 days' WHERE delivery_id = $1",
-    )
-    .bind(old.0)
     .execute(&app.pool)
     .await?;
     // Usage logs and dead letters, one old and one recent each.
@@ -660,6 +713,19 @@ async fn history_past_its_retention_is_deleted() -> anyhow::Result<()> {
         (0, 2, 2, 0, 1, 1),
         "(old delivery, kept deliveries, kept events, old attempts, usage rows, dead letters)"
     );
+    // Gone as whole days: the old day's partitions of deliveries, attempts and events;
+    // the retrying delivery's day stays.
+    let days: (bool, bool, bool, bool) = sqlx::query_as(
+        "SELECT to_regclass('webhook_deliveries_p' || d40) IS NULL,
+                to_regclass('webhook_delivery_attempts_p' || d40) IS NULL,
+                to_regclass('events_p' || d40) IS NULL,
+                to_regclass('webhook_deliveries_p' || d35) IS NOT NULL
+         FROM (SELECT to_char((now() AT TIME ZONE 'UTC')::date - 40, 'YYYYMMDD') AS d40,
+                      to_char((now() AT TIME ZONE 'UTC')::date - 35, 'YYYYMMDD') AS d35) d",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(days, (true, true, true, true), "(dropped x3, kept day)");
     app.cleanup().await;
     Ok(())
 }

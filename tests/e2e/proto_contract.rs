@@ -16,7 +16,7 @@ const BUF_VERSION: &str = "1.75.0";
 
 /// The previous release, when `PORTICO_UPGRADE_FROM` does not name one: the same
 /// default as deploy/local/test.sh (bump both at each release).
-const PREVIOUS_RELEASE: &str = "0c6b075";
+const PREVIOUS_RELEASE: &str = "c18712b";
 
 /// The repository's root (the tests crate lives in `tests/`).
 fn repo_root() -> PathBuf {

@@ -81,9 +81,11 @@ pub async fn run(
         match portico_storage::retention::purge(&pool, &history).await {
             Ok(p) if p == Default::default() => {}
             Ok(p) => tracing::info!(
+                delivery_partitions = p.delivery_partitions,
                 deliveries = p.deliveries,
                 attempt_partitions = p.attempt_partitions,
                 attempts = p.attempts,
+                event_partitions = p.event_partitions,
                 events = p.events,
                 event_keys = p.event_keys,
                 usage_logs = p.usage_logs,

@@ -1,8 +1,10 @@
-//! Time partitions of the history tables (migrations 0018 and 0019): delivery attempts
-//! and bulk-order results are partitioned by day on their UUIDv7 parent id (the
-//! delivery's, the batch's), so retention drops a whole day at once instead of
-//! deleting its rows one by one (no WAL per row, no dead tuples, no vacuum debt), and
-//! a read of one delivery's attempts or one batch's results touches one partition.
+//! Time partitions of the history tables (migrations 0018, 0019 and 0022): delivery
+//! attempts and bulk-order results are partitioned by day on their parent's id (the
+//! delivery's, the batch's), deliveries on their own id (whose first 48 bits are a
+//! time, like a UUIDv7's) and events on their acceptance time, so retention drops a
+//! whole day at once instead of deleting its rows one by one (no WAL per row, no dead
+//! tuples, no vacuum debt), and a read of one delivery, its attempts or one batch's
+//! results touches one partition.
 //!
 //! The batch-processor's retention round ([`ensure_ahead`] first) keeps
 //! [`DAYS_AHEAD`] days of partitions ready; a row no day partition covers is stored in
@@ -26,11 +28,20 @@ pub enum Partitioned {
     Attempts,
     /// `bulk_order_results`, by batch id.
     BulkResults,
+    /// `webhook_deliveries`, by delivery id (migration 0022).
+    Deliveries,
+    /// `events`, by acceptance time (migration 0022).
+    Events,
 }
 
 impl Partitioned {
     /// Every partitioned table.
-    pub const ALL: [Partitioned; 2] = [Partitioned::Attempts, Partitioned::BulkResults];
+    pub const ALL: [Partitioned; 4] = [
+        Partitioned::Attempts,
+        Partitioned::BulkResults,
+        Partitioned::Deliveries,
+        Partitioned::Events,
+    ];
 
     /// The parent table's name (its partitions are `<name>_pYYYYMMDD` and
     /// `<name>_default`).
@@ -38,6 +49,8 @@ impl Partitioned {
         match self {
             Partitioned::Attempts => "webhook_delivery_attempts",
             Partitioned::BulkResults => "bulk_order_results",
+            Partitioned::Deliveries => "webhook_deliveries",
+            Partitioned::Events => "events",
         }
     }
 }
@@ -118,6 +131,55 @@ pub async fn drop_attempts(pool: &PgPool, age_secs: f64) -> Result<Vec<String>, 
     .fetch_all(&mut *tx)
     .await?;
     let dropped = drop_each(&mut tx, Partitioned::Attempts, names).await?;
+    tx.commit().await?;
+    Ok(dropped)
+}
+
+/// Drops the day partitions of deliveries whose whole day is more than `age_secs` old
+/// and that hold no delivery still in progress (`pending`, `delivering`, `retrying`:
+/// such a day is kept whole until its last one is final), each with the same day of
+/// attempts (a delivery's attempts go with it, as its cascade did before migration
+/// 0022); returns the deliveries' partitions dropped.
+pub async fn drop_deliveries(pool: &PgPool, age_secs: f64) -> Result<Vec<String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let names = sqlx::query_scalar!(
+        r#"SELECT p.name AS "name!" FROM portico_day_partitions('webhook_deliveries') p
+           WHERE p.hi <= portico_uuid7_floor(now() - make_interval(secs => $1))
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                             WHERE d.id >= p.lo AND d.id < p.hi
+                               AND d.status IN ('pending', 'retrying', 'delivering'))"#,
+        age_secs
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let attempts: Vec<String> = names
+        .iter()
+        .map(|n| n.replacen("webhook_deliveries_", "webhook_delivery_attempts_", 1))
+        .collect();
+    drop_each(&mut tx, Partitioned::Attempts, attempts).await?;
+    let dropped = drop_each(&mut tx, Partitioned::Deliveries, names).await?;
+    tx.commit().await?;
+    Ok(dropped)
+}
+
+/// Drops the day partitions of events whose whole day is more than `age_secs` old and
+/// to which no delivery can still refer: a delivery's id starts with its event's
+/// acceptance time (or, for a delivery made before migration 0021, its own creation
+/// time, at most moments later), so a day of events goes only once the deliveries'
+/// partitions of that day and the next are gone. A kept delivery (in progress, or
+/// within its retention) keeps its events, whose payload a retry needs.
+pub async fn drop_events(pool: &PgPool, age_secs: f64) -> Result<Vec<String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let names = sqlx::query_scalar!(
+        r#"SELECT e.name AS "name!" FROM portico_day_partitions('events') e
+           WHERE (e.day + 1)::timestamp AT TIME ZONE 'UTC' <= now() - make_interval(secs => $1)
+             AND NOT EXISTS (SELECT 1 FROM portico_day_partitions('webhook_deliveries') d
+                             WHERE d.day <= e.day + 1)"#,
+        age_secs
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let dropped = drop_each(&mut tx, Partitioned::Events, names).await?;
     tx.commit().await?;
     Ok(dropped)
 }

@@ -1,26 +1,25 @@
-//! Retention of the history tables. Delivery attempts are partitioned by day
-//! ([`crate::partitions`]): their retention drops whole days. The other tables are
-//! purged by deleting the oldest rows past their retention in bounded batches (one
-//! short transaction each, found through the BRIN time indexes of migration 0010), so
-//! a purge never holds a long lock and costs the hot path nothing. A retention of 0
-//! days keeps rows forever.
+//! Retention of the history tables. Deliveries, their attempts, events and bulk
+//! results are partitioned by day ([`crate::partitions`]): their retention drops whole
+//! days. The other tables, and the rows of those tables that sit in a DEFAULT partition
+//! (ids no day partition covers), are purged by deleting the oldest rows past their
+//! retention in bounded batches (one short transaction each, found through the BRIN
+//! time indexes of migration 0010), so a purge never holds a long lock and costs the
+//! hot path nothing. A retention of 0 days keeps rows forever.
 //!
 //! What each purge keeps, on purpose:
 //! - attempts: a day of attempts (those of the deliveries created that UTC day) goes
 //!   once the whole day is older than the attempt retention, even while a delivery of
 //!   that day is kept (a delivery's `attempts` count and last status stay on the
-//!   delivery). Attempts in the DEFAULT partition (ids no day partition covers) are
-//!   deleted by `started_at`, as before partitioning.
-//! - deliveries: only final ones (`succeeded`, `failed`) go, a UTC day at a time (those
-//!   created before the start of the day the retention reaches back to), after the
-//!   attempts, so with equal retentions a delivery's attempts are gone with their
-//!   partition before the delivery, and the foreign key's cascade deletes no rows one by
-//!   one. A delivery still pending or retrying is never deleted.
-//! - events: only once no delivery refers to them any more (a kept delivery can still
-//!   be retried by hand, which needs the event's payload); an event's key
-//!   (`event_keys`, what makes a re-published event a duplicate) only once its event
-//!   is gone, so the same event is recorded and delivered once for as long as it is
-//!   stored.
+//!   delivery). Attempts in the DEFAULT partition are deleted by `started_at`.
+//! - deliveries: a UTC day at a time, once the whole day is older than the delivery
+//!   retention and every delivery of it is final (`succeeded`, `failed`): one delivery
+//!   still pending or retrying keeps its day, and is never deleted. The day's attempts
+//!   go with it (as the foreign key's cascade did before migration 0022).
+//! - events: a day once it is older than the event retention and no delivery of that
+//!   day or the next is left (a kept delivery can still be retried by hand, which needs
+//!   the event's payload); an event's key (`event_keys`, what makes a re-published event
+//!   a duplicate) only once its event is gone, so the same event is recorded and
+//!   delivered once for as long as it is stored.
 //! - usage logs: the rows; daily call counts (`integration_daily_usage`) stay.
 //! - dead letters: the records.
 //! - audit records: the oldest of each owner's chain, moving the chain's anchor
@@ -54,14 +53,18 @@ pub struct Retention {
 /// How many rows (or partitions) one round deleted, per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
-    /// Deliveries.
+    /// Day partitions of deliveries dropped (with the same days of attempts).
+    pub delivery_partitions: u64,
+    /// Delivery rows deleted from the DEFAULT partition.
     pub deliveries: u64,
     /// Day partitions of attempts dropped.
     pub attempt_partitions: u64,
     /// Attempt rows deleted from the DEFAULT partition (besides those of purged
     /// deliveries).
     pub attempts: u64,
-    /// Events.
+    /// Day partitions of events dropped.
+    pub event_partitions: u64,
+    /// Event rows deleted from the DEFAULT partition.
     pub events: u64,
     /// Event keys (`event_keys`, the dedupe record of events whose rows are gone).
     pub event_keys: u64,
@@ -122,10 +125,14 @@ pub async fn purge(pool: &PgPool, r: &Retention) -> Result<Purged, sqlx::Error> 
         .await?;
     }
     if let Some(age) = days(r.delivery_days) {
+        purged.delivery_partitions =
+            crate::partitions::drop_deliveries(pool, age).await?.len() as u64;
+        // Rows no day partition covers (ids that are not time-ordered, days the
+        // maintenance had not created) are in the DEFAULT partition, deleted as before.
         purged.deliveries = drain(|| {
             sqlx::query!(
-                "DELETE FROM webhook_deliveries WHERE id IN (
-                     SELECT id FROM webhook_deliveries
+                "DELETE FROM webhook_deliveries_default WHERE id IN (
+                     SELECT id FROM webhook_deliveries_default
                      WHERE created_at < date_trunc('day', now() - make_interval(secs => $1), 'UTC')
                        AND status IN ('succeeded', 'failed')
                      LIMIT $2 FOR UPDATE SKIP LOCKED)",
@@ -137,13 +144,14 @@ pub async fn purge(pool: &PgPool, r: &Retention) -> Result<Purged, sqlx::Error> 
         .await?;
     }
     if let Some(age) = days(r.event_days) {
+        purged.event_partitions = crate::partitions::drop_events(pool, age).await?.len() as u64;
         purged.events = drain(|| {
             sqlx::query!(
-                "DELETE FROM events WHERE id IN (
-                     SELECT e.id FROM events e
+                "DELETE FROM events_default WHERE ctid = ANY(ARRAY(
+                     SELECT e.ctid FROM events_default e
                      WHERE e.created_at < now() - make_interval(secs => $1)
                        AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
-                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                     LIMIT $2 FOR UPDATE SKIP LOCKED))",
                 age,
                 BATCH
             )

@@ -290,7 +290,8 @@ pub async fn update(
 }
 
 /// Deletes one of `user_id`'s webhooks with its secrets, deliveries, attempts and
-/// retry jobs (foreign-key cascade). False when there was no such webhook.
+/// retry jobs (foreign-key cascades; attempts by the deliveries' delete trigger,
+/// migration 0022). False when there was no such webhook.
 pub async fn delete(
     executor: impl sqlx::PgExecutor<'_>,
     user_id: &str,

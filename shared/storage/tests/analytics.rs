@@ -349,8 +349,9 @@ async fn one_statement_path_counts_only_inserted_rows() {
         assert_eq!(written, HashSet::from([id]));
         assert!(rolled_up);
 
-        // The same pair again under a new id: nothing inserted, no rollup added.
-        let (rows, attempts) = one_delivery(DeliveryId::generate(), w, event, at);
+        // The same pair again (a redelivered job derives the same id,
+        // `ids::delivery_id`): nothing inserted, no rollup added.
+        let (rows, attempts) = one_delivery(id, w, event, at);
         let (written, rolled_up) = deliveries::insert_deliveries_with_rollups(
             &pool,
             &rows,

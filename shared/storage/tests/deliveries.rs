@@ -144,20 +144,6 @@ async fn events_are_recorded_once() {
             (1, 1),
             "one event row and one key for a re-published event"
         );
-        // An event an older release recorded without a key (rolling upgrade): its key
-        // is added, its row is left as it is, and it is not new.
-        let legacy = EventId::generate();
-        sqlx::query(
-            "INSERT INTO events (id, user_id, event_type, payload, idempotency_key, accepted_at)
-             VALUES ($1, $2, 'a', '{}', 'k', now())",
-        )
-        .bind(legacy.as_uuid())
-        .bind(ALICE)
-        .execute(&pool)
-        .await
-        .unwrap();
-        let new = record_events(&pool, &[(legacy, ALICE, "a")]).await;
-        assert!(new.is_empty(), "an event already recorded is not new");
         assert!(
             events::insert(&pool, &NewEvents::default())
                 .await

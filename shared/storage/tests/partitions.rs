@@ -407,3 +407,178 @@ async fn result_partitions_are_dropped_once_their_batches_are_gone() {
     })
     .await;
 }
+
+/// An event accepted `days_ago` days ago, recorded as the dispatcher records it (with
+/// its key in `event_keys`).
+async fn event_at(pool: &PgPool, days_ago: i64) -> Uuid {
+    let id = Uuid::new_v4();
+    let mut rows = portico_storage::events::NewEvents::with_capacity(1);
+    rows.push(portico_storage::events::NewEvent {
+        id: portico_domain::ids::EventId(id),
+        user_id: "alice",
+        event_type: "order.created",
+        payload: "{}",
+        idempotency_key: "k",
+        ordering_key: None,
+        accepted_at: Utc::now() - chrono::Duration::days(days_ago),
+    });
+    let new = portico_storage::events::insert(pool, &rows)
+        .await
+        .expect("insert event");
+    assert_eq!(new.len(), 1);
+    id
+}
+
+/// A delivery of `event` with the id the dispatcher derives (the event's acceptance
+/// time first), `attempts` attempt rows, in state `status`.
+async fn derived_delivery(
+    pool: &PgPool,
+    webhook: Uuid,
+    event: Uuid,
+    status: &str,
+    attempts: i32,
+) -> Uuid {
+    let accepted: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT accepted_at FROM events WHERE id = $1")
+            .bind(event)
+            .fetch_one(pool)
+            .await
+            .expect("event");
+    let id = portico_domain::ids::delivery_id(event, webhook, accepted.timestamp_millis());
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, webhook_id, event_id, user_id, event_type, status,
+                                         attempts, max_retries)
+         VALUES ($1, $2, $3, 'alice', 'order.created', $4, $5, 3)",
+    )
+    .bind(id)
+    .bind(webhook)
+    .bind(event)
+    .bind(status)
+    .bind(attempts)
+    .execute(pool)
+    .await
+    .expect("insert delivery");
+    insert_attempts(pool, id, attempts).await;
+    id
+}
+
+/// Deliveries and events (migration 0022) are stored in the partition of their day: a
+/// delivery in its event's day, by its derived id. Retention drops a past day of
+/// deliveries whole, with its attempts, unless a delivery of it is still retrying; a
+/// day of events goes only once no delivery of that day or the next is left, and the
+/// keys of its events with it. Deleting a webhook takes its deliveries' attempts.
+#[tokio::test]
+async fn retention_drops_whole_days_of_deliveries_and_events() {
+    with_database(|pool| async move {
+        for table in [
+            Partitioned::Deliveries,
+            Partitioned::Attempts,
+            Partitioned::Events,
+        ] {
+            let created = partitions::ensure_days(&pool, table, day(-42), day(-39))
+                .await
+                .expect("create old partitions");
+            assert_eq!(created, 4, "{table:?}");
+        }
+        let hook = webhook(&pool).await;
+        let lonely = event_at(&pool, 42).await; // no delivery
+        let done_event = event_at(&pool, 41).await;
+        let done = derived_delivery(&pool, hook, done_event, "succeeded", 2).await;
+        let retrying_event = event_at(&pool, 39).await;
+        let retrying = derived_delivery(&pool, hook, retrying_event, "retrying", 3).await;
+        let recent_event = event_at(&pool, 0).await;
+        let recent = derived_delivery(&pool, hook, recent_event, "succeeded", 1).await;
+
+        let name =
+            |table: &str, days_ago: i64| format!("{table}_p{}", day(-days_ago).format("%Y%m%d"));
+        let located = "SELECT tableoid::regclass::text FROM webhook_deliveries WHERE id = $1";
+        assert_eq!(
+            partition_of(&pool, located, done).await,
+            name("webhook_deliveries", 41)
+        );
+        assert_eq!(
+            partition_of(&pool, ATTEMPT_PARTITION, done).await,
+            name("webhook_delivery_attempts", 41)
+        );
+        let event_located = "SELECT tableoid::regclass::text FROM events WHERE id = $1";
+        assert_eq!(
+            partition_of(&pool, event_located, done_event).await,
+            name("events", 41)
+        );
+        assert_eq!(
+            partition_of(&pool, located, recent).await,
+            name("webhook_deliveries", 0)
+        );
+
+        let purged = retention::purge(
+            &pool,
+            &Retention {
+                delivery_days: 30,
+                attempt_days: 0,
+                event_days: 30,
+                ..Retention::default()
+            },
+        )
+        .await
+        .expect("purge");
+        // Deliveries: -42, -41, -40 go (empty or final), -39 stays (retrying).
+        assert_eq!(purged.delivery_partitions, 3, "{purged:?}");
+        assert_eq!(purged.deliveries, 0, "no delivery was deleted row by row");
+        // Events: -42 and -41 go; -40 and -39 stay while deliveries of -39 are kept.
+        assert_eq!(purged.event_partitions, 2, "{purged:?}");
+        assert_eq!(purged.events, 0, "no event was deleted row by row");
+        assert_eq!(purged.event_keys, 2, "the keys of the two dropped events");
+        for gone in [
+            name("webhook_deliveries", 41),
+            name("webhook_delivery_attempts", 41),
+            name("events", 41),
+            name("events", 42),
+        ] {
+            assert!(!exists(&pool, &gone).await, "{gone} is dropped");
+        }
+        let kids = children(&pool, "webhook_deliveries").await;
+        assert!(kids.contains(&name("webhook_deliveries", 39)), "{kids:?}");
+        assert!(!kids.contains(&name("webhook_deliveries", 40)), "{kids:?}");
+        assert!(
+            children(&pool, "events")
+                .await
+                .contains(&name("events", 40))
+        );
+
+        let kept: (i64, i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM webhook_deliveries WHERE id = $1),
+                    (SELECT count(*) FROM webhook_delivery_attempts WHERE delivery_id = $1),
+                    (SELECT count(*) FROM events WHERE id = $2),
+                    (SELECT count(*) FROM event_keys WHERE id = $2),
+                    (SELECT count(*) FROM event_keys WHERE id = ANY($3))",
+        )
+        .bind(retrying)
+        .bind(retrying_event)
+        .bind(vec![lonely, done_event])
+        .fetch_one(&pool)
+        .await
+        .expect("count kept");
+        assert_eq!(
+            kept,
+            (1, 3, 1, 1, 0),
+            "(retrying delivery, its attempts, its event, its key, dropped events' keys)"
+        );
+
+        // Deleting the webhook deletes its deliveries (foreign key) and their attempts
+        // (the deliveries' trigger).
+        assert!(
+            portico_storage::webhooks::delete(&pool, "alice", portico_domain::ids::WebhookId(hook))
+                .await
+                .expect("delete webhook")
+        );
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_delivery_attempts WHERE delivery_id = ANY($1)",
+        )
+        .bind(vec![retrying, recent])
+        .fetch_one(&pool)
+        .await
+        .expect("count attempts");
+        assert_eq!(left, 0);
+    })
+    .await;
+}
