@@ -144,7 +144,21 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StorageE
 }
 
 /// The pool settings every Portico pool shares (see [`connect`]).
+///
+/// JIT compilation is off for Portico's sessions (`jit=off`, unless the `DATABASE_URL`'s
+/// `options` set `jit` themselves): every statement Portico runs
+/// is short, and PostgreSQL compiles one with LLVM whenever its estimated cost passes
+/// `jit_above_cost`, which statements spanning the day partitions of several tables do
+/// (the retry poller's claim joins deliveries and events). Compiling took more
+/// PostgreSQL CPU than running them: 16 % of it in LLVM and about 20 us per delivery
+/// (docs/BENCHMARKS.md).
 async fn open(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, StorageError> {
+    let sets_jit = options.get_options().is_some_and(|o| o.contains("jit="));
+    let options = if sets_jit {
+        options
+    } else {
+        options.options([("jit", "off")])
+    };
     let options =
         options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     Ok(PgPoolOptions::new()
