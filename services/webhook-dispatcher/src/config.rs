@@ -66,10 +66,12 @@ pub struct DispatcherConfig {
     /// Requests in flight at once to one endpoint whose webhook sets no
     /// `maxConcurrency`, in this replica: with HTTP/1.1 that is also the most
     /// connections it opens to the endpoint. Without a cap a backlog opened about 1,000
-    /// connections to one partner; 64 is far above what a fast endpoint needs (at
-    /// 10,000 deliveries/s and 2 ms per answer, 20 are busy) and well below what
-    /// overwhelms a small one. 0 = no default cap.
-    #[arg(long, env = "PORTICO_ENDPOINT_CONCURRENCY", default_value_t = 64)]
+    /// connections to one partner; 32 is above what a fast endpoint needs (at 10,000
+    /// deliveries/s and 2 ms per answer, 20 are busy) and well below what overwhelms a
+    /// small one. 64 cost more and delivered no more: each connection holds about 30 KB
+    /// and its wake-ups, and 32 delivered as fast or faster with 1 and 10 endpoints
+    /// (docs/BENCHMARKS.md). 0 = no default cap.
+    #[arg(long, env = "PORTICO_ENDPOINT_CONCURRENCY", default_value_t = 32)]
     pub endpoint_concurrency: u32,
 
     /// Deliveries held in memory at once in this replica (in flight, or waiting for
@@ -78,12 +80,11 @@ pub struct DispatcherConfig {
     /// committed, and no new chunk is pulled while twice this many are planned and not
     /// yet committed; so however deep the backlog and however many endpoints an event
     /// fans out to, the dispatcher's memory stays bounded. Waiting chunks' jobs are kept
-    /// alive with in-progress acks. 8,192 is what 16 chunks of 512 single-endpoint
-    /// events hold, so one endpoint per event never waits; with 10 endpoints per event
-    /// it keeps 16 groups of 512 going (a 10-endpoint backlog peaked at 148 MiB when a
-    /// chunk's 5,120 deliveries were sent and committed together, about 96 MiB in
-    /// groups).
-    #[arg(long, env = "PORTICO_DISPATCH_MAX_DELIVERIES", default_value_t = 8192)]
+    /// alive with in-progress acks. 4,096 is 8 groups of 512 going at once, which kept
+    /// the one-endpoint rate (its chunks overlap their commits) and, with 10 endpoints
+    /// per event, held a backlog's peak near 64 MiB; 8,192 (16 groups) delivered no
+    /// more and peaked 10 to 25 MiB higher (docs/BENCHMARKS.md).
+    #[arg(long, env = "PORTICO_DISPATCH_MAX_DELIVERIES", default_value_t = 4096)]
     pub dispatch_max_deliveries: usize,
 
     /// Pulled event chunks worked on at once, so one slow endpoint does not stall the

@@ -38,6 +38,11 @@ impl Foundation {
     /// `client_name` (the name NATS monitoring shows).
     pub async fn connect(common: &CommonConfig, client_name: &str) -> Result<Self, RuntimeError> {
         crate::limits::raise_open_files();
+        crate::allocator::tune();
+        tracing::debug!(
+            purge_delay_ms = crate::allocator::purge_delay_ms(),
+            "allocator tuned"
+        );
         let metrics = portico_telemetry::metrics::install()?;
         let pool =
             portico_storage::connect(&common.database_url, common.db_max_connections).await?;

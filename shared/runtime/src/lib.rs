@@ -12,6 +12,7 @@
 //! - [`limits`]: the open-files limit raised to what the host allows.
 
 pub mod admin;
+pub mod allocator;
 pub mod config;
 pub mod foundation;
 pub mod limits;

@@ -1,5 +1,5 @@
 //! The open-files limit. Every connection is a file descriptor: the dispatcher holds up
-//! to `PORTICO_ENDPOINT_CONCURRENCY` connections per endpoint (64 by default, so 16
+//! to `PORTICO_ENDPOINT_CONCURRENCY` connections per endpoint (32 by default, so 32
 //! busy endpoints already pass 1,024), the gateway one per client. Many hosts start
 //! services with a soft limit of 1,024 and a far higher hard limit (systemd: 524,288);
 //! past the soft limit `accept` and `connect` fail with EMFILE, which looks like an

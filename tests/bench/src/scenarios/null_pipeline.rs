@@ -53,7 +53,7 @@ pub struct NullArgs {
 }
 
 /// Requests in flight to one endpoint: Portico's default `PORTICO_ENDPOINT_CONCURRENCY`.
-pub const ENDPOINT_CAP: usize = 64;
+pub const ENDPOINT_CAP: usize = 32;
 
 /// The pipeline's user (rows need an owner; nothing reads it).
 const OWNER: &str = "bench-null";
