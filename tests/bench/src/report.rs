@@ -15,6 +15,8 @@ pub enum Goal {
     AtLeast(f64),
     /// The value must be below this.
     Below(f64),
+    /// The value must be at most this.
+    AtMost(f64),
 }
 
 impl Goal {
@@ -22,6 +24,7 @@ impl Goal {
         match self {
             Goal::AtLeast(t) => value >= t,
             Goal::Below(t) => value < t,
+            Goal::AtMost(t) => value <= t,
         }
     }
 }
@@ -130,6 +133,7 @@ impl Report {
                 let target = match goal {
                     Goal::AtLeast(t) => format!(">= {}", format_value(t)),
                     Goal::Below(t) => format!("< {}", format_value(t)),
+                    Goal::AtMost(t) => format!("<= {}", format_value(t)),
                 };
                 let verdict = if f.met == Some(true) {
                     "met"

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use hyper::Method;
 
 use crate::client::{Target, Template, closed_loop};
+use crate::cpu::Owner;
 use crate::live::Subscribers;
 use crate::report::{Goal, Report};
 use crate::scenarios::{
@@ -54,6 +55,35 @@ pub struct WebhooksArgs {
     /// connections (unless already measured in this run).
     pub null_pipeline: bool,
 }
+
+/// The CPU budget per delivery with one endpoint per event (issue 16), by part:
+/// figure key, label, whose CPU, microseconds.
+const CPU_BUDGETS: [(&str, &str, Owner, f64); 4] = [
+    (
+        "cpu_us.gateway",
+        "CPU per delivery: gateway",
+        Owner::Gateway,
+        25.0,
+    ),
+    (
+        "cpu_us.dispatcher",
+        "CPU per delivery: webhook-dispatcher",
+        Owner::Dispatcher,
+        35.0,
+    ),
+    (
+        "cpu_us.nats",
+        "CPU per delivery: nats-server",
+        Owner::Nats,
+        30.0,
+    ),
+    (
+        "cpu_us.postgres",
+        "CPU per delivery: PostgreSQL (this run)",
+        Owner::Postgres,
+        30.0,
+    ),
+];
 
 /// The issue's target and the leading server's figure for `endpoints`.
 fn target_for(endpoints: usize) -> Option<(f64, &'static str)> {
@@ -312,6 +342,14 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
                 mine / theirs * 100.0,
                 "%",
             );
+        }
+    }
+    if args.endpoints == 1 && delivered > 0 {
+        // The issue's CPU budget per delivery with one endpoint, part by part.
+        for (key, label, owner, budget) in CPU_BUDGETS {
+            report
+                .fig(key, label, usage.secs(owner) * 1e6 / delivered as f64, "us")
+                .goal(Goal::AtMost(budget));
         }
     }
     if let Some(l) = bench.limits {
