@@ -139,7 +139,7 @@ pub fn router(state: AppState, admin: Router) -> Router {
     let max_body = state.config().max_body_bytes;
     let origin_state = state.clone();
     let timeout = Duration::from_millis(state.config().request_timeout_ms);
-    Router::new()
+    let routed = Router::new()
         .nest("/api/v1", api.clone())
         .nest("/api", api)
         .fallback(no_route)
@@ -168,15 +168,25 @@ pub fn router(state: AppState, admin: Router) -> Router {
             origin_state,
             middleware::audit_origin,
         ))
-        .merge(admin)
+        .merge(admin);
+    // The layers every request passes, whatever its route, wrap the routed application
+    // once, as one tower stack: `Router::layer` would wrap each route on its own, and
+    // every such layer then costs each request a boxed clone of the route's service,
+    // a oneshot and a boxed future (about a fifth of the gateway's CPU went to the
+    // middleware plumbing in profiles). Listed outermost first.
+    let outer = tower::ServiceBuilder::new()
+        // Sees the body after every other layer and the handler are done.
+        .layer(axum::middleware::from_fn(keep_alive::drain_or_close))
+        .layer(axum::middleware::map_response(add_version_header))
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(request_id))
+        // A panic's answer has a body type of its own: back to axum's.
+        .map_response(IntoResponse::into_response)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(axum::middleware::map_response(add_version_header))
-        // Outermost: sees the body after every other layer and the handler are done.
-        .layer(axum::middleware::from_fn(keep_alive::drain_or_close))
+        .service(routed);
+    Router::new().fallback_service(outer)
 }
 
 async fn no_route(uri: Uri) -> ApiError {
