@@ -144,23 +144,30 @@ pub fn router(state: AppState, admin: Router) -> Router {
         .nest("/api", api)
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn(middleware::observe))
-        // Inside the timeout: a create that times out releases its idempotency key.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            concurrency::conditional_requests,
-        ))
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ))
-        .layer(axum::middleware::map_response(timeout_problem))
-        // Outside the timeout, so a timed-out partner call is still logged.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            partner_calls::authenticate_and_log,
-        ))
+        // The API's per-route layers read the matched route (metrics, conditional
+        // requests, partner-call logging), so they wrap each route; as one stack, so a
+        // request pays one boxed route service for all six, not one per layer.
+        // Listed outermost first.
+        .layer(
+            tower::ServiceBuilder::new()
+                // Outside the timeout, so a timed-out partner call is still logged.
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    partner_calls::authenticate_and_log,
+                ))
+                .layer(axum::middleware::map_response(timeout_problem))
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    timeout,
+                ))
+                .layer(DefaultBodyLimit::max(max_body))
+                // Inside the timeout: a create that times out releases its idempotency key.
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    concurrency::conditional_requests,
+                ))
+                .layer(axum::middleware::from_fn(middleware::observe)),
+        )
         .with_state(state.clone())
         .nest("/portal", crate::portal::router(state, portal_api))
         // The API and the portal: the audit log sees each request's id and client.
