@@ -170,11 +170,6 @@ pub fn router(state: AppState, admin: Router) -> Router {
         )
         .with_state(state.clone())
         .nest("/portal", crate::portal::router(state, portal_api))
-        // The API and the portal: the audit log sees each request's id and client.
-        .layer(axum::middleware::from_fn_with_state(
-            origin_state,
-            middleware::audit_origin,
-        ))
         .merge(admin);
     // The layers every request passes, whatever its route, wrap the routed application
     // once, as one tower stack: `Router::layer` would wrap each route on its own, and
@@ -192,6 +187,12 @@ pub fn router(state: AppState, admin: Router) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
+        // The audit log sees each request's id and client (the admin routes change
+        // nothing it records).
+        .layer(axum::middleware::from_fn_with_state(
+            origin_state,
+            middleware::audit_origin,
+        ))
         .service(routed);
     Router::new().fallback_service(outer)
 }
