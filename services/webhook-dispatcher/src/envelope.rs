@@ -141,23 +141,46 @@ pub const REDACTED: &str = "***";
 /// (repeated names joined with ", "), sensitive values (custom headers) as
 /// [`REDACTED`], so the attempt history never holds a receiver's credentials.
 pub fn headers_json(headers: &HeaderMap) -> String {
-    let mut map = serde_json::Map::with_capacity(headers.keys_len());
-    for name in headers.keys() {
-        let joined = headers
-            .get_all(name)
-            .iter()
-            .map(|v| {
-                if v.is_sensitive() {
-                    std::borrow::Cow::Borrowed(REDACTED)
-                } else {
-                    String::from_utf8_lossy(v.as_bytes())
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        map.insert(name.as_str().to_owned(), serde_json::Value::String(joined));
+    // Written directly (one string, no map of owned names and values): every attempt
+    // records its headers. Key order does not matter, the column is jsonb.
+    let mut out = String::with_capacity(48 * headers.keys_len() + 2);
+    out.push('{');
+    for (i, name) in headers.keys().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        push_json_escaped(&mut out, name.as_str());
+        out.push_str("\":\"");
+        for (j, value) in headers.get_all(name).iter().enumerate() {
+            if j > 0 {
+                out.push_str(", ");
+            }
+            if value.is_sensitive() {
+                out.push_str(REDACTED);
+            } else {
+                push_json_escaped(&mut out, &String::from_utf8_lossy(value.as_bytes()));
+            }
+        }
+        out.push('"');
     }
-    serde_json::Value::Object(map).to_string()
+    out.push('}');
+    out
+}
+
+/// Appends `text` as the inside of a JSON string (quotes, backslashes and control
+/// characters escaped).
+fn push_json_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -172,9 +195,19 @@ mod tests {
         key.set_sensitive(true);
         headers.append(HeaderName::from_static("x-api-key"), key);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.append(
+            HeaderName::from_static("x-tricky"),
+            HeaderValue::from_static("a \"quoted\" \\ value"),
+        );
+        headers.append(
+            HeaderName::from_static("x-tricky"),
+            HeaderValue::from_static("two"),
+        );
         let recorded: serde_json::Value = serde_json::from_str(&headers_json(&headers)).unwrap();
         assert_eq!(recorded["x-api-key"], REDACTED);
         assert_eq!(recorded["content-type"], "application/json");
+        assert_eq!(recorded["x-tricky"], "a \"quoted\" \\ value, two");
+        assert_eq!(recorded.as_object().map(|o| o.len()), Some(3));
     }
 
     /// The body is the four fields, with `data` embedded byte for byte and the
