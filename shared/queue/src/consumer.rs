@@ -260,14 +260,8 @@ pub async fn report_pending(
             // The stream is read after the consumer: a healthy stream's last sequence
             // only grows meanwhile, so a job published between the two reads cannot
             // make a healthy consumer look ahead.
-            let stream_last = match jetstream.get_stream_no_info(&info.stream_name).await {
-                Ok(stream) => match stream.get_info().await {
-                    Ok(stream_info) => stream_info.state.last_sequence,
-                    Err(err) => {
-                        tracing::debug!(consumer = *label, %err, "stream info unavailable");
-                        continue;
-                    }
-                },
+            let stream_last = match stream_last_sequence(&jetstream, &info.stream_name).await {
+                Ok(last) => last,
                 Err(err) => {
                     tracing::debug!(consumer = *label, %err, "stream info unavailable");
                     continue;
@@ -304,6 +298,15 @@ pub async fn report_pending(
             *was_ahead = Some(now_ahead);
         }
     }
+}
+
+/// The last sequence of the stream `name` (one request for its info).
+async fn stream_last_sequence(
+    jetstream: &async_nats::jetstream::Context,
+    name: &str,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = jetstream.get_stream_no_info(name).await?;
+    Ok(stream.get_info().await?.state.last_sequence)
 }
 
 /// Whether a durable consumer has been handed stream sequences beyond its stream's last
