@@ -153,30 +153,23 @@ pub async fn run_one(
 /// Makes the attempt of an admitted delivery and decides what follows.
 async fn attempt(transport: &Transport, jitter: RetryJitter, p: &Planned) -> Handled {
     let number = p.attempts_before.saturating_add(1);
-    macro_rules! attempt_span {
-        ($level:expr) => {
-            tracing::span!(
-                $level,
-                "webhook.delivery_attempt",
-                otel.kind = "client",
-                webhook.id = %p.endpoint.id,
-                webhook.delivery_id = %p.delivery_id,
-                webhook.event_id = %p.event.id_text,
-                webhook.event_type = %p.event.event_type,
-                webhook.attempt = number,
-                http.response.status_code = tracing::field::Empty,
-                error.kind = tracing::field::Empty,
-            )
-        };
-    }
     // The span is for exported traces: nothing logs inside an attempt, yet the JSON log
     // layer formats a span's fields when it is made (a sixteenth of the dispatcher's
-    // instructions per delivery). Without an exporter it is a debug span, made only
-    // when the log filter asks for debug.
+    // instructions per delivery). Without an exporter there is none.
     let span = if portico_telemetry::logging::traces_exported() {
-        attempt_span!(tracing::Level::INFO)
+        tracing::info_span!(
+            "webhook.delivery_attempt",
+            otel.kind = "client",
+            webhook.id = %p.endpoint.id,
+            webhook.delivery_id = %p.delivery_id,
+            webhook.event_id = %p.event.id_text,
+            webhook.event_type = %p.event.event_type,
+            webhook.attempt = number,
+            http.response.status_code = tracing::field::Empty,
+            error.kind = tracing::field::Empty,
+        )
     } else {
-        attempt_span!(tracing::Level::DEBUG)
+        tracing::Span::none()
     };
     portico_telemetry::propagation::set_parent_from(&span, p.event.trace.as_ref());
     let record = transport

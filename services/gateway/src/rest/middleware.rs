@@ -27,27 +27,23 @@ pub async fn observe(request: Request, next: Next) -> Response {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        // The span's name in a trace is for the exporter alone: without one, the JSON
-        // log layer would format it into every request's span for nothing.
-        if portico_telemetry::logging::traces_exported() {
-            tracing::info_span!(
-                "http_request",
-                otel.name = %format_args!("{method} {route}"),
-                http.request.method = %method,
-                http.route = route,
-                request_id = request_id,
-                http.response.status_code = tracing::field::Empty,
-            )
-        } else {
-            tracing::info_span!(
-                "http_request",
-                http.request.method = %method,
-                http.route = route,
-                request_id = request_id,
-                http.response.status_code = tracing::field::Empty,
-            )
-        }
+        tracing::info_span!(
+            "http_request",
+            otel.name = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = route,
+            request_id = request_id,
+            http.response.status_code = tracing::field::Empty,
+        )
     };
+    // The span's name in a trace is for the exporter alone: given at creation, the JSON
+    // log layer would format it into every request's span for nothing.
+    if portico_telemetry::logging::traces_exported() {
+        span.record(
+            "otel.name",
+            tracing::field::display(format_args!("{method} {route}")),
+        );
+    }
     portico_telemetry::propagation::set_parent_from_http(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
