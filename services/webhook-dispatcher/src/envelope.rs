@@ -141,45 +141,49 @@ pub const REDACTED: &str = "***";
 /// (repeated names joined with ", "), sensitive values (custom headers) as
 /// [`REDACTED`], so the attempt history never holds a receiver's credentials.
 pub fn headers_json(headers: &HeaderMap) -> String {
-    // Written directly (one string, no map of owned names and values): every attempt
-    // records its headers. Key order does not matter, the column is jsonb.
-    let mut out = String::with_capacity(48 * headers.keys_len() + 2);
-    out.push('{');
-    for (i, name) in headers.keys().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        push_json_escaped(&mut out, name.as_str());
-        out.push_str("\":\"");
-        for (j, value) in headers.get_all(name).iter().enumerate() {
-            if j > 0 {
-                out.push_str(", ");
+    use serde::ser::{SerializeMap, Serializer};
+    // Streamed by serde_json (its escaping), without a map of owned names and values:
+    // every attempt records its headers. Key order does not matter, the column is jsonb.
+    let mut out = Vec::with_capacity(48 * headers.keys_len() + 2);
+    let mut ser = serde_json::Serializer::new(&mut out);
+    let written = ser
+        .serialize_map(Some(headers.keys_len()))
+        .and_then(|mut map| {
+            for name in headers.keys() {
+                map.serialize_entry(name.as_str(), &Joined(headers.get_all(name)))?;
             }
-            if value.is_sensitive() {
-                out.push_str(REDACTED);
-            } else {
-                push_json_escaped(&mut out, &String::from_utf8_lossy(value.as_bytes()));
-            }
-        }
-        out.push('"');
+            map.end()
+        });
+    // Writing to a Vec cannot fail, and serde_json writes only UTF-8.
+    match (written, String::from_utf8(out)) {
+        (Ok(()), Ok(json)) => json,
+        _ => "{}".to_owned(),
     }
-    out.push('}');
-    out
 }
 
-/// Appends `text` as the inside of a JSON string (quotes, backslashes and control
-/// characters escaped).
-fn push_json_escaped(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
+/// The values of one header as recorded: joined with ", ", sensitive ones as
+/// [`REDACTED`], bytes that are not UTF-8 replaced.
+struct Joined<'a>(http::header::GetAll<'a, HeaderValue>);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, value) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
             }
-            c => out.push(c),
+            if value.is_sensitive() {
+                f.write_str(REDACTED)?;
+            } else {
+                f.write_str(&String::from_utf8_lossy(value.as_bytes()))?;
+            }
         }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Joined<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
