@@ -22,6 +22,7 @@ use crate::app::analytics::{
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::rest::openapi::PROBLEM;
+use crate::rest::webhooks::query;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
@@ -30,12 +31,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhook_stats))
         .routes(routes!(delivery_analytics))
         .routes(routes!(top_endpoints))
-}
-
-fn query<T>(extracted: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    extracted
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::field("invalid_query", "/query", e.body_text()))
 }
 
 fn parse_time(

@@ -27,9 +27,10 @@ use crate::app::integration_templates::{
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::rest::concurrency::{IfMatch, with_etag};
-use crate::rest::integrations::{CredentialsBody, IntegrationBody, present, query};
+use crate::rest::integrations::{CredentialsBody, IntegrationBody, present};
 use crate::rest::json::ApiJson;
 use crate::rest::openapi::PROBLEM;
+use crate::rest::webhooks::query;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.

@@ -27,6 +27,7 @@ use crate::error::{ApiError, Problem};
 use crate::rest::concurrency::{IfMatch, with_etag};
 use crate::rest::json::ApiJson;
 use crate::rest::openapi::PROBLEM;
+use crate::rest::webhooks::query;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
@@ -136,11 +137,6 @@ where
 fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     text.parse()
         .map_err(|_| ApiError::field("invalid_id", "/id", "the id must be a UUID"))
-}
-
-pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v)
-        .map_err(|e| ApiError::field("invalid_query", "/query", e.body_text()))
 }
 
 /// Create an integration and its first credentials (the secret is shown only here).
