@@ -510,6 +510,78 @@ async fn reconnecting_and_listing_from_the_cursor_fills_the_gap() -> anyhow::Res
     Ok(())
 }
 
+/// `?batch=true`: a WebSocket message holds one or more pushed messages, one JSON
+/// object per line, numbered without a gap across messages; every delivery of a burst
+/// is announced exactly once. A `batch` that is not a boolean is refused before the
+/// upgrade with 400 `validation_failed` (`invalid_query`).
+#[tokio::test]
+async fn batched_framing_carries_every_message_once_in_order() -> anyhow::Result<()> {
+    let app =
+        TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let res = app
+        .http
+        .get(app.api("/live?batch=maybe"))
+        .bearer_auth(app.user_token("erin"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await?;
+    let problem = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await?;
+    assert_eq!(problem["errors"][0]["code"], "invalid_query", "{problem}");
+
+    let sink = Sink::start().await?;
+    let hook = create_webhook(&app, "erin", &sink.url("/hook"), 0).await?;
+    let authorization = format!("Bearer {}", app.user_token("erin"));
+    let mut ws = open(&app, Some(&authorization), "?batch=true").await?;
+    subscribe(
+        &mut ws,
+        json!({"op": "subscribe", "topics": ["deliveries"]}),
+    )
+    .await?;
+    let events = publish(&app, "erin", 40, "order.created").await?;
+    assert_eq!(events.len(), 40);
+
+    let mut seen = std::collections::HashSet::new();
+    let mut seqs = Vec::new();
+    let mut messages = 0;
+    while seqs.len() < events.len() {
+        let item = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("no live message within {PATIENCE:?}"))?;
+        let text = match item {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => anyhow::bail!("unexpected {other:?}"),
+        };
+        messages += 1;
+        for line in text.as_str().split('\n') {
+            let m: Value = serde_json::from_str(line)?;
+            assert_eq!(m["type"], "delivery.attempt", "{m}");
+            assert_eq!(m["webhookId"], json!(hook));
+            assert!(
+                m["cursor"].as_str().is_some_and(|c| !c.is_empty()),
+                "cursor: {m}"
+            );
+            seqs.push(m["seq"].as_u64().unwrap_or_default());
+            let event: Uuid = m["eventId"].as_str().unwrap_or_default().parse()?;
+            assert!(seen.insert(event), "announced once: {m}");
+        }
+    }
+    assert_eq!(
+        seqs,
+        (1..=40).collect::<Vec<u64>>(),
+        "in {messages} messages"
+    );
+    assert_eq!(
+        seen,
+        events.into_iter().collect::<std::collections::HashSet<_>>()
+    );
+    app.cleanup().await;
+    Ok(())
+}
+
 /// Without a credential, with a bad one or a bad ticket, the gateway answers 401
 /// problem+json and never upgrades; a ticket opens exactly one socket; an expiring JWT
 /// closes its socket with 4001; a partner's socket closes with 4003 when its

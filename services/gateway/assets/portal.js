@@ -151,7 +151,7 @@ async function startLive() {
     answer = await res.json();
   } catch { document.body.dataset.live = "off"; return; }
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${scheme}//${location.host}/api/v1/live?ticket=${encodeURIComponent(answer.ticket)}`);
+  const ws = new WebSocket(`${scheme}//${location.host}/api/v1/live?batch=true&ticket=${encodeURIComponent(answer.ticket)}`);
   ws.onopen = () => {
     const subscribe = { op: "subscribe", topics: [] };
     if (deliveries) { subscribe.topics.push("deliveries"); subscribe.webhookId = deliveries.dataset.webhookId; if (deliveries.dataset.filterEventType) subscribe.eventType = deliveries.dataset.filterEventType; }
@@ -159,12 +159,15 @@ async function startLive() {
     if (bars.length) { subscribe.topics.push("batches"); if (bars.length === 1) subscribe.batchId = bars[0].dataset.batchId; }
     ws.send(JSON.stringify(subscribe));
   };
+  // ?batch=true: a message holds one or more pushed messages, one JSON object per line.
   ws.onmessage = (event) => {
-    let m;
-    try { m = JSON.parse(event.data); } catch { return; }
-    if (m.type === "subscribed") document.body.dataset.live = "on";
-    else if (m.type === "delivery.attempt" || m.type === "delivery.state") onDelivery(m);
-    else if (m.type === "batch.progress") onBatch(m);
+    for (const line of event.data.split("\n")) {
+      let m;
+      try { m = JSON.parse(line); } catch { continue; }
+      if (m.type === "subscribed") document.body.dataset.live = "on";
+      else if (m.type === "delivery.attempt" || m.type === "delivery.state") onDelivery(m);
+      else if (m.type === "batch.progress") onBatch(m);
+    }
   };
   ws.onclose = () => { document.body.dataset.live = "closed"; };
 }

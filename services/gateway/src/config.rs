@@ -400,8 +400,15 @@ pub fn peppers(config: &GatewayConfig) -> Result<Peppers, ConfigError> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LiveConfig {
     /// Messages queued per connection; beyond it messages are dropped and the client
-    /// gets one `{"type":"lagged","missed":N}` notice.
-    #[arg(long = "live-queue", env = "PORTICO_LIVE_QUEUE", default_value_t = 256)]
+    /// gets one `{"type":"lagged","missed":N}` notice. A commit's announcements arrive
+    /// together (one NATS message per dispatcher chunk, hundreds of deliveries), so the
+    /// queue holds a few chunks; it holds shared references, about 0.5 KiB a message at
+    /// most.
+    #[arg(
+        long = "live-queue",
+        env = "PORTICO_LIVE_QUEUE",
+        default_value_t = 1024
+    )]
     pub queue: usize,
 
     /// Live connections (WebSocket and gRPC streams) one user may hold per replica.

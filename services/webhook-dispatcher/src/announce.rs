@@ -4,8 +4,10 @@
 //! While a batch is handled, [`Notes`] keeps what is needed for the announcements (a
 //! reference to the shared event, ids and a few numbers: nothing is copied or
 //! formatted); after the commit, [`Notes::announce`] publishes those of the rows that
-//! were actually written, fire-and-forget. With no listener anywhere the cost is that
-//! publish (one serialisation, one hand-over to the NATS client), never a wait.
+//! were actually written, fire-and-forget, as one NATS message per owner and topic
+//! ([`portico_queue::live::LiveBatch`]). With no listener anywhere the cost is one
+//! serialisation per announcement and one hand-over to the NATS client per batch, never
+//! a wait.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -134,11 +136,12 @@ impl Notes {
     /// Publishes, after the commit, what `committed` wrote. Never waits.
     pub fn announce(&self, live: &LivePublisher, committed: &Committed) {
         let now = Utc::now();
+        let mut batch = live.batch();
         for a in &self.attempts {
             if !committed.written.contains(&DeliveryId(a.delivery_id)) {
                 continue;
             }
-            live.announce(&LiveEvent::DeliveryAttempt(DeliveryAttempt {
+            batch.push(&LiveEvent::DeliveryAttempt(DeliveryAttempt {
                 owner: a.event.user_id.as_str().into(),
                 delivery_id: a.delivery_id,
                 webhook_id: a.webhook_id,
@@ -157,7 +160,7 @@ impl Notes {
             if !committed.written.contains(&s.delivery_id) {
                 continue;
             }
-            live.announce(&LiveEvent::DeliveryState(DeliveryState {
+            batch.push(&LiveEvent::DeliveryState(DeliveryState {
                 owner: s.owner.as_str().into(),
                 delivery_id: s.delivery_id.as_uuid(),
                 webhook_id: s.webhook_id.as_uuid(),
@@ -169,7 +172,7 @@ impl Notes {
             }));
         }
         for e in &committed.endpoints {
-            live.announce(&LiveEvent::EndpointState(EndpointState {
+            batch.push(&LiveEvent::EndpointState(EndpointState {
                 owner: e.owner.as_str().into(),
                 webhook_id: e.webhook_id.as_uuid(),
                 state: e.state.into(),
@@ -178,5 +181,6 @@ impl Notes {
                 occurred_at: now,
             }));
         }
+        batch.send();
     }
 }

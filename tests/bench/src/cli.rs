@@ -118,6 +118,10 @@ pub struct Cli {
     /// per-user limit is raised to match.
     #[arg(long, global = true, default_value_t = 0)]
     pub subscribers: usize,
+    /// Open the subscribers with `?batch=true`: each WebSocket message carries every
+    /// pushed message ready at the time, one per line (docs/api/live.md).
+    #[arg(long, global = true)]
+    pub live_batch: bool,
     /// What to measure.
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -542,6 +546,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunReport> {
             stall_timeout: Duration::from_secs_f64(cli.stall_timeout),
             perf_dir: cli.perf.clone(),
             subscribers: cli.subscribers,
+            live_batch: cli.live_batch,
         },
         limits: None,
         null_rates: Vec::new(),

@@ -130,12 +130,20 @@ pub struct LiveSummary {
 impl Subscribers {
     /// Opens `n` connections to the gateway at `base_url` as the owner of `token` (a
     /// user JWT), subscribes each to `deliveries` and returns once all have answered
-    /// `subscribed`; `None` when `n` is 0.
-    pub async fn open(base_url: &str, token: &str, n: usize) -> anyhow::Result<Option<Self>> {
+    /// `subscribed`; `None` when `n` is 0. `batched` opens them with `?batch=true`.
+    pub async fn open(
+        base_url: &str,
+        token: &str,
+        n: usize,
+        batched: bool,
+    ) -> anyhow::Result<Option<Self>> {
         if n == 0 {
             return Ok(None);
         }
-        let url = live_url(base_url)?;
+        let mut url = live_url(base_url)?;
+        if batched {
+            url.push_str("?batch=true");
+        }
         let authorization = format!("Bearer {token}");
         let counters: Vec<Arc<Counters>> = (0..n).map(|_| Arc::default()).collect();
         let (stop, stopped) = watch::channel(false);
@@ -443,7 +451,12 @@ async fn read(mut socket: Ws, counters: Arc<Counters>, mut stop: watch::Receiver
                     });
                     return;
                 }
-                Some(Ok(Message::Text(text))) => count(&counters, text.as_str(), &mut last_seq),
+                Some(Ok(Message::Text(text))) => {
+                    // One pushed message, or several one per line (`?batch=true`).
+                    for line in text.as_str().split('\n') {
+                        count(&counters, line, &mut last_seq);
+                    }
+                }
                 Some(Ok(_)) => {}
             }
         }

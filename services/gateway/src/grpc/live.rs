@@ -70,7 +70,7 @@ impl Pump {
                     }
                     return Some(Ok(LiveMessage {
                         seq: self.seq,
-                        r#type: type_name(&frame.event).into(),
+                        r#type: frame.route.kind.as_str().into(),
                         json: frame.render(self.seq),
                     }));
                 }
@@ -78,17 +78,6 @@ impl Pump {
         };
         self.done = true;
         Some(Err(status_for(ended)))
-    }
-}
-
-fn type_name(event: &portico_queue::live::LiveEvent<'_>) -> &'static str {
-    use portico_queue::live::LiveEvent as E;
-    match event {
-        E::DeliveryAttempt(_) => "delivery.attempt",
-        E::DeliveryState(_) => "delivery.state",
-        E::BatchProgress(_) => "batch.progress",
-        E::EndpointState(_) => "endpoint.state",
-        E::CredentialEvent(_) => "credential.event",
     }
 }
 

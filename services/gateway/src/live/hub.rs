@@ -4,7 +4,8 @@
 //! The first listener of an owner subscribes `<prefix>.live.<owner token>.>`; the last
 //! one to leave unsubscribes. A replica therefore receives the traffic of the owners it
 //! serves and nothing else, and any number of replicas can serve the same owner (each
-//! has its own subscription). Every message is decoded once per replica, checked
+//! has its own subscription). A NATS message holds one announcement or several, one
+//! per line ([`portico_queue::live::LiveBatch`]). Every one is decoded once per replica, checked
 //! against the owner it was addressed to, and handed to each matching listener as one
 //! shared [`Frame`]: a listener's queue holds at most `queue` frames, and a full queue
 //! drops the frame and counts it (the listener is told how many with a `lagged`
@@ -19,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use portico_queue::Topology;
-use portico_queue::live::{LiveEvent, LivePublisher, Topic, owner_wildcard};
+use portico_queue::live::{LiveKind, LivePublisher, LiveRouting, Topic, owner_wildcard};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -41,8 +42,8 @@ pub enum JoinError {
 
 /// One announcement, decoded once and shared by every listener it goes to.
 pub struct Frame {
-    /// The decoded message (for filtering).
-    pub event: LiveEvent<'static>,
+    /// What routing needs of the message (filters, owner, credentials).
+    pub route: LiveRouting,
     /// The announcement without its opening brace, preceded by its cursor:
     /// `"cursor":"<occurredAt>",<rest of the object>`. A connection writes `{"seq":N,`
     /// and then these bytes: no re-encoding per listener.
@@ -50,12 +51,13 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Builds a frame from a NATS payload, or `None` when it is not a live message.
+    /// Builds a frame from one announcement (a line of a NATS message), or `None` when
+    /// it is not a live message.
     fn decode(payload: &[u8]) -> Option<Self> {
-        let event: LiveEvent<'static> = serde_json::from_slice(payload).ok()?;
+        let route: LiveRouting = serde_json::from_slice(payload).ok()?;
         let rest = payload.strip_prefix(b"{")?;
-        let cursor = event
-            .occurred_at()
+        let cursor = route
+            .occurred_at
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut tail = Vec::with_capacity(rest.len() + cursor.len() + 12);
         tail.extend_from_slice(b"\"cursor\":\"");
@@ -63,7 +65,7 @@ impl Frame {
         tail.extend_from_slice(b"\",");
         tail.extend_from_slice(rest);
         Some(Self {
-            event,
+            route,
             tail: tail.into(),
         })
     }
@@ -71,12 +73,18 @@ impl Frame {
     /// This frame as sent to one connection, numbered `seq`.
     pub fn render(&self, seq: u64) -> String {
         let mut out = String::with_capacity(self.tail.len() + 24);
+        self.render_into(&mut out, seq);
+        out
+    }
+
+    /// Appends this frame, numbered `seq`, to `out` (a batched message holds several).
+    pub fn render_into(&self, out: &mut String, seq: u64) {
+        // itoa, not write!: core::fmt cost more than the rest of a frame.
         out.push_str("{\"seq\":");
-        out.push_str(&seq.to_string());
+        out.push_str(itoa::Buffer::new().format(seq));
         out.push(',');
         // The tail is the JSON text NATS carried, which serde_json just parsed.
         out.push_str(std::str::from_utf8(&self.tail).unwrap_or("\"type\":\"invalid\"}"));
-        out
     }
 }
 
@@ -95,21 +103,21 @@ pub struct Filter {
 
 impl Filter {
     /// Whether `event` passes.
-    pub fn admits(&self, event: &LiveEvent<'_>) -> bool {
+    pub fn admits(&self, event: &LiveRouting) -> bool {
         if self.topics & event.topic().bit() == 0 {
             return false;
         }
-        if let (Some(want), Some(got)) = (self.webhook_id, event.webhook_id())
+        if let (Some(want), Some(got)) = (self.webhook_id, event.webhook_id)
             && want != got
         {
             return false;
         }
-        if let (Some(want), Some(got)) = (self.batch_id, event.batch_id())
+        if let (Some(want), Some(got)) = (self.batch_id, event.batch_id)
             && want != got
         {
             return false;
         }
-        if let (Some(pattern), Some(got)) = (&self.event_type, event.event_type())
+        if let (Some(pattern), Some(got)) = (&self.event_type, event.event_type.as_deref())
             && !portico_domain::webhooks::filter_matches(pattern, got)
         {
             return false;
@@ -177,15 +185,15 @@ impl Listener {
         let wanted = self
             .filter
             .read()
-            .map(|f| f.admits(&frame.event))
+            .map(|f| f.admits(&frame.route))
             .unwrap_or(false);
         if !wanted {
             return;
         }
-        if let LiveEvent::CredentialEvent(c) = &frame.event
+        if frame.route.kind == LiveKind::CredentialEvent
             && self
                 .integration
-                .is_some_and(|mine| mine != c.integration_id)
+                .is_some_and(|mine| Some(mine) != frame.route.integration_id)
         {
             // A partner hears of its own integration's credentials only.
             return;
@@ -404,30 +412,35 @@ impl Hub {
                     close_all(&task_shared, CloseCode::Unavailable);
                     break;
                 };
-                let Some(frame) = Frame::decode(&message.payload) else {
-                    tracing::debug!("ignoring a malformed live message");
-                    continue;
-                };
-                if frame.event.owner() != owner {
-                    // Another owner with the same token (a hash collision): never
-                    // theirs to see.
-                    continue;
-                }
-                let frame = Arc::new(frame);
+                // One message may carry a commit's worth of announcements, one per line.
                 let Ok(listeners) = task_shared.listeners.read() else {
                     break;
                 };
-                if let LiveEvent::CredentialEvent(c) = &frame.event
-                    && c.action != "regenerated"
-                {
-                    for l in listeners.iter() {
-                        if l.integration == Some(c.integration_id) {
-                            l.close(CloseCode::CredentialRevoked);
+                for line in portico_queue::live::lines(&message.payload) {
+                    let Some(frame) = Frame::decode(line) else {
+                        tracing::debug!("ignoring a malformed live message");
+                        continue;
+                    };
+                    if frame.route.owner != owner {
+                        // Another owner with the same token (a hash collision): never
+                        // theirs to see.
+                        continue;
+                    }
+                    let frame = Arc::new(frame);
+                    if frame.route.kind == LiveKind::CredentialEvent
+                        && frame.route.action.as_deref() != Some("regenerated")
+                    {
+                        for l in listeners.iter() {
+                            if l.integration.is_some()
+                                && l.integration == frame.route.integration_id
+                            {
+                                l.close(CloseCode::CredentialRevoked);
+                            }
                         }
                     }
-                }
-                for l in listeners.iter() {
-                    l.offer(&frame);
+                    for l in listeners.iter() {
+                        l.offer(&frame);
+                    }
                 }
             }
             // Dropping the subscriber unsubscribes.

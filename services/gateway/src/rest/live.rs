@@ -18,6 +18,7 @@ use crate::error::{ApiError, Problem};
 use crate::live::hub::JoinError;
 use crate::live_session::{self as session, MAX_CLIENT_MESSAGE_BYTES, READ_BUFFER_BYTES};
 use crate::rest::openapi::PROBLEM;
+use crate::rest::webhooks::query;
 use crate::state::AppState;
 
 /// The routes, with their OpenAPI descriptions.
@@ -44,6 +45,10 @@ pub struct LiveQuery {
     /// A ticket from `POST /api/live/tickets`, for clients that cannot set an
     /// `Authorization` header (browsers).
     pub ticket: Option<String>,
+    /// `true`: each WebSocket message carries every pushed message ready at the time,
+    /// one JSON object per line (newline-separated), instead of one per WebSocket
+    /// message. For clients that follow busy users: far fewer messages to handle.
+    pub batch: Option<bool>,
 }
 
 /// Get a short-lived, single-use ticket for opening the live WebSocket from a browser.
@@ -74,11 +79,13 @@ pub async fn create_ticket(
 /// `Authorization` header (user JWT, service token with `x-portico-user-id`, partner
 /// Basic credentials) or `?ticket=`; refused before the upgrade otherwise. Then send
 /// `{"op":"subscribe","topics":["deliveries"]}`; see docs/api/live.md for the messages
-/// and close codes.
+/// and close codes. With `?batch=true` a WebSocket message holds one or more pushed
+/// messages, one per line.
 #[utoipa::path(get, path = "/live", tag = "live",
     params(LiveQuery),
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket is open"),
+        (status = 400, description = "A query parameter is not valid (validation_failed with invalid_query: `batch` must be true or false)", body = Problem, content_type = PROBLEM),
         (status = 401, description = "No valid credential or ticket (unauthenticated, invalid_ticket)", body = Problem, content_type = PROBLEM),
         (status = 426, description = "Not a WebSocket upgrade request (websocket_upgrade_required)", body = Problem, content_type = PROBLEM),
         (status = 429, description = "The user already holds the maximum number of live connections (live_connection_limit)", body = Problem, content_type = PROBLEM),
@@ -88,10 +95,10 @@ pub async fn live_socket(
     State(state): State<AppState>,
     headers: HeaderMap,
     caller: Option<axum::Extension<Caller>>,
-    query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ticket = query.ok().and_then(|Query(q)| q.ticket);
+    let LiveQuery { ticket, batch } = query(params)?;
     let identity = session::authenticate(
         &state,
         &headers,
@@ -99,6 +106,11 @@ pub async fn live_socket(
         ticket.as_deref(),
     )
     .await?;
+    let framing = if batch.unwrap_or(false) {
+        session::Framing::Batched
+    } else {
+        session::Framing::Single
+    };
     let upgrade = upgrade.map_err(|e| ApiError::Specific {
         status: StatusCode::UPGRADE_REQUIRED,
         code: "websocket_upgrade_required",
@@ -118,5 +130,7 @@ pub async fn live_socket(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session::run_websocket(socket, membership, identity, hub)))
+        .on_upgrade(move |socket| {
+            session::run_websocket(socket, membership, identity, hub, framing)
+        }))
 }

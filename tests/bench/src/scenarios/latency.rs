@@ -45,11 +45,17 @@ pub async fn run(bench: &mut Bench, args: LatencyArgs) -> anyhow::Result<Report>
         format!(
             "{} events/s for {} s, {} endpoint(s), one request per event, first {} s not counted",
             args.rate, args.duration, args.endpoints, args.warmup
-        ) + &live_title(bench.knobs.subscribers),
+        ) + &live_title(&bench.knobs),
     );
     eprintln!("latency: {} ...", report.title);
     let (user, token, ids) = webhooks_for_new_user(bench, "latency", args.endpoints).await?;
-    let live = Subscribers::open(&bench.system.base_url, &token, bench.knobs.subscribers).await?;
+    let live = Subscribers::open(
+        &bench.system.base_url,
+        &token,
+        bench.knobs.subscribers,
+        bench.knobs.live_batch,
+    )
+    .await?;
     let total = (args.rate * args.duration).round() as u64;
     let warmup = (args.rate * args.warmup).round() as u64;
     let tracker = bench

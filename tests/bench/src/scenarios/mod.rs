@@ -36,6 +36,8 @@ pub struct Knobs {
     /// Live-update WebSocket subscribers to attach (as the phase's owner, deliveries
     /// topic) during the `webhooks` and `latency` measurements.
     pub subscribers: usize,
+    /// Whether they ask for batched messages (`?batch=true`).
+    pub live_batch: bool,
 }
 
 /// `perf record` processes sampling the services during one phase.
@@ -206,10 +208,11 @@ pub async fn wait_delivered(tracker: &Tracker, target: u64, stall: Duration) -> 
 pub const LIVE_QUIET: Duration = Duration::from_secs(3);
 
 /// The title suffix naming the live subscribers attached (none: empty).
-pub fn live_title(subscribers: usize) -> String {
-    match subscribers {
-        0 => String::new(),
-        n => format!(", {n} live subscriber(s)"),
+pub fn live_title(knobs: &Knobs) -> String {
+    match (knobs.subscribers, knobs.live_batch) {
+        (0, _) => String::new(),
+        (n, false) => format!(", {n} live subscriber(s)"),
+        (n, true) => format!(", {n} live subscriber(s), batched"),
     }
 }
 

@@ -144,12 +144,18 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
                 ),
                 _ => format!("one request per event ({} connections)", args.concurrency),
             }
-        ) + &live_title(bench.knobs.subscribers),
+        ) + &live_title(&bench.knobs),
     );
     eprintln!("webhooks: {} ...", report.title);
     let phase = format!("{tag}{}", args.endpoints);
     let (user, token, ids) = webhooks_for_new_user(bench, &phase, args.endpoints).await?;
-    let live = Subscribers::open(&bench.system.base_url, &token, bench.knobs.subscribers).await?;
+    let live = Subscribers::open(
+        &bench.system.base_url,
+        &token,
+        bench.knobs.subscribers,
+        bench.knobs.live_batch,
+    )
+    .await?;
     let tracker = bench
         .sink
         .track(Tracker::new(args.events, args.endpoints as u64, 0));
