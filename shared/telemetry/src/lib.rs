@@ -7,12 +7,15 @@
 //!   dashboards and alerts have a single source.
 //! - [`propagation`]: W3C `traceparent` carried in NATS message headers, so one trace runs
 //!   from a gateway request through JetStream into a worker.
+//! - [`span_fields`]: span fields kept as JSON text for log lines, written without an
+//!   intermediate map.
 //!
 //! Configuration, readiness, the admin server and shutdown live in `portico-runtime`.
 
 pub mod logging;
 pub mod metrics;
 pub mod propagation;
+pub mod span_fields;
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]

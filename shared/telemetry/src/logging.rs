@@ -62,6 +62,7 @@ pub fn init(service_name: &str, format: LogFormat) -> Result<TelemetryGuard, Tel
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .fmt_fields(crate::span_fields::SpanJsonFields)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
     };
