@@ -1099,6 +1099,77 @@ async fn forbidden_addresses_are_blocked_at_connect_time() -> anyhow::Result<()>
     Ok(())
 }
 
+/// An `https` endpoint whose certificate no trust store holds (a self-signed one,
+/// tests/fixtures/tls) fails its attempt as `tls`, naming the certificate, and the
+/// server never receives a request: the dispatcher speaks TLS to `https` URLs and
+/// verifies the certificate before sending anything.
+#[tokio::test]
+async fn untrusted_certificates_fail_as_tls_and_nothing_is_sent() -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::AsyncReadExt;
+
+    let certs = vec![CertificateDer::from_pem_slice(include_bytes!(
+        "../fixtures/tls/untrusted-cert.pem"
+    ))?];
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/tls/untrusted-key.pem"))?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 1024];
+                    if matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+
+    let app =
+        TestApp::spawn_with(&[], &[ServiceKind::Gateway, ServiceKind::WebhookDispatcher]).await?;
+    let hook = create_webhook(
+        &app,
+        "tess",
+        &Hook::new(format!("https://127.0.0.1:{port}/hook"), &["*"]).retries(0, 200, 1000),
+    )
+    .await?;
+    publish(&app, "tess", json!({"type": "a.b", "data": {}})).await?;
+    let rows = wait_deliveries(&app, hook.id, |r| r.len() == 1 && r[0].status == "failed").await?;
+    let attempts = attempts_of(&app, rows[0].id).await?;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].error_kind.as_deref(),
+        Some("tls"),
+        "{attempts:?}"
+    );
+    assert_eq!(attempts[0].response_status, None);
+    assert!(
+        attempts[0]
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("certificate")),
+        "{attempts:?}"
+    );
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+    server.abort();
+    app.cleanup().await;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------
 // Crash safety, retry-failed jobs, ordering, operational events, limits.
 

@@ -44,7 +44,10 @@ pub struct Endpoint {
     /// Its owner.
     pub user_id: String,
     /// Where deliveries go (for a listen endpoint, the `listen:<id>` placeholder).
-    pub url: reqwest::Url,
+    pub url: url::Url,
+    /// The same, parsed once for the HTTP client (`None` for a listen endpoint or a
+    /// URL the client cannot send to).
+    pub uri: Option<http::Uri>,
     /// How they get there.
     pub transport: EndpointTransport,
     /// Event filters (exact, `prefix.*`, `*`).
@@ -263,7 +266,7 @@ impl EndpointCache {
         } = row;
         let id = id.as_uuid();
         let context = seal::webhook_secret_context(id.as_bytes());
-        let url = match reqwest::Url::parse(&url) {
+        let url = match url::Url::parse(&url) {
             Ok(u) => u,
             Err(err) => {
                 tracing::error!(webhook = %id, %err, "stored webhook URL does not parse; skipping it");
@@ -309,10 +312,15 @@ impl EndpointCache {
                 .collect(),
             _ => Vec::new(),
         };
+        let uri = match transport {
+            EndpointTransport::Http => url.as_str().parse().ok(),
+            EndpointTransport::Listen => None,
+        };
         Some(Endpoint {
             id,
             user_id,
             url,
+            uri,
             transport,
             events,
             headers,
@@ -335,7 +343,8 @@ impl Endpoint {
         Self {
             id: Uuid::nil(),
             user_id: "u".into(),
-            url: reqwest::Url::parse(url).unwrap(),
+            url: url::Url::parse(url).unwrap(),
+            uri: url.parse().ok(),
             transport: EndpointTransport::Http,
             events: vec!["*".into()],
             headers: Vec::new(),

@@ -70,9 +70,9 @@ pub enum DispatcherError {
     /// NATS or JetStream failed.
     #[error(transparent)]
     Queue(#[from] portico_queue::QueueError),
-    /// The HTTP client could not be built.
+    /// The HTTP client could not be built (its TLS configuration).
     #[error("HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[from] rustls::Error),
     /// The admin listener failed.
     #[error("admin server: {0}")]
     Admin(#[from] std::io::Error),
