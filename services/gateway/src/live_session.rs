@@ -380,18 +380,13 @@ async fn send_queued(
     seq: &mut u64,
     stall: Duration,
 ) -> bool {
+    let frames = take_ready(membership, first, FRAMES_PER_FLUSH);
     let write = async {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(frame) = next.take() {
+        for frame in frames {
             *seq += 1;
             socket
                 .feed(Message::Text(frame.render(*seq).into()))
                 .await?;
-            written += 1;
-            if written < FRAMES_PER_FLUSH {
-                next = membership.frames.try_recv().ok();
-            }
         }
         if let Some(notice) = lagged_notice(membership, seq) {
             socket.feed(Message::Text(notice.into())).await?;
@@ -415,24 +410,34 @@ async fn send_batched(
     stall: Duration,
 ) -> bool {
     let mut text = String::with_capacity(first.tail.len() * 4);
-    let mut next = Some(first);
-    let mut written = 0;
-    while let Some(frame) = next.take() {
-        if written > 0 {
+    for (i, frame) in take_ready(membership, first, FRAMES_PER_BATCH)
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
             text.push('\n');
         }
         *seq += 1;
         frame.render_into(&mut text, *seq);
-        written += 1;
-        if written < FRAMES_PER_BATCH {
-            next = membership.frames.try_recv().ok();
-        }
     }
     if let Some(notice) = lagged_notice(membership, seq) {
         text.push('\n');
         text.push_str(&notice);
     }
     send(socket, Message::Text(text.into()), stall).await
+}
+
+/// `first` and the frames queued behind it, `max` in all at most.
+fn take_ready(membership: &mut Membership, first: Arc<Frame>, max: usize) -> Vec<Arc<Frame>> {
+    let mut frames = Vec::with_capacity(max.min(membership.frames.len() + 1));
+    frames.push(first);
+    while frames.len() < max {
+        match membership.frames.try_recv() {
+            Ok(frame) => frames.push(frame),
+            Err(_) => break,
+        }
+    }
+    frames
 }
 
 /// The `lagged` notice, numbered, once the queue is drained and frames were dropped.

@@ -130,18 +130,19 @@ pub struct LiveSummary {
 impl Subscribers {
     /// Opens `n` connections to the gateway at `base_url` as the owner of `token` (a
     /// user JWT), subscribes each to `deliveries` and returns once all have answered
-    /// `subscribed`; `None` when `n` is 0. `batched` opens them with `?batch=true`.
+    /// `subscribed`; `None` when `n` is 0. `knobs` says how many (`n`) and whether
+    /// they ask for batched messages (`?batch=true`).
     pub async fn open(
         base_url: &str,
         token: &str,
-        n: usize,
-        batched: bool,
+        knobs: &crate::scenarios::Knobs,
     ) -> anyhow::Result<Option<Self>> {
+        let n = knobs.subscribers;
         if n == 0 {
             return Ok(None);
         }
         let mut url = live_url(base_url)?;
-        if batched {
+        if knobs.live_batch {
             url.push_str("?batch=true");
         }
         let authorization = format!("Bearer {token}");

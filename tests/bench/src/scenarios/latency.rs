@@ -49,13 +49,7 @@ pub async fn run(bench: &mut Bench, args: LatencyArgs) -> anyhow::Result<Report>
     );
     eprintln!("latency: {} ...", report.title);
     let (user, token, ids) = webhooks_for_new_user(bench, "latency", args.endpoints).await?;
-    let live = Subscribers::open(
-        &bench.system.base_url,
-        &token,
-        bench.knobs.subscribers,
-        bench.knobs.live_batch,
-    )
-    .await?;
+    let live = Subscribers::open(&bench.system.base_url, &token, &bench.knobs).await?;
     let total = (args.rate * args.duration).round() as u64;
     let warmup = (args.rate * args.warmup).round() as u64;
     let tracker = bench

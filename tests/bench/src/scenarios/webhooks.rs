@@ -149,13 +149,7 @@ async fn run_mode(bench: &mut Bench, args: &WebhooksArgs, mode: Mode) -> anyhow:
     eprintln!("webhooks: {} ...", report.title);
     let phase = format!("{tag}{}", args.endpoints);
     let (user, token, ids) = webhooks_for_new_user(bench, &phase, args.endpoints).await?;
-    let live = Subscribers::open(
-        &bench.system.base_url,
-        &token,
-        bench.knobs.subscribers,
-        bench.knobs.live_batch,
-    )
-    .await?;
+    let live = Subscribers::open(&bench.system.base_url, &token, &bench.knobs).await?;
     let tracker = bench
         .sink
         .track(Tracker::new(args.events, args.endpoints as u64, 0));
