@@ -47,9 +47,10 @@ pub async fn observe(request: Request, next: Next) -> Response {
     portico_telemetry::propagation::set_parent_from_http(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    // Recording a field makes the JSON log layer parse and re-serialise the span's
-    // fields (about a seventh of the gateway's instructions per event publish); a
-    // successful request writes no log line, so only an exported span needs it.
+    // Recording a field makes the JSON log layer format it into the span's stored
+    // fields (with tracing-subscriber's own formatter it parsed and re-serialised them
+    // all, a seventh of the gateway's instructions per event publish); a successful
+    // request writes no log line, so only an exported span needs it.
     if status >= 400 || portico_telemetry::logging::traces_exported() {
         span.record("http.response.status_code", status);
     }
