@@ -8,8 +8,9 @@
 //! active secret of the endpoint, newest first.
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use portico_domain::timestamp::Rfc3339Micros;
 use uuid::Uuid;
 
 use crate::endpoints::Endpoint;
@@ -76,7 +77,7 @@ impl PreparedEvent {
 
 /// Builds `{"id":..,"type":..,"timestamp":..,"data":<raw>}` by concatenation.
 pub fn build_body(id: &str, event_type: &str, accepted_at: DateTime<Utc>, data: &str) -> Bytes {
-    let timestamp = accepted_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let timestamp = Rfc3339Micros::new(accepted_at);
     let mut out = Vec::with_capacity(data.len() + id.len() + event_type.len() + 72);
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(id.as_bytes());
@@ -86,7 +87,7 @@ pub fn build_body(id: &str, event_type: &str, accepted_at: DateTime<Utc>, data: 
         out.extend_from_slice(b"\"\"");
     }
     out.extend_from_slice(b",\"timestamp\":\"");
-    out.extend_from_slice(timestamp.as_bytes());
+    out.extend_from_slice(timestamp.as_str().as_bytes());
     out.extend_from_slice(b"\",\"data\":");
     out.extend_from_slice(data.as_bytes());
     out.push(b'}');

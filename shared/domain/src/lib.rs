@@ -17,6 +17,7 @@
 //! - [`orders`]: an order as submitted, parsed into a typed order or field errors with JSON pointers.
 //! - [`bulk_orders`]: batch states, result statuses, the chunk layout and the results cursor.
 //! - [`wire`]: the one parser of enums with wire names (statuses, resolutions).
+//! - [`timestamp`]: the fixed RFC 3339 form (microseconds, UTC) written per message, without `core::fmt`.
 //!
 //! Feature modules (webhooks, events, bulk orders, integrations) add their own types
 //! beside these.
@@ -34,6 +35,7 @@ pub mod pagination;
 pub mod rate;
 pub mod retry;
 pub mod text;
+pub mod timestamp;
 pub mod webhooks;
 pub mod wire;
 

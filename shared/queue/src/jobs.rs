@@ -46,7 +46,9 @@ pub struct EventDispatch {
     /// Opt-in ordering: events with the same key reach an endpoint in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
-    /// When the gateway accepted it (RFC 3339), the start of the delivery-latency clock.
+    /// When the gateway accepted it (RFC 3339 to the microsecond, what PostgreSQL
+    /// keeps), the start of the delivery-latency clock.
+    #[serde(serialize_with = "portico_domain::timestamp::serialize")]
     pub accepted_at: chrono::DateTime<chrono::Utc>,
     /// Restrict delivery to one webhook (test events); `None` fans out by filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,9 +75,24 @@ impl Job {
         }
     }
 
-    /// Encodes the job as its JSON message body.
+    /// Encodes the job as its JSON message body, in a buffer sized for it up front
+    /// (an event's body is its data plus about 250 bytes of fields), not grown from
+    /// serde_json's default of 128 bytes by reallocating and copying.
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
+        let capacity = match self {
+            Job::EventDispatchV1(e) => {
+                e.data.get().len()
+                    + e.user_id.len()
+                    + e.event_type.len()
+                    + e.idempotency_key.len()
+                    + e.ordering_key.as_ref().map_or(0, String::len)
+                    + 256
+            }
+            _ => 128,
+        };
+        let mut out = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
     }
 
     /// Decodes a message body.

@@ -28,6 +28,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use portico_domain::bulk_orders::BatchStatus;
+use portico_domain::timestamp::Rfc3339Micros;
 use portico_domain::webhooks::DeliveryStatus;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -168,6 +169,7 @@ pub struct DeliveryAttempt<'a> {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When the attempt was committed.
+    #[serde(serialize_with = "portico_domain::timestamp::serialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -195,6 +197,7 @@ pub struct DeliveryState<'a> {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<Cow<'a, str>>,
     /// When the change was committed.
+    #[serde(serialize_with = "portico_domain::timestamp::serialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -219,6 +222,7 @@ pub struct BatchProgress<'a> {
     /// Orders that already existed.
     pub duplicate: i32,
     /// When the counts were committed.
+    #[serde(serialize_with = "portico_domain::timestamp::serialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -239,6 +243,7 @@ pub struct EndpointState<'a> {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub consecutive_failures: Option<i32>,
     /// When the change was committed.
+    #[serde(serialize_with = "portico_domain::timestamp::serialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -253,6 +258,7 @@ pub struct CredentialEvent<'a> {
     /// `regenerated`, `revoked` or `deleted`.
     pub action: Cow<'a, str>,
     /// When the change was committed.
+    #[serde(serialize_with = "portico_domain::timestamp::serialize")]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -364,8 +370,9 @@ pub struct LiveRouting {
     pub kind: LiveKind,
     /// The owner whose listeners may see it.
     pub owner: String,
-    /// When it was committed (the cursor a gateway hands out).
-    pub occurred_at: DateTime<Utc>,
+    /// When it was committed, as written (the cursor a gateway hands out): read
+    /// without a calendar parse when it is in the fixed form publishers write.
+    pub occurred_at: Rfc3339Micros,
     /// The webhook it concerns (deliveries, endpoint states).
     #[serde(default)]
     pub webhook_id: Option<Uuid>,
@@ -620,7 +627,7 @@ mod tests {
             assert_eq!(route.topic(), event.topic());
             assert_eq!(route.kind, event.kind());
             assert_eq!(full["type"], route.kind.as_str());
-            assert_eq!(route.occurred_at, now);
+            assert_eq!(route.occurred_at, Rfc3339Micros::new(now));
             assert_eq!(route.webhook_id, uuid(&full["webhookId"]));
             assert_eq!(route.batch_id, uuid(&full["batchId"]));
             assert_eq!(route.event_type.as_deref(), full["eventType"].as_str());

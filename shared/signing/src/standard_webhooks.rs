@@ -81,7 +81,7 @@ impl WebhookSecret {
         let mut ctx = hmac::Context::with_key(&self.key);
         ctx.update(msg_id.as_bytes());
         ctx.update(b".");
-        ctx.update(timestamp.to_string().as_bytes());
+        ctx.update(itoa::Buffer::new().format(timestamp).as_bytes());
         ctx.update(b".");
         ctx.update(body);
         ctx.sign()

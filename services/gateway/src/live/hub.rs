@@ -56,9 +56,7 @@ impl Frame {
     fn decode(payload: &[u8]) -> Option<Self> {
         let route: LiveRouting = serde_json::from_slice(payload).ok()?;
         let rest = payload.strip_prefix(b"{")?;
-        let cursor = route
-            .occurred_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let cursor = route.occurred_at.as_str();
         let mut tail = Vec::with_capacity(rest.len() + cursor.len() + 12);
         tail.extend_from_slice(b"\"cursor\":\"");
         tail.extend_from_slice(cursor.as_bytes());
