@@ -315,10 +315,17 @@ pub async fn existing(
 /// on the partitioned table (migration 0022), which has no unique index on
 /// `(event_id, webhook_id)`.
 ///
+/// A delivery is inserted only while its webhook exists: the statement takes a
+/// `FOR KEY SHARE` lock on each distinct webhook of the chunk once (it conflicts only
+/// with deleting the webhook, not with updating it) and skips the rows of a webhook
+/// already deleted. This is the foreign key's guarantee without its check per row
+/// (migration 0023), and a webhook deleted under a chunk no longer fails the rest of
+/// it. A deleted webhook's deliveries are removed by a trigger on `webhooks`.
+///
 /// `healed` webhooks (every attempt to them succeeded) get their failure counter reset
 /// in the same statement, which touches only rows whose counter is not already zero: a
 /// chunk of successful deliveries commits in one round trip, without a transaction
-/// block and without locking its webhooks.
+/// block.
 pub async fn insert_deliveries(
     executor: impl sqlx::PgExecutor<'_>,
     d: &NewDeliveryRows,
@@ -349,11 +356,16 @@ pub async fn insert_deliveries_with_rollups(
     }
     let r = rollups.columns();
     let ids = sqlx::query!(
-        r#"WITH ins AS (
+        r#"WITH hooks AS (
+            SELECT id FROM webhooks WHERE id = ANY($2::uuid[]) FOR KEY SHARE
+         ), ins AS (
             INSERT INTO webhook_deliveries (id, webhook_id, event_id, user_id, event_type, ordering_key,
                 ordering_seq, status, attempts, max_retries, next_attempt_at, last_status_code, last_error)
-            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+            SELECT u.* FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                 $7::int8[], $8::text[], $9::int4[], $10::int4[], $11::timestamptz[], $12::int4[], $13::text[])
+                AS u(id, webhook_id, event_id, user_id, event_type, ordering_key, ordering_seq, status,
+                     attempts, max_retries, next_attempt_at, last_status_code, last_error)
+            WHERE u.webhook_id IN (SELECT id FROM hooks)
             ON CONFLICT DO NOTHING
             RETURNING id
          ), att AS (

@@ -575,6 +575,124 @@ async fn a_delivery_without_its_event_is_failed_not_left_in_front() {
     .await;
 }
 
+/// Deliveries exist only with their webhook (migration 0023, no foreign key): a chunk
+/// naming a deleted webhook records the rest, not that webhook's rows; a delete waits
+/// for an uncommitted insert's lock, and then removes what it wrote, attempts
+/// included.
+#[tokio::test]
+async fn deliveries_live_and_die_with_their_webhook() {
+    with_database(|pool| async move {
+        let (kept, deleted) = (
+            webhook(&pool, ALICE, 3, 0).await,
+            webhook(&pool, ALICE, 3, 0).await,
+        );
+        let (e1, e2) = (EventId::generate(), EventId::generate());
+        record_events(&pool, &[(e1, ALICE, "a"), (e2, ALICE, "b")]).await;
+        sqlx::query("DELETE FROM webhooks WHERE id = $1")
+            .bind(deleted.as_uuid())
+            .execute(&pool)
+            .await
+            .unwrap();
+
+        let (d_kept, d_deleted) = (DeliveryId::generate(), DeliveryId::generate());
+        let mut rows = NewDeliveryRows::default();
+        rows.push(delivery(
+            d_kept,
+            kept,
+            e1,
+            ALICE,
+            DeliveryStatus::Succeeded,
+            1,
+            None,
+        ));
+        rows.push(delivery(
+            d_deleted,
+            deleted,
+            e1,
+            ALICE,
+            DeliveryStatus::Succeeded,
+            1,
+            None,
+        ));
+        let mut attempts = AttemptRows::default();
+        attempts.push(attempt(d_kept, 1, 200));
+        attempts.push(attempt(d_deleted, 1, 200));
+        let written = deliveries::insert_deliveries(&pool, &rows, &attempts, &IdArray::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            written,
+            HashSet::from([d_kept]),
+            "the deleted webhook's row is skipped"
+        );
+        let counts: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM webhook_deliveries),
+                    (SELECT count(*) FROM webhook_delivery_attempts)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(counts, (1, 1));
+
+        // An insert not yet committed holds its webhook: deleting it has to wait.
+        let d_late = DeliveryId::generate();
+        let mut rows = NewDeliveryRows::default();
+        rows.push(delivery(
+            d_late,
+            kept,
+            e2,
+            ALICE,
+            DeliveryStatus::Succeeded,
+            1,
+            None,
+        ));
+        let mut attempts = AttemptRows::default();
+        attempts.push(attempt(d_late, 1, 200));
+        let mut tx = pool.begin().await.unwrap();
+        let written =
+            deliveries::insert_deliveries(&mut *tx, &rows, &attempts, &IdArray::default())
+                .await
+                .unwrap();
+        assert_eq!(written, HashSet::from([d_late]));
+        let mut other = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL lock_timeout = '200ms'")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let blocked = sqlx::query("DELETE FROM webhooks WHERE id = $1")
+            .bind(kept.as_uuid())
+            .execute(&mut *other)
+            .await
+            .expect_err("the delete waits for the insert's lock");
+        assert_eq!(
+            blocked
+                .as_database_error()
+                .and_then(|e| e.code())
+                .as_deref(),
+            Some("55P03"),
+            "{blocked}"
+        );
+        other.rollback().await.unwrap();
+        tx.commit().await.unwrap();
+
+        // Once it committed, deleting the webhook takes its deliveries and attempts.
+        sqlx::query("DELETE FROM webhooks WHERE id = $1")
+            .bind(kept.as_uuid())
+            .execute(&pool)
+            .await
+            .unwrap();
+        let counts: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM webhook_deliveries),
+                    (SELECT count(*) FROM webhook_delivery_attempts)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(counts, (0, 0));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn health_deltas_count_failures_and_disable() {
     with_database(|pool| async move {
