@@ -409,11 +409,10 @@ async fn send_batched(
     seq: &mut u64,
     stall: Duration,
 ) -> bool {
-    let mut text = String::with_capacity(first.tail.len() * 4);
-    for (i, frame) in take_ready(membership, first, FRAMES_PER_BATCH)
-        .into_iter()
-        .enumerate()
-    {
+    let frames = take_ready(membership, first, FRAMES_PER_BATCH);
+    // Each frame adds `{"seq":N,` and a newline to its tail: one allocation.
+    let mut text = String::with_capacity(frames.iter().map(|f| f.tail.len() + 32).sum());
+    for (i, frame) in frames.into_iter().enumerate() {
         if i > 0 {
             text.push('\n');
         }

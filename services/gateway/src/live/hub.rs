@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use portico_queue::Topology;
 use portico_queue::live::{LiveKind, LivePublisher, LiveRouting, Topic, owner_wildcard};
@@ -46,25 +45,27 @@ pub struct Frame {
     pub route: LiveRouting,
     /// The announcement without its opening brace, preceded by its cursor:
     /// `"cursor":"<occurredAt>",<rest of the object>`. A connection writes `{"seq":N,`
-    /// and then these bytes: no re-encoding per listener.
-    pub tail: Bytes,
+    /// and then this text: no re-encoding per listener, and its UTF-8 is checked once
+    /// here rather than at every render.
+    pub tail: Box<str>,
 }
 
 impl Frame {
     /// Builds a frame from one announcement (a line of a NATS message), or `None` when
     /// it is not a live message.
     fn decode(payload: &[u8]) -> Option<Self> {
-        let route: LiveRouting = serde_json::from_slice(payload).ok()?;
-        let rest = payload.strip_prefix(b"{")?;
+        let text = std::str::from_utf8(payload).ok()?;
+        let route: LiveRouting = serde_json::from_str(text).ok()?;
+        let rest = text.strip_prefix('{')?;
         let cursor = route.occurred_at.as_str();
-        let mut tail = Vec::with_capacity(rest.len() + cursor.len() + 12);
-        tail.extend_from_slice(b"\"cursor\":\"");
-        tail.extend_from_slice(cursor.as_bytes());
-        tail.extend_from_slice(b"\",");
-        tail.extend_from_slice(rest);
+        let mut tail = String::with_capacity(rest.len() + cursor.len() + 12);
+        tail.push_str("\"cursor\":\"");
+        tail.push_str(cursor);
+        tail.push_str("\",");
+        tail.push_str(rest);
         Some(Self {
             route,
-            tail: tail.into(),
+            tail: tail.into_boxed_str(),
         })
     }
 
@@ -81,8 +82,7 @@ impl Frame {
         out.push_str("{\"seq\":");
         out.push_str(itoa::Buffer::new().format(seq));
         out.push(',');
-        // The tail is the JSON text NATS carried, which serde_json just parsed.
-        out.push_str(std::str::from_utf8(&self.tail).unwrap_or("\"type\":\"invalid\"}"));
+        out.push_str(&self.tail);
     }
 }
 
