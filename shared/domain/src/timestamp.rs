@@ -113,6 +113,43 @@ pub fn serialize<S: serde::Serializer>(
     serializer.serialize_str(Rfc3339Micros::new(*time).as_str())
 }
 
+/// Deserialises a `DateTime<Utc>` field written by [`serialize`]
+/// (`#[serde(deserialize_with = "portico_domain::timestamp::deserialize")]`): the
+/// fixed form is read by position, any other RFC 3339 time through chrono's parser.
+pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<DateTime<Utc>, D::Error> {
+    use serde::Deserialize as _;
+    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    from_fixed_form(&text)
+        .or_else(|| {
+            DateTime::parse_from_rfc3339(&text)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        })
+        .ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 timestamp"))
+}
+
+/// The time `text` says when it is in the fixed form (and a real date and time).
+fn from_fixed_form(text: &str) -> Option<DateTime<Utc>> {
+    let b = <&[u8; LEN]>::try_from(text.as_bytes()).ok()?;
+    if !is_fixed_form(b) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0'))
+    };
+    let (second, micros) = match n(17..19) {
+        // A leap second, as chrono keeps it.
+        60 => (59, n(20..26) + 1_000_000),
+        s => (s, n(20..26)),
+    };
+    chrono::NaiveDate::from_ymd_opt(i32::try_from(n(0..4)).ok()?, n(5..7), n(8..10))?
+        .and_hms_micro_opt(n(11..13), n(14..16), second, micros)
+        .map(|t| t.and_utc())
+}
+
 /// Writes `value` as zero-padded decimal digits filling `out`.
 fn put(out: &mut [u8], mut value: u32) {
     for digit in out.iter_mut().rev() {
@@ -156,7 +193,7 @@ fn is_fixed_form(b: &[u8; LEN]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{NaiveDate, TimeZone};
+    use chrono::{NaiveDate, SubsecRound, TimeZone};
 
     fn chrono_form(t: DateTime<Utc>) -> String {
         t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -243,6 +280,38 @@ mod tests {
         ] {
             assert_eq!(Rfc3339Micros::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_fixed_form_reads_back_to_the_same_instant() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct At {
+            #[serde(serialize_with = "serialize", deserialize_with = "super::deserialize")]
+            at: DateTime<Utc>,
+        }
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 1_250_000))
+            .map(|n| n.and_utc())
+            .unwrap_or_default();
+        let mut t = DateTime::<Utc>::UNIX_EPOCH;
+        let mut samples = vec![leap, Utc::now().trunc_subsecs(6)];
+        for _ in 0..2_000 {
+            samples.push(t);
+            t += chrono::Duration::microseconds(15_778_800_000_123);
+        }
+        for at in samples {
+            let text = serde_json::to_string(&At { at }).unwrap_or_default();
+            let back: At = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(back.at, at, "{text}");
+        }
+        // Other RFC 3339 forms still read; a date that does not exist does not.
+        let other: At = serde_json::from_str(r#"{"at":"2026-12-01T20:35:23.5+01:00"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            Rfc3339Micros::new(other.at).as_str(),
+            "2026-12-01T19:35:23.500000Z"
+        );
+        assert!(serde_json::from_str::<At>(r#"{"at":"2026-02-30T00:00:00.000000Z"}"#).is_err());
     }
 
     #[test]

@@ -48,7 +48,10 @@ pub struct EventDispatch {
     pub ordering_key: Option<String>,
     /// When the gateway accepted it (RFC 3339 to the microsecond, what PostgreSQL
     /// keeps), the start of the delivery-latency clock.
-    #[serde(serialize_with = "portico_domain::timestamp::serialize")]
+    #[serde(
+        serialize_with = "portico_domain::timestamp::serialize",
+        deserialize_with = "portico_domain::timestamp::deserialize"
+    )]
     pub accepted_at: chrono::DateTime<chrono::Utc>,
     /// Restrict delivery to one webhook (test events); `None` fans out by filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
