@@ -106,6 +106,37 @@ fn attempt(delivery_id: DeliveryId, number: i32, status: i32) -> NewAttempt {
     }
 }
 
+/// A chunk of deliveries that succeeded at their first attempt (status 200), one per
+/// `(delivery, webhook, event)` of ALICE's.
+fn succeeded_chunk(rows: &[(DeliveryId, WebhookId, EventId)]) -> (NewDeliveryRows, AttemptRows) {
+    let mut deliveries = NewDeliveryRows::default();
+    let mut attempts = AttemptRows::default();
+    for &(id, webhook_id, event_id) in rows {
+        deliveries.push(delivery(
+            id,
+            webhook_id,
+            event_id,
+            ALICE,
+            DeliveryStatus::Succeeded,
+            1,
+            None,
+        ));
+        attempts.push(attempt(id, 1, 200));
+    }
+    (deliveries, attempts)
+}
+
+/// How many deliveries and attempts the database holds.
+async fn row_counts(pool: &PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM webhook_deliveries),
+                (SELECT count(*) FROM webhook_delivery_attempts)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 fn all(page_limit: u32) -> PageRequest {
     PageRequest {
         limit: page_limit,
@@ -212,19 +243,7 @@ async fn deliveries_are_recorded_read_and_retried() {
 
         // The same (webhook, event) again: a redelivered job derives the same id
         // (`ids::delivery_id`), and nothing is written.
-        let again = d1;
-        let mut rows = NewDeliveryRows::default();
-        rows.push(delivery(
-            again,
-            w1,
-            e1,
-            ALICE,
-            DeliveryStatus::Succeeded,
-            1,
-            None,
-        ));
-        let mut attempts = AttemptRows::default();
-        attempts.push(attempt(again, 1, 200));
+        let (rows, attempts) = succeeded_chunk(&[(d1, w1, e1)]);
         let written = deliveries::insert_deliveries(&pool, &rows, &attempts, &IdArray::default())
             .await
             .unwrap();
@@ -595,28 +614,7 @@ async fn deliveries_live_and_die_with_their_webhook() {
             .unwrap();
 
         let (d_kept, d_deleted) = (DeliveryId::generate(), DeliveryId::generate());
-        let mut rows = NewDeliveryRows::default();
-        rows.push(delivery(
-            d_kept,
-            kept,
-            e1,
-            ALICE,
-            DeliveryStatus::Succeeded,
-            1,
-            None,
-        ));
-        rows.push(delivery(
-            d_deleted,
-            deleted,
-            e1,
-            ALICE,
-            DeliveryStatus::Succeeded,
-            1,
-            None,
-        ));
-        let mut attempts = AttemptRows::default();
-        attempts.push(attempt(d_kept, 1, 200));
-        attempts.push(attempt(d_deleted, 1, 200));
+        let (rows, attempts) = succeeded_chunk(&[(d_kept, kept, e1), (d_deleted, deleted, e1)]);
         let written = deliveries::insert_deliveries(&pool, &rows, &attempts, &IdArray::default())
             .await
             .unwrap();
@@ -625,29 +623,11 @@ async fn deliveries_live_and_die_with_their_webhook() {
             HashSet::from([d_kept]),
             "the deleted webhook's row is skipped"
         );
-        let counts: (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM webhook_deliveries),
-                    (SELECT count(*) FROM webhook_delivery_attempts)",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(counts, (1, 1));
+        assert_eq!(row_counts(&pool).await, (1, 1));
 
         // An insert not yet committed holds its webhook: deleting it has to wait.
         let d_late = DeliveryId::generate();
-        let mut rows = NewDeliveryRows::default();
-        rows.push(delivery(
-            d_late,
-            kept,
-            e2,
-            ALICE,
-            DeliveryStatus::Succeeded,
-            1,
-            None,
-        ));
-        let mut attempts = AttemptRows::default();
-        attempts.push(attempt(d_late, 1, 200));
+        let (rows, attempts) = succeeded_chunk(&[(d_late, kept, e2)]);
         let mut tx = pool.begin().await.unwrap();
         let written =
             deliveries::insert_deliveries(&mut *tx, &rows, &attempts, &IdArray::default())
@@ -681,14 +661,7 @@ async fn deliveries_live_and_die_with_their_webhook() {
             .execute(&pool)
             .await
             .unwrap();
-        let counts: (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM webhook_deliveries),
-                    (SELECT count(*) FROM webhook_delivery_attempts)",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(counts, (0, 0));
+        assert_eq!(row_counts(&pool).await, (0, 0));
     })
     .await;
 }
