@@ -136,10 +136,7 @@ fn from_fixed_form(text: &str) -> Option<DateTime<Utc>> {
     if !is_fixed_form(b) {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| {
-        b[r].iter()
-            .fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0'))
-    };
+    let n = |r: std::ops::Range<usize>| number(&b[r]).unwrap_or_default();
     let (second, micros) = match n(17..19) {
         // A leap second, as chrono keeps it.
         60 => (59, n(20..26) + 1_000_000),
@@ -148,6 +145,14 @@ fn from_fixed_form(text: &str) -> Option<DateTime<Utc>> {
     chrono::NaiveDate::from_ymd_opt(i32::try_from(n(0..4)).ok()?, n(5..7), n(8..10))?
         .and_hms_micro_opt(n(11..13), n(14..16), second, micros)
         .map(|t| t.and_utc())
+}
+
+/// The decimal number `digits` spell, `None` when one is not a digit (what [`put`]
+/// wrote, read back).
+fn number(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+    })
 }
 
 /// Writes `value` as zero-padded decimal digits filling `out`.
@@ -161,11 +166,7 @@ fn put(out: &mut [u8], mut value: u32) {
 /// Whether `b` is `YYYY-MM-DDTHH:MM:SS.ffffffZ` with every field in range (the day
 /// within 31; a caller that needs the calendar parses the text).
 fn is_fixed_form(b: &[u8; LEN]) -> bool {
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
-    };
+    let digits = |r: std::ops::Range<usize>| number(&b[r]);
     let separators = [
         (4, b'-'),
         (7, b'-'),
