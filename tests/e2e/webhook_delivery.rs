@@ -201,6 +201,21 @@ async fn attempts_of(app: &TestApp, delivery: Uuid) -> anyhow::Result<Vec<Attemp
     .await?)
 }
 
+/// The one attempt of `webhook`'s one delivery, once that delivery failed, checked to
+/// have been refused as `kind` without any response (the SSRF guard, TLS).
+async fn refused_attempt(app: &TestApp, webhook: Uuid, kind: &str) -> anyhow::Result<AttemptRow> {
+    let rows = wait_deliveries(app, webhook, |r| r.len() == 1 && r[0].status == "failed").await?;
+    let mut attempts = attempts_of(app, rows[0].id).await?;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].error_kind.as_deref(),
+        Some(kind),
+        "{attempts:?}"
+    );
+    assert_eq!(attempts[0].response_status, None);
+    Ok(attempts.remove(0))
+}
+
 fn verify_ours(secret: &str, r: &Received) -> anyhow::Result<()> {
     let key = WebhookSecret::parse(secret)?;
     standard_webhooks::verify(
@@ -1083,16 +1098,7 @@ async fn forbidden_addresses_are_blocked_at_connect_time() -> anyhow::Result<()>
     .await?;
     publish(&app, "kim", json!({"type": "a.b", "data": {}})).await?;
     for hook in [&literal, &named] {
-        let rows =
-            wait_deliveries(&app, hook.id, |r| r.len() == 1 && r[0].status == "failed").await?;
-        let attempts = attempts_of(&app, rows[0].id).await?;
-        assert_eq!(attempts.len(), 1);
-        assert_eq!(
-            attempts[0].error_kind.as_deref(),
-            Some("blocked"),
-            "{attempts:?}"
-        );
-        assert_eq!(attempts[0].response_status, None);
+        refused_attempt(&app, hook.id, "blocked").await?;
     }
     assert_eq!(sink.count(), 0, "a forbidden address was contacted");
     app.cleanup().await;
@@ -1148,21 +1154,13 @@ async fn untrusted_certificates_fail_as_tls_and_nothing_is_sent() -> anyhow::Res
     )
     .await?;
     publish(&app, "tess", json!({"type": "a.b", "data": {}})).await?;
-    let rows = wait_deliveries(&app, hook.id, |r| r.len() == 1 && r[0].status == "failed").await?;
-    let attempts = attempts_of(&app, rows[0].id).await?;
-    assert_eq!(attempts.len(), 1);
-    assert_eq!(
-        attempts[0].error_kind.as_deref(),
-        Some("tls"),
-        "{attempts:?}"
-    );
-    assert_eq!(attempts[0].response_status, None);
+    let attempt = refused_attempt(&app, hook.id, "tls").await?;
     assert!(
-        attempts[0]
+        attempt
             .error_message
             .as_deref()
             .is_some_and(|m| m.contains("certificate")),
-        "{attempts:?}"
+        "{attempt:?}"
     );
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 0);
     server.abort();
