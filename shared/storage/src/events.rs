@@ -86,8 +86,16 @@ impl<'a> NewEvents<'a> {
 /// by a unique index of `events`: the events table is partitioned by day of acceptance
 /// (migration 0022), and a re-published event carries another acceptance time, so
 /// only the key table, unique on the id across all days, can tell. One statement: the
-/// keys that went in select the event rows that go in. `ON CONFLICT DO NOTHING` on the
-/// events skips a row an older release recorded without a key.
+/// keys that went in select the event rows that go in.
+///
+/// The events themselves insert without `ON CONFLICT`: every event row has its key
+/// (written by the same statement since migration 0021, and given to the older rows by
+/// 0021 and 0022; retention deletes a key only after its event), so a new key means a
+/// new row, and the speculative insertion's extra index probe and WAL record per event
+/// bought nothing. Were a row ever there without its key, the statement fails with a
+/// unique violation, a data error: its chunk is tried item by item and that one event
+/// dead-lettered with the reason. `events` holds each id once (the dispatcher keeps
+/// one job of each event in a chunk).
 pub async fn insert(
     executor: impl sqlx::PgExecutor<'_>,
     events: &NewEvents<'_>,
@@ -106,7 +114,6 @@ pub async fn insert(
                                 $7::timestamptz[])
               AS e(id, user_id, event_type, payload, idempotency_key, ordering_key, accepted_at)
          WHERE e.id IN (SELECT id FROM fresh)
-         ON CONFLICT DO NOTHING
          RETURNING id AS "id!""#,
         &events.id,
         &events.user_id as &[&str],
