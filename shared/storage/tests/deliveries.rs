@@ -666,6 +666,103 @@ async fn deliveries_live_and_die_with_their_webhook() {
     .await;
 }
 
+/// The status index holds the deliveries that have not succeeded and no others
+/// (migration 0024), and a list filtered by a status it holds reads it.
+#[tokio::test]
+async fn only_unsettled_deliveries_are_in_the_status_index() {
+    with_database(|pool| async move {
+        let hook = webhook(&pool, ALICE, 3, 0).await;
+        let events: Vec<EventId> = (0..4).map(|_| EventId::generate()).collect();
+        record_events(
+            &pool,
+            &events.iter().map(|e| (*e, ALICE, "a")).collect::<Vec<_>>(),
+        )
+        .await;
+        let ids: Vec<DeliveryId> = events.iter().map(|_| DeliveryId::generate()).collect();
+        let (mut rows, mut attempts) = succeeded_chunk(&[
+            (ids[0], hook, events[0]),
+            (ids[1], hook, events[1]),
+            (ids[2], hook, events[2]),
+        ]);
+        rows.push(delivery(
+            ids[3],
+            hook,
+            events[3],
+            ALICE,
+            DeliveryStatus::Failed,
+            1,
+            None,
+        ));
+        attempts.push(attempt(ids[3], 1, 500));
+        deliveries::insert_deliveries(&pool, &rows, &attempts, &IdArray::default())
+            .await
+            .unwrap();
+        // ANALYZE counts every row of a table this small, index by index.
+        sqlx::query("ANALYZE webhook_deliveries")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let entries = |parent: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let n: f64 = sqlx::query_scalar(
+                    "SELECT sum(greatest(c.reltuples, 0))::float8 FROM pg_inherits i
+                       JOIN pg_class c ON c.oid = i.inhrelid
+                      WHERE i.inhparent = $1::regclass",
+                )
+                .bind(parent)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                n
+            }
+        };
+        assert_eq!(entries("webhook_deliveries_list_idx").await, 4.0);
+        assert_eq!(
+            entries("webhook_deliveries_unsettled_idx").await,
+            1.0,
+            "succeeded deliveries take no entry"
+        );
+
+        let failed = DeliveryFilter {
+            status: Some(DeliveryStatus::Failed),
+            ..DeliveryFilter::default()
+        };
+        let listed = deliveries::list(&pool, hook, &failed, &all(10))
+            .await
+            .unwrap();
+        assert_eq!(listed.iter().map(|d| d.id).collect::<Vec<_>>(), [ids[3]]);
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN SELECT id FROM webhook_deliveries
+              WHERE webhook_id = $1 AND status = 'failed' ORDER BY created_at DESC LIMIT 10",
+        )
+        .bind(hook.as_uuid())
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        let partition_indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT i.inhrelid::regclass::text FROM pg_inherits i
+              WHERE i.inhparent = 'webhook_deliveries_unsettled_idx'::regclass",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert!(
+            partition_indexes
+                .iter()
+                .any(|ix| plan.contains(ix.as_str())),
+            "a failed-status list reads the unsettled index: {plan}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn health_deltas_count_failures_and_disable() {
     with_database(|pool| async move {
