@@ -137,6 +137,28 @@ async fn row_counts(pool: &PgPool) -> (i64, i64) {
     .unwrap()
 }
 
+/// A list filter on one status.
+fn only(status: DeliveryStatus) -> DeliveryFilter {
+    DeliveryFilter {
+        status: Some(status),
+        ..DeliveryFilter::default()
+    }
+}
+
+/// How many entries the partitions of index `parent` hold, as the last ANALYZE
+/// counted them.
+async fn index_entries(pool: &PgPool, parent: &str) -> f64 {
+    sqlx::query_scalar(
+        "SELECT sum(greatest(c.reltuples, 0))::float8 FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = $1::regclass",
+    )
+    .bind(parent)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 fn all(page_limit: u32) -> PageRequest {
     PageRequest {
         limit: page_limit,
@@ -258,14 +280,10 @@ async fn deliveries_are_recorded_read_and_retried() {
             .await
             .unwrap();
         assert_eq!(listed.iter().map(|d| d.id).collect::<Vec<_>>(), [d2, d1]);
-        let failed = DeliveryFilter {
-            status: Some(DeliveryStatus::Failed),
-            ..DeliveryFilter::default()
-        };
-        let only = deliveries::list(&pool, w1, &failed, &all(10))
+        let failed = deliveries::list(&pool, w1, &only(DeliveryStatus::Failed), &all(10))
             .await
             .unwrap();
-        assert_eq!(only.iter().map(|d| d.id).collect::<Vec<_>>(), [d2]);
+        assert_eq!(failed.iter().map(|d| d.id).collect::<Vec<_>>(), [d2]);
         let other_type = DeliveryFilter {
             event_type: Some("order.cancelled".to_owned()),
             ..DeliveryFilter::default()
@@ -667,7 +685,7 @@ async fn deliveries_live_and_die_with_their_webhook() {
 }
 
 /// The status index holds the deliveries that have not succeeded and no others
-/// (migration 0024), and a list filtered by a status it holds reads it.
+/// (migration 0024), and a list filtered by a status it holds finds them through it.
 #[tokio::test]
 async fn only_unsettled_deliveries_are_in_the_status_index() {
     with_database(|pool| async move {
@@ -702,38 +720,24 @@ async fn only_unsettled_deliveries_are_in_the_status_index() {
             .execute(&pool)
             .await
             .unwrap();
-        let entries = |parent: &'static str| {
-            let pool = pool.clone();
-            async move {
-                let n: f64 = sqlx::query_scalar(
-                    "SELECT sum(greatest(c.reltuples, 0))::float8 FROM pg_inherits i
-                       JOIN pg_class c ON c.oid = i.inhrelid
-                      WHERE i.inhparent = $1::regclass",
-                )
-                .bind(parent)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                n
-            }
-        };
-        assert_eq!(entries("webhook_deliveries_list_idx").await, 4.0);
         assert_eq!(
-            entries("webhook_deliveries_unsettled_idx").await,
+            index_entries(&pool, "webhook_deliveries_list_idx").await,
+            4.0
+        );
+        assert_eq!(
+            index_entries(&pool, "webhook_deliveries_unsettled_idx").await,
             1.0,
             "succeeded deliveries take no entry"
         );
 
-        let failed = DeliveryFilter {
-            status: Some(DeliveryStatus::Failed),
-            ..DeliveryFilter::default()
-        };
-        let listed = deliveries::list(&pool, hook, &failed, &all(10))
+        let listed = deliveries::list(&pool, hook, &only(DeliveryStatus::Failed), &all(10))
             .await
             .unwrap();
         assert_eq!(listed.iter().map(|d| d.id).collect::<Vec<_>>(), [ids[3]]);
-        let mut conn = pool.acquire().await.unwrap();
-        sqlx::query("SET enable_seqscan = off")
+        // The statement a custom plan of `list` comes to with `failed` for its status;
+        // a table this small would otherwise be read whole.
+        let mut conn = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL enable_seqscan = off")
             .execute(&mut *conn)
             .await
             .unwrap();
